@@ -1,0 +1,43 @@
+"""All of dockercache's expected failures, under one base class.
+
+Each class carries the process exit code it maps to at the CLI boundary (see README "Exit codes").
+Anything that is not a ``DockercacheError`` is a bug and is allowed to show a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DockercacheError(Exception):
+    """Base class: an expected failure with a one-line, user-facing message."""
+
+    exit_code = 1
+
+
+class ConfigError(DockercacheError):
+    """dockercache.toml (or a Compose file it names) is broken: exit 2, before any Docker command runs."""
+
+    exit_code = 2
+
+
+class BuildError(DockercacheError):
+    """A docker build failed (a RUN step returned non-zero, a COPY source is missing, a push failed)."""
+
+    exit_code = 1
+
+
+class CacheError(DockercacheError):
+    """A cache store could not be read or written and cache errors were made fatal."""
+
+    exit_code = 1
+
+
+class EnvironmentProblem(DockercacheError):
+    """The environment cannot run a build at all: no Docker daemon, no buildx, an unusable builder."""
+
+    exit_code = 3
+
+
+class StoreError(DockercacheError):
+    """An S3 cache store operation failed (unreachable endpoint, denied, corrupt snapshot)."""
+
+    exit_code = 1

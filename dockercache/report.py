@@ -1,0 +1,194 @@
+"""Results of a run, and how they are shown: progress lines, the cache table, the closing line, JSON."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from .progress import StepCount, Vertex
+
+
+@dataclass
+class StageResult:
+    service: str
+    stage: str
+    target: str | None
+    final: bool
+    status: str = "pending"  # ok | failed | skipped
+    steps: dict[str, StepCount] = field(default_factory=dict)
+    seconds: float = 0.0
+    cache_warnings: list[str] = field(default_factory=list)
+    cache_written: str | None = None
+    digest: str | None = None
+    tags: tuple[str, ...] = ()
+    pushed: bool = False
+    error: str | None = None
+
+    @property
+    def cached(self) -> int:
+        return sum(c.cached for c in self.steps.values())
+
+    @property
+    def total(self) -> int:
+        return sum(c.total for c in self.steps.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "target": self.target,
+            "final": self.final,
+            "status": self.status,
+            "steps_total": self.total,
+            "steps_cached": self.cached,
+            "seconds": round(self.seconds, 3),
+            "dockerfile_stages": {
+                k: {"total": v.total, "cached": v.cached, "seconds": round(v.seconds, 3)}
+                for k, v in self.steps.items()
+            },
+            "cache_written": self.cache_written,
+            "cache_warnings": self.cache_warnings,
+            "image": {"tags": list(self.tags), "digest": self.digest, "pushed": self.pushed} if self.tags else None,
+            "error": self.error,
+        }
+
+
+@dataclass
+class ServiceResult:
+    name: str
+    stages: list[StageResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        if any(s.status == "failed" for s in self.stages):
+            return "failed"
+        return "ok" if all(s.status == "ok" for s in self.stages) else "incomplete"
+
+    @property
+    def final(self) -> StageResult | None:
+        return next((s for s in self.stages if s.final), None)
+
+    def closing_line(self) -> str:
+        done = [s for s in self.stages if s.status == "ok"]
+        cached = sum(s.cached for s in self.stages)
+        total = sum(s.total for s in self.stages)
+        parts = [f"{len(self.stages)} stage{'s' if len(self.stages) != 1 else ''}", f"{cached}/{total} steps cached"]
+        final = self.final
+        if self.status == "failed":
+            failed = next(s for s in self.stages if s.status == "failed")
+            parts.append(f"FAILED at {failed.stage}")
+        elif final and final.status == "ok" and final.tags:
+            verb = "pushed" if final.pushed else "loaded"
+            parts.append(f"{verb} {final.tags[0]}")
+        elif len(done) == len(self.stages):
+            parts.append("cache only")
+        warnings = sum(len(s.cache_warnings) for s in self.stages)
+        if warnings:
+            parts.append(f"{warnings} cache warning{'s' if warnings != 1 else ''}")
+        return f"{self.name}: {', '.join(parts)} in {self.seconds:.1f}s"
+
+    def to_json(self) -> dict[str, Any]:
+        final = self.final
+        return {
+            "name": self.name,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "steps_total": sum(s.total for s in self.stages),
+            "steps_cached": sum(s.cached for s in self.stages),
+            "image": final.to_json()["image"] if final else None,
+            "stages": [s.to_json() for s in self.stages],
+        }
+
+
+@dataclass
+class RunResult:
+    services: list[ServiceResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    exit_code: int = 0
+    error: str | None = None
+    plan: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "warnings": self.warnings,
+            "services": [s.to_json() for s in self.services],
+        }
+
+
+class Console:
+    """Where human-readable output goes. Progress and warnings: stderr; the report: stdout."""
+
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        buildkite: bool = False,
+        redact: Callable[[str], str] = str,
+    ) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.buildkite = buildkite
+        self.redact = redact
+
+    def _print(self, text: str, stream: TextIO) -> None:
+        print(self.redact(text), file=stream, flush=True)
+
+    def result(self, text: str) -> None:
+        """The report itself: stdout."""
+        self._print(text, self.out)
+
+    def section(self, title: str, collapsed: bool = False) -> None:
+        """A log group: Buildkite folds ``--- `` (open) and ``~~~ `` (collapsed) headers."""
+        if self.buildkite:
+            self._print(f"{'~~~' if collapsed else '---'} {title}", self.err)
+        else:
+            self._print(f"==> {title}", self.err)
+
+    def info(self, message: str) -> None:
+        self._print(message, self.err)
+
+    def warn(self, message: str) -> None:
+        self._print(f"dockercache: warning: {message}", self.err)
+
+    def step(self, vertex: Vertex) -> None:
+        if vertex.name.startswith("[internal]") and not vertex.error:
+            return
+        if vertex.error:
+            state = "ERROR"
+        elif vertex.cached:
+            state = "CACHED"
+        else:
+            state = f"DONE {vertex.seconds:.1f}s"
+        name = vertex.name if len(vertex.name) <= 110 else vertex.name[:107] + "..."
+        self._print(f"  {state:<11} {name}", self.err)
+
+
+def render_table(result: RunResult) -> str:
+    rows = [("service", "stage", "cached", "time", "cache written")]
+    for svc in result.services:
+        for s in svc.stages:
+            cached = f"{s.cached}/{s.total}" if s.status != "skipped" else "-"
+            rows.append((svc.name, s.stage, cached, f"{s.seconds:.1f}s", s.cache_written or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(svc: ServiceResult) -> str:
+    """The cache report as a Markdown table (Buildkite annotations)."""
+    lines = [
+        f"**{svc.closing_line()}**",
+        "",
+        "| stage | steps cached | time | cache written |",
+        "|---|---|---|---|",
+    ]
+    for s in svc.stages:
+        lines.append(f"| {s.stage} | {s.cached}/{s.total} | {s.seconds:.1f}s | {s.cache_written or '-'} |")
+    for s in svc.stages:
+        for w in s.cache_warnings:
+            lines.append(f"\n:warning: {s.stage}: {w}")
+    return "\n".join(lines)

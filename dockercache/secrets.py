@@ -1,0 +1,31 @@
+"""Keeping secret values out of everything dockercache prints or records.
+
+dockercache never puts a credential into a process argument; this is the second line of defence for
+values that reach text anyway (a build arg that quotes a token, an error message from a library).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|SESSION_KEY|API_KEY", re.I)
+MASK = "[redacted]"
+
+
+def secret_values(env: Mapping[str, str], extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """Values of variables whose names say they are secret (at least 4 characters, longest first)."""
+    values = {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= 4}
+    values.update(v for v in extra if len(v) >= 4)
+    return tuple(sorted(values, key=len, reverse=True))
+
+
+class Redactor:
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self.values = tuple(values)
+
+    def __call__(self, text: str) -> str:
+        for value in self.values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text

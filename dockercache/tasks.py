@@ -1,0 +1,132 @@
+"""dockercache's Invoke tasks. In a project's tasks.py: ``from dockercache.tasks import ns``.
+
+The tasks are thin: they turn flags into options and call :mod:`dockercache.commands`. Expected failures
+become ``invoke.Exit`` with a one-line message and the documented exit code; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from invoke import Collection, Context, Exit, task
+
+from . import commands
+from .errors import DockercacheError
+
+HELP = {
+    "config": "Path to dockercache.toml (default: $DOCKERCACHE_CONFIG, else the nearest one upwards).",
+    "service": "Service to build (repeatable; default: all services).",
+    "stage": "Build the service's stages up to and including this one.",
+    "dry-run": "Print the plan instead of building.",
+    "no-cache": "Build without any cache (passes --no-cache to buildx).",
+    "push": "Push images to the service's repository (--no-push: load them locally).",
+    "json": "Print a machine-readable result on stdout.",
+    "cache-write": "Write caches even where the policy would not (a laptop).",
+    "no-cache-write": "Read caches only; never write them (untrusted builds).",
+}
+
+
+def _help(*names: str) -> dict[str, str]:
+    return {n: HELP[n] for n in names}
+
+
+@contextmanager
+def _boundary() -> Iterator[None]:
+    """Map expected failures to one red line and an exit code."""
+    try:
+        yield
+    except DockercacheError as exc:
+        raise Exit(f"dockercache: error: {exc}", code=exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise Exit("dockercache: interrupted", code=130) from None
+
+
+def _run(command: Callable[[], int]) -> None:
+    with _boundary():
+        exit_code = command()
+    if exit_code:
+        raise Exit(code=exit_code)
+
+
+@task(
+    iterable=["service"],
+    help=_help("service", "stage", "config", "dry-run", "no-cache", "push", "json", "cache-write", "no-cache-write"),
+)
+def build(
+    c: Context,
+    service: list[str] | None = None,
+    stage: str | None = None,
+    config: str | None = None,
+    dry_run: bool = False,
+    no_cache: bool = False,
+    push: bool = True,
+    json: bool = False,
+    cache_write: bool = False,
+    no_cache_write: bool = False,
+) -> None:
+    """Build services stage by stage with per-stage caches, push, and report cache hits."""
+    env = commands.Environment()
+
+    def run() -> int:
+        options = commands.options_from(service, stage, no_cache, push, cache_write, no_cache_write)
+        if dry_run:
+            return commands.cmd_plan(env, config, options, json)
+        return commands.cmd_build(env, config, options, json)
+
+    _run(run)
+
+
+@task(
+    iterable=["service"],
+    help=_help("service", "stage", "config", "no-cache", "push", "json", "cache-write", "no-cache-write"),
+)
+def plan(
+    c: Context,
+    service: list[str] | None = None,
+    stage: str | None = None,
+    config: str | None = None,
+    no_cache: bool = False,
+    push: bool = True,
+    json: bool = False,
+    cache_write: bool = False,
+    no_cache_write: bool = False,
+) -> None:
+    """Show the resolved plan and the exact buildx commands (no Docker daemon needed)."""
+    env = commands.Environment()
+    _run(
+        lambda: commands.cmd_plan(
+            env, config, commands.options_from(service, stage, no_cache, push, cache_write, no_cache_write), json
+        )
+    )
+
+
+@task(help=_help("config"))
+def check(c: Context, config: str | None = None) -> None:
+    """Validate dockercache.toml (and the Dockerfiles and Compose files it names)."""
+    env = commands.Environment()
+    _run(lambda: commands.cmd_check(env, config))
+
+
+@task(name="create", help=_help("config"))
+def builder_create(c: Context, config: str | None = None) -> None:
+    """Create the configured buildx builder if it does not exist."""
+    env = commands.Environment()
+    _run(lambda: commands.cmd_builder_create(env, config))
+
+
+@task(name="remove", help={**_help("config"), "name": "Builder to remove (default: builder.name)."})
+def builder_remove(c: Context, config: str | None = None, name: str | None = None) -> None:
+    """Remove the configured (or named) buildx builder."""
+    env = commands.Environment()
+    _run(lambda: commands.cmd_builder_remove(env, config, name))
+
+
+def collection() -> Collection:
+    """A fresh collection of dockercache's tasks (add your own to it freely)."""
+    ns = Collection(build, plan, check)
+    ns.add_collection(Collection("builder", builder_create, builder_remove))
+    return ns
+
+
+ns = collection()

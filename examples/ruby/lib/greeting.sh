@@ -1,0 +1,1 @@
+greeting() { echo "hello from the ruby service ($(cat /usr/local/ruby-version))"; }
