@@ -91,6 +91,10 @@ class RegistryCache:
     compression: Literal["zstd", "gzip", "estargz", "uncompressed"] = field(
         default="zstd", metadata=_doc("Layer compression of the cache.")
     )
+    force_compression: bool = field(
+        default=False,
+        metadata=_doc("Recompress layers that already exist in another compression (e.g. the image's gzip)."),
+    )
     image_manifest: bool = field(
         default=True, metadata=_doc("Store the cache as an image manifest (needed by ECR and most registries).")
     )
@@ -306,7 +310,7 @@ def fields_of(cls: type[Any]) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
     }
 
 
-def _union_members(tp: Any) -> tuple[Any, ...] | None:
+def union_members(tp: Any) -> tuple[Any, ...] | None:
     origin = typing.get_origin(tp)
     if origin is Union or (hasattr(types, "UnionType") and origin is types.UnionType):
         return typing.get_args(tp)
@@ -315,7 +319,7 @@ def _union_members(tp: Any) -> tuple[Any, ...] | None:
 
 def _convert(value: Any, tp: Any, path: Path, where: str) -> Any:  # noqa: C901 - one switch over types
     at = f"{path}: {where or '(top level)'}"
-    members = _union_members(tp)
+    members = union_members(tp)
     if members is not None:
         if type(None) in members:
             rest = [m for m in members if m is not type(None)]

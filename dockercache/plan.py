@@ -348,6 +348,8 @@ def _caches(
                 "compression": store.compression,
                 "ignore-error": "true",
             }
+            if store.force_compression:
+                sink = {**sink, "force-compression": "true"}
         return tuple(sources), sink, None
     assert isinstance(store, LocalCache)
     base = (root / store.path / svc.name).resolve()

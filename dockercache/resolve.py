@@ -47,7 +47,7 @@ def compose_files(config: Config, service: ServiceConfig, env: Mapping[str, str]
         files = tuple(config.root / n for n in names)
         for f in files:
             if not f.is_file():
-                raise ConfigError(f"{config.path}: compose file {f} does not exist")
+                raise ConfigError(f"{config.path}: compose_files: compose file {f} does not exist")
         return files
     for name in COMPOSE_DEFAULTS:
         if (config.root / name).is_file():
@@ -61,19 +61,23 @@ def _from_compose(
     config: Config, name: str, svc: ServiceConfig, env: Mapping[str, str], read: ComposeReader
 ) -> tuple[Path, Path, str | None, dict[str, str]]:
     files = compose_files(config, svc, env)
-    document = read(files, config.root)
-    shown = ", ".join(str(f) for f in files)
+    where = f"{config.path}: services.{name}.compose_service"
+    try:
+        document = read(files, config.root)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    shown = ", ".join(f.name for f in files)
     services = document.get("services") or {}
     assert svc.compose_service is not None
     entry = services.get(svc.compose_service)
     if entry is None:
         raise ConfigError(
-            f"{config.path}: services.{name}.compose_service: no service '{svc.compose_service}' in {shown}"
+            f"{where}: no service '{svc.compose_service}' in {shown}"
             f" (services: {', '.join(services) or 'none'})"
         )
     build = entry.get("build")
     if not isinstance(build, dict) or "context" not in build:
-        raise ConfigError(f"{shown}: services.{svc.compose_service}.build: missing (nothing to build)")
+        raise ConfigError(f"{where}: {shown}: services.{svc.compose_service}.build: missing (nothing to build)")
     context = Path(build["context"])
     if not context.is_absolute():
         context = config.root / context

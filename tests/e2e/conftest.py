@@ -1,0 +1,274 @@
+"""The real stack for end-to-end tests: Docker with buildx, a registry and an S3 server on loopback.
+
+scripts/stack.sh starts them (.ci/run does so before the tests). Nothing here skips: a missing stack fails
+every end-to-end test loudly, with the command that starts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import ROOT
+
+STACK_ENV = ROOT / ".stack" / "env"
+EXAMPLE = ROOT / "examples" / "ruby"
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def _stack_values() -> dict[str, str]:
+    values = {
+        "DOCKERCACHE_REGISTRY": "localhost:5000",
+        "DOCKERCACHE_S3_ENDPOINT": "http://127.0.0.1:5002",
+        "DOCKERCACHE_BASE_IMAGE": "localhost:5000/dockercache/busybox:stable",
+    }
+    if STACK_ENV.is_file():
+        for line in STACK_ENV.read_text().splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            if key in values:
+                values[key] = value
+    for key in values:
+        values[key] = os.environ.get(key, values[key])
+    return values
+
+
+class Registry:
+    """The registry's HTTP API (distribution v2)."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.base = f"http://{host}/v2"
+
+    def get(self, path: str) -> tuple[Mapping[str, str], Any]:
+        request = urllib.request.Request(f"{self.base}/{path}", headers={"Accept": MANIFEST_TYPES})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(response.headers), json.loads(response.read() or b"null")
+
+    def tags(self, repo: str) -> list[str]:
+        try:
+            return sorted(self.get(f"{repo}/tags/list")[1].get("tags") or [])
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return []
+            raise
+
+    def manifest(self, repo: str, ref: str) -> tuple[str, Any]:
+        headers, body = self.get(f"{repo}/manifests/{ref}")
+        return headers["Docker-Content-Digest"], body
+
+
+@dataclass
+class Stack:
+    registry: Registry
+    s3_endpoint: str
+    base_image: str
+
+    @property
+    def host(self) -> str:
+        return self.registry.host
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    values = _stack_values()
+    problems = []
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        problems.append("Docker daemon")
+    registry = Registry(values["DOCKERCACHE_REGISTRY"])
+    try:
+        registry.get("")
+    except (OSError, urllib.error.URLError):
+        problems.append(f"registry at {registry.host}")
+    try:
+        urllib.request.urlopen(values["DOCKERCACHE_S3_ENDPOINT"] + "/moto-api/", timeout=5).close()
+    except (OSError, urllib.error.URLError):
+        problems.append(f"S3 server at {values['DOCKERCACHE_S3_ENDPOINT']}")
+    if problems:
+        pytest.fail(f"the test stack is not running ({', '.join(problems)}): run `bash scripts/stack.sh up`")
+    return Stack(registry, values["DOCKERCACHE_S3_ENDPOINT"], values["DOCKERCACHE_BASE_IMAGE"])
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+def fresh_agent(*builders: str) -> None:
+    """What a new CI agent has: no build cache, no images, no extra builders."""
+    for name in builders:
+        docker("buildx", "rm", "--force", name, check=False)
+    docker("buildx", "prune", "--all", "--force", "--builder", "default")
+    ids = docker("image", "ls", "--all", "--quiet").stdout.split()
+    if ids:
+        docker("image", "rm", "--force", *sorted(set(ids)), check=False)
+    assert docker("image", "ls", "--all", "--quiet").stdout.strip() == ""
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    argv: list[str]
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def stage(self, service: str, stage: str) -> dict[str, Any]:
+        for svc in self.json["services"]:
+            if svc["name"] == service:
+                for s in svc["stages"]:
+                    if s["stage"] == stage:
+                        return dict(s)
+        raise KeyError(f"{service}/{stage}")
+
+
+DOCKERCACHE = Path(sys.executable).parent / "dockercache"
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}
+    env.update(
+        {
+            "CI": "true",
+            "BUILDKITE_COMMIT": COMMIT,
+            "BUILDKITE_BRANCH": "main",
+            "BUILDKITE_PIPELINE_DEFAULT_BRANCH": "main",
+            "BUILDKITE_PIPELINE_SLUG": "example",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def run_dockercache(*args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: int = 300) -> Result:
+    argv = [str(DOCKERCACHE), *args]
+    proc = subprocess.run(
+        argv, cwd=cwd, env=dict(env or base_env()), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return Result(proc.returncode, proc.stdout, proc.stderr, argv)
+
+
+@dataclass
+class Project:
+    path: Path
+    name: str
+
+    def write_config(self, text: str) -> None:
+        (self.path / "dockercache.toml").write_text(text)
+
+    def touch_source(self, text: str = "changed") -> None:
+        with (self.path / "app" / "main.sh").open("a") as f:
+            f.write(f"# {text} {uuid.uuid4().hex}\n")
+
+    def build(self, *args: str, **env: str) -> Result:
+        return run_dockercache("build", "--json", *args, cwd=self.path, env=base_env(**env))
+
+
+def registry_config(stack: Stack, name: str, cache_host: str | None = None, settings: str = "") -> str:
+    cache_host = cache_host or stack.host
+    return f"""
+[settings]
+{settings}
+
+[builder]
+name = "default"
+driver = "docker"
+
+[caches.default]
+type = "registry"
+ref = "{cache_host}/{name}/cache"
+
+[services.ruby]
+context = "."
+stages = ["base", "deps"]
+target = "final"
+image = "{stack.host}/{name}/ruby"
+args = {{ BASE_IMAGE = "{stack.base_image}" }}
+"""
+
+
+@pytest.fixture
+def project(stack: Stack, tmp_path: Path) -> Project:
+    """A copy of examples/ruby with its own registry repositories (so tests never share a cache)."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    path = tmp_path / "ruby"
+    shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".dockercache"))
+    project = Project(path, name)
+    project.write_config(registry_config(stack, name))
+    return project
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ExtraRegistry:
+    host: str
+    process: subprocess.Popen[bytes] | None
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def extra_registry(tmp_path: Path) -> Iterator[ExtraRegistry]:
+    """A second registry instance (for caches), which a test may stop."""
+    port = free_port()
+    root = tmp_path / "registry2"
+    root.mkdir()
+    (root / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
+        f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    process = subprocess.Popen(
+        ["docker-registry", "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    registry = ExtraRegistry(f"localhost:{port}", process)
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://{registry.host}/v2/", timeout=1).close()
+            break
+        except (OSError, urllib.error.URLError):
+            time.sleep(0.1)
+    else:
+        registry.stop()
+        pytest.fail("the second registry did not start")
+    yield registry
+    registry.stop()

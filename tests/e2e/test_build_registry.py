@@ -1,0 +1,167 @@
+"""End-to-end: builds of examples/ruby against the real Docker engine and registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import COMMIT, ExtraRegistry, Project, Stack, fresh_agent, registry_config
+
+STAGES = ("base", "deps", "final")
+
+
+def counts(result: object, *stages: str) -> dict[str, tuple[int, int]]:
+    return {s: (result.stage("ruby", s)["steps_cached"], result.stage("ruby", s)["steps_total"])  # type: ignore[attr-defined]
+            for s in stages}
+
+
+def test_build_pushes_image_and_cache_manifests(project: Project, stack: Stack) -> None:
+    fresh_agent()
+    result = project.build()
+    assert result.returncode == 0, result.stderr
+    svc = result.json["services"][0]
+    assert svc["status"] == "ok"
+    # The image, through the registry's HTTP API, has the digest the build reported.
+    digest, _ = stack.registry.manifest(f"{project.name}/ruby", COMMIT[:12])
+    assert svc["image"]["digest"] == digest
+    assert svc["image"]["pushed"] is True
+    # One cache manifest per stage, as an OCI image manifest with zstd layers and a BuildKit cache config
+    # (the base image's own layer is reused as it is, gzip).
+    base_repo, base_tag = stack.base_image.split("/", 1)[1].rsplit(":", 1)
+    _, base_manifest = stack.registry.manifest(base_repo, base_tag)
+    if "manifests" in base_manifest:
+        _, base_manifest = stack.registry.manifest(base_repo, base_manifest["manifests"][0]["digest"])
+    base_layers = {layer["digest"] for layer in base_manifest["layers"]}
+    assert stack.registry.tags(f"{project.name}/cache") == ["base-main", "deps-main", "final-main"]
+    for stage in STAGES:
+        _, manifest = stack.registry.manifest(f"{project.name}/cache", f"{stage}-main")
+        assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+        assert manifest["config"]["mediaType"] == "application/vnd.buildkit.cacheconfig.v0"
+        own = [layer for layer in manifest["layers"] if layer["digest"] not in base_layers]
+        assert own, stage
+        media_types = {layer["mediaType"] for layer in own}
+        if stage == "final":
+            # Layers shared with the pushed image keep the image's gzip unless force_compression is set.
+            assert "application/vnd.oci.image.layer.v1.tar+zstd" in media_types
+        else:
+            assert media_types == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+        assert result.stage("ruby", stage)["cache_written"] == f"{stack.host}/{project.name}/cache:{stage}-main"
+    # A cold build caches nothing.
+    assert svc["steps_cached"] == 0 and svc["steps_total"] == 8
+
+
+def test_human_report_has_table_and_closing_line(project: Project, stack: Stack) -> None:
+    result = project.build()  # --json is added by Project.build; run the plain form too
+    assert result.returncode == 0
+    from .conftest import base_env, run_dockercache
+
+    plain = run_dockercache("build", cwd=project.path, env=base_env())
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.strip().splitlines()
+    assert lines[0].split() == ["service", "stage", "cached", "time", "cache", "written"]
+    assert lines[-1].startswith(f"ruby: 3 stages, 8/8 steps cached, pushed {stack.host}/{project.name}/ruby:")
+    assert "CACHED" in plain.stderr
+
+
+def test_fresh_agent_after_one_file_change_hits_every_unchanged_stage(project: Project) -> None:
+    fresh_agent()
+    assert project.build().returncode == 0
+    fresh_agent()
+    project.touch_source()
+    result = project.build()
+    assert result.returncode == 0, result.stderr
+    c = counts(result, *STAGES)
+    assert c["base"] == (2, 2)
+    assert c["deps"] == (3, 3)
+    final_cached, final_total = c["final"]
+    assert final_total == 3 and final_cached < final_total  # the changed COPY and what follows it ran
+
+
+def test_five_fresh_agent_builds_in_a_row_all_hit(project: Project) -> None:
+    fresh_agent()
+    first = project.build()
+    assert first.returncode == 0, first.stderr
+    assert first.json["services"][0]["steps_cached"] == 0
+    for attempt in range(2, 6):
+        fresh_agent()
+        result = project.build()
+        assert result.returncode == 0, result.stderr
+        svc = result.json["services"][0]
+        assert (svc["steps_cached"], svc["steps_total"]) == (8, 8), f"build {attempt}: {counts(result, *STAGES)}"
+
+
+def test_feature_branch_reads_default_branch_cache_and_writes_only_its_own(project: Project, stack: Stack) -> None:
+    fresh_agent()
+    assert project.build().returncode == 0
+    repo = f"{project.name}/cache"
+    main_digests = {t: stack.registry.manifest(repo, t)[0] for t in stack.registry.tags(repo)}
+    fresh_agent()
+    result = project.build(BUILDKITE_BRANCH="feature/login-form")
+    assert result.returncode == 0, result.stderr
+    assert result.json["services"][0]["steps_cached"] == 8  # everything came from main's cache
+    assert sorted(stack.registry.tags(repo)) == sorted(
+        [*main_digests, "base-feature-login-form", "deps-feature-login-form", "final-feature-login-form"]
+    )
+    # main's refs were not rewritten by the branch build
+    assert {t: stack.registry.manifest(repo, t)[0] for t in main_digests} == main_digests
+
+
+def test_no_cache_write_leaves_the_registry_alone(project: Project, stack: Stack) -> None:
+    result = project.build("--no-cache-write")
+    assert result.returncode == 0, result.stderr
+    assert stack.registry.tags(f"{project.name}/cache") == []
+    assert all(s["cache_written"] is None for s in result.json["services"][0]["stages"])
+
+
+def test_unreachable_cache_registry_is_a_warning_then_fatal_on_request(
+    project: Project, stack: Stack, extra_registry: ExtraRegistry
+) -> None:
+    project.write_config(registry_config(stack, project.name, cache_host=extra_registry.host))
+    fresh_agent()
+    assert project.build().returncode == 0
+    extra_registry.stop()
+    fresh_agent()
+    result = project.build()
+    assert result.returncode == 0, result.stderr
+    assert f"cache registry {extra_registry.host} unreachable" in result.stderr
+    assert result.json["warnings"] and result.json["services"][0]["steps_cached"] == 0
+    # The image still went to the (running) image registry.
+    assert stack.registry.tags(f"{project.name}/ruby") == [COMMIT[:12]]
+
+    project.write_config(
+        registry_config(stack, project.name, cache_host=extra_registry.host, settings='cache_errors = "fail"')
+    )
+    fatal = project.build()
+    assert fatal.returncode == 1
+    assert "unreachable" in fatal.stderr and "cache_errors = 'fail'" in fatal.stderr
+
+
+@pytest.mark.parametrize("branch", ["main"])
+def test_plan_argv_is_what_runs(project: Project, stack: Stack, tmp_path: object, branch: str) -> None:
+    """`plan --json` shows the exact argument lists that the build passes to docker."""
+    import json
+    import os
+    from pathlib import Path
+
+    from .conftest import base_env, run_dockercache
+
+    log = Path(str(tmp_path)) / "argv.log"
+    shim = Path(str(tmp_path)) / "bin"
+    shim.mkdir()
+    real = os.popen("command -v docker").read().strip()
+    (shim / "docker").write_text(
+        f'#!/bin/sh\nprintf "%s\\0" "$@" >> {log}\nprintf "\\n" >> {log}\nexec {real} "$@"\n'
+    )
+    (shim / "docker").chmod(0o755)
+    env = base_env(PATH=f"{shim}:{os.environ['PATH']}", BUILDKITE_BRANCH=branch)
+    plan = run_dockercache("plan", "--json", cwd=project.path, env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert not log.exists(), "plan must not run docker"
+    planned = [b["argv"][1:] for b in json.loads(plan.stdout)["services"][0]["builds"]]
+    result = run_dockercache("build", cwd=project.path, env=env)
+    assert result.returncode == 0, result.stderr
+    ran = [line.split("\0")[:-1] for line in log.read_text().splitlines()]
+    builds = [argv for argv in ran if argv[:2] == ["buildx", "build"]]
+    for argv in builds:
+        i = argv.index("--metadata-file")
+        argv[i + 1] = "<metadata file>"
+    assert builds == planned
