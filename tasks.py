@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from invoke import Collection, Context, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
 
 from dockercache.schema import build_schema
 from dockercache.tasks import collection
@@ -17,14 +19,14 @@ ROOT = Path(__file__).resolve().parent
 SCHEMA = ROOT / "config" / "dockercache.schema.json"
 
 
-@task
+@task()
 def schema(c: Context) -> None:
     """Regenerate config/dockercache.schema.json from the configuration dataclasses."""
     SCHEMA.write_text(json.dumps(build_schema(), indent=2) + "\n")
     print(f"wrote {SCHEMA.relative_to(ROOT)}")
 
 
-@task
+@task()
 def stack(c: Context) -> None:
     """Install (where missing) and start Docker, the registry and the S3 server on loopback."""
     c.run(f"bash {ROOT / 'scripts' / 'stack.sh'} up", pty=False)
@@ -39,12 +41,14 @@ def test(c: Context, e2e: bool = False, k: str = "") -> None:
     c.run(f"python -m pytest {' '.join(args)}", pty=False)
 
 
-@task
+@task()
 def lint(c: Context) -> None:
     """ruff and mypy --strict."""
     c.run("ruff check . && ruff format --check dockercache tests tasks.py && mypy", pty=False)
 
 
 ns: Collection = collection()
-for t in (schema, stack, test, lint):
-    ns.add_task(t)
+ns.add_task(schema)
+ns.add_task(stack)
+ns.add_task(test)
+ns.add_task(lint)

@@ -27,9 +27,7 @@ DERIVED = (
 def run_git(cwd: Path, args: list[str]) -> str | None:
     """Run a read-only git command; None when git or the repository is absent."""
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        )
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     value = out.stdout.strip()

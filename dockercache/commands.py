@@ -13,16 +13,18 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .ci import CIContext
 from .config import Config, find_config, load_config
-from .docker import Docker
 from .errors import ConfigError, DockercacheError
 from .plan import BuildOptions, Plan, PlanInputs, make_plan
 from .report import Console, RunResult, render_table
 from .resolve import resolve_services
-from .runner import Runner, ensure_builder
 from .secrets import Redactor, secret_values
+
+if TYPE_CHECKING:  # python-on-whales is slow to import; plan and check never need it without Compose
+    from .docker import Docker
 
 
 @dataclass
@@ -46,6 +48,8 @@ class Environment:
 
     def get_docker(self) -> Docker:
         if self.docker is None:
+            from .docker import Docker
+
             self.docker = Docker()
         return self.docker
 
@@ -94,7 +98,9 @@ def render_plan(plan: Plan) -> str:
                 label = "cache from:" if i == 0 else ""
                 lines.append(f"    {label:<11} {source.get('ref') or source.get('src')}")
             if build.cache_to:
-                lines.append(f"    {'cache to:':<11} {build.cache_to.get('ref') or build.cache_to.get('dest')}")
+                lines.append(
+                    f"    {'cache to:':<11} {build.cache_to.get('ref') or build.cache_to.get('dest')}"
+                )
             for tag in build.tags:
                 lines.append(f"    {'push:' if build.push else 'load:':<11} {tag}")
             lines.append(f"    $ docker {shlex.join(build.argv(b.name))}")
@@ -106,7 +112,9 @@ def cmd_check(environment: Environment, config: str | None) -> int:
     needs_compose = any(s.compose_service for s in cfg.services.values())
     reader = environment.get_docker().compose_config if needs_compose else None
     resolve_services(cfg, (), environment.env, reader)
-    environment.out.result(f"{cfg.path}: ok ({len(cfg.services)} service{'s' if len(cfg.services) != 1 else ''})")
+    environment.out.result(
+        f"{cfg.path}: ok ({len(cfg.services)} service{'s' if len(cfg.services) != 1 else ''})"
+    )
     return 0
 
 
@@ -123,6 +131,8 @@ def cmd_plan(environment: Environment, config: str | None, options: BuildOptions
 def cmd_build(environment: Environment, config: str | None, options: BuildOptions, as_json: bool) -> int:
     cfg, ci = load(environment, config)
     plan = plan_for(environment, cfg, ci, options)
+    from .runner import Runner
+
     console = environment.out
     runner = Runner(environment.get_docker(), console)
     try:
@@ -153,6 +163,8 @@ def report(console: Console, result: RunResult, as_json: bool) -> None:
 def cmd_builder_create(environment: Environment, config: str | None) -> int:
     cfg, ci = load(environment, config)
     plan = plan_for(environment, cfg, ci, BuildOptions(services=(next(iter(cfg.services)),)))
+    from .runner import ensure_builder
+
     docker = environment.get_docker()
     docker.ping()
     created = ensure_builder(docker, plan.builder, environment.out)

@@ -24,7 +24,7 @@ from .errors import ConfigError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 CONFIG_NAME = "dockercache.toml"
 ENV_CONFIG = "DOCKERCACHE_CONFIG"
@@ -40,7 +40,9 @@ class Settings:
 
     default_branch: str | None = field(
         default=None,
-        metadata=_doc("Branch whose cache is shared. Default: $BUILDKITE_PIPELINE_DEFAULT_BRANCH, git, 'main'."),
+        metadata=_doc(
+            "Branch whose cache is shared. Default: $BUILDKITE_PIPELINE_DEFAULT_BRANCH, git, 'main'."
+        ),
     )
     cache_write: Literal["auto", "always", "never"] = field(
         default="auto",
@@ -73,7 +75,9 @@ class BuilderConfig:
     platforms: tuple[str, ...] = field(default=(), metadata=_doc("Platforms the builder serves."))
     ephemeral: bool = field(
         default=False,
-        metadata=_doc("Create a builder for this job only and remove it afterwards, even when the build fails."),
+        metadata=_doc(
+            "Create a builder for this job only and remove it afterwards, even when the build fails."
+        ),
     )
 
 
@@ -87,7 +91,9 @@ class RegistryCache:
         default="{stage}-{branch}",
         metadata=_doc("Tag template; {service}, {stage}, {branch} are filled in.", min_length=1),
     )
-    mode: Literal["min", "max"] = field(default="max", metadata=_doc("Cache every layer (max) or final only."))
+    mode: Literal["min", "max"] = field(
+        default="max", metadata=_doc("Cache every layer (max) or final only.")
+    )
     compression: Literal["zstd", "gzip", "estargz", "uncompressed"] = field(
         default="zstd", metadata=_doc("Layer compression of the cache.")
     )
@@ -96,7 +102,8 @@ class RegistryCache:
         metadata=_doc("Recompress layers that already exist in another compression (e.g. the image's gzip)."),
     )
     image_manifest: bool = field(
-        default=True, metadata=_doc("Store the cache as an image manifest (needed by ECR and most registries).")
+        default=True,
+        metadata=_doc("Store the cache as an image manifest (needed by ECR and most registries)."),
     )
     oci_mediatypes: bool = field(default=True, metadata=_doc("Use OCI media types."))
     extra_from: tuple[str, ...] = field(
@@ -113,13 +120,15 @@ class LocalCache:
         default=".dockercache/cache",
         metadata=_doc("Directory, relative to dockercache.toml; one sub-directory per service and stage."),
     )
-    mode: Literal["min", "max"] = field(default="max", metadata=_doc("Cache every layer (max) or final only."))
+    mode: Literal["min", "max"] = field(
+        default="max", metadata=_doc("Cache every layer (max) or final only.")
+    )
     compression: Literal["zstd", "gzip", "estargz", "uncompressed"] = field(
         default="zstd", metadata=_doc("Layer compression of the cache.")
     )
 
 
-CacheStore = Union[RegistryCache, LocalCache]
+CacheStore = RegistryCache | LocalCache
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,8 @@ class ServiceConfig:
     dockerfile: str | None = field(default=None, metadata=_doc("Dockerfile, relative to the context."))
     target: str | None = field(default=None, metadata=_doc("Final Dockerfile target (default: last stage)."))
     stages: tuple[str, ...] = field(
-        default=(), metadata=_doc("Dockerfile targets built and cached on their own, in order, before target.")
+        default=(),
+        metadata=_doc("Dockerfile targets built and cached on their own, in order, before target."),
     )
     args: Mapping[str, str] = field(default_factory=dict, metadata=_doc("Build arguments."))
     image: str | None = field(default=None, metadata=_doc("Image repository to push to."))
@@ -159,7 +169,9 @@ class ServiceConfig:
 class Config:
     """The whole of dockercache.toml."""
 
-    services: Mapping[str, ServiceConfig] = field(metadata=_doc("Services to build, by name.", min_properties=1))
+    services: Mapping[str, ServiceConfig] = field(
+        metadata=_doc("Services to build, by name.", min_properties=1)
+    )
     settings: Settings = field(default_factory=Settings, metadata=_doc("Cache policy."))
     builder: BuilderConfig = field(default_factory=BuilderConfig, metadata=_doc("The buildx builder."))
     caches: Mapping[str, CacheStore] = field(default_factory=dict, metadata=_doc("Cache stores, by name."))
@@ -233,7 +245,7 @@ def load_config(path: Path, variables: Mapping[str, str]) -> Config:
 def parse_config(raw: Mapping[str, Any], variables: Mapping[str, str], path: Path) -> Config:
     """Check a parsed document: interpolation, keys, types, then cross-references."""
     expanded = _interpolate(raw, variables, path, "")
-    config = _convert(expanded, Config, path, "")
+    config: Config = _convert(expanded, Config, path, "")
     config = dataclasses.replace(config, path=path)
     _check_references(config)
     return config
@@ -268,12 +280,16 @@ def interpolate(text: str, variables: Mapping[str, str], where: str) -> str:
             expr = match.group("bare")
         name, sep, default = expr.partition(":-")
         if not _NAME.fullmatch(name):
-            raise ConfigError(f"{where}: invalid variable expression '${{{expr}}}' (use ${{NAME}} or ${{NAME:-default}})")
+            raise ConfigError(
+                f"{where}: invalid variable expression '${{{expr}}}' (use ${{NAME}} or ${{NAME:-default}})"
+            )
         value = variables.get(name)
         if sep:
             return value if value else default
         if value is None:
-            raise ConfigError(f"{where}: undefined variable ${{{name}}} (set it, or write ${{{name}:-default}})")
+            raise ConfigError(
+                f"{where}: undefined variable ${{{name}}} (set it, or write ${{{name}:-default}})"
+            )
         return value
 
     return _VAR.sub(replace, text)
@@ -305,9 +321,7 @@ def _type_name(value: Any) -> str:
 def fields_of(cls: type[Any]) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
     """The user-facing fields of a config dataclass with their resolved type hints."""
     hints = typing.get_type_hints(cls)
-    return {
-        f.name: (f, hints[f.name]) for f in dataclasses.fields(cls) if not f.metadata.get("internal")
-    }
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
 
 
 def union_members(tp: Any) -> tuple[Any, ...] | None:
@@ -317,13 +331,13 @@ def union_members(tp: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _convert(value: Any, tp: Any, path: Path, where: str) -> Any:  # noqa: C901 - one switch over types
+def _convert(value: Any, tp: Any, path: Path, where: str) -> Any:
     at = f"{path}: {where or '(top level)'}"
     members = union_members(tp)
     if members is not None:
         if type(None) in members:
             rest = [m for m in members if m is not type(None)]
-            return _convert(value, rest[0] if len(rest) == 1 else Union[tuple(rest)], path, where)
+            return _convert(value, rest[0] if len(rest) == 1 else Union[tuple(rest)], path, where)  # noqa: UP007
         return _convert_tagged(value, members, path, where)
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -333,7 +347,7 @@ def _convert(value: Any, tp: Any, path: Path, where: str) -> Any:  # noqa: C901 
             hint = suggest(value, choices) if isinstance(value, str) else ""
             raise ConfigError(f"{at}: {value!r} is not one of {options}{hint}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _convert_table(value, tp, path, where)
     if origin in (tuple, list):
         if not isinstance(value, list):
@@ -375,9 +389,7 @@ def _convert_tagged(value: Any, members: tuple[Any, ...], path: Path, where: str
         raise ConfigError(f"{at}.type: missing (one of {', '.join(repr(k) for k in by_tag)})")
     if kind not in by_tag:
         hint = suggest(kind, by_tag) if isinstance(kind, str) else ""
-        raise ConfigError(
-            f"{at}.type: {kind!r} is not one of {', '.join(repr(k) for k in by_tag)}{hint}"
-        )
+        raise ConfigError(f"{at}.type: {kind!r} is not one of {', '.join(repr(k) for k in by_tag)}{hint}")
     return _convert_table(value, by_tag[kind], path, where)
 
 
@@ -424,7 +436,9 @@ def _check_references(config: Config) -> None:
             )
     builder = config.builder
     if builder.driver == "remote" and not builder.endpoint:
-        raise ConfigError(f"{path}: builder.endpoint: required with driver 'remote' (e.g. tcp://buildkitd:1234)")
+        raise ConfigError(
+            f"{path}: builder.endpoint: required with driver 'remote' (e.g. tcp://buildkitd:1234)"
+        )
     if builder.driver == "docker" and builder.ephemeral:
         raise ConfigError(f"{path}: builder.ephemeral: the 'docker' driver cannot create builders")
     for name, svc in config.services.items():
@@ -444,7 +458,8 @@ def _check_references(config: Config) -> None:
             )
         if svc.cache is None and len(config.caches) > 1 and "default" not in config.caches:
             raise ConfigError(
-                f"{path}: {where}.cache: several cache stores are defined; name one ({', '.join(config.caches)})"
+                f"{path}: {where}.cache: several cache stores are defined; "
+                f"name one ({', '.join(config.caches)})"
             )
         seen: set[str] = set()
         for i, stage in enumerate(svc.stages):
@@ -470,7 +485,7 @@ def _check_references(config: Config) -> None:
 
 
 def default_cache_name(config: Config, service: ServiceConfig) -> str | None:
-    """The store a service uses: its own ``cache``, else 'default', else the only one; None: built-in local."""
+    """The store a service uses: its own ``cache``, else 'default', else the only one (None: built-in)."""
     if service.cache:
         return service.cache
     if "default" in config.caches:

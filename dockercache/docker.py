@@ -106,7 +106,9 @@ class Docker:
     def compose_config(self, files: Sequence[Path], project_dir: Path) -> Mapping[str, Any]:
         """``docker compose config --format json`` (the raw JSON keeps build.target and cache_from)."""
         client = DockerClient(
-            compose_files=list(files), compose_project_directory=project_dir, client_call=self.client.client_config.client_call
+            compose_files=list(files),
+            compose_project_directory=project_dir,
+            client_call=self.client.client_config.client_call,
         )
         shown = ", ".join(str(f) for f in files)
         try:

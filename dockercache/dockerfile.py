@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_FROM = re.compile(
-    r"^FROM\s+(?:--\S+\s+)*(?P<image>\S+)(?:\s+AS\s+(?P<name>\S+))?\s*$", re.IGNORECASE
-)
+_FROM = re.compile(r"^FROM\s+(?:--\S+\s+)*(?P<image>\S+)(?:\s+AS\s+(?P<name>\S+))?\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ def logical_lines(text: str) -> list[str]:
 
 
 def parse_stages(text: str) -> tuple[Stage, ...]:
-    stages = []
+    stages: list[Stage] = []
     for line in logical_lines(text):
         match = _FROM.match(line)
         if match:

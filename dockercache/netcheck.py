@@ -6,7 +6,6 @@ import socket
 from urllib.parse import urlsplit
 
 
-
 def registry_host(ref: str) -> tuple[str, int]:
     """The registry host and port of an image reference (Docker Hub when the first part is no host)."""
     first, sep, _ = ref.partition("/")

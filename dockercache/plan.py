@@ -244,7 +244,8 @@ def make_plan(
         if options.stage is not None:
             if options.stage not in stages:
                 raise ConfigError(
-                    f"--stage: service '{svc.name}' has no stage '{options.stage}' (stages: {', '.join(stages)})"
+                    f"--stage: service '{svc.name}' has no stage '{options.stage}' "
+                    f"(stages: {', '.join(stages)})"
                 )
             stages = stages[: stages.index(options.stage) + 1]
         builds = []
@@ -252,7 +253,13 @@ def make_plan(
             final = stage == svc.stages[-1]
             target = svc.final_target if final else stage
             cache_from, cache_to, swap = _caches(
-                svc, stages[: index + 1], branch_slug, default_slug, writes_shared, cache_write, inputs.root,
+                svc,
+                stages[: index + 1],
+                branch_slug,
+                default_slug,
+                writes_shared,
+                cache_write,
+                inputs.root,
                 exists,
             )
             tags: tuple[str, ...] = ()

@@ -152,15 +152,15 @@ class BuildEvents:
             if vertex.completed and not was_complete:
                 done.append(vertex)
         for log in item.get("logs") or []:
-            vertex = self.vertexes.get(str(log.get("vertex")))
-            if vertex is None:
+            target = self.vertexes.get(str(log.get("vertex")))
+            if target is None:
                 continue
             try:
                 data = base64.b64decode(log.get("data") or "").decode(errors="replace")
             except (binascii.Error, ValueError):
                 continue
-            vertex.logs.extend(data.splitlines())
-            del vertex.logs[:-MAX_LOG_LINES]
+            target.logs.extend(data.splitlines())
+            del target.logs[:-MAX_LOG_LINES]
         return done
 
     def steps(self) -> list[Vertex]:
@@ -177,7 +177,9 @@ class BuildEvents:
         return out
 
     def _cache_errors(self) -> list[Vertex]:
-        return [v for v in self.vertexes.values() if v.error and v.name.startswith((_CACHE_IMPORT, _CACHE_EXPORT))]
+        return [
+            v for v in self.vertexes.values() if v.error and v.name.startswith((_CACHE_IMPORT, _CACHE_EXPORT))
+        ]
 
     def cache_problems(self) -> list[str]:
         """Cache imports and exports that failed (BuildKit goes on without them when ignore-error=true).

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .progress import StepCount, Vertex
@@ -49,7 +49,9 @@ class StageResult:
             },
             "cache_written": self.cache_written,
             "cache_warnings": self.cache_warnings,
-            "image": {"tags": list(self.tags), "digest": self.digest, "pushed": self.pushed} if self.tags else None,
+            "image": {"tags": list(self.tags), "digest": self.digest, "pushed": self.pushed}
+            if self.tags
+            else None,
             "error": self.error,
         }
 
@@ -74,7 +76,10 @@ class ServiceResult:
         done = [s for s in self.stages if s.status == "ok"]
         cached = sum(s.cached for s in self.stages)
         total = sum(s.total for s in self.stages)
-        parts = [f"{len(self.stages)} stage{'s' if len(self.stages) != 1 else ''}", f"{cached}/{total} steps cached"]
+        parts = [
+            f"{len(self.stages)} stage{'s' if len(self.stages) != 1 else ''}",
+            f"{cached}/{total} steps cached",
+        ]
         final = self.final
         if self.status == "failed":
             failed = next(s for s in self.stages if s.status == "failed")
@@ -174,7 +179,7 @@ def render_table(result: RunResult) -> str:
             cached = f"{s.cached}/{s.total}" if s.status != "skipped" else "-"
             rows.append((svc.name, s.stage, cached, f"{s.seconds:.1f}s", s.cache_written or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
 
 

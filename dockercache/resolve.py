@@ -20,6 +20,7 @@ ComposeReader = Callable[[Sequence[Path], Path], Mapping[str, Any]]
 COMPOSE_DEFAULTS = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 BUILTIN_STORE = LocalCache(type="local")
 
+
 @dataclass(frozen=True)
 class ResolvedService:
     name: str
@@ -37,6 +38,7 @@ class ResolvedService:
     store_name: str | None
     store: CacheStore
     metadata_key: str | None
+
 
 def compose_files(config: Config, service: ServiceConfig, env: Mapping[str, str]) -> tuple[Path, ...]:
     """Compose files for a service: its own, the top-level ones, $COMPOSE_FILE, then the default names."""
@@ -56,6 +58,7 @@ def compose_files(config: Config, service: ServiceConfig, env: Mapping[str, str]
         f"{config.path}: compose_files: no Compose file given and none of {', '.join(COMPOSE_DEFAULTS)} "
         f"in {config.root}"
     )
+
 
 def _from_compose(
     config: Config, name: str, svc: ServiceConfig, env: Mapping[str, str], read: ComposeReader
@@ -77,13 +80,16 @@ def _from_compose(
         )
     build = entry.get("build")
     if not isinstance(build, dict) or "context" not in build:
-        raise ConfigError(f"{where}: {shown}: services.{svc.compose_service}.build: missing (nothing to build)")
+        raise ConfigError(
+            f"{where}: {shown}: services.{svc.compose_service}.build: missing (nothing to build)"
+        )
     context = Path(build["context"])
     if not context.is_absolute():
         context = config.root / context
     dockerfile = context / build.get("dockerfile", "Dockerfile")
     args = {str(k): "" if v is None else str(v) for k, v in (build.get("args") or {}).items()}
     return context, dockerfile, build.get("target"), args
+
 
 def resolve_service(
     config: Config, name: str, env: Mapping[str, str], read_compose: ComposeReader | None = None
@@ -107,7 +113,9 @@ def resolve_service(
         text = dockerfile.read_text(encoding="utf-8")
     except OSError:
         key = "compose_service" if svc.compose_service else "dockerfile"
-        raise ConfigError(f"{where}.{key}: Dockerfile {dockerfile} does not exist or cannot be read") from None
+        raise ConfigError(
+            f"{where}.{key}: Dockerfile {dockerfile} does not exist or cannot be read"
+        ) from None
     dockerfile_stages = parse_stages(text)
     if not dockerfile_stages:
         raise ConfigError(f"{where}.dockerfile: {dockerfile} has no FROM instruction")
@@ -127,13 +135,17 @@ def resolve_service(
     order = [s.label for s in dockerfile_stages]
     positions = [order.index(s) for s in stages]
     if positions != sorted(positions):
-        raise ConfigError(f"{where}.stages: stages must follow their order in {dockerfile} ({', '.join(order)})")
+        raise ConfigError(
+            f"{where}.stages: stages must follow their order in {dockerfile} ({', '.join(order)})"
+        )
     if final_label in stages:
         if stages[-1] != final_label:
             raise ConfigError(f"{where}.stages: the final target '{final_label}' must come last")
         stages.pop()
     elif positions and order.index(final_label) < positions[-1]:
-        raise ConfigError(f"{where}.target: '{final_label}' comes before stage '{stages[-1]}' in {dockerfile}")
+        raise ConfigError(
+            f"{where}.target: '{final_label}' comes before stage '{stages[-1]}' in {dockerfile}"
+        )
     store_name = default_cache_name(config, svc)
     store = config.caches[store_name] if store_name else BUILTIN_STORE
     return ResolvedService(
@@ -151,6 +163,7 @@ def resolve_service(
         store=store,
         metadata_key=svc.metadata_key,
     )
+
 
 def resolve_services(
     config: Config,

@@ -63,7 +63,7 @@ def _registry_hosts(build: StageBuild) -> set[tuple[str, int]]:
 
 
 def preflight(plan: Plan, console: Console) -> tuple[Plan, list[str]]:
-    """Drop caches whose registry does not answer, so an outage costs a warning, not a timeout or a failure."""
+    """Drop caches whose registry does not answer: an outage costs a warning, not a timeout or a failure."""
     hosts = {h for svc in plan.services for b in svc.builds for h in _registry_hosts(b)}
     down = {}
     for host, port in sorted(hosts):
@@ -72,10 +72,15 @@ def preflight(plan: Plan, console: Console) -> tuple[Plan, list[str]]:
             down[(host, port)] = why
     if not down:
         return plan, []
-    warnings = [f"cache registry {h}:{p} unreachable ({why}): building without its cache" for (h, p), why in down.items()]
+    warnings = [
+        f"cache registry {h}:{p} unreachable ({why}): building without its cache"
+        for (h, p), why in down.items()
+    ]
     if plan.cache_errors == "fail":
         (host, port), why = next(iter(down.items()))
-        raise CacheError(f"cache registry {host}:{port} unreachable ({why}) and settings.cache_errors = 'fail'")
+        raise CacheError(
+            f"cache registry {host}:{port} unreachable ({why}) and settings.cache_errors = 'fail'"
+        )
 
     def keep(attrs: dict[str, str] | None) -> bool:
         return not (attrs and attrs.get("type") == "registry" and registry_host(attrs["ref"]) in down)
@@ -116,7 +121,12 @@ class Runner:
                     break
                 if plan.cache_errors == "fail":
                     problem = next(
-                        (f"{svc.name}/{s.stage}: {w}" for s in service_result.stages for w in s.cache_warnings), None
+                        (
+                            f"{svc.name}/{s.stage}: {w}"
+                            for s in service_result.stages
+                            for w in s.cache_warnings
+                        ),
+                        None,
                     )
                     if problem:
                         result.exit_code = CacheError.exit_code
@@ -166,10 +176,10 @@ class Runner:
                 stderr_lines = exc.stderr.strip().splitlines()
                 stage.error = events.failure() or (stderr_lines[-1] if stderr_lines else None)
                 stage.error = stage.error or f"buildx exited {exc.return_code}"
-                vertex = events.failed_vertex()
-                if vertex:
-                    self.console.info(f"--- output of {vertex.name}")
-                    for line in vertex.logs:
+                failed = events.failed_vertex()
+                if failed:
+                    self.console.info(f"--- output of {failed.name}")
+                    for line in failed.logs:
                         self.console.info(f"    {line}")
             metadata = _read_json(metadata_file)
         stage.seconds = time.monotonic() - started
@@ -184,7 +194,8 @@ class Runner:
             if build.local_swap:
                 shutil.rmtree(build.local_swap.incoming, ignore_errors=True)
             return
-        stage.digest = metadata.get("containerimage.digest")
+        digest = metadata.get("containerimage.digest")
+        stage.digest = digest if isinstance(digest, str) else None
         stage.pushed = build.push
         exported = build.cache_to is not None and not any(
             w.startswith("exporting cache") for w in stage.cache_warnings

@@ -11,7 +11,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from .config import Config, union_members, fields_of
+from .config import Config, fields_of, union_members
 
 SCHEMA_ID = "https://dockercache.dev/schema/dockercache.schema.json"
 

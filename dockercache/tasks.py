@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from invoke import Collection, Context, Exit, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from . import commands
 from .errors import DockercacheError
@@ -51,7 +54,9 @@ def _run(command: Callable[[], int]) -> None:
 
 @task(
     iterable=["service"],
-    help=_help("service", "stage", "config", "dry-run", "no-cache", "push", "json", "cache-write", "no-cache-write"),
+    help=_help(
+        "service", "stage", "config", "dry-run", "no-cache", "push", "json", "cache-write", "no-cache-write"
+    ),
 )
 def build(
     c: Context,
@@ -96,7 +101,10 @@ def plan(
     env = commands.Environment()
     _run(
         lambda: commands.cmd_plan(
-            env, config, commands.options_from(service, stage, no_cache, push, cache_write, no_cache_write), json
+            env,
+            config,
+            commands.options_from(service, stage, no_cache, push, cache_write, no_cache_write),
+            json,
         )
     )
 

@@ -1,4 +1,4 @@
-"""Shared fixtures. End-to-end fixtures live in tests/e2e/conftest.py and need the stack (scripts/stack.sh)."""
+"""Shared fixtures. The end-to-end ones are in tests/e2e/conftest.py and need the stack (scripts/stack.sh)."""
 
 from __future__ import annotations
 

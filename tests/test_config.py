@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from dockercache.commands import Environment, cmd_check
 from dockercache.config import (
     CONFIG_NAME,
     LocalCache,
@@ -14,7 +15,6 @@ from dockercache.config import (
     load_config,
     parse_config,
 )
-from dockercache.commands import Environment, cmd_check
 from dockercache.docker import Docker
 from dockercache.errors import ConfigError
 from dockercache.report import Console

@@ -7,7 +7,10 @@ from dockercache.netcheck import registry_host, unreachable, url_host
 
 def test_registry_host() -> None:
     assert registry_host("localhost:5000/cache/x:tag") == ("localhost", 5000)
-    assert registry_host("123.dkr.ecr.eu-west-1.amazonaws.com/cache:x") == ("123.dkr.ecr.eu-west-1.amazonaws.com", 443)
+    assert registry_host("123.dkr.ecr.eu-west-1.amazonaws.com/cache:x") == (
+        "123.dkr.ecr.eu-west-1.amazonaws.com",
+        443,
+    )
     assert registry_host("library/ubuntu:22.04") == ("registry-1.docker.io", 443)
     assert registry_host("ubuntu") == ("registry-1.docker.io", 443)
 

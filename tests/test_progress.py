@@ -54,8 +54,19 @@ def test_failure_names_the_step() -> None:
 
 def test_decoder_handles_text_and_partial_objects() -> None:
     decoder = RawJsonDecoder()
-    obj = json.dumps({"vertexes": [{"digest": "d", "name": "[a 1/1] RUN x", "cached": True,
-                                    "completed": "2026-01-01T00:00:00.123456789Z"}]}, indent=2)
+    obj = json.dumps(
+        {
+            "vertexes": [
+                {
+                    "digest": "d",
+                    "name": "[a 1/1] RUN x",
+                    "cached": True,
+                    "completed": "2026-01-01T00:00:00.123456789Z",
+                }
+            ]
+        },
+        indent=2,
+    )
     items = list(decoder.feed(obj[:10]))
     assert items == []
     items = list(decoder.feed(obj[10:] + "\nERROR: boom\n"))

@@ -43,8 +43,18 @@ def test_schema_and_loader_accept_the_same_good_files(path: Path) -> None:
 STRUCTURAL = [
     p
     for p in sorted((FIXTURES / "bad").glob("*.toml"))
-    if p.stem.startswith(("unknown-", "wrong-", "missing-cache", "missing-registry", "empty-registry", "no-services",
-                          "empty-services", "wrong-mode"))
+    if p.stem.startswith(
+        (
+            "unknown-",
+            "wrong-",
+            "missing-cache",
+            "missing-registry",
+            "empty-registry",
+            "no-services",
+            "empty-services",
+            "wrong-mode",
+        )
+    )
     and p.stem not in ("unknown-cache-store", "unknown-stage", "unknown-target")
 ]
 

@@ -170,10 +170,18 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_dockercache(*args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: int = 300) -> Result:
+def run_dockercache(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: int = 300
+) -> Result:
     argv = [str(DOCKERCACHE), *args]
     proc = subprocess.run(
-        argv, cwd=cwd, env=dict(env or base_env()), capture_output=True, text=True, timeout=timeout, check=False
+        argv,
+        cwd=cwd,
+        env=dict(env or base_env()),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     return Result(proc.returncode, proc.stdout, proc.stderr, argv)
@@ -258,7 +266,9 @@ def extra_registry(tmp_path: Path) -> Iterator[ExtraRegistry]:
         f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
     )
     process = subprocess.Popen(
-        ["docker-registry", "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ["docker-registry", "serve", str(root / "config.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     registry = ExtraRegistry(f"localhost:{port}", process)
     for _ in range(100):

@@ -10,8 +10,10 @@ STAGES = ("base", "deps", "final")
 
 
 def counts(result: object, *stages: str) -> dict[str, tuple[int, int]]:
-    return {s: (result.stage("ruby", s)["steps_cached"], result.stage("ruby", s)["steps_total"])  # type: ignore[attr-defined]
-            for s in stages}
+    return {
+        s: (result.stage("ruby", s)["steps_cached"], result.stage("ruby", s)["steps_total"])  # type: ignore[attr-defined]
+        for s in stages
+    }
 
 
 def test_build_pushes_image_and_cache_manifests(project: Project, stack: Stack) -> None:
@@ -44,7 +46,9 @@ def test_build_pushes_image_and_cache_manifests(project: Project, stack: Stack) 
             assert "application/vnd.oci.image.layer.v1.tar+zstd" in media_types
         else:
             assert media_types == {"application/vnd.oci.image.layer.v1.tar+zstd"}
-        assert result.stage("ruby", stage)["cache_written"] == f"{stack.host}/{project.name}/cache:{stage}-main"
+        assert (
+            result.stage("ruby", stage)["cache_written"] == f"{stack.host}/{project.name}/cache:{stage}-main"
+        )
     # A cold build caches nothing.
     assert svc["steps_cached"] == 0 and svc["steps_total"] == 8
 
@@ -86,10 +90,14 @@ def test_five_fresh_agent_builds_in_a_row_all_hit(project: Project) -> None:
         result = project.build()
         assert result.returncode == 0, result.stderr
         svc = result.json["services"][0]
-        assert (svc["steps_cached"], svc["steps_total"]) == (8, 8), f"build {attempt}: {counts(result, *STAGES)}"
+        assert (svc["steps_cached"], svc["steps_total"]) == (8, 8), (
+            f"build {attempt}: {counts(result, *STAGES)}"
+        )
 
 
-def test_feature_branch_reads_default_branch_cache_and_writes_only_its_own(project: Project, stack: Stack) -> None:
+def test_feature_branch_reads_default_branch_cache_and_writes_only_its_own(
+    project: Project, stack: Stack
+) -> None:
     fresh_agent()
     assert project.build().returncode == 0
     repo = f"{project.name}/cache"

@@ -1,0 +1,94 @@
+"""The command line as people use it: the `dockercache` script and `invoke` with a one-line tasks.py.
+
+Bad input must give one line naming the file and key, exit 2, no traceback, and run no Docker command
+(reading a Compose file with `docker compose config` is the one exception: it builds and pushes nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import FIXTURES, ROOT
+from .test_config import BAD, expectation
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def docker_shim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A `docker` first on PATH that records every call and then runs the real one."""
+    shim = tmp_path_factory.mktemp("shim")
+    log = shim / "calls.log"
+    real = subprocess.run(["sh", "-c", "command -v docker"], capture_output=True, text=True).stdout.strip()
+    (shim / "docker").write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
+    (shim / "docker").chmod(0o755)
+    return shim, log
+
+
+def run(
+    args: list[str], cwd: Path, shim: Path, log: Path
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    log.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}
+    env["PATH"] = f"{shim}:{BIN}:{env['PATH']}"
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return proc, calls
+
+
+@pytest.mark.parametrize("command", ["check", "build"])
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_config_exits_2_with_one_line_and_no_docker(
+    path: Path, command: str, docker_shim: tuple[Path, Path]
+) -> None:
+    proc, calls = run([str(BIN / "dockercache"), command, "--config", path.name], path.parent, *docker_shim)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("dockercache: error: ")
+    assert path.name in lines[0] and expectation(path) in lines[0]
+    assert all(call.startswith("compose ") and call.endswith(" config --format json") for call in calls), (
+        calls
+    )
+    assert proc.stdout == ""
+
+
+def test_unknown_service_on_the_command_line(docker_shim: tuple[Path, Path]) -> None:
+    proc, calls = run(
+        [str(BIN / "dockercache"), "plan", "--service", "rubby"], ROOT / "examples" / "ruby", *docker_shim
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "dockercache: error: dockercache.toml: no service 'rubby' (did you mean 'ruby'?) (services: ruby)"
+    )
+    assert calls == []
+
+
+def test_unknown_stage_on_the_command_line(docker_shim: tuple[Path, Path]) -> None:
+    proc, _ = run(
+        [str(BIN / "dockercache"), "build", "--stage", "dep"], ROOT / "examples" / "ruby", *docker_shim
+    )
+    assert proc.returncode == 2
+    assert "--stage: service 'ruby' has no stage 'dep'" in proc.stderr
+
+
+def test_invoke_with_a_one_line_tasks_py(tmp_path: Path, docker_shim: tuple[Path, Path]) -> None:
+    (tmp_path / "tasks.py").write_text("from dockercache.tasks import ns  # noqa: F401\n")
+    (tmp_path / "dockercache.toml").write_text((FIXTURES / "good" / "minimal.toml").read_text())
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS final\n")
+    listing, _ = run([str(BIN / "invoke"), "--list"], tmp_path, *docker_shim)
+    assert listing.returncode == 0, listing.stderr
+    for name in ("build", "plan", "check", "builder.create", "builder.remove"):
+        assert name in listing.stdout
+    plan, calls = run([str(BIN / "invoke"), "plan", "--service", "app"], tmp_path, *docker_shim)
+    assert plan.returncode == 0, plan.stderr
+    assert "docker buildx build --progress rawjson" in plan.stdout
+    assert calls == []
+    bad, _ = run([str(BIN / "invoke"), "build", "--service", "nope"], tmp_path, *docker_shim)
+    assert bad.returncode == 2 and "no service 'nope'" in bad.stderr and "Traceback" not in bad.stderr
