@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .ci import CIContext
+from .ci import CIContext, slugify
 from .config import Config, find_config, load_config
 from .errors import ConfigError, DockercacheError
 from .plan import BuildOptions, Plan, PlanInputs, make_plan
@@ -76,8 +76,18 @@ def plan_for(environment: Environment, config: Config, ci: CIContext, options: B
         default_branch=ci.default_branch,
         on_ci=ci.on_ci,
         job_id=ci.job_id,
+        pipeline=slugify(ci.pipeline),
+        cache_dir=cache_dir(environment.env),
     )
     return make_plan(inputs, options)
+
+
+def cache_dir(env: Mapping[str, str]) -> Path:
+    """Local working space for S3 stores: $DOCKERCACHE_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache."""
+    if env.get("DOCKERCACHE_CACHE_DIR"):
+        return Path(env["DOCKERCACHE_CACHE_DIR"])
+    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "dockercache"
 
 
 def render_plan(plan: Plan) -> str:
@@ -97,10 +107,15 @@ def render_plan(plan: Plan) -> str:
             for i, source in enumerate(build.cache_from):
                 label = "cache from:" if i == 0 else ""
                 lines.append(f"    {label:<11} {source.get('ref') or source.get('src')}")
+            if build.s3:
+                lines.append(f"    {'restore:':<11} {', '.join(build.s3.restore_keys)} (first complete snapshot)")
+                if build.s3.save_name:
+                    lines.append(f"    {'save:':<11} {build.s3.save_name}")
+                if build.s3.refused:
+                    lines.append(f"    {'no save:':<11} {build.s3.refused}")
             if build.cache_to:
-                lines.append(
-                    f"    {'cache to:':<11} {build.cache_to.get('ref') or build.cache_to.get('dest')}"
-                )
+                target = build.cache_to.get("ref") or build.cache_to.get("dest") or build.cache_to.get("name")
+                lines.append(f"    {'cache to:':<11} {target}")
             for tag in build.tags:
                 lines.append(f"    {'push:' if build.push else 'load:':<11} {tag}")
             lines.append(f"    $ docker {shlex.join(build.argv(b.name))}")

@@ -128,7 +128,46 @@ class LocalCache:
     )
 
 
-CacheStore = RegistryCache | LocalCache
+@dataclass(frozen=True)
+class S3Cache:
+    """BuildKit cache in S3: content-addressed blobs shared by named snapshots (see README "S3 store")."""
+
+    type: Literal["s3"]
+    bucket: str = field(metadata=_doc("Bucket (the old plugin's s3_bucket).", min_length=1))
+    prefix: str = field(default="dockercache", metadata=_doc("Key prefix for blobs and snapshots."))
+    region: str | None = field(default=None, metadata=_doc("AWS region (default: the credential chain's)."))
+    endpoint_url: str | None = field(
+        default=None, metadata=_doc("Endpoint of an S3-compatible server (MinIO, Ceph, moto).")
+    )
+    profile: str | None = field(default=None, metadata=_doc("AWS profile (default: the standard chain)."))
+    key: str = field(
+        default="{pipeline}/{branch}",
+        metadata=_doc(
+            "Snapshot key this build writes (the old plugin's s3_key); {pipeline}, {branch}, {commit}.",
+            min_length=1,
+        ),
+    )
+    cache_from: tuple[str, ...] = field(
+        default=("{pipeline}/latest",),
+        metadata=_doc("Snapshot keys to restore first, in order (then this branch's, then the default branch's)."),
+    )
+    local_dir: str | None = field(
+        default=None,
+        metadata=_doc("Local blob pool (default: $DOCKERCACHE_CACHE_DIR or ~/.cache/dockercache)."),
+    )
+    transfers: int = field(default=8, metadata=_doc("Parallel transfers.", minimum=1))
+    multipart_threshold_mb: int = field(default=64, metadata=_doc("Blobs above this size use multipart.", minimum=5))
+    mode: Literal["min", "max"] = field(default="max", metadata=_doc("Cache every layer (max) or final only."))
+    compression: Literal["zstd", "gzip", "estargz", "uncompressed"] = field(
+        default="zstd", metadata=_doc("Layer compression of the cache.")
+    )
+    native: bool = field(
+        default=False,
+        metadata=_doc("Use BuildKit's own type=s3 cache instead (docker-container or remote builders only)."),
+    )
+
+
+CacheStore = RegistryCache | LocalCache | S3Cache
 
 
 @dataclass(frozen=True)
@@ -161,7 +200,11 @@ class ServiceConfig:
         default=(), metadata=_doc("Compose files for compose_service (default: top-level compose_files).")
     )
     metadata_key: str | None = field(
-        default=None, metadata=_doc("Buildkite meta-data key that receives the pushed image.")
+        default=None,
+        metadata=_doc(
+            "Buildkite meta-data key that receives the pushed image (the old plugin's metadata_key); "
+            "'docker-compose' uses the docker-compose plugin's docker-compose-plugin-built-image-tag-<service>."
+        ),
     )
 
 
@@ -416,6 +459,8 @@ def _convert_table(value: Any, cls: type[Any], path: Path, where: str) -> Any:
 def _check_limits(value: Any, f: dataclasses.Field[Any], path: Path, where: str) -> None:
     if isinstance(value, str) and len(value) < f.metadata.get("min_length", 0):
         raise ConfigError(f"{path}: {where}: must not be empty")
+    if isinstance(value, int) and value < f.metadata.get("minimum", value):
+        raise ConfigError(f"{path}: {where}: must be at least {f.metadata['minimum']}")
     if isinstance(value, Mapping) and len(value) < f.metadata.get("min_properties", 0):
         raise ConfigError(f"{path}: {where}: must not be empty")
 
@@ -429,6 +474,24 @@ def _check_references(config: Config) -> None:
     for name, store in config.caches.items():
         if not _SERVICE_NAME.fullmatch(name):
             raise ConfigError(f"{path}: caches.{name}: invalid store name (letters, digits, '_', '.', '-')")
+        if isinstance(store, S3Cache):
+            if store.native and config.builder.driver not in ("docker-container", "remote"):
+                raise ConfigError(
+                    f"{path}: caches.{name}.native: BuildKit's s3 cache needs builder.driver 'docker-container' or "
+                    f"'remote' (this builder: '{config.builder.driver}')"
+                )
+            if store.endpoint_url and not re.match(r"https?://[^/]+", store.endpoint_url):
+                raise ConfigError(f"{path}: caches.{name}.endpoint_url: not an http(s) URL: {store.endpoint_url!r}")
+            for i, template in enumerate((store.key, *store.cache_from)):
+                where = f"caches.{name}.key" if i == 0 else f"caches.{name}.cache_from[{i - 1}]"
+                if template.startswith("/") or ".." in template.split("/"):
+                    raise ConfigError(f"{path}: {where}: snapshot keys are relative paths ({template!r})")
+                _check_template(template, ("pipeline", "branch", "commit"), path, where)
+        if isinstance(store, RegistryCache):
+            _check_template(store.ref, ("service",), path, f"caches.{name}.ref")
+            _check_template(store.tag, ("service", "stage", "branch"), path, f"caches.{name}.tag")
+            for i, extra in enumerate(store.extra_from):
+                _check_template(extra, ("service", "stage"), path, f"caches.{name}.extra_from[{i}]")
         if isinstance(store, RegistryCache) and ":" in store.ref.rsplit("/", 1)[-1]:
             raise ConfigError(
                 f"{path}: caches.{name}.ref: give a repository without a tag ({store.ref!r}); "
@@ -449,6 +512,7 @@ def _check_references(config: Config) -> None:
             raise ConfigError(
                 f"{path}: {where}: compose_service conflicts with context/dockerfile (they come from Compose)"
             )
+        _check_template(svc.stage_tag, ("stage", "tag"), path, f"{where}.stage_tag")
         if svc.compose_files and not svc.compose_service:
             raise ConfigError(f"{path}: {where}.compose_files: only used with compose_service")
         if svc.cache is not None and svc.cache not in config.caches:
@@ -482,6 +546,15 @@ def _check_references(config: Config) -> None:
         for i, tag in enumerate(svc.tags):
             if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
                 raise ConfigError(f"{path}: {where}.tags[{i}]: {tag!r} is not a valid image tag")
+
+
+def _check_template(template: str, names: tuple[str, ...], path: Path, where: str) -> None:
+    for field_name in re.findall(r"\{([^{}]*)\}", template):
+        if field_name not in names:
+            raise ConfigError(
+                f"{path}: {where}: unknown placeholder {{{field_name}}}{suggest(field_name, names)}"
+                f" (placeholders: {', '.join('{' + n + '}' for n in names)})"
+            )
 
 
 def default_cache_name(config: Config, service: ServiceConfig) -> str | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .ci import slugify
-from .config import BuilderConfig, LocalCache, RegistryCache, Settings
+from .config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
 from .errors import ConfigError
 from .resolve import ResolvedService
 
@@ -69,6 +69,19 @@ class LocalSwap:
 
 
 @dataclass(frozen=True)
+class S3Step:
+    """Restore a stage's snapshot from S3 before the build, save the export after it."""
+
+    store: str
+    restore_keys: tuple[str, ...]
+    restore_dir: str
+    save_name: str | None
+    export_dir: str
+    refused: str | None = None
+    """Why this build may not save (an untrusted branch and a shared key), shown in the plan."""
+
+
+@dataclass(frozen=True)
 class StageBuild:
     service: str
     stage: str
@@ -85,6 +98,7 @@ class StageBuild:
     output: Mapping[str, str] = field(default_factory=dict)
     no_cache: bool = False
     local_swap: LocalSwap | None = None
+    s3: S3Step | None = None
 
     def argv(self, builder: str, metadata_file: str = "<metadata file>") -> list[str]:
         """The ``docker buildx build`` arguments, in the order python-on-whales passes them."""
@@ -161,6 +175,14 @@ class Plan:
                             "push": b.push,
                             "cache_from": [dict(c) for c in b.cache_from],
                             "cache_to": dict(b.cache_to) if b.cache_to else None,
+                            "s3": None
+                            if b.s3 is None
+                            else {
+                                "store": b.s3.store,
+                                "restore_keys": list(b.s3.restore_keys),
+                                "save": b.s3.save_name,
+                                "refused": b.s3.refused,
+                            },
                             "argv": ["docker", *b.argv(self.builder.name)],
                         }
                         for b in s.builds
@@ -216,6 +238,9 @@ class PlanInputs:
     default_branch: str
     on_ci: bool
     job_id: str | None = None
+    pipeline: str = "pipeline"
+    cache_dir: Path = Path(".dockercache")
+    """Where S3 stores keep their local blob pool, restores and exports."""
 
 
 def make_plan(
@@ -252,15 +277,9 @@ def make_plan(
         for index, stage in enumerate(stages):
             final = stage == svc.stages[-1]
             target = svc.final_target if final else stage
-            cache_from, cache_to, swap = _caches(
-                svc,
-                stages[: index + 1],
-                branch_slug,
-                default_slug,
-                writes_shared,
-                cache_write,
-                inputs.root,
-                exists,
+            keys = KeyContext(inputs.pipeline, inputs.commit, branch_slug, default_slug, writes_shared, inputs.job_id)
+            cache_from, cache_to, swap, s3 = _caches(
+                svc, stages[: index + 1], keys, cache_write, inputs.root, inputs.cache_dir, exists
             )
             tags: tuple[str, ...] = ()
             push = load = False
@@ -293,6 +312,7 @@ def make_plan(
                     output=output,
                     no_cache=options.no_cache,
                     local_swap=swap,
+                    s3=s3,
                 )
             )
         services.append(
@@ -322,30 +342,53 @@ def registry_ref(store: RegistryCache, service: str, stage: str, branch_slug: st
     return f"{repo}:{tag}"
 
 
+
+
+@dataclass(frozen=True)
+class KeyContext:
+    pipeline: str
+    commit: str
+    branch: str
+    default_branch: str
+    writes_shared: bool
+    job_id: str | None
+
+
+def snapshot_key(template: str, pipeline: str, branch: str, commit: str) -> str:
+    return template.format(pipeline=pipeline, branch=branch, commit=commit)
+
+
+def s3_local_root(store: S3Cache, cache_dir: Path) -> Path:
+    base = Path(store.local_dir) if store.local_dir else cache_dir
+    return base / "s3" / store.bucket / (store.prefix.strip("/").replace("/", "_") or "_")
+
+
+Caches = tuple[tuple[Mapping[str, str], ...], Mapping[str, str] | None, LocalSwap | None, S3Step | None]
+
+
 def _caches(
     svc: ResolvedService,
     stages: Sequence[str],
-    branch_slug: str,
-    default_slug: str,
-    writes_shared: bool,
+    keys: KeyContext,
     cache_write: bool,
     root: Path,
+    cache_dir: Path,
     exists: Callable[[str], bool],
-) -> tuple[tuple[Mapping[str, str], ...], Mapping[str, str] | None, LocalSwap | None]:
+) -> Caches:
     """Cache sources (this stage first, then earlier stages; this branch before the default) and sink."""
     store = svc.store
     stage = stages[-1]
     sources: list[Mapping[str, str]] = []
+    sink: Mapping[str, str] | None = None
     if isinstance(store, RegistryCache):
         refs: list[str] = []
         for s in reversed(stages):
-            refs.append(registry_ref(store, svc.name, s, branch_slug))
-            refs.append(registry_ref(store, svc.name, s, default_slug))
+            refs.append(registry_ref(store, svc.name, s, keys.branch))
+            refs.append(registry_ref(store, svc.name, s, keys.default_branch))
         refs += [r.format(service=svc.name, stage=stage) for r in store.extra_from]
         sources = [{"type": "registry", "ref": r} for r in dict.fromkeys(refs)]
-        sink: Mapping[str, str] | None = None
         if cache_write:
-            write_slug = default_slug if writes_shared else branch_slug
+            write_slug = keys.default_branch if keys.writes_shared else keys.branch
             sink = {
                 "type": "registry",
                 "ref": registry_ref(store, svc.name, stage, write_slug),
@@ -357,15 +400,16 @@ def _caches(
             }
             if store.force_compression:
                 sink = {**sink, "force-compression": "true"}
-        return tuple(sources), sink, None
-    assert isinstance(store, LocalCache)
+        return tuple(sources), sink, None, None
+    if isinstance(store, S3Cache):
+        return _s3_caches(svc, store, stages, keys, cache_write, cache_dir)
     base = (root / store.path / svc.name).resolve()
     for s in reversed(stages):
         directory = str(base / s)
         if exists(directory):
             sources.append({"type": "local", "src": directory})
     if not cache_write:
-        return tuple(sources), None, None
+        return tuple(sources), None, None, None
     final = str(base / stage)
     swap = LocalSwap(incoming=f"{final}.incoming", final=final)
     sink = {
@@ -375,4 +419,75 @@ def _caches(
         "compression": store.compression,
         "ignore-error": "true",
     }
-    return tuple(sources), sink, swap
+    return tuple(sources), sink, swap, None
+
+
+def _s3_caches(
+    svc: ResolvedService,
+    store: S3Cache,
+    stages: Sequence[str],
+    keys: KeyContext,
+    cache_write: bool,
+    cache_dir: Path,
+) -> Caches:
+    stage = stages[-1]
+
+    def key(template: str, branch: str) -> str:
+        return snapshot_key(template, keys.pipeline, branch, keys.commit)
+
+    restore_keys = tuple(
+        dict.fromkeys(
+            [
+                *(key(t, keys.branch) for t in store.cache_from),
+                key(store.key, keys.branch),
+                key(store.key, keys.default_branch),
+            ]
+        )
+    )
+    save: str | None = key(store.key, keys.default_branch if keys.writes_shared else keys.branch)
+    # Keys the default branch reads: an untrusted branch never writes them, whatever the templates say.
+    protected = {key(t, keys.default_branch) for t in (store.key, *store.cache_from)}
+    refused = None
+    if not keys.writes_shared and save in protected:
+        refused = f"'{save}' is read by the default branch; branch '{keys.branch}' may not write it"
+        save = None
+    if store.native:
+        attrs = {"type": "s3", "bucket": store.bucket, "prefix": f"{store.prefix.strip('/')}/native/"}
+        if store.region:
+            attrs["region"] = store.region
+        if store.endpoint_url:
+            attrs["endpoint_url"] = store.endpoint_url
+            attrs["use_path_style"] = "true"
+        sources = tuple({**attrs, "name": f"{k}/{svc.name}/{s}"} for s in reversed(stages) for k in restore_keys)
+        sink = None
+        if cache_write and save:
+            sink = {
+                **attrs,
+                "name": f"{save}/{svc.name}/{stage}",
+                "mode": store.mode,
+                "compression": store.compression,
+                "ignore-error": "true",
+            }
+        return sources, sink, None, None
+    local = s3_local_root(store, cache_dir)
+    restore_dir = local / "restore" / svc.name
+    local_sources = tuple({"type": "local", "src": str(restore_dir / s)} for s in reversed(stages))
+    export_dir = local / "export" / svc.name / stage
+    local_sink: Mapping[str, str] | None = None
+    if cache_write and save:
+        local_sink = {
+            "type": "local",
+            "dest": str(export_dir),
+            "mode": store.mode,
+            "compression": store.compression,
+            "ignore-error": "true",
+        }
+    step = S3Step(
+        store=svc.store_name or "s3",
+        restore_keys=restore_keys,
+        restore_dir=str(restore_dir / stage),
+        save_name=f"{save}/{svc.name}/{stage}" if local_sink else None,
+        export_dir=str(export_dir),
+        refused=refused,
+    )
+    return local_sources, local_sink, None, step

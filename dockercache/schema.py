@@ -54,6 +54,8 @@ def _table_schema(cls: type[Any], defs: dict[str, Any]) -> dict[str, Any]:
             prop = {"description": f.metadata["doc"], **prop}
         if "min_length" in f.metadata:
             prop["minLength"] = f.metadata["min_length"]
+        if "minimum" in f.metadata:
+            prop["minimum"] = f.metadata["minimum"]
         if "min_properties" in f.metadata:
             prop["minProperties"] = f.metadata["min_properties"]
         default = f.default if f.default is not dataclasses.MISSING else None

@@ -1,0 +1,233 @@
+"""The S3 adapter: the only module that talks to boto3.
+
+Layout under ``s3://BUCKET/PREFIX/``:
+
+- ``blobs/sha256/<hex>``: content-addressed blobs, stored once and shared by every snapshot;
+- ``snapshots/<key>/<service>/<stage>.json``: a snapshot's index (BuildKit's index.json plus its blob list),
+  written only after all its blobs are in place.
+
+Credentials come from the standard AWS chain (environment, profile, instance role); they are never put in
+process arguments or printed. Retries use botocore's standard mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config as BotoConfig
+
+from .config import S3Cache
+from .errors import StoreError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+Progress = Callable[[int], None]
+CHUNK = 1024 * 1024
+
+
+class BlobCorrupt(StoreError):
+    """A downloaded blob's sha256 is not its name."""
+
+
+class BlobMissing(StoreError):
+    """A blob a snapshot names is not in the bucket."""
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    name: str  # <key>/<service>/<stage>
+    modified: datetime
+    size: int
+
+    @property
+    def key(self) -> str:
+        return self.name.rsplit("/", 2)[0]
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "error")
+        message = error.get("Message") or ""
+        return f"{code}{': ' + message if message and message != code else ''}"
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        return f"cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}"
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return "no AWS credentials found (environment, profile or instance role)"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _not_found(exc: Exception) -> bool:
+    return isinstance(exc, botocore.exceptions.ClientError) and exc.response.get("Error", {}).get("Code") in (
+        "404",
+        "NoSuchKey",
+        "NotFound",
+    )
+
+
+BOTO_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
+class S3Store:
+    """Blobs and snapshots of one cache store. The boto3 client is passed in or built from the config."""
+
+    def __init__(self, config: S3Cache, client: S3Client | None = None) -> None:
+        self.config = config
+        self.bucket = config.bucket
+        self.prefix = config.prefix.strip("/")
+        self.client = client or make_client(config)
+        self.transfer = TransferConfig(
+            multipart_threshold=config.multipart_threshold_mb * 1024 * 1024,
+            multipart_chunksize=max(8, config.multipart_threshold_mb // 4) * 1024 * 1024,
+            max_concurrency=4,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def blob_key(self, digest: str) -> str:
+        return self._key("blobs", "sha256", digest.removeprefix("sha256:"))
+
+    def snapshot_key(self, name: str) -> str:
+        return self._key("snapshots", f"{name}.json")
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except BOTO_ERRORS as exc:
+            raise StoreError(f"{self.url}: {what}: {_reason(exc)}") from None
+
+    def _list(self, prefix: str) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            yield from page.get("Contents", [])  # type: ignore[misc]
+
+    def list_blobs(self) -> dict[str, int]:
+        """Every blob in the store, by digest, in one paginated listing."""
+        base = self._key("blobs", "sha256") + "/"
+        with self._errors("listing blobs"):
+            return {f"sha256:{o['Key'][len(base):]}": int(o["Size"]) for o in self._list(base)}
+
+    def blob_times(self) -> dict[str, datetime]:
+        base = self._key("blobs", "sha256") + "/"
+        with self._errors("listing blobs"):
+            return {f"sha256:{o['Key'][len(base):]}": o["LastModified"] for o in self._list(base)}
+
+    def upload_blob(self, digest: str, path: Path, progress: Progress | None = None) -> None:
+        with self._errors(f"uploading {digest}"):
+            self.client.upload_file(
+                str(path), self.bucket, self.blob_key(digest), Config=self.transfer, Callback=progress
+            )
+
+    def download_blob(self, digest: str, dest: Path, progress: Progress | None = None) -> int:
+        """Download into ``dest`` only if the content's sha256 is its name; returns the size."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.blob_key(digest))
+        except BOTO_ERRORS as exc:
+            if _not_found(exc):
+                raise BlobMissing(f"{self.url}: blob {digest} is missing") from None
+            raise StoreError(f"{self.url}: downloading {digest}: {_reason(exc)}") from None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".partial-")
+        sha = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                body = response["Body"]
+                try:
+                    for chunk in iter(lambda: body.read(CHUNK), b""):
+                        sha.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                        if progress:
+                            progress(len(chunk))
+                except BOTO_ERRORS as exc:
+                    raise StoreError(f"{self.url}: downloading {digest}: {_reason(exc)}") from None
+            if f"sha256:{sha.hexdigest()}" != digest:
+                raise BlobCorrupt(f"{self.url}: blob {digest} is corrupt (its content hashes to sha256:{sha.hexdigest()[:12]}...)")
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return size
+
+    def get_snapshot(self, name: str) -> bytes | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.snapshot_key(name))
+            return response["Body"].read()
+        except BOTO_ERRORS as exc:
+            if _not_found(exc):
+                return None
+            raise StoreError(f"{self.url}: reading snapshot {name}: {_reason(exc)}") from None
+
+    def put_snapshot(self, name: str, body: bytes) -> None:
+        with self._errors(f"writing snapshot {name}"):
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.snapshot_key(name), Body=body, ContentType="application/json"
+            )
+
+    def list_snapshots(self, key_prefix: str = "") -> list[SnapshotInfo]:
+        base = self._key("snapshots") + "/"
+        with self._errors("listing snapshots"):
+            return [
+                SnapshotInfo(o["Key"][len(base) : -len(".json")], o["LastModified"], int(o["Size"]))
+                for o in self._list(base + key_prefix)
+                if o["Key"].endswith(".json")
+            ]
+
+    def copy_snapshot(self, source: str, target: str) -> None:
+        with self._errors(f"copying snapshot {source} to {target}"):
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=self.snapshot_key(target),
+                CopySource={"Bucket": self.bucket, "Key": self.snapshot_key(source)},
+            )
+
+    def _delete(self, keys: list[str], what: str) -> None:
+        with self._errors(f"deleting {what}"):
+            for i in range(0, len(keys), 1000):
+                batch = [{"Key": k} for k in keys[i : i + 1000]]
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})  # type: ignore[typeddict-item]
+
+    def delete_snapshots(self, names: Iterable[str]) -> None:
+        self._delete([self.snapshot_key(n) for n in names], "snapshots")
+
+    def delete_blobs(self, digests: Iterable[str]) -> None:
+        self._delete([self.blob_key(d) for d in digests], "blobs")
+
+    def check(self) -> None:
+        """Fail early and clearly when the bucket cannot be reached."""
+        with self._errors("checking the bucket"):
+            self.client.head_bucket(Bucket=self.bucket)
+
+
+def make_client(config: S3Cache) -> S3Client:
+    try:
+        session = boto3.session.Session(profile_name=config.profile, region_name=config.region)
+    except botocore.exceptions.ProfileNotFound:
+        raise StoreError(f"s3://{config.bucket}: AWS profile '{config.profile}' not found") from None
+    boto_config = BotoConfig(
+        retries={"mode": "standard", "max_attempts": 4},
+        connect_timeout=5,
+        read_timeout=60,
+        max_pool_connections=max(10, config.transfers * 2),
+        s3={"addressing_style": "path"} if config.endpoint_url else {},
+    )
+    return session.client("s3", endpoint_url=config.endpoint_url, config=boto_config)
