@@ -9,22 +9,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .ci import CIContext, slugify
-from .config import Config, find_config, load_config
-from .errors import ConfigError, DockercacheError
-from .plan import BuildOptions, Plan, PlanInputs, make_plan
+from .config import Config, S3Cache, find_config, load_config
+from .errors import ConfigError, DockercacheError, StoreError
+from .netcheck import unreachable, url_host
+from .plan import BuildOptions, Plan, PlanInputs, make_plan, s3_local_root
 from .report import Console, RunResult, render_table
 from .resolve import resolve_services
 from .secrets import Redactor, secret_values
 
-if TYPE_CHECKING:  # python-on-whales is slow to import; plan and check never need it without Compose
+if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check rarely need them
     from .docker import Docker
+    from .snapshots import Snapshots
 
 
 @dataclass
@@ -61,9 +65,7 @@ def load(environment: Environment, config: str | None) -> tuple[Config, CIContex
 
 
 def plan_for(environment: Environment, config: Config, ci: CIContext, options: BuildOptions) -> Plan:
-    needs_compose = any(
-        config.service(name).compose_service for name in (options.services or tuple(config.services))
-    )
+    needs_compose = any(config.service(name).compose_service for name in (options.services or tuple(config.services)))
     reader = environment.get_docker().compose_config if needs_compose else None
     services = resolve_services(config, options.services, environment.env, reader)
     inputs = PlanInputs(
@@ -80,6 +82,29 @@ def plan_for(environment: Environment, config: Config, ci: CIContext, options: B
         cache_dir=cache_dir(environment.env),
     )
     return make_plan(inputs, options)
+
+
+def store_factory(config: Config, local: Path) -> Callable[[str], Snapshots]:
+    """Snapshots for each S3 store, made on first use (boto3 is imported only then) and checked once."""
+    made: dict[str, Snapshots] = {}
+
+    def get(name: str) -> Snapshots:
+        if name not in made:
+            from .s3 import S3Store
+            from .snapshots import Snapshots
+
+            store_config = config.caches[name]
+            assert isinstance(store_config, S3Cache)
+            store = S3Store(store_config)
+            if store_config.endpoint_url:
+                why = unreachable(*url_host(store_config.endpoint_url))
+                if why:
+                    raise StoreError(f"{store.url}: endpoint {store_config.endpoint_url} unreachable ({why})")
+            store.check()
+            made[name] = Snapshots(store, s3_local_root(store_config, local), store_config.transfers)
+        return made[name]
+
+    return get
 
 
 def cache_dir(env: Mapping[str, str]) -> Path:
@@ -127,9 +152,7 @@ def cmd_check(environment: Environment, config: str | None) -> int:
     needs_compose = any(s.compose_service for s in cfg.services.values())
     reader = environment.get_docker().compose_config if needs_compose else None
     resolve_services(cfg, (), environment.env, reader)
-    environment.out.result(
-        f"{cfg.path}: ok ({len(cfg.services)} service{'s' if len(cfg.services) != 1 else ''})"
-    )
+    environment.out.result(f"{cfg.path}: ok ({len(cfg.services)} service{'s' if len(cfg.services) != 1 else ''})")
     return 0
 
 
@@ -146,10 +169,12 @@ def cmd_plan(environment: Environment, config: str | None, options: BuildOptions
 def cmd_build(environment: Environment, config: str | None, options: BuildOptions, as_json: bool) -> int:
     cfg, ci = load(environment, config)
     plan = plan_for(environment, cfg, ci, options)
+    from .buildkite import Agent
     from .runner import Runner
 
     console = environment.out
-    runner = Runner(environment.get_docker(), console)
+    agent = Agent.detect(environment.env)
+    runner = Runner(environment.get_docker(), console, store_factory(cfg, cache_dir(environment.env)), agent)
     try:
         result = runner.run(plan)
     except DockercacheError as exc:
@@ -214,6 +239,110 @@ def options_from(
         write = True
     if no_cache_write:
         write = False
-    return BuildOptions(
-        services=tuple(services or ()), stage=stage, no_cache=no_cache, push=push, cache_write=write
+    return BuildOptions(services=tuple(services or ()), stage=stage, no_cache=no_cache, push=push, cache_write=write)
+
+
+# ------------------------------------------------------------------------------------------ S3 snapshots
+
+
+def _s3_store_name(config: Config, store: str | None) -> str:
+    names = [n for n, c in config.caches.items() if isinstance(c, S3Cache)]
+    if store:
+        if store not in names:
+            raise ConfigError(
+                f"{config.path}: --store: no S3 cache store '{store}' (S3 stores: {', '.join(names) or 'none'})"
+            )
+        return store
+    if len(names) != 1:
+        raise ConfigError(
+            f"{config.path}: --store: name the S3 cache store ({', '.join(names)})"
+            if names
+            else f'{config.path}: caches: no S3 cache store (type = "s3")'
+        )
+    return names[0]
+
+
+def _snapshots(environment: Environment, config: str | None, store: str | None) -> tuple[Snapshots, CIContext, Config]:
+    cfg, ci = load(environment, config)
+    name = _s3_store_name(cfg, store)
+    return store_factory(cfg, cache_dir(environment.env))(name), ci, cfg
+
+
+def _key_values(ci: CIContext, cfg: Config) -> dict[str, str]:
+    return {
+        "pipeline": slugify(ci.pipeline),
+        "branch": slugify(ci.branch),
+        "commit": ci.short_commit,
+        "default_branch": slugify(cfg.settings.default_branch or ci.default_branch),
+    }
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip())
+    if not match:
+        raise ConfigError(f"{option}: '{text}' is not a duration (e.g. 90m, 12h, 7d, 2w)")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def cmd_promote(
+    environment: Environment, config: str | None, source: str | None, target: str | None, store: str | None
+) -> int:
+    """Copy a snapshot key (default: this branch's) to another (default: {pipeline}/latest)."""
+    snapshots, ci, cfg = _snapshots(environment, config, store)
+    values = _key_values(ci, cfg)
+    s3 = cfg.caches[_s3_store_name(cfg, store)]
+    assert isinstance(s3, S3Cache)
+    source = source or s3.key.format(**values)
+    target = target or (s3.cache_from[0] if s3.cache_from else "{pipeline}/latest").format(**values)
+    copied = snapshots.promote(source, target)
+    environment.out.result(f"promoted {source} to {target}: {len(copied)} snapshot(s), no blobs copied")
+    return 0
+
+
+def cmd_prune(
+    environment: Environment,
+    config: str | None,
+    store: str | None,
+    keep: int | None,
+    older_than: str | None,
+    grace: str,
+    dry_run: bool,
+) -> int:
+    if keep is None and older_than is None:
+        raise ConfigError("prune: give --keep N and/or --older-than AGE (what to keep)")
+    if keep is not None and keep < 1:
+        raise ConfigError("--keep: must be at least 1")
+    snapshots, _, _ = _snapshots(environment, config, store)
+    result = snapshots.prune(
+        keep,
+        parse_duration(older_than, "--older-than") if older_than else None,
+        dry_run,
+        grace=parse_duration(grace, "--grace"),
     )
+    verb = "would delete" if dry_run else "deleted"
+    for name in result.snapshots:
+        environment.out.info(f"  {verb} snapshot {name}")
+    environment.out.result(
+        f"{verb} {len(result.snapshots)} snapshot(s) and {len(result.blobs)} blob(s) "
+        f"({result.bytes / 1e6:.1f} MB); kept {len(result.kept)} snapshot(s)"
+    )
+    return 0
+
+
+def cmd_verify(environment: Environment, config: str | None, store: str | None, deep: bool) -> int:
+    """Check that every snapshot S3 lists restores completely (blobs present with the right size; --deep: sha256)."""
+    snapshots, _, _ = _snapshots(environment, config, store)
+    problems = snapshots.verify(deep)
+    for problem in problems:
+        environment.out.info(f"  {problem}")
+    count = len(snapshots.store.list_snapshots())
+    environment.out.result(f"{count} snapshot(s), {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def cmd_list(environment: Environment, config: str | None, store: str | None) -> int:
+    snapshots, _, _ = _snapshots(environment, config, store)
+    for info in sorted(snapshots.store.list_snapshots(), key=lambda s: s.name):
+        environment.out.result(f"{info.modified:%Y-%m-%d %H:%M:%S}  {info.name}")
+    return 0

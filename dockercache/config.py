@@ -40,9 +40,7 @@ class Settings:
 
     default_branch: str | None = field(
         default=None,
-        metadata=_doc(
-            "Branch whose cache is shared. Default: $BUILDKITE_PIPELINE_DEFAULT_BRANCH, git, 'main'."
-        ),
+        metadata=_doc("Branch whose cache is shared. Default: $BUILDKITE_PIPELINE_DEFAULT_BRANCH, git, 'main'."),
     )
     cache_write: Literal["auto", "always", "never"] = field(
         default="auto",
@@ -75,9 +73,7 @@ class BuilderConfig:
     platforms: tuple[str, ...] = field(default=(), metadata=_doc("Platforms the builder serves."))
     ephemeral: bool = field(
         default=False,
-        metadata=_doc(
-            "Create a builder for this job only and remove it afterwards, even when the build fails."
-        ),
+        metadata=_doc("Create a builder for this job only and remove it afterwards, even when the build fails."),
     )
 
 
@@ -91,9 +87,7 @@ class RegistryCache:
         default="{stage}-{branch}",
         metadata=_doc("Tag template; {service}, {stage}, {branch} are filled in.", min_length=1),
     )
-    mode: Literal["min", "max"] = field(
-        default="max", metadata=_doc("Cache every layer (max) or final only.")
-    )
+    mode: Literal["min", "max"] = field(default="max", metadata=_doc("Cache every layer (max) or final only."))
     compression: Literal["zstd", "gzip", "estargz", "uncompressed"] = field(
         default="zstd", metadata=_doc("Layer compression of the cache.")
     )
@@ -120,9 +114,7 @@ class LocalCache:
         default=".dockercache/cache",
         metadata=_doc("Directory, relative to dockercache.toml; one sub-directory per service and stage."),
     )
-    mode: Literal["min", "max"] = field(
-        default="max", metadata=_doc("Cache every layer (max) or final only.")
-    )
+    mode: Literal["min", "max"] = field(default="max", metadata=_doc("Cache every layer (max) or final only."))
     compression: Literal["zstd", "gzip", "estargz", "uncompressed"] = field(
         default="zstd", metadata=_doc("Layer compression of the cache.")
     )
@@ -183,9 +175,7 @@ class ServiceConfig:
     )
     args: Mapping[str, str] = field(default_factory=dict, metadata=_doc("Build arguments."))
     image: str | None = field(default=None, metadata=_doc("Image repository to push to."))
-    tags: tuple[str, ...] = field(
-        default=(), metadata=_doc("Tags to push (default: the commit, short form).")
-    )
+    tags: tuple[str, ...] = field(default=(), metadata=_doc("Tags to push (default: the commit, short form)."))
     push_stages: tuple[str, ...] = field(
         default=(), metadata=_doc("Stages whose images are pushed too, under stage_tag.")
     )
@@ -212,9 +202,7 @@ class ServiceConfig:
 class Config:
     """The whole of dockercache.toml."""
 
-    services: Mapping[str, ServiceConfig] = field(
-        metadata=_doc("Services to build, by name.", min_properties=1)
-    )
+    services: Mapping[str, ServiceConfig] = field(metadata=_doc("Services to build, by name.", min_properties=1))
     settings: Settings = field(default_factory=Settings, metadata=_doc("Cache policy."))
     builder: BuilderConfig = field(default_factory=BuilderConfig, metadata=_doc("The buildx builder."))
     caches: Mapping[str, CacheStore] = field(default_factory=dict, metadata=_doc("Cache stores, by name."))
@@ -233,8 +221,7 @@ class Config:
             return self.services[name]
         except KeyError:
             raise ConfigError(
-                f"{self.path}: no service '{name}'{suggest(name, self.services)}"
-                f" (services: {', '.join(self.services)})"
+                f"{self.path}: no service '{name}'{suggest(name, self.services)} (services: {', '.join(self.services)})"
             ) from None
 
 
@@ -259,9 +246,7 @@ def find_config(start: Path, explicit: str | None = None, env: Mapping[str, str]
         candidate = directory / CONFIG_NAME
         if candidate.is_file():
             return candidate
-    raise ConfigError(
-        f"{CONFIG_NAME}: not found in {start} or any parent directory (use --config or ${ENV_CONFIG})"
-    )
+    raise ConfigError(f"{CONFIG_NAME}: not found in {start} or any parent directory (use --config or ${ENV_CONFIG})")
 
 
 def _display(path: Path) -> Path:
@@ -330,9 +315,7 @@ def interpolate(text: str, variables: Mapping[str, str], where: str) -> str:
         if sep:
             return value if value else default
         if value is None:
-            raise ConfigError(
-                f"{where}: undefined variable ${{{name}}} (set it, or write ${{{name}:-default}})"
-            )
+            raise ConfigError(f"{where}: undefined variable ${{{name}}} (set it, or write ${{{name}:-default}})")
         return value
 
     return _VAR.sub(replace, text)
@@ -499,9 +482,7 @@ def _check_references(config: Config) -> None:
             )
     builder = config.builder
     if builder.driver == "remote" and not builder.endpoint:
-        raise ConfigError(
-            f"{path}: builder.endpoint: required with driver 'remote' (e.g. tcp://buildkitd:1234)"
-        )
+        raise ConfigError(f"{path}: builder.endpoint: required with driver 'remote' (e.g. tcp://buildkitd:1234)")
     if builder.driver == "docker" and builder.ephemeral:
         raise ConfigError(f"{path}: builder.ephemeral: the 'docker' driver cannot create builders")
     for name, svc in config.services.items():
@@ -522,8 +503,7 @@ def _check_references(config: Config) -> None:
             )
         if svc.cache is None and len(config.caches) > 1 and "default" not in config.caches:
             raise ConfigError(
-                f"{path}: {where}.cache: several cache stores are defined; "
-                f"name one ({', '.join(config.caches)})"
+                f"{path}: {where}.cache: several cache stores are defined; name one ({', '.join(config.caches)})"
             )
         seen: set[str] = set()
         for i, stage in enumerate(svc.stages):

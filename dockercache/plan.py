@@ -201,9 +201,7 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def cache_write_decision(
-    settings: Settings, options: BuildOptions, on_ci: bool, local_store: bool
-) -> tuple[bool, str]:
+def cache_write_decision(settings: Settings, options: BuildOptions, on_ci: bool, local_store: bool) -> tuple[bool, str]:
     """Whether this run writes caches, and why (shown in the plan)."""
     if options.cache_write is False:
         return False, "--no-cache-write"
@@ -243,9 +241,7 @@ class PlanInputs:
     """Where S3 stores keep their local blob pool, restores and exports."""
 
 
-def make_plan(
-    inputs: PlanInputs, options: BuildOptions, exists: Callable[[str], bool] = os.path.isdir
-) -> Plan:
+def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str], bool] = os.path.isdir) -> Plan:
     default_branch = inputs.settings.default_branch or inputs.default_branch
     branch_slug = slugify(inputs.branch)
     default_slug = slugify(default_branch)
@@ -269,8 +265,7 @@ def make_plan(
         if options.stage is not None:
             if options.stage not in stages:
                 raise ConfigError(
-                    f"--stage: service '{svc.name}' has no stage '{options.stage}' "
-                    f"(stages: {', '.join(stages)})"
+                    f"--stage: service '{svc.name}' has no stage '{options.stage}' (stages: {', '.join(stages)})"
                 )
             stages = stages[: stages.index(options.stage) + 1]
         builds = []
@@ -340,8 +335,6 @@ def registry_ref(store: RegistryCache, service: str, stage: str, branch_slug: st
     repo = store.ref.format(service=service)
     tag = slugify(store.tag.format(service=service, stage=stage, branch=branch_slug), 128)
     return f"{repo}:{tag}"
-
-
 
 
 @dataclass(frozen=True)

@@ -177,9 +177,7 @@ class BuildEvents:
         return out
 
     def _cache_errors(self) -> list[Vertex]:
-        return [
-            v for v in self.vertexes.values() if v.error and v.name.startswith((_CACHE_IMPORT, _CACHE_EXPORT))
-        ]
+        return [v for v in self.vertexes.values() if v.error and v.name.startswith((_CACHE_IMPORT, _CACHE_EXPORT))]
 
     def cache_problems(self) -> list[str]:
         """Cache imports and exports that failed (BuildKit goes on without them when ignore-error=true).

@@ -25,6 +25,12 @@ class StageResult:
     tags: tuple[str, ...] = ()
     pushed: bool = False
     error: str | None = None
+    restored_from: str | None = None
+    s3_saved: str | None = None
+    down_objects: int = 0
+    down_bytes: int = 0
+    up_objects: int = 0
+    up_bytes: int = 0
 
     @property
     def cached(self) -> int:
@@ -44,14 +50,17 @@ class StageResult:
             "steps_cached": self.cached,
             "seconds": round(self.seconds, 3),
             "dockerfile_stages": {
-                k: {"total": v.total, "cached": v.cached, "seconds": round(v.seconds, 3)}
-                for k, v in self.steps.items()
+                k: {"total": v.total, "cached": v.cached, "seconds": round(v.seconds, 3)} for k, v in self.steps.items()
             },
             "cache_written": self.cache_written,
             "cache_warnings": self.cache_warnings,
-            "image": {"tags": list(self.tags), "digest": self.digest, "pushed": self.pushed}
-            if self.tags
-            else None,
+            "s3": {
+                "restored_from": self.restored_from,
+                "saved": self.s3_saved,
+                "down": {"objects": self.down_objects, "bytes": self.down_bytes},
+                "up": {"objects": self.up_objects, "bytes": self.up_bytes},
+            },
+            "image": {"tags": list(self.tags), "digest": self.digest, "pushed": self.pushed} if self.tags else None,
             "error": self.error,
         }
 
@@ -172,12 +181,27 @@ class Console:
         self._print(f"  {state:<11} {name}", self.err)
 
 
+def _transfer(objects: int, size: int) -> str:
+    return f"{objects} / {size / 1e6:.1f} MB" if objects else "-"
+
+
 def render_table(result: RunResult) -> str:
-    rows = [("service", "stage", "cached", "time", "cache written")]
+    stages = [s for svc in result.services for s in svc.stages]
+    s3 = any(s.restored_from or s.s3_saved or s.down_objects or s.up_objects for s in stages)
+    rows = [("service", "stage", "cached", "time", "cache written", *(("s3 down", "s3 up") if s3 else ()))]
     for svc in result.services:
         for s in svc.stages:
             cached = f"{s.cached}/{s.total}" if s.status != "skipped" else "-"
-            rows.append((svc.name, s.stage, cached, f"{s.seconds:.1f}s", s.cache_written or "-"))
+            row: tuple[str, ...] = (
+                svc.name,
+                s.stage,
+                cached,
+                f"{s.seconds:.1f}s",
+                s.s3_saved or s.cache_written or "-",
+            )
+            if s3:
+                row += (_transfer(s.down_objects, s.down_bytes), _transfer(s.up_objects, s.up_bytes))
+            rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
@@ -188,11 +212,15 @@ def render_markdown(svc: ServiceResult) -> str:
     lines = [
         f"**{svc.closing_line()}**",
         "",
-        "| stage | steps cached | time | cache written |",
-        "|---|---|---|---|",
+        "| stage | steps cached | time | cache written | restored from | s3 down | s3 up |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in svc.stages:
-        lines.append(f"| {s.stage} | {s.cached}/{s.total} | {s.seconds:.1f}s | {s.cache_written or '-'} |")
+        lines.append(
+            f"| {s.stage} | {s.cached}/{s.total} | {s.seconds:.1f}s | {s.s3_saved or s.cache_written or '-'} "
+            f"| {s.restored_from or '-'} | {_transfer(s.down_objects, s.down_bytes)} "
+            f"| {_transfer(s.up_objects, s.up_bytes)} |"
+        )
     for s in svc.stages:
         for w in s.cache_warnings:
             lines.append(f"\n:warning: {s.stage}: {w}")

@@ -75,14 +75,11 @@ def _from_compose(
     entry = services.get(svc.compose_service)
     if entry is None:
         raise ConfigError(
-            f"{where}: no service '{svc.compose_service}' in {shown}"
-            f" (services: {', '.join(services) or 'none'})"
+            f"{where}: no service '{svc.compose_service}' in {shown} (services: {', '.join(services) or 'none'})"
         )
     build = entry.get("build")
     if not isinstance(build, dict) or "context" not in build:
-        raise ConfigError(
-            f"{where}: {shown}: services.{svc.compose_service}.build: missing (nothing to build)"
-        )
+        raise ConfigError(f"{where}: {shown}: services.{svc.compose_service}.build: missing (nothing to build)")
     context = Path(build["context"])
     if not context.is_absolute():
         context = config.root / context
@@ -113,9 +110,7 @@ def resolve_service(
         text = dockerfile.read_text(encoding="utf-8")
     except OSError:
         key = "compose_service" if svc.compose_service else "dockerfile"
-        raise ConfigError(
-            f"{where}.{key}: Dockerfile {dockerfile} does not exist or cannot be read"
-        ) from None
+        raise ConfigError(f"{where}.{key}: Dockerfile {dockerfile} does not exist or cannot be read") from None
     dockerfile_stages = parse_stages(text)
     if not dockerfile_stages:
         raise ConfigError(f"{where}.dockerfile: {dockerfile} has no FROM instruction")
@@ -135,17 +130,13 @@ def resolve_service(
     order = [s.label for s in dockerfile_stages]
     positions = [order.index(s) for s in stages]
     if positions != sorted(positions):
-        raise ConfigError(
-            f"{where}.stages: stages must follow their order in {dockerfile} ({', '.join(order)})"
-        )
+        raise ConfigError(f"{where}.stages: stages must follow their order in {dockerfile} ({', '.join(order)})")
     if final_label in stages:
         if stages[-1] != final_label:
             raise ConfigError(f"{where}.stages: the final target '{final_label}' must come last")
         stages.pop()
     elif positions and order.index(final_label) < positions[-1]:
-        raise ConfigError(
-            f"{where}.target: '{final_label}' comes before stage '{stages[-1]}' in {dockerfile}"
-        )
+        raise ConfigError(f"{where}.target: '{final_label}' comes before stage '{stages[-1]}' in {dockerfile}")
     store_name = default_cache_name(config, svc)
     store = config.caches[store_name] if store_name else BUILTIN_STORE
     return ResolvedService(

@@ -9,15 +9,20 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .buildkite import S3_KEY, Agent, AgentError, image_metadata_key
 from .docker import BuildFailed, Docker
-from .errors import CacheError, EnvironmentProblem
+from .errors import CacheError, EnvironmentProblem, StoreError
 from .netcheck import registry_host, unreachable
 from .plan import BuilderPlan, Plan, ServicePlan, StageBuild
 from .progress import BuildEvents, RawJsonDecoder
-from .report import Console, RunResult, ServiceResult, StageResult
+from .report import Console, RunResult, ServiceResult, StageResult, render_markdown
+
+if TYPE_CHECKING:
+    from .snapshots import Snapshots
 
 
 @contextlib.contextmanager
@@ -73,14 +78,11 @@ def preflight(plan: Plan, console: Console) -> tuple[Plan, list[str]]:
     if not down:
         return plan, []
     warnings = [
-        f"cache registry {h}:{p} unreachable ({why}): building without its cache"
-        for (h, p), why in down.items()
+        f"cache registry {h}:{p} unreachable ({why}): building without its cache" for (h, p), why in down.items()
     ]
     if plan.cache_errors == "fail":
         (host, port), why = next(iter(down.items()))
-        raise CacheError(
-            f"cache registry {host}:{port} unreachable ({why}) and settings.cache_errors = 'fail'"
-        )
+        raise CacheError(f"cache registry {host}:{port} unreachable ({why}) and settings.cache_errors = 'fail'")
 
     def keep(attrs: dict[str, str] | None) -> bool:
         return not (attrs and attrs.get("type") == "registry" and registry_host(attrs["ref"]) in down)
@@ -101,10 +103,22 @@ def preflight(plan: Plan, console: Console) -> tuple[Plan, list[str]]:
     return dataclasses.replace(plan, services=tuple(services)), warnings
 
 
+StoreFactory = Callable[[str], "Snapshots"]
+
+
 class Runner:
-    def __init__(self, docker: Docker, console: Console) -> None:
+    def __init__(
+        self,
+        docker: Docker,
+        console: Console,
+        stores: StoreFactory | None = None,
+        agent: Agent | None = None,
+    ) -> None:
         self.docker = docker
         self.console = console
+        self.stores = stores
+        self.agent = agent
+        self._broken_stores: dict[str, str] = {}
 
     def run(self, plan: Plan) -> RunResult:
         result = RunResult()
@@ -121,11 +135,7 @@ class Runner:
                     break
                 if plan.cache_errors == "fail":
                     problem = next(
-                        (
-                            f"{svc.name}/{s.stage}: {w}"
-                            for s in service_result.stages
-                            for w in s.cache_warnings
-                        ),
+                        (f"{svc.name}/{s.stage}: {w}" for s in service_result.stages for w in s.cache_warnings),
                         None,
                     )
                     if problem:
@@ -138,26 +148,145 @@ class Runner:
         result = ServiceResult(svc.name)
         started = time.monotonic()
         claimed: set[str] = set()
-        for build in svc.builds:
-            stage = StageResult(svc.name, build.stage, build.target, build.final, tags=build.tags)
-            result.stages.append(stage)
+        result.stages = [StageResult(svc.name, b.stage, b.target, b.final, tags=b.tags) for b in svc.builds]
+        if any(b.s3 for b in svc.builds):
+            self.console.section(f":s3: {svc.name}: restore caches")
+            self._restore(plan, svc, result)
+        for build, stage in zip(svc.builds, result.stages, strict=True):
             if any(s.status == "failed" for s in result.stages):
                 stage.status = "skipped"
                 continue
-            self.console.section(f":docker: {svc.name}: build {build.stage}")
-            self._build(plan, build, stage, claimed)
-        for stage in result.stages:
-            if stage.status == "pending":
-                stage.status = "skipped"
+            verb = "build and push" if build.push else "build"
+            self.console.section(f":docker: {svc.name}: {verb} {build.stage}")
+            self._build(plan, _without_missing_local_sources(build), stage, claimed)
+            if stage.status == "ok" and build.s3 and build.s3.save_name:
+                self.console.section(f":s3: {svc.name}: save {build.stage}", collapsed=True)
+                self._save(plan, build, stage)
         result.seconds = time.monotonic() - started
+        if result.status == "ok":
+            self._publish(plan, svc, result)
+        self._annotate(result)
         return result
+
+    # ------------------------------------------------------------------------------------------ S3 phases
+
+    def _store(self, name: str) -> Snapshots | None:
+        if name in self._broken_stores or self.stores is None:
+            return None
+        try:
+            return self.stores(name)
+        except StoreError as exc:
+            self._broken_stores[name] = str(exc)
+            self.console.warn(f"{exc}: building without this cache")
+            return None
+
+    def _restore(self, plan: Plan, svc: ServicePlan, result: ServiceResult) -> None:
+        recorded = self._meta_data_get(S3_KEY.format(service=svc.name))
+        for build, stage in zip(svc.builds, result.stages, strict=True):
+            if not build.s3:
+                continue
+            snapshots = self._store(build.s3.store)
+            if snapshots is None:
+                stage.cache_warnings.append(f"cache store '{build.s3.store}' unavailable")
+                continue
+            keys = [recorded, *build.s3.restore_keys] if recorded else list(build.s3.restore_keys)
+
+            def warn(message: str, stage: StageResult = stage) -> None:
+                stage.cache_warnings.append(message)
+                self.console.warn(f"{svc.name}/{stage.stage}: {message}")
+
+            try:
+                key, got = snapshots.restore(keys, svc.name, build.stage, warn)
+            except StoreError as exc:
+                warn(f"{exc}: restoring nothing (cache miss)")
+                continue
+            stage.restored_from = key
+            stage.down_objects, stage.down_bytes = got.objects, got.bytes
+            if key:
+                self.console.info(
+                    f"  {build.stage}: restored {key} ({got.objects} blobs, {got.bytes / 1e6:.1f} MB downloaded, "
+                    f"{got.skipped} already on disk)"
+                )
+            else:
+                self.console.info(f"  {build.stage}: no snapshot under {', '.join(keys)} (cache miss)")
+
+    def _save(self, plan: Plan, build: StageBuild, stage: StageResult) -> None:
+        assert build.s3 is not None and build.s3.save_name is not None
+        export = Path(build.s3.export_dir)
+        try:
+            if any(w.startswith("exporting cache") for w in stage.cache_warnings):
+                return  # BuildKit said the export failed: there is nothing whole to save
+            snapshots = self._store(build.s3.store)
+            if snapshots is None:
+                return
+            meta = {
+                "service": build.service,
+                "stage": build.stage,
+                "commit": plan.commit,
+                "branch": plan.branch,
+            }
+            try:
+                sent = snapshots.save(export, build.s3.save_name, meta)
+            except StoreError as exc:
+                message = f"saving {build.s3.save_name}: {exc}"
+                stage.cache_warnings.append(message)
+                self.console.warn(f"{build.service}/{build.stage}: {message}")
+                return
+            stage.s3_saved = build.s3.save_name
+            stage.up_objects, stage.up_bytes = sent.objects, sent.bytes
+            self.console.info(
+                f"  saved {build.s3.save_name}: {sent.objects} new blobs ({sent.bytes / 1e6:.1f} MB) uploaded, "
+                f"{sent.skipped} already in the store"
+            )
+        finally:
+            shutil.rmtree(export, ignore_errors=True)
+
+    # ------------------------------------------------------------------------------------------ Buildkite
+
+    def _meta_data_get(self, key: str) -> str | None:
+        if self.agent is None:
+            return None
+        try:
+            return self.agent.meta_data_get(key)
+        except AgentError as exc:
+            self.console.warn(str(exc))
+            return None
+
+    def _publish(self, plan: Plan, svc: ServicePlan, result: ServiceResult) -> None:
+        """Meta-data for later steps, written only after the whole service built successfully."""
+        if self.agent is None:
+            return
+        values: dict[str, str] = {}
+        final = result.final
+        key = image_metadata_key(svc.metadata_key, svc.name)
+        if key and final and final.tags:
+            values[key] = final.tags[0]
+        saved = [s.s3_saved for s in result.stages if s.s3_saved]
+        if saved:
+            values[S3_KEY.format(service=svc.name)] = saved[-1].rsplit("/", 2)[0]
+        for k, v in values.items():
+            try:
+                self.agent.meta_data_set(k, v)
+            except AgentError as exc:
+                self.console.warn(str(exc))
+
+    def _annotate(self, result: ServiceResult) -> None:
+        if self.agent is None:
+            return
+        warnings = any(s.cache_warnings for s in result.stages)
+        style = {"ok": "warning" if warnings else "success", "failed": "error"}.get(result.status, "info")
+        try:
+            self.agent.annotate(render_markdown(result), style, f"dockercache-{result.name}")
+        except AgentError as exc:
+            self.console.warn(str(exc))
 
     def _build(self, plan: Plan, build: StageBuild, stage: StageResult, claimed: set[str]) -> None:
         events = BuildEvents()
         decoder = RawJsonDecoder()
-        if build.local_swap:
-            shutil.rmtree(build.local_swap.incoming, ignore_errors=True)
-            Path(build.local_swap.incoming).parent.mkdir(parents=True, exist_ok=True)
+        fresh = build.local_swap.incoming if build.local_swap else build.s3.export_dir if build.s3 else None
+        if fresh:  # a cache export always goes into an empty directory, so it never grows without bound
+            shutil.rmtree(fresh, ignore_errors=True)
+            Path(fresh).parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="dockercache-") as tmp:
             metadata_file = Path(tmp) / "metadata.json"
@@ -197,15 +326,19 @@ class Runner:
         digest = metadata.get("containerimage.digest")
         stage.digest = digest if isinstance(digest, str) else None
         stage.pushed = build.push
-        exported = build.cache_to is not None and not any(
-            w.startswith("exporting cache") for w in stage.cache_warnings
-        )
+        exported = build.cache_to is not None and not any(w.startswith("exporting cache") for w in stage.cache_warnings)
         if build.local_swap:
             exported = exported and _swap(build.local_swap.incoming, build.local_swap.final)
-        if exported and build.cache_to:
-            stage.cache_written = build.cache_to.get("ref") or build.cache_to.get("dest", "").removesuffix(
-                ".incoming"
-            )
+        if exported and build.cache_to and not build.s3:
+            stage.cache_written = build.cache_to.get("ref") or build.cache_to.get("dest", "").removesuffix(".incoming")
+
+
+def _without_missing_local_sources(build: StageBuild) -> StageBuild:
+    """S3 restores that missed leave no directory; do not make BuildKit look for it."""
+    if not build.s3:
+        return build
+    kept = tuple(c for c in build.cache_from if c.get("type") != "local" or os.path.isdir(c["src"]))
+    return dataclasses.replace(build, cache_from=kept)
 
 
 def _read_json(path: Path) -> dict[str, object]:

@@ -123,12 +123,12 @@ class S3Store:
         """Every blob in the store, by digest, in one paginated listing."""
         base = self._key("blobs", "sha256") + "/"
         with self._errors("listing blobs"):
-            return {f"sha256:{o['Key'][len(base):]}": int(o["Size"]) for o in self._list(base)}
+            return {f"sha256:{o['Key'][len(base) :]}": int(o["Size"]) for o in self._list(base)}
 
     def blob_times(self) -> dict[str, datetime]:
         base = self._key("blobs", "sha256") + "/"
         with self._errors("listing blobs"):
-            return {f"sha256:{o['Key'][len(base):]}": o["LastModified"] for o in self._list(base)}
+            return {f"sha256:{o['Key'][len(base) :]}": o["LastModified"] for o in self._list(base)}
 
     def upload_blob(self, digest: str, path: Path, progress: Progress | None = None) -> None:
         with self._errors(f"uploading {digest}"):
@@ -161,7 +161,9 @@ class S3Store:
                 except BOTO_ERRORS as exc:
                     raise StoreError(f"{self.url}: downloading {digest}: {_reason(exc)}") from None
             if f"sha256:{sha.hexdigest()}" != digest:
-                raise BlobCorrupt(f"{self.url}: blob {digest} is corrupt (its content hashes to sha256:{sha.hexdigest()[:12]}...)")
+                raise BlobCorrupt(
+                    f"{self.url}: blob {digest} is corrupt (its content hashes to sha256:{sha.hexdigest()[:12]}...)"
+                )
             os.replace(tmp, dest)
         finally:
             if os.path.exists(tmp):

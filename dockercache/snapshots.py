@@ -32,7 +32,8 @@ FAULT_ENV = "DOCKERCACHE_FAULT"
 class BlobStore(Protocol):
     """What snapshots need of a remote store (implemented by :class:`dockercache.s3.S3Store`)."""
 
-    url: str
+    @property
+    def url(self) -> str: ...
 
     def list_blobs(self) -> dict[str, int]: ...
     def blob_times(self) -> dict[str, datetime]: ...
@@ -312,7 +313,16 @@ class Snapshots:
             for future in [pool.submit(fn, item) for item in items]:
                 future.result()
 
-    # ----------------------------------------------------------------------------------- promote, prune
+    # ------------------------------------------------------------------------------ promote, prune, verify
+
+    def verify(self, deep: bool = False) -> list[str]:
+        remote = self.store.list_blobs()
+        problems = []
+        for info in self.store.list_snapshots():
+            problem = verify_snapshot(self.store, info.name, remote, deep, self.pool)
+            if problem:
+                problems.append(problem)
+        return problems
 
     def promote(self, source_key: str, target_key: str) -> list[str]:
         """Copy every snapshot under ``source_key`` to ``target_key``; blobs are shared, so none move."""
@@ -381,6 +391,32 @@ class Snapshots:
             if orphans:
                 self.store.delete_blobs(orphans)
         return result
+
+
+def verify_snapshot(store: BlobStore, name: str, remote: Mapping[str, int], deep: bool, pool: Path) -> str | None:
+    """Why snapshot ``name`` would not restore, or None."""
+    body = store.get_snapshot(name)
+    if body is None:
+        return f"{name}: vanished"
+    try:
+        document = json.loads(body)
+        blobs = {str(d): int(s) for d, s in document["blobs"].items()}
+        referenced = [m["digest"] for m in document["index"]["manifests"]]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"{name}: broken index"
+    if not referenced or any(d not in blobs for d in referenced):
+        return f"{name}: index names a manifest it does not list"
+    for digest, size in blobs.items():
+        if digest not in remote:
+            return f"{name}: blob {digest} is missing"
+        if remote[digest] != size:
+            return f"{name}: blob {digest} has {remote[digest]} bytes, expected {size}"
+        if deep:
+            try:
+                store.download_blob(digest, pool / digest.removeprefix("sha256:"))
+            except StoreError as exc:
+                return f"{name}: {exc}"
+    return None
 
 
 @dataclass

@@ -54,9 +54,7 @@ def _run(command: Callable[[], int]) -> None:
 
 @task(
     iterable=["service"],
-    help=_help(
-        "service", "stage", "config", "dry-run", "no-cache", "push", "json", "cache-write", "no-cache-write"
-    ),
+    help=_help("service", "stage", "config", "dry-run", "no-cache", "push", "json", "cache-write", "no-cache-write"),
 )
 def build(
     c: Context,
@@ -130,10 +128,72 @@ def builder_remove(c: Context, config: str | None = None, name: str | None = Non
     _run(lambda: commands.cmd_builder_remove(env, config, name))
 
 
+STORE_HELP = {"config": HELP["config"], "store": "The S3 cache store (default: the only one)."}
+
+
+@task(
+    name="promote",
+    help={
+        **STORE_HELP,
+        "source": "Snapshot key to copy (default: this branch's key).",
+        "target": "Key to copy it to (default: the first cache_from key, e.g. {pipeline}/latest).",
+    },
+)
+def cache_promote(
+    c: Context,
+    source: str | None = None,
+    target: str | None = None,
+    store: str | None = None,
+    config: str | None = None,
+) -> None:
+    """Copy an S3 snapshot key to another key (no blobs move)."""
+    env = commands.Environment()
+    _run(lambda: commands.cmd_promote(env, config, source, target, store))
+
+
+@task(
+    name="prune",
+    help={
+        **STORE_HELP,
+        "keep": "Keep the newest N keys per prefix.",
+        "older-than": "Delete keys older than this (90m, 12h, 7d, 2w), beyond the newest --keep.",
+        "grace": "Never delete blobs younger than this (default 1h: protects builds saving right now).",
+        "dry-run": "Show what would be deleted.",
+    },
+)
+def cache_prune(
+    c: Context,
+    keep: int | None = None,
+    older_than: str | None = None,
+    grace: str = "1h",
+    dry_run: bool = False,
+    store: str | None = None,
+    config: str | None = None,
+) -> None:
+    """Delete old S3 snapshots, then the blobs no remaining snapshot references."""
+    env = commands.Environment()
+    _run(lambda: commands.cmd_prune(env, config, store, keep, older_than, grace, dry_run))
+
+
+@task(name="verify", help={**STORE_HELP, "deep": "Download every blob and check its sha256 too."})
+def cache_verify(c: Context, deep: bool = False, store: str | None = None, config: str | None = None) -> None:
+    """Check that every snapshot in the S3 store would restore completely (exit 1 if not)."""
+    env = commands.Environment()
+    _run(lambda: commands.cmd_verify(env, config, store, deep))
+
+
+@task(name="list", help=STORE_HELP)
+def cache_list(c: Context, store: str | None = None, config: str | None = None) -> None:
+    """List the snapshots in the S3 store."""
+    env = commands.Environment()
+    _run(lambda: commands.cmd_list(env, config, store))
+
+
 def collection() -> Collection:
     """A fresh collection of dockercache's tasks (add your own to it freely)."""
     ns = Collection(build, plan, check)
     ns.add_collection(Collection("builder", builder_create, builder_remove))
+    ns.add_collection(Collection("cache", cache_promote, cache_prune, cache_verify, cache_list))
     return ns
 
 

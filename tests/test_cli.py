@@ -30,9 +30,7 @@ def docker_shim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return shim, log
 
 
-def run(
-    args: list[str], cwd: Path, shim: Path, log: Path
-) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def run(args: list[str], cwd: Path, shim: Path, log: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     log.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}
     env["PATH"] = f"{shim}:{BIN}:{env['PATH']}"
@@ -53,9 +51,7 @@ def test_bad_config_exits_2_with_one_line_and_no_docker(
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("dockercache: error: ")
     assert path.name in lines[0] and expectation(path) in lines[0]
-    assert all(call.startswith("compose ") and call.endswith(" config --format json") for call in calls), (
-        calls
-    )
+    assert all(call.startswith("compose ") and call.endswith(" config --format json") for call in calls), calls
     assert proc.stdout == ""
 
 
@@ -71,9 +67,7 @@ def test_unknown_service_on_the_command_line(docker_shim: tuple[Path, Path]) -> 
 
 
 def test_unknown_stage_on_the_command_line(docker_shim: tuple[Path, Path]) -> None:
-    proc, _ = run(
-        [str(BIN / "dockercache"), "build", "--stage", "dep"], ROOT / "examples" / "ruby", *docker_shim
-    )
+    proc, _ = run([str(BIN / "dockercache"), "build", "--stage", "dep"], ROOT / "examples" / "ruby", *docker_shim)
     assert proc.returncode == 2
     assert "--stage: service 'ruby' has no stage 'dep'" in proc.stderr
 

@@ -32,9 +32,7 @@ def service(store: RegistryCache | LocalCache = REG, **kw: object) -> ResolvedSe
     return ResolvedService(**values)  # type: ignore[arg-type]
 
 
-def inputs(
-    svc: ResolvedService | None = None, branch: str = "main", on_ci: bool = True, **kw: object
-) -> PlanInputs:
+def inputs(svc: ResolvedService | None = None, branch: str = "main", on_ci: bool = True, **kw: object) -> PlanInputs:
     values: dict[str, object] = {
         "services": (svc or service(),),
         "builder": BuilderConfig(),
@@ -91,9 +89,7 @@ def test_trusted_branch_writes_shared() -> None:
 
 
 def test_extra_refs_come_last() -> None:
-    store = RegistryCache(
-        type="registry", ref="reg:5000/cache/{service}", extra_from=("other:5000/x:{stage}",)
-    )
+    store = RegistryCache(type="registry", ref="reg:5000/cache/{service}", extra_from=("other:5000/x:{stage}",))
     plan = make_plan(inputs(service(store)), BuildOptions())
     assert refs(plan.services[0].builds[0])[-1] == "other:5000/x:base"
 
@@ -156,9 +152,7 @@ def test_argv_is_exact() -> None:
     final = make_plan(inputs(), BuildOptions(no_cache=True)).services[0].builds[-1]
     argv = final.argv("dockercache", "/tmp/m.json")
     assert argv[:4] == ["buildx", "build", "--progress", "rawjson"]
-    assert argv[argv.index("--cache-to") + 1].startswith(
-        "type=registry,ref=reg:5000/cache/ruby:final-main,mode=max"
-    )
+    assert argv[argv.index("--cache-to") + 1].startswith("type=registry,ref=reg:5000/cache/ruby:final-main,mode=max")
     assert argv.count("--cache-from") == 3  # on the default branch its own refs are the shared ones
     assert "--no-cache" in argv and "--push" in argv
     assert argv[-3:] == ["--tag", "reg:5000/ruby:abc123", "/src"]
@@ -178,9 +172,7 @@ def test_ephemeral_builder_name_is_per_job() -> None:
 
 
 def test_builder_create_argv_with_options() -> None:
-    builder = BuilderConfig(
-        name="b", driver="remote", endpoint="tcp://bk:1234", driver_opts={"cacert": "/ca"}
-    )
+    builder = BuilderConfig(name="b", driver="remote", endpoint="tcp://bk:1234", driver_opts={"cacert": "/ca"})
     plan = make_plan(inputs(builder=builder), BuildOptions())
     assert plan.builder.create_argv() == [
         "buildx",

@@ -170,9 +170,7 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_dockercache(
-    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: int = 300
-) -> Result:
+def run_dockercache(*args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: int = 300) -> Result:
     argv = [str(DOCKERCACHE), *args]
     proc = subprocess.run(
         argv,

@@ -46,9 +46,7 @@ def test_build_pushes_image_and_cache_manifests(project: Project, stack: Stack) 
             assert "application/vnd.oci.image.layer.v1.tar+zstd" in media_types
         else:
             assert media_types == {"application/vnd.oci.image.layer.v1.tar+zstd"}
-        assert (
-            result.stage("ruby", stage)["cache_written"] == f"{stack.host}/{project.name}/cache:{stage}-main"
-        )
+        assert result.stage("ruby", stage)["cache_written"] == f"{stack.host}/{project.name}/cache:{stage}-main"
     # A cold build caches nothing.
     assert svc["steps_cached"] == 0 and svc["steps_total"] == 8
 
@@ -90,14 +88,10 @@ def test_five_fresh_agent_builds_in_a_row_all_hit(project: Project) -> None:
         result = project.build()
         assert result.returncode == 0, result.stderr
         svc = result.json["services"][0]
-        assert (svc["steps_cached"], svc["steps_total"]) == (8, 8), (
-            f"build {attempt}: {counts(result, *STAGES)}"
-        )
+        assert (svc["steps_cached"], svc["steps_total"]) == (8, 8), f"build {attempt}: {counts(result, *STAGES)}"
 
 
-def test_feature_branch_reads_default_branch_cache_and_writes_only_its_own(
-    project: Project, stack: Stack
-) -> None:
+def test_feature_branch_reads_default_branch_cache_and_writes_only_its_own(project: Project, stack: Stack) -> None:
     fresh_agent()
     assert project.build().returncode == 0
     repo = f"{project.name}/cache"
@@ -156,9 +150,7 @@ def test_plan_argv_is_what_runs(project: Project, stack: Stack, tmp_path: object
     shim = Path(str(tmp_path)) / "bin"
     shim.mkdir()
     real = os.popen("command -v docker").read().strip()
-    (shim / "docker").write_text(
-        f'#!/bin/sh\nprintf "%s\\0" "$@" >> {log}\nprintf "\\n" >> {log}\nexec {real} "$@"\n'
-    )
+    (shim / "docker").write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" >> {log}\nprintf "\\n" >> {log}\nexec {real} "$@"\n')
     (shim / "docker").chmod(0o755)
     env = base_env(PATH=f"{shim}:{os.environ['PATH']}", BUILDKITE_BRANCH=branch)
     plan = run_dockercache("plan", "--json", cwd=project.path, env=env)

@@ -69,8 +69,7 @@ def test_existing_builder_with_another_driver_is_a_clear_error(project: Project)
         result = run_dockercache("build", cwd=project.path)
         assert result.returncode == 3
         assert (
-            f"builder '{name}' exists with driver 'docker-container', but builder.driver is 'remote'"
-            in result.stderr
+            f"builder '{name}' exists with driver 'docker-container', but builder.driver is 'remote'" in result.stderr
         )
         assert len(result.stderr.strip().splitlines()) == 1
     finally:
@@ -78,9 +77,7 @@ def test_existing_builder_with_another_driver_is_a_clear_error(project: Project)
 
 
 def test_docker_daemon_not_running_is_exit_3(project: Project) -> None:
-    result = run_dockercache(
-        "build", cwd=project.path, env=base_env(DOCKER_HOST="unix:///nonexistent/docker.sock")
-    )
+    result = run_dockercache("build", cwd=project.path, env=base_env(DOCKER_HOST="unix:///nonexistent/docker.sock"))
     assert result.returncode == 3
     assert result.stderr.strip().startswith("dockercache: error: Docker daemon not reachable")
     assert len(result.stderr.strip().splitlines()) == 1
