@@ -312,7 +312,7 @@ def cmd_prune(
     if keep is None and older_than is None:
         raise ConfigError("prune: give --keep N and/or --older-than AGE (what to keep)")
     if keep is not None and keep < 1:
-        raise ConfigError("--keep: must be at least 1")
+        raise ConfigError(f"--keep: must be at least 1 (got {keep})")
     snapshots, _, _ = _snapshots(environment, config, store)
     result = snapshots.prune(
         keep,

@@ -316,8 +316,9 @@ class Runner:
             if label not in claimed:
                 stage.steps[label] = count
         claimed.update(stage.steps)
-        stage.cache_warnings = events.cache_problems()
-        for warning in stage.cache_warnings:
+        problems = events.cache_problems()
+        stage.cache_warnings.extend(problems)
+        for warning in problems:
             self.console.warn(f"{build.service}/{build.stage}: {warning}")
         if stage.status != "ok":
             if build.local_swap:

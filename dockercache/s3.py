@@ -29,20 +29,13 @@ from botocore.config import Config as BotoConfig
 
 from .config import S3Cache
 from .errors import StoreError
+from .snapshots import BlobCorrupt, BlobMissing
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 Progress = Callable[[int], None]
 CHUNK = 1024 * 1024
-
-
-class BlobCorrupt(StoreError):
-    """A downloaded blob's sha256 is not its name."""
-
-
-class BlobMissing(StoreError):
-    """A blob a snapshot names is not in the bucket."""
 
 
 @dataclass(frozen=True)

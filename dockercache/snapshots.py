@@ -25,6 +25,15 @@ from typing import Any, Protocol, TextIO
 
 from .errors import StoreError
 
+
+class BlobCorrupt(StoreError):
+    """A downloaded blob's sha256 is not its name."""
+
+
+class BlobMissing(StoreError):
+    """A blob a snapshot names is not in the store."""
+
+
 FORMAT_VERSION = 1
 FAULT_ENV = "DOCKERCACHE_FAULT"
 
@@ -128,6 +137,11 @@ class RemoteBlobs:
             if self._known is not None:
                 self._known[digest] = size
 
+    def discard(self, digest: str) -> None:
+        with self._lock:
+            if self._known is not None:
+                self._known.pop(digest, None)
+
 
 @dataclass
 class Snapshots:
@@ -191,7 +205,7 @@ class Snapshots:
         progress.close()
         stats.objects = len(todo)
         stats.bytes = sum(s for _, _, s in todo)
-        if os.environ.get(FAULT_ENV) == "crash-before-index":
+        if os.environ.get(FAULT_ENV) in ("crash-before-index", f"crash-before-index:{name}"):
             os._exit(137)  # fault injection for tests: a writer killed between its blobs and its index
         document = {
             "version": FORMAT_VERSION,
@@ -281,7 +295,14 @@ class Snapshots:
         progress = TransferProgress(f"download {name}", sum(blobs[d] for d in todo), self.progress_stream)
 
         def download(digest: str) -> None:
-            self.store.download_blob(digest, self.pool / digest.removeprefix("sha256:"), progress)
+            try:
+                self.store.download_blob(digest, self.pool / digest.removeprefix("sha256:"), progress)
+            except BlobCorrupt:
+                # A corrupt blob breaks every snapshot naming it, and a later save would trust it by name:
+                # remove it, so the next save uploads a good copy.
+                self.store.delete_blobs([digest])
+                self.remote.discard(digest)
+                raise
 
         self._parallel(download, todo)
         progress.close()

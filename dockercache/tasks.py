@@ -155,7 +155,7 @@ def cache_promote(
     name="prune",
     help={
         **STORE_HELP,
-        "keep": "Keep the newest N keys per prefix.",
+        "keep": "Keep the newest N keys per prefix (N >= 1).",
         "older-than": "Delete keys older than this (90m, 12h, 7d, 2w), beyond the newest --keep.",
         "grace": "Never delete blobs younger than this (default 1h: protects builds saving right now).",
         "dry-run": "Show what would be deleted.",
@@ -163,7 +163,7 @@ def cache_promote(
 )
 def cache_prune(
     c: Context,
-    keep: int | None = None,
+    keep: int = 0,
     older_than: str | None = None,
     grace: str = "1h",
     dry_run: bool = False,
@@ -172,7 +172,7 @@ def cache_prune(
 ) -> None:
     """Delete old S3 snapshots, then the blobs no remaining snapshot references."""
     env = commands.Environment()
-    _run(lambda: commands.cmd_prune(env, config, store, keep, older_than, grace, dry_run))
+    _run(lambda: commands.cmd_prune(env, config, store, keep or None, older_than, grace, dry_run))
 
 
 @task(name="verify", help={**STORE_HELP, "deep": "Download every blob and check its sha256 too."})

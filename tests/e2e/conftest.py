@@ -280,3 +280,102 @@ def extra_registry(tmp_path: Path) -> Iterator[ExtraRegistry]:
         pytest.fail("the second registry did not start")
     yield registry
     registry.stop()
+
+
+SECRET_KEY = "dcSecretKey+9f3e7a1b2c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f"
+ACCESS_KEY = "AKIADOCKERCACHETEST1"
+STUB_AGENT = ROOT / "tests" / "bin"
+
+
+@dataclass
+class S3Project(Project):
+    bucket: str = ""
+    agent_dir: Path = Path()
+    stub_dir: Path = Path()
+    endpoint: str = ""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        values = {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "DOCKERCACHE_CACHE_DIR": str(self.agent_dir),
+            "BUILDKITE": "true",
+            "BUILDKITE_AGENT_STUB_DIR": str(self.stub_dir),
+            "BUILDKITE_JOB_ID": uuid.uuid4().hex,
+            "PATH": f"{STUB_AGENT}:{os.environ['PATH']}",
+        }
+        values.update(extra)
+        return base_env(**values)
+
+    def build(self, *args: str, **env: str) -> Result:
+        return run_dockercache("build", "--json", *args, cwd=self.path, env=self.env(**env))
+
+    def run(self, *args: str, **env: str) -> Result:
+        return run_dockercache(*args, cwd=self.path, env=self.env(**env))
+
+    def fresh_agent(self) -> None:
+        fresh_agent()
+        shutil.rmtree(self.agent_dir, ignore_errors=True)
+
+    def new_build(self) -> None:
+        """Another Buildkite build: meta-data and annotations start empty."""
+        shutil.rmtree(self.stub_dir, ignore_errors=True)
+
+    def meta_data(self) -> dict[str, str]:
+        path = self.stub_dir / "meta-data.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def annotations(self) -> dict[str, Any]:
+        path = self.stub_dir / "annotations.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def s3_config(stack: Stack, name: str, bucket: str, extra: str = "", endpoint: str | None = None) -> str:
+    return f"""
+[builder]
+name = "default"
+driver = "docker"
+
+[caches.s3]
+type = "s3"
+bucket = "{bucket}"
+prefix = "cache"
+endpoint_url = "{endpoint or stack.s3_endpoint}"
+region = "us-east-1"
+{extra}
+
+[services.ruby]
+context = "."
+stages = ["base", "deps"]
+target = "final"
+image = "{stack.host}/{name}/ruby"
+metadata_key = "docker-compose"
+args = {{ BASE_IMAGE = "{stack.base_image}" }}
+"""
+
+
+@pytest.fixture
+def s3_client(stack: Stack) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=stack.s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+@pytest.fixture
+def s3_project(stack: Stack, tmp_path: Path, s3_client: Any) -> S3Project:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    path = tmp_path / "ruby"
+    shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".dockercache"))
+    s3_client.create_bucket(Bucket=name)
+    project = S3Project(
+        path, name, bucket=name, agent_dir=tmp_path / "agent", stub_dir=tmp_path / "bk", endpoint=stack.s3_endpoint
+    )
+    project.write_config(s3_config(stack, name, name))
+    return project

@@ -1,0 +1,217 @@
+"""End-to-end: the S3 cache store against a real S3 server (moto), Docker and registry, with a stand-in agent."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+from typing import Any
+
+from .conftest import ACCESS_KEY, SECRET_KEY, S3Project, Stack
+
+STAGES = ("base", "deps", "final")
+
+
+def s3_stats(result: Any) -> dict[str, dict[str, Any]]:
+    return {s: result.stage("ruby", s)["s3"] for s in STAGES}
+
+
+def blob_keys(client: Any, bucket: str) -> dict[str, int]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="cache/blobs/")
+    return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+
+
+def test_save_wipe_restore_rebuild_is_fully_cached(s3_project: S3Project, s3_client: Any) -> None:
+    s3_project.fresh_agent()
+    first = s3_project.build()
+    assert first.returncode == 0, first.stderr
+    stats = s3_stats(first)
+    assert all(stats[s]["saved"] == f"example/main/ruby/{s}" for s in STAGES), stats
+    assert sum(stats[s]["up"]["objects"] for s in STAGES) == len(blob_keys(s3_client, s3_project.bucket))
+    s3_project.fresh_agent()
+    second = s3_project.build()
+    assert second.returncode == 0, second.stderr
+    svc = second.json["services"][0]
+    assert (svc["steps_cached"], svc["steps_total"]) == (8, 8)
+    for stage in STAGES:
+        assert second.stage("ruby", stage)["s3"]["restored_from"] == "example/main"
+        assert second.stage("ruby", stage)["s3"]["down"]["objects"] > 0 or stage == "final"
+
+
+def test_one_file_change_uploads_only_new_blobs(s3_project: S3Project, s3_client: Any) -> None:
+    s3_project.fresh_agent()
+    first = s3_project.build()
+    assert first.returncode == 0, first.stderr
+    before = blob_keys(s3_client, s3_project.bucket)
+    s3_project.fresh_agent()
+    s3_project.touch_source()
+    second = s3_project.build()
+    assert second.returncode == 0, second.stderr
+    after = blob_keys(s3_client, s3_project.bucket)
+    new = {k: v for k, v in after.items() if k not in before}
+    up = {s: s3_stats(second)[s]["up"] for s in STAGES}
+    # Exactly the blobs that were not in S3 went up, nothing else.
+    assert sum(u["objects"] for u in up.values()) == len(new)
+    assert sum(u["bytes"] for u in up.values()) == sum(new.values())
+    # The deps layer (the big one) was not uploaded again.
+    first_up = sum(s3_stats(first)[s]["up"]["bytes"] for s in STAGES)
+    assert sum(new.values()) < first_up / 20, (sum(new.values()), first_up)
+
+
+def biggest_blob(client: Any, bucket: str, name: str) -> tuple[str, str, int]:
+    snapshot = json.loads(client.get_object(Bucket=bucket, Key=f"cache/snapshots/{name}.json")["Body"].read())
+    digest = max(snapshot["blobs"], key=lambda d: snapshot["blobs"][d])
+    return digest, f"cache/blobs/sha256/{digest.removeprefix('sha256:')}", snapshot["blobs"][digest]
+
+
+def test_corrupt_and_missing_blobs_are_a_miss_with_a_warning(s3_project: S3Project, s3_client: Any) -> None:
+    s3_project.fresh_agent()
+    assert s3_project.build().returncode == 0
+    digest, key, size = biggest_blob(s3_client, s3_project.bucket, "example/main/ruby/deps")
+    s3_client.put_object(Bucket=s3_project.bucket, Key=key, Body=b"x" * size)  # same size, other content
+    s3_project.fresh_agent()
+    corrupt = s3_project.build()
+    assert corrupt.returncode == 0, corrupt.stderr
+    assert f"blob {digest} is corrupt" in corrupt.stderr
+    assert corrupt.stage("ruby", "deps")["s3"]["restored_from"] is None
+    assert corrupt.stage("ruby", "deps")["cache_warnings"]
+    assert corrupt.stage("ruby", "base")["s3"]["restored_from"] == "example/main"  # other stages unaffected
+    # The corrupt blob was removed, so nothing trusts it by name any more.
+    assert s3_project.run("cache.verify", "--deep").returncode == 0
+    # The rebuilt deps stage was saved again; now take one of its blobs away.
+    digest, key, _ = biggest_blob(s3_client, s3_project.bucket, "example/main/ruby/deps")
+    s3_client.delete_object(Bucket=s3_project.bucket, Key=key)
+    s3_project.fresh_agent()
+    missing = s3_project.build()
+    assert missing.returncode == 0, missing.stderr
+    assert f"blob {digest} is missing" in missing.stderr
+    assert missing.stage("ruby", "deps")["s3"]["restored_from"] is None
+    assert missing.json["services"][0]["status"] == "ok"
+
+
+def test_writer_killed_between_blobs_and_index_leaves_previous_snapshot(s3_project: S3Project, s3_client: Any) -> None:
+    s3_project.fresh_agent()
+    assert s3_project.build().returncode == 0
+    index_key = "cache/snapshots/example/main/ruby/final.json"
+    previous = s3_client.get_object(Bucket=s3_project.bucket, Key=index_key)["Body"].read()
+    blobs_before = blob_keys(s3_client, s3_project.bucket)
+    s3_project.fresh_agent()
+    s3_project.touch_source()
+    crashed = s3_project.build(DOCKERCACHE_FAULT="crash-before-index:example/main/ruby/final")
+    assert crashed.returncode == 137
+    assert len(blob_keys(s3_client, s3_project.bucket)) > len(blobs_before)  # blobs went up ...
+    current = s3_client.get_object(Bucket=s3_project.bucket, Key=index_key)["Body"].read()
+    assert current == previous  # ... but the index did not move
+    s3_project.fresh_agent()
+    again = s3_project.build()
+    assert again.returncode == 0, again.stderr
+    assert again.stage("ruby", "deps")["steps_cached"] == again.stage("ruby", "deps")["steps_total"]
+    assert again.stage("ruby", "final")["s3"]["restored_from"] == "example/main"
+    assert s3_project.run("cache.verify").returncode == 0
+
+
+def test_promote_and_prune_keep_remaining_snapshots_restorable(s3_project: S3Project, s3_client: Any) -> None:
+    s3_project.fresh_agent()
+    assert s3_project.build().returncode == 0
+    promoted = s3_project.run("cache.promote")
+    assert promoted.returncode == 0, promoted.stderr
+    assert "promoted example/main to example/latest: 3 snapshot(s), no blobs copied" in promoted.stdout
+    # A feature branch (another Buildkite build) restores from example/latest (cache_from comes first) and
+    # saves under its own key.
+    s3_project.new_build()
+    s3_project.fresh_agent()
+    s3_project.touch_source()
+    feature = s3_project.build(BUILDKITE_BRANCH="feature/x")
+    assert feature.returncode == 0, feature.stderr
+    assert feature.stage("ruby", "base")["s3"]["restored_from"] == "example/latest"
+    assert feature.stage("ruby", "final")["s3"]["saved"] == "example/feature-x/ruby/final"
+    listing = s3_project.run("cache.list").stdout
+    assert {line.split()[-1] for line in listing.splitlines()} == {
+        f"example/{k}/ruby/{s}" for k in ("main", "latest", "feature-x") for s in STAGES
+    }
+    blobs = blob_keys(s3_client, s3_project.bucket)
+    dry = s3_project.run("cache.prune", "--keep", "1", "--grace", "0s", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert blob_keys(s3_client, s3_project.bucket) == blobs  # a dry run deletes nothing
+    pruned = s3_project.run("cache.prune", "--keep", "1", "--grace", "0s")
+    assert pruned.returncode == 0, pruned.stderr
+    remaining = {line.split()[-1] for line in s3_project.run("cache.list").stdout.splitlines()}
+    assert len(remaining) == 3 and len({name.rsplit("/", 2)[0] for name in remaining}) == 1
+    assert len(blob_keys(s3_client, s3_project.bucket)) < len(blobs)  # unreferenced blobs went
+    verify = s3_project.run("cache.verify", "--deep")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "3 snapshot(s), 0 problem(s)" in verify.stdout
+
+
+def test_meta_data_after_success_only_and_read_back(s3_project: S3Project, stack: Stack) -> None:
+    selftest = s3_project.path / "app" / "selftest.sh"
+    good = selftest.read_text()
+    selftest.write_text(good + "\nexit 3\n")
+    s3_project.fresh_agent()
+    failed = s3_project.build()
+    assert failed.returncode == 1
+    assert s3_project.meta_data() == {}  # nothing recorded for a failed build
+    assert s3_project.annotations()["dockercache-ruby"]["style"] == "error"
+    selftest.write_text(good)
+    ok = s3_project.build(BUILDKITE_BRANCH="feature/y")
+    assert ok.returncode == 0, ok.stderr
+    meta = s3_project.meta_data()
+    assert meta["docker-compose-plugin-built-image-tag-ruby"] == f"{stack.host}/{s3_project.name}/ruby:0123456789ab"
+    assert meta["dockercache-s3-key-ruby"] == "example/feature-y"
+    annotation = s3_project.annotations()["dockercache-ruby"]
+    assert annotation["style"] in ("success", "warning")
+    assert "| stage | steps cached |" in annotation["body"] and "| deps |" in annotation["body"]
+    assert "--- :s3: ruby: restore caches" in ok.stderr and "--- :docker: ruby: build base" in ok.stderr
+    # A later step of the same build (another agent) restores the key recorded in meta-data first.
+    s3_project.fresh_agent()
+    later = s3_project.build(BUILDKITE_BRANCH="main")
+    assert later.returncode == 0, later.stderr
+    assert later.stage("ruby", "base")["s3"]["restored_from"] == "example/feature-y"
+
+
+def test_no_credentials_in_any_output(s3_project: S3Project) -> None:
+    s3_project.fresh_agent()
+    results = [
+        s3_project.build(),
+        s3_project.run("plan", "--json"),
+        s3_project.run("plan"),
+        s3_project.run("cache.list"),
+        s3_project.run("cache.verify"),
+    ]
+    stub_files = [p.read_text() for p in s3_project.stub_dir.iterdir()]
+    for text in [*(r.stdout + r.stderr for r in results), *stub_files]:
+        assert SECRET_KEY not in text
+        assert ACCESS_KEY not in text
+
+
+def test_s3_unreachable_is_a_warning(s3_project: S3Project, stack: Stack) -> None:
+    from .conftest import free_port, s3_config
+
+    s3_project.write_config(
+        s3_config(stack, s3_project.name, s3_project.bucket, endpoint=f"http://127.0.0.1:{free_port()}")
+    )
+    s3_project.fresh_agent()
+    result = s3_project.build()
+    assert result.returncode == 0, result.stderr
+    assert "unreachable" in result.stderr and "building without this cache" in result.stderr
+    assert result.json["services"][0]["status"] == "ok"
+
+
+def test_whole_directory_tarball_baseline_is_bigger(s3_project: S3Project, s3_client: Any) -> None:
+    """The old plugin's way (gzip the whole local cache, upload it every time) against incremental blobs."""
+    s3_project.fresh_agent()
+    first = s3_project.build()
+    assert first.returncode == 0
+    pool = s3_project.agent_dir / "s3" / s3_project.bucket / "cache" / "pool"
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb") as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        tar.add(pool, arcname="cache")
+    tarball = len(buffer.getvalue())
+    s3_project.fresh_agent()
+    s3_project.touch_source()
+    second = s3_project.build()
+    incremental = sum(s3_stats(second)[s]["up"]["bytes"] for s in STAGES)
+    assert incremental * 10 < tarball, (incremental, tarball)
+    assert os.environ.get("DOCKERCACHE_FAULT") is None
