@@ -439,7 +439,8 @@ def _s3_caches(
     )
     save: str | None = key(store.key, keys.default_branch if keys.writes_shared else keys.branch)
     # Keys the default branch reads: an untrusted branch never writes them, whatever the templates say.
-    protected = {key(t, keys.default_branch) for t in (store.key, *store.cache_from)}
+    # (A per-commit key is not among them: the default branch reads its own commits' keys.)
+    protected = {key(t, keys.default_branch) for t in (store.key, *store.cache_from) if "{commit}" not in t}
     refused = None
     if not keys.writes_shared and save in protected:
         refused = f"'{save}' is read by the default branch; branch '{keys.branch}' may not write it"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config import BuilderConfig, LocalCache, RegistryCache, Settings
+from dockercache.config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
 from dockercache.errors import ConfigError
 from dockercache.plan import BuildOptions, PlanInputs, make_plan
 from dockercache.resolve import ResolvedService
@@ -12,7 +12,7 @@ from dockercache.resolve import ResolvedService
 REG = RegistryCache(type="registry", ref="reg:5000/cache/{service}")
 
 
-def service(store: RegistryCache | LocalCache = REG, **kw: object) -> ResolvedService:
+def service(store: RegistryCache | LocalCache | S3Cache = REG, **kw: object) -> ResolvedService:
     values: dict[str, object] = {
         "name": "ruby",
         "context": Path("/src"),
@@ -191,3 +191,56 @@ def test_force_compression() -> None:
     store = RegistryCache(type="registry", ref="r/c", force_compression=True)
     build = make_plan(inputs(service(store)), BuildOptions()).services[0].builds[0]
     assert build.cache_to is not None and build.cache_to["force-compression"] == "true"
+
+
+S3 = S3Cache(type="s3", bucket="ci-cache", endpoint_url="http://127.0.0.1:5002", region="eu-west-1")
+
+
+def s3_inputs(branch: str = "main", store: S3Cache = S3, **kw: object) -> PlanInputs:
+    return inputs(service(store, store_name="s3"), branch=branch, pipeline="shop", cache_dir=Path("/agent"), **kw)
+
+
+def test_s3_restore_order_and_save_key() -> None:
+    deps = make_plan(s3_inputs("feature/x"), BuildOptions()).services[0].builds[1]
+    assert deps.s3 is not None
+    assert deps.s3.restore_keys == ("shop/latest", "shop/feature-x", "shop/main")
+    assert deps.s3.save_name == "shop/feature-x/ruby/deps"
+    assert [c["src"] for c in deps.cache_from] == [
+        "/agent/s3/ci-cache/dockercache/restore/ruby/deps",
+        "/agent/s3/ci-cache/dockercache/restore/ruby/base",
+    ]
+    assert deps.cache_to is not None and deps.cache_to["dest"] == "/agent/s3/ci-cache/dockercache/export/ruby/deps"
+
+
+def test_s3_untrusted_branch_never_writes_a_key_the_default_branch_reads() -> None:
+    shared = S3Cache(type="s3", bucket="b", key="{pipeline}/latest")
+    build = make_plan(s3_inputs("feature/x", shared), BuildOptions()).services[0].builds[0]
+    assert build.s3 is not None and build.s3.save_name is None and build.cache_to is None
+    assert build.s3.refused is not None and "shop/latest" in build.s3.refused
+    on_main = make_plan(s3_inputs("main", shared), BuildOptions()).services[0].builds[0]
+    assert on_main.s3 is not None and on_main.s3.save_name == "shop/latest/ruby/base"
+
+
+def test_s3_commit_keys_are_safe_for_any_branch() -> None:
+    per_commit = S3Cache(type="s3", bucket="b", key="{pipeline}/{commit}")
+    build = make_plan(s3_inputs("feature/x", per_commit), BuildOptions()).services[0].builds[0]
+    assert build.s3 is not None and build.s3.save_name == "shop/abc123/ruby/base"
+
+
+def test_s3_native_uses_buildkit_s3_cache_without_credentials() -> None:
+    native = S3Cache(type="s3", bucket="b", region="eu-west-1", native=True, endpoint_url="http://minio:9000")
+    build = make_plan(s3_inputs("main", native), BuildOptions()).services[0].builds[1]
+    assert build.s3 is None
+    assert dict(build.cache_from[0]) == {
+        "type": "s3",
+        "bucket": "b",
+        "prefix": "dockercache/native/",
+        "region": "eu-west-1",
+        "endpoint_url": "http://minio:9000",
+        "use_path_style": "true",
+        "name": "shop/latest/ruby/deps",
+    }
+    assert build.cache_to is not None and build.cache_to["name"] == "shop/main/ruby/deps"
+    argv = " ".join(build.argv("ci"))
+    assert "type=s3,bucket=b" in argv
+    assert "access_key" not in argv and "secret" not in argv
