@@ -41,6 +41,15 @@ def test(c: Context, e2e: bool = False, k: str = "") -> None:
     c.run(f"python -m pytest {' '.join(args)}", pty=False)
 
 
+@task(help={"quick": "Small project, one repeat (a few minutes; what CI runs)", "repeats": "Measured builds per cell"})
+def bench(c: Context, quick: bool = False, repeats: int = 0) -> None:
+    """Benchmark fresh-agent rebuilds: six caching strategies side by side (results in benchmarks/results/)."""
+    args = ["--quick"] if quick else []
+    if repeats:
+        args += ["--repeats", str(repeats)]
+    c.run(f"python {ROOT / 'benchmarks' / 'bench.py'} {' '.join(args)}", pty=False)
+
+
 @task()
 def lint(c: Context) -> None:
     """ruff and mypy --strict."""
@@ -52,3 +61,4 @@ ns.add_task(schema)
 ns.add_task(stack)
 ns.add_task(test)
 ns.add_task(lint)
+ns.add_task(bench)

@@ -7,6 +7,7 @@ parameters, so every step is testable on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -61,7 +62,9 @@ class Environment:
 def load(environment: Environment, config: str | None) -> tuple[Config, CIContext]:
     path = find_config(environment.cwd, config, environment.env)
     ci = CIContext(env=environment.env, cwd=path.parent)
-    return load_config(path, ci.variables()), ci
+    cfg = load_config(path, ci.variables())
+    environment.redact.add(login.password for login in cfg.registries.values())
+    return cfg, ci
 
 
 def plan_for(environment: Environment, config: Config, ci: CIContext, options: BuildOptions) -> Plan:
@@ -81,7 +84,8 @@ def plan_for(environment: Environment, config: Config, ci: CIContext, options: B
         pipeline=slugify(ci.pipeline),
         cache_dir=cache_dir(environment.env),
     )
-    return make_plan(inputs, options)
+    plan = make_plan(inputs, options)
+    return dataclasses.replace(plan, logins=tuple((h, r.username) for h, r in config.registries.items()))
 
 
 def store_factory(config: Config, local: Path) -> Callable[[str], Snapshots]:
@@ -125,6 +129,8 @@ def render_plan(plan: Plan) -> str:
     ]
     if b.creatable:
         lines.append(f"  if missing: $ docker {shlex.join(b.create_argv())}")
+    for host, user in plan.logins:
+        lines.append(f"login: {user}@{host} (password on stdin)")
     for svc in plan.services:
         lines.append(f"{svc.name} (cache store: {svc.store})")
         for build in svc.builds:
@@ -136,8 +142,8 @@ def render_plan(plan: Plan) -> str:
                 lines.append(f"    {'restore:':<11} {', '.join(build.s3.restore_keys)} (first complete snapshot)")
                 if build.s3.save_name:
                     lines.append(f"    {'save:':<11} {build.s3.save_name}")
-                if build.s3.refused:
-                    lines.append(f"    {'no save:':<11} {build.s3.refused}")
+            if build.write_refused:
+                lines.append(f"    {'no write:':<11} {build.write_refused}")
             if build.cache_to:
                 target = build.cache_to.get("ref") or build.cache_to.get("dest") or build.cache_to.get("name")
                 lines.append(f"    {'cache to:':<11} {target}")
@@ -174,7 +180,9 @@ def cmd_build(environment: Environment, config: str | None, options: BuildOption
 
     console = environment.out
     agent = Agent.detect(environment.env)
-    runner = Runner(environment.get_docker(), console, store_factory(cfg, cache_dir(environment.env)), agent)
+    runner = Runner(
+        environment.get_docker(), console, store_factory(cfg, cache_dir(environment.env)), agent, cfg.registries
+    )
     try:
         result = runner.run(plan)
     except DockercacheError as exc:

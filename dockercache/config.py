@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 import sys
@@ -199,6 +200,14 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class RegistryLogin:
+    """Credentials dockercache logs in with (``docker login --password-stdin``) before building."""
+
+    username: str = field(metadata=_doc("User name.", min_length=1))
+    password: str = field(metadata=_doc("Password or token; write it as ${VARIABLE}, never literally.", min_length=1))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole of dockercache.toml."""
 
@@ -208,6 +217,9 @@ class Config:
     caches: Mapping[str, CacheStore] = field(default_factory=dict, metadata=_doc("Cache stores, by name."))
     compose_files: tuple[str, ...] = field(
         default=(), metadata=_doc("Compose files (default: $COMPOSE_FILE, then compose.yaml etc.).")
+    )
+    registries: Mapping[str, RegistryLogin] = field(
+        default_factory=dict, metadata=_doc('Registry logins, by host (e.g. "localhost:5001").')
     )
     path: Path = field(default=Path(CONFIG_NAME), metadata={"internal": True})
 
@@ -272,6 +284,15 @@ def load_config(path: Path, variables: Mapping[str, str]) -> Config:
 
 def parse_config(raw: Mapping[str, Any], variables: Mapping[str, str], path: Path) -> Config:
     """Check a parsed document: interpolation, keys, types, then cross-references."""
+    registries = raw.get("registries")
+    if isinstance(registries, dict):
+        for host, login in registries.items():
+            password = login.get("password") if isinstance(login, dict) else None
+            if isinstance(password, str) and password and not re.fullmatch(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", password):
+                raise ConfigError(
+                    f"{path}: registries.{host}.password: write it as ${{VARIABLE}}; a password in the file "
+                    "would be committed with it"
+                )
     expanded = _interpolate(raw, variables, path, "")
     config: Config = _convert(expanded, Config, path, "")
     config = dataclasses.replace(config, path=path)
@@ -324,8 +345,13 @@ def interpolate(text: str, variables: Mapping[str, str], where: str) -> str:
 # ------------------------------------------------------------------------------------------- checking
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+    """A dotted path as TOML writes it: bare keys as they are, others quoted (so the path stays one line)."""
+    shown = key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+    return f"{where}.{shown}" if where else shown
 
 
 def suggest(key: str, options: typing.Iterable[str]) -> str:
@@ -480,6 +506,9 @@ def _check_references(config: Config) -> None:
                 f"{path}: caches.{name}.ref: give a repository without a tag ({store.ref!r}); "
                 "the tag comes from caches.{name}.tag"
             )
+    for host in config.registries:
+        if "/" in host or not host:
+            raise ConfigError(f"{path}: registries.{host}: give a registry host (and port), not a repository")
     builder = config.builder
     if builder.driver == "remote" and not builder.endpoint:
         raise ConfigError(f"{path}: builder.endpoint: required with driver 'remote' (e.g. tcp://buildkitd:1234)")

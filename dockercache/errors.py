@@ -12,6 +12,11 @@ class DockercacheError(Exception):
 
     exit_code = 1
 
+    def __str__(self) -> str:
+        # One line, always: a newline in a user's key or value must not split (or forge) an error line.
+        text = super().__str__()
+        return text.replace("\r", "\\r").replace("\n", "\\n") if ("\n" in text or "\r" in text) else text
+
 
 class ConfigError(DockercacheError):
     """dockercache.toml (or a Compose file it names) is broken: exit 2, before any Docker command runs."""

@@ -99,6 +99,8 @@ class StageBuild:
     no_cache: bool = False
     local_swap: LocalSwap | None = None
     s3: S3Step | None = None
+    write_refused: str | None = None
+    """Why this build writes no cache although writes are on (an untrusted branch and a shared ref)."""
 
     def argv(self, builder: str, metadata_file: str = "<metadata file>") -> list[str]:
         """The ``docker buildx build`` arguments, in the order python-on-whales passes them."""
@@ -146,6 +148,8 @@ class Plan:
     cache_write: bool
     cache_write_reason: str
     cache_errors: str
+    logins: tuple[tuple[str, str], ...] = ()
+    """Registries logged in to before building: (host, user name); passwords are never part of a plan."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -161,6 +165,7 @@ class Plan:
             "cache_write": self.cache_write,
             "cache_write_reason": self.cache_write_reason,
             "cache_errors": self.cache_errors,
+            "logins": [{"registry": h, "username": u} for h, u in self.logins],
             "services": [
                 {
                     "name": s.name,
@@ -175,6 +180,7 @@ class Plan:
                             "push": b.push,
                             "cache_from": [dict(c) for c in b.cache_from],
                             "cache_to": dict(b.cache_to) if b.cache_to else None,
+                            "write_refused": b.write_refused,
                             "s3": None
                             if b.s3 is None
                             else {
@@ -273,7 +279,7 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
             final = stage == svc.stages[-1]
             target = svc.final_target if final else stage
             keys = KeyContext(inputs.pipeline, inputs.commit, branch_slug, default_slug, writes_shared, inputs.job_id)
-            cache_from, cache_to, swap, s3 = _caches(
+            cache_from, cache_to, swap, s3, refused = _caches(
                 svc, stages[: index + 1], keys, cache_write, inputs.root, inputs.cache_dir, exists
             )
             tags: tuple[str, ...] = ()
@@ -308,6 +314,7 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
                     no_cache=options.no_cache,
                     local_swap=swap,
                     s3=s3,
+                    write_refused=refused,
                 )
             )
         services.append(
@@ -356,7 +363,8 @@ def s3_local_root(store: S3Cache, cache_dir: Path) -> Path:
     return base / "s3" / store.bucket / (store.prefix.strip("/").replace("/", "_") or "_")
 
 
-Caches = tuple[tuple[Mapping[str, str], ...], Mapping[str, str] | None, LocalSwap | None, S3Step | None]
+Caches = tuple[tuple[Mapping[str, str], ...], Mapping[str, str] | None, LocalSwap | None, S3Step | None, str | None]
+"""Sources, sink, local swap, S3 step, and why a write was refused (None: not refused)."""
 
 
 def _caches(
@@ -380,11 +388,18 @@ def _caches(
             refs.append(registry_ref(store, svc.name, s, keys.default_branch))
         refs += [r.format(service=svc.name, stage=stage) for r in store.extra_from]
         sources = [{"type": "registry", "ref": r} for r in dict.fromkeys(refs)]
+        write_ref = registry_ref(store, svc.name, stage, keys.default_branch if keys.writes_shared else keys.branch)
+        if cache_write and not keys.writes_shared:
+            # Whatever the tag template says, an untrusted branch never writes a ref the default branch reads.
+            shared_refs = {registry_ref(store, svc.name, s, keys.default_branch) for s in stages}
+            shared_refs |= {r.format(service=svc.name, stage=stage) for r in store.extra_from}
+            if write_ref in shared_refs:
+                refusal = f"'{write_ref}' is read by the default branch; branch '{keys.branch}' may not write it"
+                return tuple(sources), None, None, None, refusal
         if cache_write:
-            write_slug = keys.default_branch if keys.writes_shared else keys.branch
             sink = {
                 "type": "registry",
-                "ref": registry_ref(store, svc.name, stage, write_slug),
+                "ref": write_ref,
                 "mode": store.mode,
                 "image-manifest": _bool(store.image_manifest),
                 "oci-mediatypes": _bool(store.oci_mediatypes),
@@ -393,7 +408,7 @@ def _caches(
             }
             if store.force_compression:
                 sink = {**sink, "force-compression": "true"}
-        return tuple(sources), sink, None, None
+        return tuple(sources), sink, None, None, None
     if isinstance(store, S3Cache):
         return _s3_caches(svc, store, stages, keys, cache_write, cache_dir)
     base = (root / store.path / svc.name).resolve()
@@ -402,7 +417,7 @@ def _caches(
         if exists(directory):
             sources.append({"type": "local", "src": directory})
     if not cache_write:
-        return tuple(sources), None, None, None
+        return tuple(sources), None, None, None, None
     final = str(base / stage)
     swap = LocalSwap(incoming=f"{final}.incoming", final=final)
     sink = {
@@ -412,7 +427,7 @@ def _caches(
         "compression": store.compression,
         "ignore-error": "true",
     }
-    return tuple(sources), sink, swap, None
+    return tuple(sources), sink, swap, None, None
 
 
 def _s3_caches(
@@ -462,7 +477,7 @@ def _s3_caches(
                 "compression": store.compression,
                 "ignore-error": "true",
             }
-        return sources, sink, None, None
+        return sources, sink, None, None, refused
     local = s3_local_root(store, cache_dir)
     restore_dir = local / "restore" / svc.name
     local_sources = tuple({"type": "local", "src": str(restore_dir / s)} for s in reversed(stages))
@@ -484,4 +499,4 @@ def _s3_caches(
         export_dir=str(export_dir),
         refused=refused,
     )
-    return local_sources, local_sink, None, step
+    return local_sources, local_sink, None, step, refused

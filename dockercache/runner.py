@@ -9,11 +9,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .buildkite import S3_KEY, Agent, AgentError, image_metadata_key
+from .config import RegistryLogin
 from .docker import BuildFailed, Docker
 from .errors import CacheError, EnvironmentProblem, StoreError
 from .netcheck import registry_host, unreachable
@@ -113,16 +114,21 @@ class Runner:
         console: Console,
         stores: StoreFactory | None = None,
         agent: Agent | None = None,
+        logins: Mapping[str, RegistryLogin] | None = None,
     ) -> None:
         self.docker = docker
         self.console = console
         self.stores = stores
         self.agent = agent
+        self.logins = logins or {}
         self._broken_stores: dict[str, str] = {}
 
     def run(self, plan: Plan) -> RunResult:
         result = RunResult()
         self.docker.ping()
+        for host, login in self.logins.items():
+            self.console.info(f"logging in to {host} as {login.username} (password on stdin)")
+            self.docker.login(host, login.username, login.password)
         plan, result.warnings = preflight(plan, self.console)
         with builder_session(self.docker, plan.builder, self.console):
             for svc in plan.services:
@@ -159,7 +165,7 @@ class Runner:
             verb = "build and push" if build.push else "build"
             self.console.section(f":docker: {svc.name}: {verb} {build.stage}")
             self._build(plan, _without_missing_local_sources(build), stage, claimed)
-            if stage.status == "ok" and build.s3 and build.s3.save_name:
+            if stage.status == "ok" and build.s3 and build.s3.save_name and build.s3.store not in self._broken_stores:
                 self.console.section(f":s3: {svc.name}: save {build.stage}", collapsed=True)
                 self._save(plan, build, stage)
         result.seconds = time.monotonic() - started
@@ -197,8 +203,9 @@ class Runner:
 
             try:
                 key, got = snapshots.restore(keys, svc.name, build.stage, warn)
-            except StoreError as exc:
-                warn(f"{exc}: restoring nothing (cache miss)")
+            except (StoreError, OSError) as exc:
+                shutil.rmtree(build.s3.restore_dir, ignore_errors=True)
+                warn(f"{_describe(exc)}: restoring nothing (cache miss)")
                 continue
             stage.restored_from = key
             stage.down_objects, stage.down_bytes = got.objects, got.bytes
@@ -227,8 +234,8 @@ class Runner:
             }
             try:
                 sent = snapshots.save(export, build.s3.save_name, meta)
-            except StoreError as exc:
-                message = f"saving {build.s3.save_name}: {exc}"
+            except (StoreError, OSError) as exc:
+                message = f"saving {build.s3.save_name}: {_describe(exc)}"
                 stage.cache_warnings.append(message)
                 self.console.warn(f"{build.service}/{build.stage}: {message}")
                 return
@@ -286,7 +293,12 @@ class Runner:
         fresh = build.local_swap.incoming if build.local_swap else build.s3.export_dir if build.s3 else None
         if fresh:  # a cache export always goes into an empty directory, so it never grows without bound
             shutil.rmtree(fresh, ignore_errors=True)
-            Path(fresh).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(fresh).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                stage.cache_warnings.append(f"cache directory unusable: {_describe(exc)}")
+                self.console.warn(f"{build.service}/{build.stage}: cache directory unusable: {_describe(exc)}")
+                build = dataclasses.replace(build, cache_to=None, local_swap=None)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="dockercache-") as tmp:
             metadata_file = Path(tmp) / "metadata.json"
@@ -329,9 +341,20 @@ class Runner:
         stage.pushed = build.push
         exported = build.cache_to is not None and not any(w.startswith("exporting cache") for w in stage.cache_warnings)
         if build.local_swap:
-            exported = exported and _swap(build.local_swap.incoming, build.local_swap.final)
+            try:
+                exported = exported and _swap(build.local_swap.incoming, build.local_swap.final)
+            except OSError as exc:
+                stage.cache_warnings.append(f"local cache not updated: {_describe(exc)}")
+                self.console.warn(f"{build.service}/{build.stage}: local cache not updated: {_describe(exc)}")
+                exported = False
         if exported and build.cache_to and not build.s3:
             stage.cache_written = build.cache_to.get("ref") or build.cache_to.get("dest", "").removesuffix(".incoming")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def _without_missing_local_sources(build: StageBuild) -> StageBuild:

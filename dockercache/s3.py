@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import boto3.exceptions
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
@@ -57,6 +58,9 @@ def _reason(exc: Exception) -> str:
         return f"{code}{': ' + message if message and message != code else ''}"
     if isinstance(exc, botocore.exceptions.EndpointConnectionError):
         return f"cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}"
+    if isinstance(exc, boto3.exceptions.S3UploadFailedError):
+        # "Failed to upload <local path> to <bucket/key>: An error occurred (Code) when calling ...: message"
+        return str(exc).rsplit(": An error occurred ", 1)[-1]
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return "no AWS credentials found (environment, profile or instance role)"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -70,7 +74,8 @@ def _not_found(exc: Exception) -> bool:
     )
 
 
-BOTO_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+# upload_file wraps failures in boto3's own S3UploadFailedError, which is neither of botocore's.
+BOTO_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, boto3.exceptions.Boto3Error)
 
 
 class S3Store:

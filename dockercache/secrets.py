@@ -24,6 +24,9 @@ class Redactor:
     def __init__(self, values: Iterable[str] = ()) -> None:
         self.values = tuple(values)
 
+    def add(self, values: Iterable[str]) -> None:
+        self.values = tuple(sorted({*self.values, *(v for v in values if len(v) >= 4)}, key=len, reverse=True))
+
     def __call__(self, text: str) -> str:
         for value in self.values:
             if value in text:

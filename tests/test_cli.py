@@ -11,23 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from .conftest import FIXTURES, ROOT
-from .test_config import BAD, expectation
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def docker_shim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A `docker` first on PATH that records every call and then runs the real one."""
-    shim = tmp_path_factory.mktemp("shim")
-    log = shim / "calls.log"
-    real = subprocess.run(["sh", "-c", "command -v docker"], capture_output=True, text=True).stdout.strip()
-    (shim / "docker").write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
-    (shim / "docker").chmod(0o755)
-    return shim, log
 
 
 def run(args: list[str], cwd: Path, shim: Path, log: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
@@ -37,22 +23,6 @@ def run(args: list[str], cwd: Path, shim: Path, log: Path) -> tuple[subprocess.C
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
     calls = log.read_text().splitlines() if log.exists() else []
     return proc, calls
-
-
-@pytest.mark.parametrize("command", ["check", "build"])
-@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
-def test_bad_config_exits_2_with_one_line_and_no_docker(
-    path: Path, command: str, docker_shim: tuple[Path, Path]
-) -> None:
-    proc, calls = run([str(BIN / "dockercache"), command, "--config", path.name], path.parent, *docker_shim)
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("dockercache: error: ")
-    assert path.name in lines[0] and expectation(path) in lines[0]
-    assert all(call.startswith("compose ") and call.endswith(" config --format json") for call in calls), calls
-    assert proc.stdout == ""
 
 
 def test_unknown_service_on_the_command_line(docker_shim: tuple[Path, Path]) -> None:

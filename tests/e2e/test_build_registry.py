@@ -91,6 +91,7 @@ def test_five_fresh_agent_builds_in_a_row_all_hit(project: Project) -> None:
         assert (svc["steps_cached"], svc["steps_total"]) == (8, 8), f"build {attempt}: {counts(result, *STAGES)}"
 
 
+@pytest.mark.hardening("poisoning")
 def test_feature_branch_reads_default_branch_cache_and_writes_only_its_own(project: Project, stack: Stack) -> None:
     fresh_agent()
     assert project.build().returncode == 0
@@ -107,6 +108,7 @@ def test_feature_branch_reads_default_branch_cache_and_writes_only_its_own(proje
     assert {t: stack.registry.manifest(repo, t)[0] for t in main_digests} == main_digests
 
 
+@pytest.mark.hardening("poisoning")
 def test_no_cache_write_leaves_the_registry_alone(project: Project, stack: Stack) -> None:
     result = project.build("--no-cache-write")
     assert result.returncode == 0, result.stderr
@@ -114,6 +116,7 @@ def test_no_cache_write_leaves_the_registry_alone(project: Project, stack: Stack
     assert all(s["cache_written"] is None for s in result.json["services"][0]["stages"])
 
 
+@pytest.mark.hardening("faults")
 def test_unreachable_cache_registry_is_a_warning_then_fatal_on_request(
     project: Project, stack: Stack, extra_registry: ExtraRegistry
 ) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from .conftest import Project, base_env, docker, run_dockercache
 
 
@@ -45,6 +47,7 @@ def test_builder_create_then_reuse_then_remove(project: Project) -> None:
     assert removed.returncode == 0 and name not in builders()
 
 
+@pytest.mark.hardening("faults")
 def test_ephemeral_builder_is_removed_when_the_build_fails(project: Project) -> None:
     project.write_config(container_config("dc-job", ephemeral=True))
     job = uuid.uuid4().hex[:8]
@@ -57,6 +60,7 @@ def test_ephemeral_builder_is_removed_when_the_build_fails(project: Project) -> 
     assert set(builders()) == before
 
 
+@pytest.mark.hardening("faults")
 def test_existing_builder_with_another_driver_is_a_clear_error(project: Project) -> None:
     name = f"dc-{uuid.uuid4().hex[:8]}"
     docker("buildx", "create", "--name", name, "--driver", "docker-container")
@@ -76,6 +80,7 @@ def test_existing_builder_with_another_driver_is_a_clear_error(project: Project)
         docker("buildx", "rm", "--force", name, check=False)
 
 
+@pytest.mark.hardening("faults")
 def test_docker_daemon_not_running_is_exit_3(project: Project) -> None:
     result = run_dockercache("build", cwd=project.path, env=base_env(DOCKER_HOST="unix:///nonexistent/docker.sock"))
     assert result.returncode == 3

@@ -9,6 +9,8 @@ import os
 import tarfile
 from typing import Any
 
+import pytest
+
 from .conftest import ACCESS_KEY, SECRET_KEY, S3Project, Stack
 
 STAGES = ("base", "deps", "final")
@@ -66,6 +68,7 @@ def biggest_blob(client: Any, bucket: str, name: str) -> tuple[str, str, int]:
     return digest, f"cache/blobs/sha256/{digest.removeprefix('sha256:')}", snapshot["blobs"][digest]
 
 
+@pytest.mark.hardening("faults")
 def test_corrupt_and_missing_blobs_are_a_miss_with_a_warning(s3_project: S3Project, s3_client: Any) -> None:
     s3_project.fresh_agent()
     assert s3_project.build().returncode == 0
@@ -91,6 +94,7 @@ def test_corrupt_and_missing_blobs_are_a_miss_with_a_warning(s3_project: S3Proje
     assert missing.json["services"][0]["status"] == "ok"
 
 
+@pytest.mark.hardening("faults")
 def test_writer_killed_between_blobs_and_index_leaves_previous_snapshot(s3_project: S3Project, s3_client: Any) -> None:
     s3_project.fresh_agent()
     assert s3_project.build().returncode == 0
@@ -171,6 +175,7 @@ def test_meta_data_after_success_only_and_read_back(s3_project: S3Project, stack
     assert later.stage("ruby", "base")["s3"]["restored_from"] == "example/feature-y"
 
 
+@pytest.mark.hardening("secrets")
 def test_no_credentials_in_any_output(s3_project: S3Project) -> None:
     s3_project.fresh_agent()
     results = [
@@ -186,6 +191,7 @@ def test_no_credentials_in_any_output(s3_project: S3Project) -> None:
         assert ACCESS_KEY not in text
 
 
+@pytest.mark.hardening("faults")
 def test_s3_unreachable_is_a_warning(s3_project: S3Project, stack: Stack) -> None:
     from .conftest import free_port, s3_config
 

@@ -1,0 +1,3 @@
+"""The hardening suite uses the end-to-end stack fixtures."""
+
+from ..e2e.conftest import *  # noqa: F403

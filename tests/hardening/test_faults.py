@@ -1,0 +1,198 @@
+"""Hardening, group faults: failures at run time against the real stack.
+
+Where a cache is at fault the build succeeds as a cache miss with a warning; where the build itself cannot
+run it fails with one clear line; afterwards every snapshot S3 lists still restores completely.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..e2e.conftest import (
+    DOCKERCACHE,
+    ExtraRegistry,
+    Project,
+    S3Project,
+    Stack,
+    base_env,
+    fresh_agent,
+    registry_config,
+    run_dockercache,
+    s3_config,
+)
+from .faults import FaultyS3
+
+pytestmark = [pytest.mark.e2e, pytest.mark.hardening("faults")]
+
+
+def verify_all(project: S3Project) -> None:
+    result = project.run("cache.verify", "--deep")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ", 0 problem(s)" in result.stdout
+
+
+def test_registry_stopped_between_build_and_cache_export(
+    project: Project, stack: Stack, extra_registry: ExtraRegistry
+) -> None:
+    project.write_config(registry_config(stack, project.name, cache_host=extra_registry.host))
+    fresh_agent()
+    stop_when = f"http://{extra_registry.host}/v2/{project.name}/cache/tags/list"
+
+    def stop_after_first_export() -> None:
+        import urllib.request
+
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(stop_when, timeout=1) as response:
+                    if "base-main" in response.read().decode():
+                        extra_registry.stop()
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=stop_after_first_export)
+    watcher.start()
+    result = project.build()
+    watcher.join()
+    assert result.returncode == 0, result.stderr
+    assert result.stage("ruby", "base")["cache_written"] is not None
+    later = [result.stage("ruby", s) for s in ("deps", "final")]
+    assert all(s["cache_written"] is None and s["cache_warnings"] for s in later), later
+    assert "exporting cache to registry" in result.stderr
+    assert stack.registry.tags(f"{project.name}/ruby")  # the image still went out
+
+
+def test_truncated_index_in_s3_is_a_miss(s3_project: S3Project, s3_client: Any) -> None:
+    s3_project.fresh_agent()
+    assert s3_project.build().returncode == 0
+    key = "cache/snapshots/example/main/ruby/deps.json"
+    body = s3_client.get_object(Bucket=s3_project.bucket, Key=key)["Body"].read()
+    s3_client.put_object(Bucket=s3_project.bucket, Key=key, Body=body[: len(body) // 2])
+    s3_project.fresh_agent()
+    result = s3_project.build()
+    assert result.returncode == 0, result.stderr
+    assert "snapshot example/main/ruby/deps" in result.stderr and "broken index" in result.stderr
+    assert result.stage("ruby", "deps")["s3"]["restored_from"] is None
+    assert result.stage("ruby", "base")["s3"]["restored_from"] == "example/main"
+    verify_all(s3_project)  # the rebuilt deps stage saved a whole snapshot over the broken one
+
+
+def test_s3_returning_errors_on_every_request(s3_project: S3Project, stack: Stack) -> None:
+    with FaultyS3(stack.s3_endpoint, lambda method, path: True) as proxy:
+        s3_project.write_config(s3_config(stack, s3_project.name, s3_project.bucket, endpoint=proxy.endpoint))
+        s3_project.fresh_agent()
+        result = s3_project.build()
+    assert result.returncode == 0, result.stderr
+    assert "checking the bucket: 500" in result.stderr and "building without this cache" in result.stderr
+    assert "save final" not in result.stderr  # no save is attempted against a store known to be broken
+    assert proxy.failed
+    assert result.json["services"][0]["status"] == "ok"
+
+
+def test_s3_failing_writes_keep_the_previous_snapshot(s3_project: S3Project, stack: Stack, s3_client: Any) -> None:
+    s3_project.fresh_agent()
+    assert s3_project.build().returncode == 0
+    before = s3_client.get_object(Bucket=s3_project.bucket, Key="cache/snapshots/example/main/ruby/final.json")
+    with FaultyS3(stack.s3_endpoint, lambda method, path: method in ("PUT", "POST")) as proxy:
+        s3_project.write_config(s3_config(stack, s3_project.name, s3_project.bucket, endpoint=proxy.endpoint))
+        s3_project.fresh_agent()
+        s3_project.touch_source()
+        result = s3_project.build()
+    assert result.returncode == 0, result.stderr
+    assert result.stage("ruby", "base")["s3"]["restored_from"] == "example/main"  # reads still worked
+    final = result.stage("ruby", "final")
+    assert final["s3"]["saved"] is None and any("InternalError" in w for w in final["cache_warnings"])
+    after = s3_client.get_object(Bucket=s3_project.bucket, Key="cache/snapshots/example/main/ruby/final.json")
+    assert after["ETag"] == before["ETag"]
+    s3_project.write_config(s3_config(stack, s3_project.name, s3_project.bucket))
+    verify_all(s3_project)
+
+
+def test_s3_errors_are_fatal_on_request(s3_project: S3Project, stack: Stack) -> None:
+    with FaultyS3(stack.s3_endpoint, lambda method, path: True) as proxy:
+        s3_project.write_config(
+            '[settings]\ncache_errors = "fail"\n'
+            + s3_config(stack, s3_project.name, s3_project.bucket, endpoint=proxy.endpoint)
+        )
+        result = s3_project.build()
+    assert result.returncode == 1
+    assert "cache_errors = 'fail'" in result.stderr
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Any:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_disk_full_cache_directory_is_a_miss(s3_project: S3Project, tiny_disk: Path) -> None:
+    s3_project.fresh_agent()
+    assert s3_project.build().returncode == 0  # a snapshot (about 3 MB) that cannot fit in 512 KB
+    fresh_agent()
+    result = s3_project.build(DOCKERCACHE_CACHE_DIR=str(tiny_disk))
+    assert result.returncode == 0, result.stderr
+    assert "No space left on device" in result.stderr
+    assert result.json["services"][0]["status"] == "ok"
+    assert not list(tiny_disk.rglob("index.json")), "no half-restored directory may be left for BuildKit"
+    verify_all(s3_project)
+
+
+def test_two_agents_saving_the_same_key_at_once(s3_project: S3Project) -> None:
+    s3_project.fresh_agent()
+    first = [
+        subprocess.Popen(
+            [str(DOCKERCACHE), "build", "--json"],
+            cwd=s3_project.path,
+            # Two agents share this one Docker daemon here, so their images get different tags (commits);
+            # both save the same snapshot key, example/main.
+            env=s3_project.env(
+                DOCKERCACHE_CACHE_DIR=str(s3_project.agent_dir / f"agent{i}"), BUILDKITE_COMMIT=f"{i}" * 40
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in first]
+    assert [p.returncode for p in first] == [0, 0], [o[1][-2000:] for o in outputs]
+    assert all(json.loads(o[0])["services"][0]["status"] == "ok" for o in outputs)
+    verify_all(s3_project)
+    s3_project.fresh_agent()
+    again = s3_project.build()
+    assert again.returncode == 0
+    assert again.json["services"][0]["steps_cached"] == again.json["services"][0]["steps_total"]
+
+
+def test_a_failed_build_is_exit_1_with_the_failing_step(project: Project) -> None:
+    (project.path / "app" / "selftest.sh").write_text("echo broken >&2\nexit 7\n")
+    result = run_dockercache("build", cwd=project.path, env=base_env())
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("dockercache: error: ruby/final: build failed: [final 3/3] RUN sh /app/app/selftest.sh")
+    assert "exit code: 7" in last
+    assert "broken" in result.stderr  # the step's own output is shown
+
+
+def test_unreachable_image_registry_fails_the_build_clearly(project: Project, stack: Stack) -> None:
+    from ..e2e.conftest import free_port
+
+    port = free_port()
+    project.write_config(
+        registry_config(stack, project.name).replace(f'image = "{stack.host}/', f'image = "localhost:{port}/')
+    )
+    result = run_dockercache("build", cwd=project.path, env=base_env())
+    assert result.returncode == 1
+    assert "dockercache: error: ruby/final: build failed" in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("dockercache: error")]) == 1

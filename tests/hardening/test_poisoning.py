@@ -1,0 +1,70 @@
+"""Hardening, group poisoning: an untrusted branch cannot write what the default branch reads, whatever its
+configuration says, unless an explicit trusted-branch rule allows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ..e2e.conftest import Project, S3Project, Stack, base_env, fresh_agent, registry_config, run_dockercache, s3_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.hardening("poisoning")]
+
+
+def shared_tag_config(stack: Stack, name: str, trusted: str = "") -> str:
+    settings = f'cache_write = "always"\n{trusted}'
+    return registry_config(stack, name, settings=settings).replace('ref = "', 'tag = "{stage}-shared"\nref = "', 1)
+
+
+def digests(stack: Stack, repo: str) -> dict[str, str]:
+    return {t: stack.registry.manifest(repo, t)[0] for t in stack.registry.tags(repo)}
+
+
+def test_untrusted_branch_cannot_write_a_shared_registry_ref(project: Project, stack: Stack) -> None:
+    project.write_config(shared_tag_config(stack, project.name))
+    fresh_agent()
+    assert project.build().returncode == 0
+    repo = f"{project.name}/cache"
+    before = digests(stack, repo)
+    assert sorted(before) == ["base-shared", "deps-shared", "final-shared"]
+    fresh_agent()
+    project.touch_source("evil")
+    result = project.build("--cache-write", BUILDKITE_BRANCH="attacker/pr")
+    assert result.returncode == 0, result.stderr
+    assert digests(stack, repo) == before
+    assert all(s["cache_written"] is None for s in result.json["services"][0]["stages"])
+    shown = run_dockercache("plan", cwd=project.path, env=base_env(BUILDKITE_BRANCH="attacker/pr"))
+    assert "no write:" in shown.stdout and "may not write it" in shown.stdout
+
+
+def test_trusted_branch_rule_allows_shared_writes(project: Project, stack: Stack) -> None:
+    project.write_config(shared_tag_config(stack, project.name, 'trusted_branches = ["release/*"]'))
+    fresh_agent()
+    assert project.build().returncode == 0
+    repo = f"{project.name}/cache"
+    before = digests(stack, repo)
+    fresh_agent()
+    project.touch_source("release")
+    result = project.build(BUILDKITE_BRANCH="release/2.0")
+    assert result.returncode == 0, result.stderr
+    assert digests(stack, repo)["final-shared"] != before["final-shared"]
+
+
+def test_untrusted_branch_cannot_write_a_shared_s3_key(s3_project: S3Project, stack: Stack, s3_client: Any) -> None:
+    s3_project.write_config(
+        '[settings]\ncache_write = "always"\n'
+        + s3_config(stack, s3_project.name, s3_project.bucket, extra='key = "{pipeline}/latest"')
+    )
+    s3_project.fresh_agent()
+    assert s3_project.build().returncode == 0
+    key = "cache/snapshots/example/latest/ruby/final.json"
+    before = s3_client.get_object(Bucket=s3_project.bucket, Key=key)["ETag"]
+    s3_project.new_build()
+    s3_project.fresh_agent()
+    s3_project.touch_source("evil")
+    result = s3_project.build("--cache-write", BUILDKITE_BRANCH="attacker/pr")
+    assert result.returncode == 0, result.stderr
+    assert all(s["s3"]["saved"] is None for s in result.json["services"][0]["stages"])
+    assert s3_client.get_object(Bucket=s3_project.bucket, Key=key)["ETag"] == before
+    assert "dockercache-s3-key-ruby" not in s3_project.meta_data()

@@ -1,0 +1,124 @@
+"""Hardening, group secrets: with AWS keys and a registry password set, no secret value appears in stdout,
+stderr, the plan, --json output, Buildkite meta-data or annotations, or the arguments of any process
+dockercache starts (sampled from /proc while the build runs)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..e2e.conftest import ACCESS_KEY, DOCKERCACHE, SECRET_KEY, S3Project, Stack, free_port, s3_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.hardening("secrets")]
+
+PASSWORD = "reg-Pa55w0rd-" + "7c1e9a"
+USER = "ci-bot"
+
+
+@pytest.fixture
+def auth_registry(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    root = tmp_path / "auth-registry"
+    root.mkdir()
+    htpasswd = subprocess.run(["htpasswd", "-iBn", USER], input=PASSWORD, capture_output=True, text=True, check=True)
+    (root / "htpasswd").write_text(htpasswd.stdout)
+    (root / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
+        f"auth:\n  htpasswd:\n    realm: test\n    path: {root}/htpasswd\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    process = subprocess.Popen(
+        ["docker-registry", "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://localhost:{port}/v2/", timeout=1)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                break
+        except OSError:
+            time.sleep(0.1)
+    yield f"localhost:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+def sample_cmdlines(stop: threading.Event, seen: list[str]) -> None:
+    while not stop.is_set():
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                with contextlib.suppress(OSError):
+                    seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        time.sleep(0.02)
+
+
+def test_no_secret_anywhere(s3_project: S3Project, stack: Stack, auth_registry: str, tmp_path: Path) -> None:
+    config = s3_config(stack, s3_project.name, s3_project.bucket).replace(
+        f'image = "{stack.host}/', f'image = "{auth_registry}/'
+    )
+    config = f'[registries."{auth_registry}"]\nusername = "{USER}"\npassword = "${{REGISTRY_PASSWORD}}"\n' + config
+    s3_project.write_config(config)
+    env = s3_project.env(REGISTRY_PASSWORD=PASSWORD, DOCKER_CONFIG=str(tmp_path / "docker-config"))
+    s3_project.fresh_agent()
+    stop = threading.Event()
+    seen: list[str] = []
+    sampler = threading.Thread(target=sample_cmdlines, args=(stop, seen))
+    sampler.start()
+    try:
+        build = subprocess.run(
+            [str(DOCKERCACHE), "build", "--json"],
+            cwd=s3_project.path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        stop.set()
+        sampler.join()
+    assert build.returncode == 0, build.stderr
+    assert f"logging in to {auth_registry} as {USER}" in build.stderr
+    assert any("buildx build" in line for line in seen), "the sampler must have seen the build running"
+    outputs: list[str] = [build.stdout, build.stderr]
+    for args in (["plan"], ["plan", "--json"], ["check"], ["cache.list"], ["cache.verify"]):
+        proc = subprocess.run(
+            [str(DOCKERCACHE), *args],
+            cwd=s3_project.path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        outputs += [proc.stdout, proc.stderr]
+    outputs += [p.read_text() for p in s3_project.stub_dir.iterdir()]  # meta-data, annotations, calls
+    for secret in (PASSWORD, SECRET_KEY, ACCESS_KEY):
+        for text in outputs:
+            assert secret not in text
+        for cmdline in seen:
+            assert secret not in cmdline, cmdline
+    assert f"{USER}@{auth_registry} (password on stdin)" in outputs[2]
+
+
+def test_a_secret_in_a_build_arg_is_redacted_from_output(s3_project: S3Project, stack: Stack) -> None:
+    """Build args are visible in `docker history`, so use --secret for real; dockercache still masks a
+    value named like a secret wherever it would print it."""
+    s3_project.write_config(
+        s3_config(stack, s3_project.name, s3_project.bucket).replace(
+            "args = {", 'args = { NPM_TOKEN = "${NPM_TOKEN}", '
+        )
+    )
+    env: dict[str, Any] = {"NPM_TOKEN": "npm_abcdefghijklmnop"}
+    plan = s3_project.run("plan", **env)
+    assert plan.returncode == 0
+    assert "npm_abcdefghijklmnop" not in plan.stdout and "NPM_TOKEN=[redacted]" in plan.stdout
