@@ -171,7 +171,9 @@ class Console:
     def step(self, vertex: Vertex) -> None:
         if vertex.name.startswith("[internal]") and not vertex.error:
             return
-        if vertex.error:
+        if vertex.error and vertex.name.startswith("importing cache manifest") and vertex.error.endswith("not found"):
+            state = "MISS"  # a cache ref that does not exist yet: a plain miss, not an error
+        elif vertex.error:
             state = "ERROR"
         elif vertex.cached:
             state = "CACHED"
