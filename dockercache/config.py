@@ -35,6 +35,18 @@ def _doc(text: str, **extra: Any) -> dict[str, Any]:
     return {"doc": text, **extra}
 
 
+Mode = Literal["min", "max"]
+Compression = Literal["zstd", "gzip", "estargz", "uncompressed"]
+
+
+def _mode_field() -> Any:
+    return field(default="max", metadata=_doc("Cache every layer (max) or final only."))
+
+
+def _compression_field() -> Any:
+    return field(default="zstd", metadata=_doc("Layer compression of the cache."))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Policy shared by every service."""
@@ -88,10 +100,8 @@ class RegistryCache:
         default="{stage}-{branch}",
         metadata=_doc("Tag template; {service}, {stage}, {branch} are filled in.", min_length=1),
     )
-    mode: Literal["min", "max"] = field(default="max", metadata=_doc("Cache every layer (max) or final only."))
-    compression: Literal["zstd", "gzip", "estargz", "uncompressed"] = field(
-        default="zstd", metadata=_doc("Layer compression of the cache.")
-    )
+    mode: Mode = _mode_field()
+    compression: Compression = _compression_field()
     force_compression: bool = field(
         default=False,
         metadata=_doc("Recompress layers that already exist in another compression (e.g. the image's gzip)."),
@@ -115,10 +125,8 @@ class LocalCache:
         default=".dockercache/cache",
         metadata=_doc("Directory, relative to dockercache.toml; one sub-directory per service and stage."),
     )
-    mode: Literal["min", "max"] = field(default="max", metadata=_doc("Cache every layer (max) or final only."))
-    compression: Literal["zstd", "gzip", "estargz", "uncompressed"] = field(
-        default="zstd", metadata=_doc("Layer compression of the cache.")
-    )
+    mode: Mode = _mode_field()
+    compression: Compression = _compression_field()
 
 
 @dataclass(frozen=True)
@@ -150,10 +158,8 @@ class S3Cache:
     )
     transfers: int = field(default=8, metadata=_doc("Parallel transfers.", minimum=1))
     multipart_threshold_mb: int = field(default=64, metadata=_doc("Blobs above this size use multipart.", minimum=5))
-    mode: Literal["min", "max"] = field(default="max", metadata=_doc("Cache every layer (max) or final only."))
-    compression: Literal["zstd", "gzip", "estargz", "uncompressed"] = field(
-        default="zstd", metadata=_doc("Layer compression of the cache.")
-    )
+    mode: Mode = _mode_field()
+    compression: Compression = _compression_field()
     native: bool = field(
         default=False,
         metadata=_doc("Use BuildKit's own type=s3 cache instead (docker-container or remote builders only)."),
