@@ -168,3 +168,27 @@ def test_plan_argv_is_what_runs(project: Project, stack: Stack, tmp_path: object
         i = argv.index("--metadata-file")
         argv[i + 1] = "<metadata file>"
     assert builds == planned
+
+
+def test_stage_images_pushed_when_asked_and_stage_selection(project: Project, stack: Stack) -> None:
+    project.write_config(registry_config(stack, project.name).replace("target = ", 'push_stages = ["deps"]\ntarget = '))
+    result = project.build("--stage", "deps")
+    assert result.returncode == 0, result.stderr
+    assert [s["stage"] for s in result.json["services"][0]["stages"]] == ["base", "deps"]
+    assert stack.registry.tags(f"{project.name}/ruby") == [f"deps-{COMMIT[:12]}"]  # the final image was not built
+    full = project.build()
+    assert full.returncode == 0, full.stderr
+    assert stack.registry.tags(f"{project.name}/ruby") == sorted([f"deps-{COMMIT[:12]}", COMMIT[:12]])
+
+
+def test_no_push_loads_the_image_locally(project: Project, stack: Stack) -> None:
+    from .conftest import docker
+
+    fresh_agent()
+    result = project.build("--no-push")
+    assert result.returncode == 0, result.stderr
+    assert stack.registry.tags(f"{project.name}/ruby") == []
+    image = f"{stack.host}/{project.name}/ruby:{COMMIT[:12]}"
+    assert docker("image", "inspect", image, check=False).returncode == 0
+    run = docker("run", "--rm", image)
+    assert "hello from the ruby service" in run.stdout
