@@ -59,6 +59,48 @@ def stack_values() -> dict[str, str]:
     return values
 
 
+def wipe_agent(agent: Path) -> None:
+    """A fresh CI agent: no build cache, no images, no local cache directories."""
+    sh("docker", "buildx", "prune", "--all", "--force")
+    ids = sh("docker", "image", "ls", "--all", "--quiet").stdout.split()
+    if ids:
+        sh("docker", "image", "rm", "--force", *sorted(set(ids)), check=False)
+    shutil.rmtree(agent, ignore_errors=True)
+
+
+def run_dockercache(
+    project: Path, config: str, agent: Path, branch: str, commit: str, pipeline: str
+) -> tuple[float, dict[str, Any]]:
+    """`dockercache build --json` as a CI job would run it; returns wall seconds and the first service."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}
+    env.update(
+        {
+            "CI": "true",
+            "BUILDKITE_BRANCH": branch,
+            "BUILDKITE_PIPELINE_DEFAULT_BRANCH": "main",
+            "BUILDKITE_PIPELINE_SLUG": pipeline,
+            "BUILDKITE_COMMIT": commit,
+            "DOCKERCACHE_CACHE_DIR": str(agent),
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(DOCKERCACHE), "build", "--json", "--config", config],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"dockercache failed ({config}):\n{proc.stderr[-3000:]}")
+    return seconds, dict(json.loads(proc.stdout)["services"][0])
+
+
 @dataclass
 class Measure:
     strategy: str
@@ -211,11 +253,7 @@ tags = ["${{BUILDKITE_COMMIT}}"]
                 f.write(f"newdep{uuid.uuid4().hex[:6]} 2.0.0\n")
 
     def fresh_agent(self) -> None:
-        sh("docker", "buildx", "prune", "--all", "--force")
-        ids = sh("docker", "image", "ls", "--all", "--quiet").stdout.split()
-        if ids:
-            sh("docker", "image", "rm", "--force", *sorted(set(ids)), check=False)
-        shutil.rmtree(self.agent, ignore_errors=True)
+        wipe_agent(self.agent)
         self.agent.mkdir(parents=True)
 
     # ------------------------------------------------------------------------------------------ building
@@ -247,34 +285,8 @@ tags = ["${{BUILDKITE_COMMIT}}"]
         return seconds, cached, total
 
     def dockercache(self, config: str, branch: str) -> tuple[float, dict[str, Any]]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}
         self.counter += 1
-        env.update(
-            {
-                "CI": "true",
-                "BUILDKITE_BRANCH": branch,
-                "BUILDKITE_PIPELINE_DEFAULT_BRANCH": "main",
-                "BUILDKITE_PIPELINE_SLUG": "bench",
-                "BUILDKITE_COMMIT": f"c{self.counter:04d}",
-                "DOCKERCACHE_CACHE_DIR": str(self.agent),
-                "AWS_ACCESS_KEY_ID": "bench",
-                "AWS_SECRET_ACCESS_KEY": "bench-secret",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            }
-        )
-        started = time.monotonic()
-        proc = subprocess.run(
-            [str(DOCKERCACHE), "build", "--json", "--config", config],
-            cwd=self.project,
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        seconds = time.monotonic() - started
-        if proc.returncode != 0:
-            raise SystemExit(f"dockercache failed ({config}):\n{proc.stderr[-3000:]}")
-        return seconds, json.loads(proc.stdout)
+        return run_dockercache(self.project, config, self.agent, branch, f"c{self.counter:04d}", "bench")
 
     def s3_put(self, path: Path, key: str) -> None:
         self.s3.upload_file(str(path), self.bucket, key)
@@ -306,8 +318,7 @@ tags = ["${{BUILDKITE_COMMIT}}"]
             m = self.old_plugin(change, seed, tag)
         else:
             config = "registry.toml" if strategy == "dockercache-registry" else "s3.toml"
-            m.seconds, result = self.dockercache(config, "main" if seed else f"bench-{tag}")
-            svc = result["services"][0]
+            m.seconds, svc = self.dockercache(config, "main" if seed else f"bench-{tag}")
             m.cached, m.total = svc["steps_cached"], svc["steps_total"]
             m.buildx_seconds = sum(s["seconds"] for s in svc["stages"])
             if strategy == "dockercache-s3":

@@ -10,13 +10,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,46 +21,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import stack_values  # noqa: E402
-
-DOCKERCACHE = Path(sys.executable).parent / "dockercache"
-
-
-def wipe(agent: Path) -> None:
-    subprocess.run(["docker", "buildx", "prune", "-af"], capture_output=True, check=True)
-    ids = subprocess.run(["docker", "image", "ls", "-aq"], capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run(["docker", "image", "rm", "-f", *set(ids)], capture_output=True, check=False)
-    shutil.rmtree(agent, ignore_errors=True)
+from bench import run_dockercache, stack_values, wipe_agent  # noqa: E402
 
 
 def build(project: Path, config: str, agent: Path, commit: str) -> tuple[float, dict[str, Any]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}
-    env.update(
-        {
-            "CI": "true",
-            "BUILDKITE_BRANCH": "main",
-            "BUILDKITE_COMMIT": commit,
-            "BUILDKITE_PIPELINE_SLUG": "example",
-            "DOCKERCACHE_CACHE_DIR": str(agent),
-            "AWS_ACCESS_KEY_ID": "x",
-            "AWS_SECRET_ACCESS_KEY": "y",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    )
-    started = time.monotonic()
-    proc = subprocess.run(
-        [str(DOCKERCACHE), "build", "--json", "--config", config],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.monotonic() - started
-    if proc.returncode:
-        raise SystemExit(proc.stderr[-3000:])
-    return seconds, json.loads(proc.stdout)["services"][0]
+    return run_dockercache(project, config, agent, "main", commit, "example")
 
 
 def steps(svc: dict[str, Any]) -> str:
@@ -129,10 +91,10 @@ args = {{ BASE_IMAGE = "{values["DOCKERCACHE_BASE_IMAGE"]}" }}
 
     try:
         for config in ("registry.toml", "s3.toml"):
-            wipe(agent)
+            wipe_agent(agent)
             cold, cold_svc = build(project, config, agent, "c1")
             change()
-            wipe(agent)
+            wipe_agent(agent)
             fresh, fresh_svc = build(project, config, agent, "c2")
             change()
             warm, warm_svc = build(project, config, agent, "c3")  # same agent, nothing wiped
