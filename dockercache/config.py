@@ -100,8 +100,8 @@ class RegistryCache:
         default="{stage}-{branch}",
         metadata=_doc("Tag template; {service}, {stage}, {branch} are filled in.", min_length=1),
     )
-    mode: Mode = _mode_field()
-    compression: Compression = _compression_field()
+    mode: Mode = _mode_field()  # noqa: RUF009 - returns a dataclasses.field, not a shared default
+    compression: Compression = _compression_field()  # noqa: RUF009
     force_compression: bool = field(
         default=False,
         metadata=_doc("Recompress layers that already exist in another compression (e.g. the image's gzip)."),
@@ -125,8 +125,8 @@ class LocalCache:
         default=".dockercache/cache",
         metadata=_doc("Directory, relative to dockercache.toml; one sub-directory per service and stage."),
     )
-    mode: Mode = _mode_field()
-    compression: Compression = _compression_field()
+    mode: Mode = _mode_field()  # noqa: RUF009 - returns a dataclasses.field, not a shared default
+    compression: Compression = _compression_field()  # noqa: RUF009
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,8 @@ class S3Cache:
     )
     transfers: int = field(default=8, metadata=_doc("Parallel transfers.", minimum=1))
     multipart_threshold_mb: int = field(default=64, metadata=_doc("Blobs above this size use multipart.", minimum=5))
-    mode: Mode = _mode_field()
-    compression: Compression = _compression_field()
+    mode: Mode = _mode_field()  # noqa: RUF009 - returns a dataclasses.field, not a shared default
+    compression: Compression = _compression_field()  # noqa: RUF009
     native: bool = field(
         default=False,
         metadata=_doc("Use BuildKit's own type=s3 cache instead (docker-container or remote builders only)."),
