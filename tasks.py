@@ -53,7 +53,7 @@ def bench(c: Context, quick: bool = False, repeats: int = 0) -> None:
 @task()
 def lint(c: Context) -> None:
     """ruff and mypy --strict."""
-    c.run("ruff check . && ruff format --check dockercache tests tasks.py && mypy", pty=False)
+    c.run("ruff check . && ruff format --check dockercache tests tasks.py examples benchmarks && mypy", pty=False)
 
 
 ns: Collection = collection()
