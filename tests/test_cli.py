@@ -56,3 +56,10 @@ def test_invoke_with_a_one_line_tasks_py(tmp_path: Path, docker_shim: tuple[Path
     assert calls == []
     bad, _ = run([str(BIN / "invoke"), "build", "--service", "nope"], tmp_path, *docker_shim)
     assert bad.returncode == 2 and "no service 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_build_dry_run_prints_the_plan_and_runs_nothing(docker_shim: tuple[Path, Path]) -> None:
+    proc, calls = run([str(BIN / "dockercache"), "build", "--dry-run"], ROOT / "examples" / "ruby", *docker_shim)
+    assert proc.returncode == 0, proc.stderr
+    assert "$ docker buildx build --progress rawjson" in proc.stdout
+    assert calls == []

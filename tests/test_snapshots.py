@@ -171,3 +171,20 @@ def test_prune_keeps_newest_per_prefix_and_only_deletes_unreferenced_old_blobs(t
     assert list(store.snapshots) == ["p/three/s/x"]
     assert fresh in store.blobs and len(result.blobs) == 4  # m0, own0, m1, own1
     assert Snapshots(store, tmp_path / "v").verify() == []  # type: ignore[arg-type]
+
+
+def test_transfer_progress_prints_plain_lines_off_a_terminal() -> None:
+    import io
+
+    from dockercache.snapshots import TransferProgress
+
+    stream = io.StringIO()
+    progress = TransferProgress("upload p/main/s/x", 4_000_000, stream, interval=0.0)
+    progress(1_000_000)
+    progress(3_000_000)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "  upload p/main/s/x: 25% (1.0 MB of 4.0 MB)",
+        "  upload p/main/s/x: 100% (4.0 MB of 4.0 MB)",
+    ]
