@@ -270,10 +270,14 @@ def _s3_store_name(config: Config, store: str | None) -> str:
     return names[0]
 
 
-def _snapshots(environment: Environment, config: str | None, store: str | None) -> tuple[Snapshots, CIContext, Config]:
+def _snapshots(
+    environment: Environment, config: str | None, store: str | None
+) -> tuple[Snapshots, CIContext, Config, S3Cache]:
     cfg, ci = load(environment, config)
     name = _s3_store_name(cfg, store)
-    return store_factory(cfg, cache_dir(environment.env))(name), ci, cfg
+    s3 = cfg.caches[name]
+    assert isinstance(s3, S3Cache)
+    return store_factory(cfg, cache_dir(environment.env))(name), ci, cfg, s3
 
 
 def _key_values(ci: CIContext, cfg: Config) -> dict[str, str]:
@@ -297,10 +301,8 @@ def cmd_promote(
     environment: Environment, config: str | None, source: str | None, target: str | None, store: str | None
 ) -> int:
     """Copy a snapshot key (default: this branch's) to another (default: {pipeline}/latest)."""
-    snapshots, ci, cfg = _snapshots(environment, config, store)
+    snapshots, ci, cfg, s3 = _snapshots(environment, config, store)
     values = _key_values(ci, cfg)
-    s3 = cfg.caches[_s3_store_name(cfg, store)]
-    assert isinstance(s3, S3Cache)
     source = source or s3.key.format(**values)
     target = target or (s3.cache_from[0] if s3.cache_from else "{pipeline}/latest").format(**values)
     copied = snapshots.promote(source, target)
@@ -321,7 +323,7 @@ def cmd_prune(
         raise ConfigError("prune: give --keep N and/or --older-than AGE (what to keep)")
     if keep is not None and keep < 1:
         raise ConfigError(f"--keep: must be at least 1 (got {keep})")
-    snapshots, _, _ = _snapshots(environment, config, store)
+    snapshots, *_ = _snapshots(environment, config, store)
     result = snapshots.prune(
         keep,
         parse_duration(older_than, "--older-than") if older_than else None,
@@ -340,7 +342,7 @@ def cmd_prune(
 
 def cmd_verify(environment: Environment, config: str | None, store: str | None, deep: bool) -> int:
     """Check that every snapshot S3 lists restores completely (blobs present with the right size; --deep: sha256)."""
-    snapshots, _, _ = _snapshots(environment, config, store)
+    snapshots, *_ = _snapshots(environment, config, store)
     problems = snapshots.verify(deep)
     for problem in problems:
         environment.out.info(f"  {problem}")
@@ -350,7 +352,7 @@ def cmd_verify(environment: Environment, config: str | None, store: str | None, 
 
 
 def cmd_list(environment: Environment, config: str | None, store: str | None) -> int:
-    snapshots, _, _ = _snapshots(environment, config, store)
+    snapshots, *_ = _snapshots(environment, config, store)
     for info in sorted(snapshots.store.list_snapshots(), key=lambda s: s.name):
         environment.out.result(f"{info.modified:%Y-%m-%d %H:%M:%S}  {info.name}")
     return 0

@@ -265,6 +265,7 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
         platforms=inputs.builder.platforms,
         ephemeral=inputs.builder.ephemeral,
     )
+    keys = KeyContext(inputs.pipeline, inputs.commit, branch_slug, default_slug, writes_shared)
     services = []
     for svc in inputs.services:
         stages = svc.stages
@@ -278,7 +279,6 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
         for index, stage in enumerate(stages):
             final = stage == svc.stages[-1]
             target = svc.final_target if final else stage
-            keys = KeyContext(inputs.pipeline, inputs.commit, branch_slug, default_slug, writes_shared, inputs.job_id)
             cache_from, cache_to, swap, s3, refused = _caches(
                 svc, stages[: index + 1], keys, cache_write, inputs.root, inputs.cache_dir, exists
             )
@@ -351,7 +351,6 @@ class KeyContext:
     branch: str
     default_branch: str
     writes_shared: bool
-    job_id: str | None
 
 
 def snapshot_key(template: str, pipeline: str, branch: str, commit: str) -> str:
