@@ -43,7 +43,7 @@ def test(c: Context, e2e: bool = False, k: str = "") -> None:
 
 @task(help={"quick": "Small project, one repeat (a few minutes; what CI runs)", "repeats": "Measured builds per cell"})
 def bench(c: Context, quick: bool = False, repeats: int = 0) -> None:
-    """Benchmark fresh-agent rebuilds: six caching strategies side by side (results in benchmarks/results/)."""
+    """Benchmark fresh-agent rebuilds: eight caching strategies side by side (results in benchmarks/results/)."""
     args = ["--quick"] if quick else []
     if repeats:
         args += ["--repeats", str(repeats)]

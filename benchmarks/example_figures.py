@@ -25,7 +25,8 @@ from bench import run_dockercache, stack_values, wipe_agent  # noqa: E402
 
 
 def build(project: Path, config: str, agent: Path, commit: str) -> tuple[float, dict[str, Any]]:
-    return run_dockercache(project, config, agent, "main", commit, "example")
+    seconds, service, _ = run_dockercache(project, config, agent, "main", commit, "example")
+    return seconds, service
 
 
 def steps(svc: dict[str, Any]) -> str:

@@ -12,22 +12,23 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .ci import CIContext, slugify
-from .config import Config, S3Cache, find_config, load_config
-from .errors import ConfigError, DockercacheError, StoreError
-from .netcheck import unreachable, url_host
-from .plan import BuildOptions, Plan, PlanInputs, make_plan, s3_local_root
+from .config import Config, S3Cache
+from .errors import ConfigError, DockercacheError
+from .loader import find_config, load_config
+from .plan import BuildOptions, Plan, PlanInputs, make_plan
 from .report import Console, RunResult, render_table
 from .resolve import resolve_services
 from .secrets import Redactor, secret_values
+from .stores.s3 import open_snapshots
 
-if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check rarely need them
+if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check never need them
     from .docker import Docker
     from .snapshots import Snapshots
 
@@ -83,32 +84,10 @@ def plan_for(environment: Environment, config: Config, ci: CIContext, options: B
         job_id=ci.job_id,
         pipeline=slugify(ci.pipeline),
         cache_dir=cache_dir(environment.env),
+        source=str(config.path),
     )
     plan = make_plan(inputs, options)
     return dataclasses.replace(plan, logins=tuple((h, r.username) for h, r in config.registries.items()))
-
-
-def store_factory(config: Config, local: Path) -> Callable[[str], Snapshots]:
-    """Snapshots for each S3 store, made on first use (boto3 is imported only then) and checked once."""
-    made: dict[str, Snapshots] = {}
-
-    def get(name: str) -> Snapshots:
-        if name not in made:
-            from .s3 import S3Store
-            from .snapshots import Snapshots
-
-            store_config = config.caches[name]
-            assert isinstance(store_config, S3Cache)
-            store = S3Store(store_config)
-            if store_config.endpoint_url:
-                why = unreachable(*url_host(store_config.endpoint_url))
-                if why:
-                    raise StoreError(f"{store.url}: endpoint {store_config.endpoint_url} unreachable ({why})")
-            store.check()
-            made[name] = Snapshots(store, s3_local_root(store_config, local), store_config.transfers)
-        return made[name]
-
-    return get
 
 
 def cache_dir(env: Mapping[str, str]) -> Path:
@@ -133,23 +112,21 @@ def render_plan(plan: Plan) -> str:
         lines.append(f"login: {user}@{host} (password on stdin)")
     for svc in plan.services:
         lines.append(f"{svc.name} (cache store: {svc.store})")
-        for build in svc.builds:
-            lines.append(f"  {build.stage}{' (final)' if build.final else ''}")
-            for i, source in enumerate(build.cache_from):
-                label = "cache from:" if i == 0 else ""
-                lines.append(f"    {label:<11} {source.get('ref') or source.get('src')}")
-            if build.s3:
-                lines.append(f"    {'restore:':<11} {', '.join(build.s3.restore_keys)} (first complete snapshot)")
-                if build.s3.save_name:
-                    lines.append(f"    {'save:':<11} {build.s3.save_name}")
-            if build.write_refused:
-                lines.append(f"    {'no write:':<11} {build.write_refused}")
-            if build.cache_to:
-                target = build.cache_to.get("ref") or build.cache_to.get("dest") or build.cache_to.get("name")
-                lines.append(f"    {'cache to:':<11} {target}")
-            for tag in build.tags:
-                lines.append(f"    {'push:' if build.push else 'load:':<11} {tag}")
-            lines.append(f"    $ docker {shlex.join(build.argv(b.name))}")
+        for target in svc.targets:
+            lines.append(f"  {target.stage}{' (final)' if target.final else ''}: bake target {target.name}")
+            for i, source in enumerate(target.cache_from):
+                lines.append(f"    {'cache from:' if i == 0 else '':<11} {source.location}")
+            step = target.caches.step
+            for label, text in step.summary() if step else []:
+                lines.append(f"    {label:<11} {text}")
+            if target.caches.refused:
+                lines.append(f"    {'no write:':<11} {target.caches.refused}")
+            if target.cache_to:
+                lines.append(f"    {'cache to:':<11} {target.cache_to.location}")
+            for tag in target.tags:
+                lines.append(f"    {'push:' if target.push else 'load:':<11} {tag}")
+    lines.append(f"$ docker {shlex.join(plan.bake_argv())}")
+    lines.append("  (the bake file: dockercache plan --bake)")
     return "\n".join(lines)
 
 
@@ -162,10 +139,14 @@ def cmd_check(environment: Environment, config: str | None) -> int:
     return 0
 
 
-def cmd_plan(environment: Environment, config: str | None, options: BuildOptions, as_json: bool) -> int:
+def cmd_plan(
+    environment: Environment, config: str | None, options: BuildOptions, as_json: bool, bake: bool = False
+) -> int:
     cfg, ci = load(environment, config)
     plan = plan_for(environment, cfg, ci, options)
-    if as_json:
+    if bake:
+        environment.out.result(json.dumps(plan.bake_definition(), indent=2))
+    elif as_json:
         environment.out.result(json.dumps(plan.to_json(), indent=2))
     else:
         environment.out.result(render_plan(plan))
@@ -180,9 +161,7 @@ def cmd_build(environment: Environment, config: str | None, options: BuildOption
 
     console = environment.out
     agent = Agent.detect(environment.env)
-    runner = Runner(
-        environment.get_docker(), console, store_factory(cfg, cache_dir(environment.env)), agent, cfg.registries
-    )
+    runner = Runner(environment.get_docker(), console, agent, cfg.registries, cache_dir(environment.env))
     try:
         result = runner.run(plan)
     except DockercacheError as exc:
@@ -277,7 +256,7 @@ def _snapshots(
     name = _s3_store_name(cfg, store)
     s3 = cfg.caches[name]
     assert isinstance(s3, S3Cache)
-    return store_factory(cfg, cache_dir(environment.env))(name), ci, cfg, s3
+    return open_snapshots(name, s3, cache_dir(environment.env)), ci, cfg, s3
 
 
 def _key_values(ci: CIContext, cfg: Config) -> dict[str, str]:

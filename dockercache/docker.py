@@ -11,18 +11,10 @@ from typing import Any
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import run, stream_stdout_and_stderr
 
-from .errors import ConfigError, EnvironmentProblem
-from .plan import BuilderPlan, StageBuild
-
-
-class BuildFailed(Exception):
-    """buildx exited non-zero; the caller reads the reason from the progress stream."""
-
-    def __init__(self, return_code: int, stderr: str) -> None:
-        super().__init__(f"buildx exited {return_code}")
-        self.return_code = return_code
-        self.stderr = stderr
+from .errors import BuildFailed, ConfigError, EnvironmentProblem
+from .plan import BuilderPlan
 
 
 def _reason(exc: DockerException) -> str:
@@ -38,17 +30,17 @@ class Docker:
         self.client = client or DockerClient()
 
     def ping(self) -> None:
-        """Fail clearly when there is no daemon or no buildx, before anything else is attempted."""
+        """Fail clearly when there is no Docker daemon, before anything else is attempted.
+
+        ``docker version`` is the cheapest call that needs the daemon (about 30 ms, against 100-150 ms for
+        ``docker info`` or ``buildx version``); a missing buildx shows when bake runs (see :meth:`bake`).
+        """
         try:
-            self.client.buildx.version()
-        except DockerException as exc:
-            raise EnvironmentProblem(f"docker buildx is not available: {_reason(exc)}") from None
-        except FileNotFoundError:
-            raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
-        try:
-            self.client.system.info()
+            run([*self.client.client_config.docker_cmd, "version", "--format", "{{.Server.Version}}"])
         except DockerException as exc:
             raise EnvironmentProblem(f"Docker daemon not reachable: {_reason(exc)}") from None
+        except FileNotFoundError:
+            raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
 
     def builder_driver(self, name: str) -> str | None:
         """The driver of builder ``name``, or None when there is no such builder."""
@@ -79,29 +71,21 @@ class Docker:
         except DockerException as exc:
             raise EnvironmentProblem(f"cannot remove builder '{name}': {_reason(exc)}") from None
 
-    def build(self, step: StageBuild, builder: str, metadata_file: Path) -> Iterator[str]:
-        """Run one stage build; yields the rawjson stream as text. Raises BuildFailed at the end."""
-        kwargs: dict[str, Any] = {
-            "build_args": dict(step.build_args),
-            "builder": builder,
-            "push": step.push,
-            "load": step.load,
-            "metadata_file": metadata_file,
-            "file": step.dockerfile,
-            "target": step.target,
-            "cache_from": [dict(c) for c in step.cache_from] or None,
-            "cache_to": dict(step.cache_to) if step.cache_to else None,
-            "output": dict(step.output),
-            "cache": not step.no_cache,
-            "tags": list(step.tags),
-            "progress": "rawjson",
-            "stream_logs": True,
-        }
-        stream = self.client.buildx.build(step.context, **kwargs)
+    def bake(self, argv: Sequence[str]) -> Iterator[str]:
+        """Run ``docker <argv>`` (a plan's bake arguments) and yield its rawjson stream as text.
+
+        Raises BuildFailed at the end when bake exits non-zero, EnvironmentProblem when buildx is missing.
+        """
         try:
-            yield from stream  # type: ignore[misc]
+            for _, chunk in stream_stdout_and_stderr([*self.client.client_config.docker_cmd, *argv]):
+                yield chunk.decode(errors="replace")
         except DockerException as exc:
-            raise BuildFailed(exc.return_code, exc.stderr or "") from None
+            stderr = exc.stderr or ""
+            if "is not a docker command" in stderr or ("unknown command" in stderr and "buildx" in stderr):
+                raise EnvironmentProblem("docker buildx is not available (install the buildx plugin)") from None
+            raise BuildFailed(exc.return_code, stderr) from None
+        except FileNotFoundError:
+            raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
 
     def compose_config(self, files: Sequence[Path], project_dir: Path) -> Mapping[str, Any]:
         """``docker compose config --format json`` (the raw JSON keeps build.target and cache_from)."""

@@ -24,10 +24,18 @@ class ConfigError(DockercacheError):
     exit_code = 2
 
 
-class BuildError(DockercacheError):
-    """A docker build failed (a RUN step returned non-zero, a COPY source is missing, a push failed)."""
+class BuildFailed(DockercacheError):
+    """``docker buildx bake`` exited non-zero (a RUN step failed, a COPY source is missing, a push failed).
+
+    The runner reads which target failed, and why, from the progress stream; ``stderr`` is buildx's own text.
+    """
 
     exit_code = 1
+
+    def __init__(self, return_code: int, stderr: str) -> None:
+        super().__init__(f"buildx exited {return_code}")
+        self.return_code = return_code
+        self.stderr = stderr
 
 
 class CacheError(DockercacheError):

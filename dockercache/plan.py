@@ -1,26 +1,43 @@
 """The pure core: resolved services and CI facts in, a build plan out.
 
-A plan says, for every stage of every service, which target to build, which caches to read (in priority
-order) and write, which tags to push, and the exact ``docker buildx build`` arguments. It does no I/O
-except the injected ``exists`` check for local cache directories, so it is printed by ``plan`` and tested
-without Docker.
+A plan is one bake definition: a target per (service, stage) with its context, Dockerfile, Dockerfile target,
+args, tags, output (push, load or cache only) and its cache entries; a group per service and a default group
+hold the targets ``build`` runs. ``build`` runs the default group as ``docker buildx bake`` in one BuildKit
+session, where targets run concurrently as their graph allows and the vertices they share are solved once;
+``plan --bake`` prints the same file.
+
+Which targets run: the service's *leaves*, the stages no other selected stage builds on (the final image and,
+say, a test stage beside it), plus stages whose image is pushed. A stage that a leaf builds on is built
+inside that leaf, and its layers are in the leaf's ``mode=max`` cache. Running it as a target of its own
+costs a second cache export and, on BuildKit 0.13, makes the leaves miss their own caches: the short job ends
+first and cancels lazy cache records the leaf shares with it (seen in 40% of fresh-agent builds of
+examples/ruby; 0% with leaves only). Its target stays in the file (``docker buildx bake -f FILE ruby-deps``).
+
+Planning does no I/O except the injected ``exists`` check for local cache directories.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import dataclasses
+import json
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .ci import slugify
-from .config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
+from .config import BuilderConfig, LocalCache, Settings
 from .errors import ConfigError
 from .resolve import ResolvedService
+from .stores import CacheEntry, CacheRequest, Keys, TargetCaches, kind_for, may_write_shared
 
-CACHE_ONLY: Mapping[str, str] = {"type": "cacheonly"}
+Output = Literal["push", "load", "cacheonly"]
+#: How each output is written in a bake file (the image exporter with push, the docker exporter, none).
+BAKE_OUTPUT: Mapping[str, str] = {"push": "type=registry", "load": "type=docker", "cacheonly": "type=cacheonly"}
+BAKE_FILE = "<bake file>"
+METADATA_FILE = "<metadata file>"
 
 
 @dataclass(frozen=True)
@@ -61,78 +78,86 @@ class BuilderPlan:
 
 
 @dataclass(frozen=True)
-class LocalSwap:
-    """A local cache is exported to ``incoming`` and swapped into ``final`` only after a good export."""
+class Target:
+    """One bake target: a service's stage, built with its caches."""
 
-    incoming: str
-    final: str
-
-
-@dataclass(frozen=True)
-class S3Step:
-    """Restore a stage's snapshot from S3 before the build, save the export after it."""
-
-    store: str
-    restore_keys: tuple[str, ...]
-    restore_dir: str
-    save_name: str | None
-    export_dir: str
-    refused: str | None = None
-    """Why this build may not save (an untrusted branch and a shared key), shown in the plan."""
-
-
-@dataclass(frozen=True)
-class StageBuild:
+    name: str
+    """The bake target's name, ``<service>-<stage>`` (characters bake does not accept become ``_``)."""
     service: str
     stage: str
-    target: str | None
+    """The Dockerfile stage's label (its name, or ``stage-N`` for an unnamed last stage)."""
+    dockerfile_target: str | None
+    """``target`` in the bake file (None: the Dockerfile's last stage, which has no name)."""
     final: bool
     context: str
     dockerfile: str
-    build_args: Mapping[str, str]
-    cache_from: tuple[Mapping[str, str], ...]
-    cache_to: Mapping[str, str] | None
+    args: Mapping[str, str]
     tags: tuple[str, ...]
-    push: bool
-    load: bool
-    output: Mapping[str, str] = field(default_factory=dict)
+    output: Output
+    caches: TargetCaches
+    graph: tuple[str, ...]
+    """Every Dockerfile stage this target builds (itself included), in Dockerfile order."""
+    identity: str
+    """Targets with the same identity (context, Dockerfile, args) share their steps."""
     no_cache: bool = False
-    local_swap: LocalSwap | None = None
-    s3: S3Step | None = None
-    write_refused: str | None = None
-    """Why this build writes no cache although writes are on (an untrusted branch and a shared ref)."""
+    runs: bool = True
+    """In the default group: ``build`` runs it (a leaf, or a stage whose image is pushed)."""
+    built_by: str = ""
+    """The running target that builds this stage: itself, or the first leaf that builds on it."""
 
-    def argv(self, builder: str, metadata_file: str = "<metadata file>") -> list[str]:
-        """The ``docker buildx build`` arguments, in the order python-on-whales passes them."""
-        argv = ["buildx", "build", "--progress", "rawjson"]
-        for key, value in self.build_args.items():
-            argv += ["--build-arg", f"{key}={value}"]
-        argv += ["--builder", builder]
-        if self.push:
-            argv.append("--push")
-        if self.load:
-            argv.append("--load")
-        argv += ["--metadata-file", metadata_file, "--file", self.dockerfile]
-        if self.target:
-            argv += ["--target", self.target]
-        for source in self.cache_from:
-            argv += ["--cache-from", format_attrs(source)]
-        if self.cache_to:
-            argv += ["--cache-to", format_attrs(self.cache_to)]
-        if self.output:
-            argv += ["--output", format_attrs(self.output)]
+    @property
+    def cache_from(self) -> tuple[CacheEntry, ...]:
+        return self.caches.sources
+
+    @property
+    def cache_to(self) -> CacheEntry | None:
+        return self.caches.sink
+
+    @property
+    def push(self) -> bool:
+        return self.output == "push"
+
+    def bake(self) -> dict[str, Any]:
+        """This target as bake's JSON file format has it."""
+        out: dict[str, Any] = {"context": self.context, "dockerfile": self.dockerfile}
+        if self.dockerfile_target:
+            out["target"] = self.dockerfile_target
+        if self.args:
+            out["args"] = dict(self.args)
+        if self.tags:
+            out["tags"] = list(self.tags)
+        if self.caches.sources:
+            out["cache-from"] = [e.encode() for e in self.caches.sources]
+        if self.caches.sink:
+            out["cache-to"] = [self.caches.sink.encode()]
+        out["output"] = [BAKE_OUTPUT[self.output]]
         if self.no_cache:
-            argv.append("--no-cache")
-        for tag in self.tags:
-            argv += ["--tag", tag]
-        argv.append(self.context)
-        return argv
+            out["no-cache"] = True
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        step = self.caches.step
+        return {
+            "name": self.name,
+            "stage": self.stage,
+            "target": self.dockerfile_target,
+            "final": self.final,
+            "graph": list(self.graph),
+            "tags": list(self.tags),
+            "output": self.output,
+            "cache_from": [e.encode() for e in self.caches.sources],
+            "cache_to": self.caches.sink.encode() if self.caches.sink else None,
+            "write_refused": self.caches.refused,
+            "runs": self.runs,
+            "built_by": self.built_by,
+            "store": {"name": self.caches.store, "kind": self.caches.kind, **(step.to_json() if step else {})},
+        }
 
 
 @dataclass(frozen=True)
 class ServicePlan:
     name: str
-    builds: tuple[StageBuild, ...]
+    targets: tuple[Target, ...]
     image: str | None
     metadata_key: str | None
     store: str
@@ -151,6 +176,57 @@ class Plan:
     logins: tuple[tuple[str, str], ...] = ()
     """Registries logged in to before building: (host, user name); passwords are never part of a plan."""
 
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """Every (service, stage) of the plan, in order: services as given, stages in Dockerfile order."""
+        return tuple(t for s in self.services for t in s.targets)
+
+    @property
+    def running(self) -> tuple[Target, ...]:
+        """The targets ``build`` runs (the default group)."""
+        return tuple(t for t in self.targets if t.runs)
+
+    def bake_definition(self) -> dict[str, Any]:
+        """The bake file ``build`` runs: every target; the default group and a group per service hold the
+        targets that run."""
+        groups = {"default": {"targets": [t.name for t in self.running]}}
+        for svc in self.services:
+            groups[svc.name] = {"targets": [t.name for t in svc.targets if t.runs]}
+        return {"group": groups, "target": {t.name: t.bake() for t in self.targets}}
+
+    def bake_argv(self, file: str = BAKE_FILE, metadata_file: str = METADATA_FILE) -> list[str]:
+        """The ``docker buildx bake`` arguments: written here only, shown by ``plan``, run by ``build``."""
+        return [
+            "buildx",
+            "bake",
+            "--builder",
+            self.builder.name,
+            "--progress",
+            "rawjson",
+            "--file",
+            file,
+            "--metadata-file",
+            metadata_file,
+            "default",
+        ]
+
+    def with_targets(self, targets: Iterable[Target]) -> Plan:
+        """The same plan with ``targets`` in place of those of the same name (the others unchanged)."""
+        chosen = {t.name: t for t in targets}
+        services = tuple(
+            dataclasses.replace(s, targets=tuple(chosen.get(t.name, t) for t in s.targets)) for s in self.services
+        )
+        return dataclasses.replace(self, services=services)
+
+    def only(self, targets: Iterable[Target]) -> Plan:
+        """A plan that runs exactly ``targets`` (by name), as given; nothing else is in its file."""
+        chosen = {t.name: dataclasses.replace(t, runs=True) for t in targets}
+        services = tuple(
+            dataclasses.replace(s, targets=tuple(chosen[t.name] for t in s.targets if t.name in chosen))
+            for s in self.services
+        )
+        return dataclasses.replace(self, services=tuple(s for s in services if s.targets))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "builder": {
@@ -166,45 +242,18 @@ class Plan:
             "cache_write_reason": self.cache_write_reason,
             "cache_errors": self.cache_errors,
             "logins": [{"registry": h, "username": u} for h, u in self.logins],
+            "argv": ["docker", *self.bake_argv()],
+            "bake": self.bake_definition(),
             "services": [
                 {
                     "name": s.name,
                     "image": s.image,
                     "store": s.store,
-                    "builds": [
-                        {
-                            "stage": b.stage,
-                            "target": b.target,
-                            "final": b.final,
-                            "tags": list(b.tags),
-                            "push": b.push,
-                            "cache_from": [dict(c) for c in b.cache_from],
-                            "cache_to": dict(b.cache_to) if b.cache_to else None,
-                            "write_refused": b.write_refused,
-                            "s3": None
-                            if b.s3 is None
-                            else {
-                                "store": b.s3.store,
-                                "restore_keys": list(b.s3.restore_keys),
-                                "save": b.s3.save_name,
-                                "refused": b.s3.refused,
-                            },
-                            "argv": ["docker", *b.argv(self.builder.name)],
-                        }
-                        for b in s.builds
-                    ],
+                    "targets": [t.to_json() for t in s.targets],
                 }
                 for s in self.services
             ],
         }
-
-
-def format_attrs(attrs: Mapping[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in attrs.items())
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
 
 
 def cache_write_decision(settings: Settings, options: BuildOptions, on_ci: bool, local_store: bool) -> tuple[bool, str]:
@@ -224,11 +273,6 @@ def cache_write_decision(settings: Settings, options: BuildOptions, on_ci: bool,
     return False, "not in CI (a laptop reads shared caches; pass --cache-write to write)"
 
 
-def may_write_shared(branch: str, default_branch: str, settings: Settings) -> bool:
-    """Only the default branch (and explicitly trusted branches) write the cache other branches read."""
-    return branch == default_branch or any(fnmatch.fnmatchcase(branch, p) for p in settings.trusted_branches)
-
-
 @dataclass(frozen=True)
 class PlanInputs:
     """Everything the planner needs, gathered by the caller."""
@@ -244,14 +288,52 @@ class PlanInputs:
     job_id: str | None = None
     pipeline: str = "pipeline"
     cache_dir: Path = Path(".dockercache")
-    """Where S3 stores keep their local blob pool, restores and exports."""
+    """Where stores that need local space (S3) keep their blob pool, restores and exports."""
+    source: str = "dockercache.toml"
+    """The configuration file, named in errors."""
+
+
+_TARGET_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def target_name(service: str, stage: str) -> str:
+    """A bake target name (bake accepts ``[a-zA-Z0-9_-]+``)."""
+    return _TARGET_CHARS.sub("_", f"{service}-{stage}")
+
+
+def selected_stages(svc: ResolvedService, stage: str | None) -> tuple[str, ...]:
+    """The stages to build: all, or ``stage`` and the service's stages in its graph (--stage)."""
+    if stage is None:
+        return svc.stages
+    if stage not in svc.stages:
+        raise ConfigError(f"--stage: service '{svc.name}' has no stage '{stage}' (stages: {', '.join(svc.stages)})")
+    return tuple(s for s in svc.stages if s in svc.graphs[stage])
+
+
+def related_stages(svc: ResolvedService, selected: Sequence[str], stage: str) -> tuple[str, ...]:
+    """The service's other stages whose caches can hold vertices of ``stage``: those it builds on (nearest
+    first), then the selected stages that build on some of the same stages.
+
+    The second kind matters because build runs leaves only: a test stage and the final image both build on
+    the dependencies, and when a run that changed them failed in the tests, only the final image's cache
+    holds the new dependencies. In one BuildKit session a vertex two targets share is solved by one of them,
+    with that target's cache sources only; so each must be able to find it.
+    """
+    graph = svc.graphs[stage]
+    below = [s for s in reversed(svc.stages) if s != stage and s in graph]
+    beside = [s for s in selected if s != stage and s not in below and set(svc.graphs[s]) & set(graph)]
+    return (*below, *beside)
 
 
 def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str], bool] = os.path.isdir) -> Plan:
     default_branch = inputs.settings.default_branch or inputs.default_branch
-    branch_slug = slugify(inputs.branch)
-    default_slug = slugify(default_branch)
-    writes_shared = may_write_shared(inputs.branch, default_branch, inputs.settings)
+    keys = Keys(
+        pipeline=inputs.pipeline,
+        commit=inputs.commit,
+        branch=slugify(inputs.branch),
+        default_branch=slugify(default_branch),
+        writes_shared=may_write_shared(inputs.branch, default_branch, inputs.settings),
+    )
     local_only = all(isinstance(s.store, LocalCache) for s in inputs.services)
     cache_write, reason = cache_write_decision(inputs.settings, options, inputs.on_ci, local_only)
     builder_name = inputs.builder.name
@@ -265,67 +347,35 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
         platforms=inputs.builder.platforms,
         ephemeral=inputs.builder.ephemeral,
     )
-    keys = KeyContext(inputs.pipeline, inputs.commit, branch_slug, default_slug, writes_shared)
     services = []
     for svc in inputs.services:
-        stages = svc.stages
-        if options.stage is not None:
-            if options.stage not in stages:
-                raise ConfigError(
-                    f"--stage: service '{svc.name}' has no stage '{options.stage}' (stages: {', '.join(stages)})"
-                )
-            stages = stages[: stages.index(options.stage) + 1]
-        builds = []
-        for index, stage in enumerate(stages):
-            final = stage == svc.stages[-1]
-            target = svc.final_target if final else stage
-            cache_from, cache_to, swap, s3, refused = _caches(
-                svc, stages[: index + 1], keys, cache_write, inputs.root, inputs.cache_dir, exists
+        targets = []
+        identity = json.dumps([str(svc.context), str(svc.dockerfile), sorted(svc.args.items())])
+        selected = selected_stages(svc, options.stage)
+        for stage in selected:
+            request = CacheRequest(
+                service=svc.name,
+                store_name=svc.store_name or "built-in local",
+                store=svc.store,
+                stage=stage,
+                graph=related_stages(svc, selected, stage),
+                keys=keys,
+                cache_write=cache_write,
+                root=inputs.root,
+                cache_dir=inputs.cache_dir,
+                exists=exists,
             )
-            tags: tuple[str, ...] = ()
-            push = load = False
-            output: Mapping[str, str] = {}
-            image = svc.image or svc.name
-            tag_names = svc.tags or (inputs.commit,)
-            if final:
-                tags = tuple(f"{image}:{t}" for t in tag_names)
-            elif stage in svc.push_stages:
-                tags = tuple(f"{image}:{svc.stage_tag.format(stage=stage, tag=t)}" for t in tag_names)
-            if tags:
-                push = bool(svc.image) and options.push
-                load = not push
-            else:
-                output = CACHE_ONLY
-            builds.append(
-                StageBuild(
-                    service=svc.name,
-                    stage=stage,
-                    target=target,
-                    final=final,
-                    context=str(svc.context),
-                    dockerfile=str(svc.dockerfile),
-                    build_args=svc.args,
-                    cache_from=cache_from,
-                    cache_to=cache_to,
-                    tags=tags,
-                    push=push,
-                    load=load,
-                    output=output,
-                    no_cache=options.no_cache,
-                    local_swap=swap,
-                    s3=s3,
-                    write_refused=refused,
-                )
-            )
+            targets.append(_target(svc, stage, inputs.commit, options, kind_for(svc.store).plan(request), identity))
         services.append(
             ServicePlan(
                 name=svc.name,
-                builds=tuple(builds),
+                targets=_mark_running(targets),
                 image=svc.image,
                 metadata_key=svc.metadata_key,
                 store=svc.store_name or "built-in local",
             )
         )
+    _check_names(services, inputs.source)
     return Plan(
         builder=builder,
         services=tuple(services),
@@ -338,164 +388,63 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
     )
 
 
-def registry_ref(store: RegistryCache, service: str, stage: str, branch_slug: str) -> str:
-    repo = store.ref.format(service=service)
-    tag = slugify(store.tag.format(service=service, stage=stage, branch=branch_slug), 128)
-    return f"{repo}:{tag}"
-
-
-@dataclass(frozen=True)
-class KeyContext:
-    pipeline: str
-    commit: str
-    branch: str
-    default_branch: str
-    writes_shared: bool
-
-
-def snapshot_key(template: str, pipeline: str, branch: str, commit: str) -> str:
-    return template.format(pipeline=pipeline, branch=branch, commit=commit)
-
-
-def s3_local_root(store: S3Cache, cache_dir: Path) -> Path:
-    base = Path(store.local_dir) if store.local_dir else cache_dir
-    return base / "s3" / store.bucket / (store.prefix.strip("/").replace("/", "_") or "_")
-
-
-Caches = tuple[tuple[Mapping[str, str], ...], Mapping[str, str] | None, LocalSwap | None, S3Step | None, str | None]
-"""Sources, sink, local swap, S3 step, and why a write was refused (None: not refused)."""
-
-
-def _caches(
-    svc: ResolvedService,
-    stages: Sequence[str],
-    keys: KeyContext,
-    cache_write: bool,
-    root: Path,
-    cache_dir: Path,
-    exists: Callable[[str], bool],
-) -> Caches:
-    """Cache sources (this stage first, then earlier stages; this branch before the default) and sink."""
-    store = svc.store
-    stage = stages[-1]
-    sources: list[Mapping[str, str]] = []
-    sink: Mapping[str, str] | None = None
-    if isinstance(store, RegistryCache):
-        refs: list[str] = []
-        for s in reversed(stages):
-            refs.append(registry_ref(store, svc.name, s, keys.branch))
-            refs.append(registry_ref(store, svc.name, s, keys.default_branch))
-        refs += [r.format(service=svc.name, stage=stage) for r in store.extra_from]
-        sources = [{"type": "registry", "ref": r} for r in dict.fromkeys(refs)]
-        write_ref = registry_ref(store, svc.name, stage, keys.default_branch if keys.writes_shared else keys.branch)
-        if cache_write and not keys.writes_shared:
-            # Whatever the tag template says, an untrusted branch never writes a ref the default branch reads.
-            shared_refs = {registry_ref(store, svc.name, s, keys.default_branch) for s in stages}
-            shared_refs |= {r.format(service=svc.name, stage=stage) for r in store.extra_from}
-            if write_ref in shared_refs:
-                refusal = f"'{write_ref}' is read by the default branch; branch '{keys.branch}' may not write it"
-                return tuple(sources), None, None, None, refusal
-        if cache_write:
-            sink = {
-                "type": "registry",
-                "ref": write_ref,
-                "mode": store.mode,
-                "image-manifest": _bool(store.image_manifest),
-                "oci-mediatypes": _bool(store.oci_mediatypes),
-                "compression": store.compression,
-                "ignore-error": "true",
-            }
-            if store.force_compression:
-                sink = {**sink, "force-compression": "true"}
-        return tuple(sources), sink, None, None, None
-    if isinstance(store, S3Cache):
-        return _s3_caches(svc, store, stages, keys, cache_write, cache_dir)
-    base = (root / store.path / svc.name).resolve()
-    for s in reversed(stages):
-        directory = str(base / s)
-        if exists(directory):
-            sources.append({"type": "local", "src": directory})
-    if not cache_write:
-        return tuple(sources), None, None, None, None
-    final = str(base / stage)
-    swap = LocalSwap(incoming=f"{final}.incoming", final=final)
-    sink = {
-        "type": "local",
-        "dest": swap.incoming,
-        "mode": store.mode,
-        "compression": store.compression,
-        "ignore-error": "true",
-    }
-    return tuple(sources), sink, swap, None, None
-
-
-def _s3_caches(
-    svc: ResolvedService,
-    store: S3Cache,
-    stages: Sequence[str],
-    keys: KeyContext,
-    cache_write: bool,
-    cache_dir: Path,
-) -> Caches:
-    stage = stages[-1]
-
-    def key(template: str, branch: str) -> str:
-        return snapshot_key(template, keys.pipeline, branch, keys.commit)
-
-    restore_keys = tuple(
-        dict.fromkeys(
-            [
-                *(key(t, keys.branch) for t in store.cache_from),
-                key(store.key, keys.branch),
-                key(store.key, keys.default_branch),
-            ]
-        )
+def _target(
+    svc: ResolvedService, stage: str, commit: str, options: BuildOptions, caches: TargetCaches, identity: str
+) -> Target:
+    final = stage == svc.stages[-1]
+    image = svc.image or svc.name
+    tag_names = svc.tags or (commit,)
+    tags: tuple[str, ...] = ()
+    if final:
+        tags = tuple(f"{image}:{t}" for t in tag_names)
+    elif stage in svc.push_stages:
+        tags = tuple(f"{image}:{svc.stage_tag.format(stage=stage, tag=t)}" for t in tag_names)
+    output: Output = "cacheonly"
+    if tags:
+        output = "push" if svc.image and options.push else "load"
+    return Target(
+        name=target_name(svc.name, stage),
+        service=svc.name,
+        stage=stage,
+        dockerfile_target=svc.final_target if final else stage,
+        final=final,
+        # Absolute: bake reads a relative dockerfile against the context, and a kept bake file may move.
+        context=str(svc.context.resolve()),
+        dockerfile=str(svc.dockerfile.resolve()),
+        args=svc.args,
+        tags=tags,
+        output=output,
+        caches=caches,
+        graph=svc.graphs[stage],
+        identity=identity,
+        no_cache=options.no_cache,
     )
-    save: str | None = key(store.key, keys.default_branch if keys.writes_shared else keys.branch)
-    # Keys the default branch reads: an untrusted branch never writes them, whatever the templates say.
-    # (A per-commit key is not among them: the default branch reads its own commits' keys.)
-    protected = {key(t, keys.default_branch) for t in (store.key, *store.cache_from) if "{commit}" not in t}
-    refused = None
-    if not keys.writes_shared and save in protected:
-        refused = f"'{save}' is read by the default branch; branch '{keys.branch}' may not write it"
-        save = None
-    if store.native:
-        attrs = {"type": "s3", "bucket": store.bucket, "prefix": f"{store.prefix.strip('/')}/native/"}
-        if store.region:
-            attrs["region"] = store.region
-        if store.endpoint_url:
-            attrs["endpoint_url"] = store.endpoint_url
-            attrs["use_path_style"] = "true"
-        sources = tuple({**attrs, "name": f"{k}/{svc.name}/{s}"} for s in reversed(stages) for k in restore_keys)
-        sink = None
-        if cache_write and save:
-            sink = {
-                **attrs,
-                "name": f"{save}/{svc.name}/{stage}",
-                "mode": store.mode,
-                "compression": store.compression,
-                "ignore-error": "true",
-            }
-        return sources, sink, None, None, refused
-    local = s3_local_root(store, cache_dir)
-    restore_dir = local / "restore" / svc.name
-    local_sources = tuple({"type": "local", "src": str(restore_dir / s)} for s in reversed(stages))
-    export_dir = local / "export" / svc.name / stage
-    local_sink: Mapping[str, str] | None = None
-    if cache_write and save:
-        local_sink = {
-            "type": "local",
-            "dest": str(export_dir),
-            "mode": store.mode,
-            "compression": store.compression,
-            "ignore-error": "true",
-        }
-    step = S3Step(
-        store=svc.store_name or "s3",
-        restore_keys=restore_keys,
-        restore_dir=str(restore_dir / stage),
-        save_name=f"{save}/{svc.name}/{stage}" if local_sink else None,
-        export_dir=str(export_dir),
-        refused=refused,
+
+
+def _mark_running(targets: Sequence[Target]) -> tuple[Target, ...]:
+    """Run the leaves and the stages whose image is pushed; every other stage is built by the first leaf
+    (in Dockerfile order) that builds on it."""
+    marked = []
+    for target in targets:
+        leaf = not any(target.stage in other.graph for other in targets if other is not target)
+        marked.append(dataclasses.replace(target, runs=leaf or bool(target.tags)))
+    running = [t for t in marked if t.runs]
+    return tuple(
+        dataclasses.replace(t, built_by=t.name if t.runs else next(r.name for r in running if t.stage in r.graph))
+        for t in marked
     )
-    return local_sources, local_sink, None, step, refused
+
+
+def _check_names(services: Sequence[ServicePlan], source: str) -> None:
+    """Bake has one namespace for groups and targets: two names that meet would build the wrong thing."""
+    owners: dict[str, str] = {"default": "the default group"}
+    for svc in services:
+        for name, owner in [(svc.name, f"service '{svc.name}'")] + [
+            (t.name, f"stage '{t.stage}' of service '{svc.name}'") for t in svc.targets
+        ]:
+            if name in owners and owners[name] != owner:
+                raise ConfigError(
+                    f"{source}: services.{svc.name}: {owner} and {owners[name]} both become bake target or group "
+                    f"'{name}'; rename one of them"
+                )
+            owners[name] = owner

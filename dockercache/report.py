@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .progress import StepCount, Vertex
+if TYPE_CHECKING:
+    from .progress import StepCount, Vertex
+
+_INTERNAL = re.compile(r"^\[(?:[A-Za-z0-9_-]+ )?internal\]")
 
 
 @dataclass
 class StageResult:
+    """What became of one bake target (a service's stage)."""
+
     service: str
     stage: str
     target: str | None
     final: bool
-    status: str = "pending"  # ok | failed | skipped
+    name: str = ""
+    """The bake target's name."""
+    status: str = "pending"
+    """ok | failed | cancelled (stopped because another target failed) | pending (never ran)."""
     steps: dict[str, StepCount] = field(default_factory=dict)
     seconds: float = 0.0
     cache_warnings: list[str] = field(default_factory=list)
@@ -31,6 +40,13 @@ class StageResult:
     down_bytes: int = 0
     up_objects: int = 0
     up_bytes: int = 0
+    exported: bool = False
+    """BuildKit finished this target's cache export without error (stores then say what they wrote)."""
+
+    def warn(self, console: Console, message: str) -> None:
+        """A cache warning: kept in the report and printed at once."""
+        self.cache_warnings.append(message)
+        console.warn(f"{self.service}/{self.stage}: {message}")
 
     @property
     def cached(self) -> int:
@@ -43,6 +59,7 @@ class StageResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "stage": self.stage,
+            "bake_target": self.name,
             "target": self.target,
             "final": self.final,
             "status": self.status,
@@ -93,6 +110,10 @@ class ServiceResult:
         if self.status == "failed":
             failed = next(s for s in self.stages if s.status == "failed")
             parts.append(f"FAILED at {failed.stage}")
+            kept = [s.stage for s in self.stages if s.cache_written]
+            parts.append(f"caches kept: {', '.join(kept)}" if kept else "no cache written")
+        elif self.status != "ok":
+            parts.append("not finished")
         elif final and final.status == "ok" and final.tags:
             verb = "pushed" if final.pushed else "loaded"
             parts.append(f"{verb} {final.tags[0]}")
@@ -122,13 +143,15 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     exit_code: int = 0
     error: str | None = None
-    plan: dict[str, Any] | None = None
+    buildx_seconds: float = 0.0
+    """Wall time of the buildx runs (the rest of a build's time is dockercache's own)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "exit_code": self.exit_code,
             "error": self.error,
             "warnings": self.warnings,
+            "buildx_seconds": round(self.buildx_seconds, 3),
             "services": [s.to_json() for s in self.services],
         }
 
@@ -169,9 +192,10 @@ class Console:
         self._print(f"dockercache: warning: {message}", self.err)
 
     def step(self, vertex: Vertex) -> None:
-        if vertex.name.startswith("[internal]") and not vertex.error:
+        """One line per vertex as it finishes (its name carries the bake target when several run)."""
+        if _INTERNAL.match(vertex.name) and not vertex.error:
             return
-        if vertex.error and vertex.name.startswith("importing cache manifest") and vertex.error.endswith("not found"):
+        if vertex.error and "importing cache manifest" in vertex.name and vertex.error.endswith("not found"):
             state = "MISS"  # a cache ref that does not exist yet: a plain miss, not an error
         elif vertex.error:
             state = "ERROR"
@@ -193,7 +217,7 @@ def render_table(result: RunResult) -> str:
     rows = [("service", "stage", "cached", "time", "cache written", *(("s3 down", "s3 up") if s3 else ()))]
     for svc in result.services:
         for s in svc.stages:
-            cached = f"{s.cached}/{s.total}" if s.status != "skipped" else "-"
+            cached = f"{s.cached}/{s.total}" if s.status != "pending" else "-"
             row: tuple[str, ...] = (
                 svc.name,
                 s.stage,

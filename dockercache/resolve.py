@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CacheStore, Config, LocalCache, ServiceConfig, default_cache_name, suggest
-from .dockerfile import parse_stages
+from .dockerfile import parse_stages, stage_graph
 from .errors import ConfigError
 
 ComposeReader = Callable[[Sequence[Path], Path], Mapping[str, Any]]
@@ -38,6 +38,8 @@ class ResolvedService:
     store_name: str | None
     store: CacheStore
     metadata_key: str | None
+    graphs: Mapping[str, tuple[str, ...]]
+    """Per stage to build: the Dockerfile stages it builds too (itself included), in Dockerfile order."""
 
 
 def compose_files(config: Config, service: ServiceConfig, env: Mapping[str, str]) -> tuple[Path, ...]:
@@ -139,11 +141,12 @@ def resolve_service(
         raise ConfigError(f"{where}.target: '{final_label}' comes before stage '{stages[-1]}' in {dockerfile}")
     store_name = default_cache_name(config, svc)
     store = config.caches[store_name] if store_name else BUILTIN_STORE
+    built = (*stages, final_label)
     return ResolvedService(
         name=name,
         context=context,
         dockerfile=dockerfile,
-        stages=(*stages, final_label),
+        stages=built,
         final_target=final_target,
         args=args,
         image=svc.image,
@@ -153,6 +156,7 @@ def resolve_service(
         store_name=store_name,
         store=store,
         metadata_key=svc.metadata_key,
+        graphs={label: stage_graph(dockerfile_stages, label) for label in built},
     )
 
 

@@ -1,33 +1,42 @@
-"""Carrying out a plan with the Docker adapter: builder, preflight, stage builds, local cache swaps."""
+"""Carrying out a plan: builder, logins, stores before, one bake run, rescue of caches, stores after, report.
+
+The runner knows the Docker adapter (any object with :class:`DockerPort`'s methods), the Buildkite agent and
+the :class:`~dockercache.stores.Stores` it drives over every target; it knows no store kind by name.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
-import os
-import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from .buildkite import S3_KEY, Agent, AgentError, image_metadata_key
+from .buildkite import Agent, AgentError, image_metadata_key
 from .config import RegistryLogin
-from .docker import BuildFailed, Docker
-from .errors import CacheError, EnvironmentProblem, StoreError
-from .netcheck import registry_host, unreachable
-from .plan import BuilderPlan, Plan, ServicePlan, StageBuild
-from .progress import BuildEvents, RawJsonDecoder
+from .errors import BuildFailed, CacheError, EnvironmentProblem
+from .plan import BuilderPlan, Plan, ServicePlan, Target
+from .progress import BuildEvents, RawJsonDecoder, Tally, TargetInfo, first_line
 from .report import Console, RunResult, ServiceResult, StageResult, render_markdown
+from .stores import BlobStoreFactory, RunContext, Stores
 
-if TYPE_CHECKING:
-    from .snapshots import Snapshots
+
+class DockerPort(Protocol):
+    """What the runner needs of Docker (:class:`dockercache.docker.Docker`; tests pass fakes)."""
+
+    def ping(self) -> None: ...
+    def login(self, server: str, username: str, password: str) -> None: ...
+    def builder_driver(self, name: str) -> str | None: ...
+    def create_builder(self, plan: BuilderPlan) -> None: ...
+    def remove_builder(self, name: str) -> None: ...
+    def bake(self, argv: Sequence[str]) -> Iterator[str]: ...
 
 
 @contextlib.contextmanager
-def builder_session(docker: Docker, plan: BuilderPlan, console: Console) -> Iterator[None]:
+def builder_session(docker: DockerPort, plan: BuilderPlan, console: Console) -> Iterator[None]:
     """Make sure the builder exists; an ephemeral one is removed afterwards, even when the build fails."""
     ensure_builder(docker, plan, console)
     try:
@@ -41,8 +50,10 @@ def builder_session(docker: Docker, plan: BuilderPlan, console: Console) -> Iter
                 console.warn(str(exc))
 
 
-def ensure_builder(docker: Docker, plan: BuilderPlan, console: Console) -> bool:
+def ensure_builder(docker: DockerPort, plan: BuilderPlan, console: Console) -> bool:
     """Create the builder if missing, reuse it if present with the right driver. True when created."""
+    if plan.name == "default" and plan.driver == "docker":
+        return False  # the Docker context's own builder always exists (and asking costs 100 ms)
     driver = docker.builder_driver(plan.name)
     if driver is not None:
         if driver != plan.driver:
@@ -61,192 +72,215 @@ def ensure_builder(docker: Docker, plan: BuilderPlan, console: Console) -> bool:
     return True
 
 
-def _registry_hosts(build: StageBuild) -> set[tuple[str, int]]:
-    refs = [c["ref"] for c in build.cache_from if c.get("type") == "registry"]
-    if build.cache_to and build.cache_to.get("type") == "registry":
-        refs.append(build.cache_to["ref"])
-    return {registry_host(r) for r in refs}
+@dataclasses.dataclass
+class BakeRun:
+    """One ``docker buildx bake`` run: did it succeed, and what it left in its metadata file."""
 
-
-def preflight(plan: Plan, console: Console) -> tuple[Plan, list[str]]:
-    """Drop caches whose registry does not answer: an outage costs a warning, not a timeout or a failure."""
-    hosts = {h for svc in plan.services for b in svc.builds for h in _registry_hosts(b)}
-    down = {}
-    for host, port in sorted(hosts):
-        why = unreachable(host, port)
-        if why:
-            down[(host, port)] = why
-    if not down:
-        return plan, []
-    warnings = [
-        f"cache registry {h}:{p} unreachable ({why}): building without its cache" for (h, p), why in down.items()
-    ]
-    if plan.cache_errors == "fail":
-        (host, port), why = next(iter(down.items()))
-        raise CacheError(f"cache registry {host}:{port} unreachable ({why}) and settings.cache_errors = 'fail'")
-
-    def keep(attrs: dict[str, str] | None) -> bool:
-        return not (attrs and attrs.get("type") == "registry" and registry_host(attrs["ref"]) in down)
-
-    services = []
-    for svc in plan.services:
-        builds = tuple(
-            dataclasses.replace(
-                b,
-                cache_from=tuple(c for c in b.cache_from if keep(dict(c))),
-                cache_to=b.cache_to if keep(dict(b.cache_to) if b.cache_to else None) else None,
-            )
-            for b in svc.builds
-        )
-        services.append(dataclasses.replace(svc, builds=builds))
-    for w in warnings:
-        console.warn(w)
-    return dataclasses.replace(plan, services=tuple(services)), warnings
-
-
-StoreFactory = Callable[[str], "Snapshots"]
+    succeeded: bool
+    events: BuildEvents
+    metadata: dict[str, Any]
+    stderr: str = ""
 
 
 class Runner:
     def __init__(
         self,
-        docker: Docker,
+        docker: DockerPort,
         console: Console,
-        stores: StoreFactory | None = None,
         agent: Agent | None = None,
         logins: Mapping[str, RegistryLogin] | None = None,
+        cache_dir: Path = Path(".dockercache"),
+        blob_store: BlobStoreFactory | None = None,
     ) -> None:
         self.docker = docker
         self.console = console
-        self.stores = stores
         self.agent = agent
         self.logins = logins or {}
-        self._broken_stores: dict[str, str] = {}
+        self.cache_dir = cache_dir
+        self.blob_store = blob_store
 
     def run(self, plan: Plan) -> RunResult:
-        result = RunResult()
+        run = RunResult()
         self.docker.ping()
         for host, login in self.logins.items():
             self.console.info(f"logging in to {host} as {login.username} (password on stdin)")
             self.docker.login(host, login.username, login.password)
-        plan, result.warnings = preflight(plan, self.console)
-        with builder_session(self.docker, plan.builder, self.console):
-            for svc in plan.services:
-                service_result = self._service(plan, svc)
-                result.services.append(service_result)
-                failed = next((s for s in service_result.stages if s.status == "failed"), None)
-                if failed:
-                    result.exit_code = 1
-                    result.error = f"{svc.name}/{failed.stage}: build failed: {failed.error}"
-                    break
-                if plan.cache_errors == "fail":
-                    problem = next(
-                        (f"{svc.name}/{s.stage}: {w}" for s in service_result.stages for w in s.cache_warnings),
-                        None,
-                    )
-                    if problem:
-                        result.exit_code = CacheError.exit_code
-                        result.error = f"{problem} (settings.cache_errors = 'fail')"
-                        break
-        return result
-
-    def _service(self, plan: Plan, svc: ServicePlan) -> ServiceResult:
-        result = ServiceResult(svc.name)
         started = time.monotonic()
-        claimed: set[str] = set()
-        result.stages = [StageResult(svc.name, b.stage, b.target, b.final, tags=b.tags) for b in svc.builds]
-        if any(b.s3 for b in svc.builds):
-            self.console.section(f":s3: {svc.name}: restore caches")
-            self._restore(plan, svc, result)
-        for build, stage in zip(svc.builds, result.stages, strict=True):
-            if any(s.status == "failed" for s in result.stages):
-                stage.status = "skipped"
-                continue
-            verb = "build and push" if build.push else "build"
-            self.console.section(f":docker: {svc.name}: {verb} {build.stage}")
-            self._build(plan, _without_missing_local_sources(build), stage, claimed)
-            if stage.status == "ok" and build.s3 and build.s3.save_name and build.s3.store not in self._broken_stores:
-                self.console.section(f":s3: {svc.name}: save {build.stage}", collapsed=True)
-                self._save(plan, build, stage)
-        result.seconds = time.monotonic() - started
-        if result.status == "ok":
-            self._publish(plan, svc, result)
-        self._annotate(result)
-        return result
-
-    # ------------------------------------------------------------------------------------------ S3 phases
-
-    def _store(self, name: str) -> Snapshots | None:
-        if name in self._broken_stores or self.stores is None:
-            return None
-        try:
-            return self.stores(name)
-        except StoreError as exc:
-            self._broken_stores[name] = str(exc)
-            self.console.warn(f"{exc}: building without this cache")
-            return None
-
-    def _restore(self, plan: Plan, svc: ServicePlan, result: ServiceResult) -> None:
-        recorded = self._meta_data_get(S3_KEY.format(service=svc.name))
-        for build, stage in zip(svc.builds, result.stages, strict=True):
-            if not build.s3:
-                continue
-            snapshots = self._store(build.s3.store)
-            if snapshots is None:
-                stage.cache_warnings.append(f"cache store '{build.s3.store}' unavailable")
-                continue
-            keys = [recorded, *build.s3.restore_keys] if recorded else list(build.s3.restore_keys)
-
-            def warn(message: str, stage: StageResult = stage) -> None:
-                stage.cache_warnings.append(message)
-                self.console.warn(f"{svc.name}/{stage.stage}: {message}")
-
-            try:
-                key, got = snapshots.restore(keys, svc.name, build.stage, warn)
-            except (StoreError, OSError) as exc:
-                shutil.rmtree(build.s3.restore_dir, ignore_errors=True)
-                warn(f"{_describe(exc)}: restoring nothing (cache miss)")
-                continue
-            stage.restored_from = key
-            stage.down_objects, stage.down_bytes = got.objects, got.bytes
-            if key:
-                self.console.info(
-                    f"  {build.stage}: restored {key} ({got.objects} blobs, {got.bytes / 1e6:.1f} MB downloaded, "
-                    f"{got.skipped} already on disk)"
-                )
+        context = RunContext(
+            console=self.console,
+            commit=plan.commit,
+            branch=plan.branch,
+            cache_errors=plan.cache_errors,
+            cache_dir=self.cache_dir,
+            meta_data_get=self._meta_data_get,
+            blob_store=self.blob_store,
+            warnings=run.warnings,
+        )
+        stores = Stores(context)
+        results = {
+            t.name: StageResult(t.service, t.stage, t.dockerfile_target, t.final, name=t.name, tags=t.tags)
+            for t in plan.targets
+        }
+        targets = stores.before(plan.targets, results)
+        plan = plan.with_targets(targets)
+        tally = Tally([TargetInfo(t.name, t.stage, t.identity, t.graph) for t in plan.targets])
+        with builder_session(self.docker, plan.builder, self.console):
+            first = self._bake(plan, tally, run, "build")
+            if not first.succeeded and _solver_race(first):
+                # BuildKit 0.13's solver can fail a solve of concurrent targets that share vertices
+                # (moby/buildkit#3635): not the build's fault, and gone on a second try.
+                message = f"BuildKit lost track of a shared step ({_solver_race(first)}): building again"
+                run.warnings.append(message)
+                self.console.warn(message)
+                tally.runs.pop()
+                stores.fresh_sinks(plan.running)
+                first = self._bake(plan, tally, run, "build (again)")
+            self._record(plan.running, first, tally, results)
+            if first.succeeded:
+                for target in plan.targets:
+                    results[target.name].status = "ok"
             else:
-                self.console.info(f"  {build.stage}: no snapshot under {', '.join(keys)} (cache miss)")
-
-    def _save(self, plan: Plan, build: StageBuild, stage: StageResult) -> None:
-        assert build.s3 is not None and build.s3.save_name is not None
-        export = Path(build.s3.export_dir)
-        try:
-            if any(w.startswith("exporting cache") for w in stage.cache_warnings):
-                return  # BuildKit said the export failed: there is nothing whole to save
-            snapshots = self._store(build.s3.store)
-            if snapshots is None:
-                return
-            meta = {
-                "service": build.service,
-                "stage": build.stage,
-                "commit": plan.commit,
-                "branch": plan.branch,
-            }
-            try:
-                sent = snapshots.save(export, build.s3.save_name, meta)
-            except (StoreError, OSError) as exc:
-                message = f"saving {build.s3.save_name}: {_describe(exc)}"
-                stage.cache_warnings.append(message)
-                self.console.warn(f"{build.service}/{build.stage}: {message}")
-                return
-            stage.s3_saved = build.s3.save_name
-            stage.up_objects, stage.up_bytes = sent.objects, sent.bytes
-            self.console.info(
-                f"  saved {build.s3.save_name}: {sent.objects} new blobs ({sent.bytes / 1e6:.1f} MB) uploaded, "
-                f"{sent.skipped} already in the store"
+                self._after_failure(plan, first, tally, run, results, stores)
+        stores.after(plan.targets, results)
+        for target in plan.targets:
+            if results[target.name].cache_written is None and results[target.name].status != "failed":
+                # Built inside another target: its layers are in that target's (mode=max) cache.
+                holders = [t for t in plan.targets if t.identity == target.identity and target.stage in t.graph]
+                holders.sort(key=lambda t: t.name != target.built_by)
+                written = (results[t.name].cache_written for t in holders if t is not target)
+                results[target.name].cache_written = next((w for w in written if w), None)
+        for name, counts in tally.steps().items():
+            results[name].steps = counts
+        for name, seconds in tally.seconds().items():
+            results[name].seconds = seconds
+        elapsed = time.monotonic() - started
+        for svc in plan.services:
+            run.services.append(ServiceResult(svc.name, [results[t.name] for t in svc.targets], elapsed))
+        if run.exit_code == 0 and plan.cache_errors == "fail":
+            problem = next(
+                (f"{s.service}/{s.stage}: {w}" for r in run.services for s in r.stages for w in s.cache_warnings), None
             )
-        finally:
-            shutil.rmtree(export, ignore_errors=True)
+            if problem:
+                run.exit_code = CacheError.exit_code
+                run.error = f"{problem} (settings.cache_errors = 'fail')"
+        for svc, service_result in zip(plan.services, run.services, strict=True):
+            if run.exit_code == 0 and service_result.status == "ok":
+                self._publish(svc, service_result, stores.meta_data(svc.name, plan.targets, results))
+            self._annotate(service_result)
+        return run
+
+    # ----------------------------------------------------------------------------------------- bake runs
+
+    def _bake(self, plan: Plan, tally: Tally, run: RunResult, what: str) -> BakeRun:
+        targets = plan.running
+        names = ", ".join(f"{s.name} ({', '.join(t.stage for t in s.targets if t.runs)})" for s in plan.services)
+        pushes = any(t.push for t in targets)
+        self.console.section(f":docker: {what}{' and push' if pushes else ''}: {names}")
+        events = BuildEvents()
+        decoder = RawJsonDecoder()
+        succeeded, stderr = True, ""
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="dockercache-") as tmp:
+            # Build args travel in this file, never in process arguments: private to this user, removed after.
+            bake_file = Path(tmp) / "bake.json"
+            bake_file.touch(mode=0o600)
+            bake_file.write_text(json.dumps(plan.bake_definition(), indent=2))
+            metadata_file = Path(tmp) / "metadata.json"
+            try:
+                for chunk in self.docker.bake(plan.bake_argv(str(bake_file), str(metadata_file))):
+                    for item in decoder.feed(chunk):
+                        for vertex in events.apply(item):
+                            self.console.step(vertex)
+            except BuildFailed as exc:
+                succeeded, stderr = False, exc.stderr
+            finally:
+                for item in decoder.close():
+                    events.apply(item)
+                run.buildx_seconds += time.monotonic() - started
+            metadata = _read_json(metadata_file)
+        tally.add(events, [t.name for t in targets])
+        return BakeRun(succeeded, events, metadata, stderr)
+
+    def _record(
+        self, targets: Sequence[Target], bake: BakeRun, tally: Tally, results: Mapping[str, StageResult]
+    ) -> None:
+        """What one bake run did for each target it ran: status, image, cache export, cache problems."""
+        exported = tally.exported()
+        problems = tally.cache_problems()
+        for target in targets:
+            result = results[target.name]
+            for problem in problems[target.name]:
+                result.warn(self.console, problem)
+            result.exported = bool(target.caches.sink) and exported[target.name]
+            if not bake.succeeded:
+                continue
+            result.status = "ok"
+            meta = bake.metadata.get(target.name)
+            digest = meta.get("containerimage.digest") if isinstance(meta, dict) else None
+            result.digest = digest if isinstance(digest, str) else None
+            result.pushed = target.push
+
+    def _after_failure(
+        self,
+        plan: Plan,
+        bake: BakeRun,
+        tally: Tally,
+        run: RunResult,
+        results: Mapping[str, StageResult],
+        stores: Stores,
+    ) -> None:
+        """Name the failing target, show its output, then keep the caches of the work that succeeded.
+
+        Bake cancels every target when one fails and may export no cache at all; so the targets that did
+        not fail and do not build on the failed stage are baked again, cache only (no push, no load): the
+        local BuildKit cache answers what the first run built, and their caches are written as planned.
+        """
+        failures = tally.failures()
+        failed_stages = {f.stage for f in failures if f.stage}
+        failed = {name for f in failures for name in f.targets}
+        failed |= {t.name for t in plan.targets if failed_stages & set(t.graph)}
+        for target in plan.targets:
+            results[target.name].status = "failed" if target.name in failed or not failures else "cancelled"
+        run.exit_code = 1
+        if not failures:
+            reason = bake.events.last_error_line() or _last_line(bake.stderr) or "buildx bake failed"
+            for target in plan.running:
+                results[target.name].error = reason
+            run.error = f"{', '.join(s.name for s in plan.services)}: build failed: {reason}"
+            return
+        for failure in failures:
+            for target in plan.targets:
+                if target.name in failure.targets or target.stage == failure.stage:
+                    results[target.name].error = failure.describe()
+            if failure.logs:
+                self.console.info(f"--- output of {failure.name} (target {', '.join(failure.targets)})")
+                for line in failure.logs:
+                    self.console.info(f"    {line}")
+        step_failures = [f for f in failures if f.stage]
+        if not step_failures:
+            # Not a Dockerfile step (booting the builder, pushing the image): nothing to tell apart, no rescue.
+            services = dict.fromkeys(t.service for t in plan.targets if t.name in failed)
+            run.error = f"{', '.join(services)}: build failed: {failures[0].describe()}"
+            return
+        first_failed = next(t for t in plan.targets if t.name in failed and results[t.name].error)
+        run.error = f"{first_failed.service}/{first_failed.stage}: build failed: {step_failures[0].describe()}"
+        # Keep what did build: the largest stages that do not build on a failed one, cache only.
+        kept = [t for t in plan.targets if t.name not in failed and t.caches.sink is not None]
+        rescue = [
+            dataclasses.replace(t, output="cacheonly", tags=())
+            for t in kept
+            if not any(t.stage in o.graph for o in kept if o is not t and o.identity == t.identity)
+        ]
+        if not rescue:
+            return
+        self.console.info(
+            f"keeping the caches of what did build: {', '.join(t.name for t in rescue)} (cache only, nothing pushed)"
+        )
+        stores.fresh_sinks(rescue)
+        again = self._bake(plan.only(rescue), tally, run, "save the caches of")
+        self._record(rescue, dataclasses.replace(again, succeeded=False), tally, results)
+        if not again.succeeded:
+            self.console.warn("saving the caches of the targets that did not fail failed too")
 
     # ------------------------------------------------------------------------------------------ Buildkite
 
@@ -259,7 +293,7 @@ class Runner:
             self.console.warn(str(exc))
             return None
 
-    def _publish(self, plan: Plan, svc: ServicePlan, result: ServiceResult) -> None:
+    def _publish(self, svc: ServicePlan, result: ServiceResult, store_values: Mapping[str, str]) -> None:
         """Meta-data for later steps, written only after the whole service built successfully."""
         if self.agent is None:
             return
@@ -268,9 +302,7 @@ class Runner:
         key = image_metadata_key(svc.metadata_key, svc.name)
         if key and final and final.tags:
             values[key] = final.tags[0]
-        saved = [s.s3_saved for s in result.stages if s.s3_saved]
-        if saved:
-            values[S3_KEY.format(service=svc.name)] = saved[-1].rsplit("/", 2)[0]
+        values.update(store_values)
         for k, v in values.items():
             try:
                 self.agent.meta_data_set(k, v)
@@ -287,100 +319,24 @@ class Runner:
         except AgentError as exc:
             self.console.warn(str(exc))
 
-    def _build(self, plan: Plan, build: StageBuild, stage: StageResult, claimed: set[str]) -> None:
-        events = BuildEvents()
-        decoder = RawJsonDecoder()
-        fresh = build.local_swap.incoming if build.local_swap else build.s3.export_dir if build.s3 else None
-        if fresh:  # a cache export always goes into an empty directory, so it never grows without bound
-            shutil.rmtree(fresh, ignore_errors=True)
-            try:
-                Path(fresh).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                stage.cache_warnings.append(f"cache directory unusable: {_describe(exc)}")
-                self.console.warn(f"{build.service}/{build.stage}: cache directory unusable: {_describe(exc)}")
-                build = dataclasses.replace(build, cache_to=None, local_swap=None)
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="dockercache-") as tmp:
-            metadata_file = Path(tmp) / "metadata.json"
-            try:
-                for chunk in self.docker.build(build, plan.builder.name, metadata_file):
-                    for item in decoder.feed(chunk):
-                        for vertex in events.apply(item):
-                            self.console.step(vertex)
-                for item in decoder.close():
-                    events.apply(item)
-                stage.status = "ok"
-            except BuildFailed as exc:
-                for item in decoder.close():
-                    events.apply(item)
-                stage.status = "failed"
-                stderr_lines = exc.stderr.strip().splitlines()
-                stage.error = events.failure() or (stderr_lines[-1] if stderr_lines else None)
-                stage.error = stage.error or f"buildx exited {exc.return_code}"
-                failed = events.failed_vertex()
-                if failed:
-                    self.console.info(f"--- output of {failed.name}")
-                    for line in failed.logs:
-                        self.console.info(f"    {line}")
-            metadata = _read_json(metadata_file)
-        stage.seconds = time.monotonic() - started
-        for label, count in events.by_stage().items():
-            if label not in claimed:
-                stage.steps[label] = count
-        claimed.update(stage.steps)
-        problems = events.cache_problems()
-        stage.cache_warnings.extend(problems)
-        for warning in problems:
-            self.console.warn(f"{build.service}/{build.stage}: {warning}")
-        if stage.status != "ok":
-            if build.local_swap:
-                shutil.rmtree(build.local_swap.incoming, ignore_errors=True)
-            return
-        digest = metadata.get("containerimage.digest")
-        stage.digest = digest if isinstance(digest, str) else None
-        stage.pushed = build.push
-        exported = build.cache_to is not None and not any(w.startswith("exporting cache") for w in stage.cache_warnings)
-        if build.local_swap:
-            try:
-                exported = exported and _swap(build.local_swap.incoming, build.local_swap.final)
-            except OSError as exc:
-                stage.cache_warnings.append(f"local cache not updated: {_describe(exc)}")
-                self.console.warn(f"{build.service}/{build.stage}: local cache not updated: {_describe(exc)}")
-                exported = False
-        if exported and build.cache_to and not build.s3:
-            stage.cache_written = build.cache_to.get("ref") or build.cache_to.get("dest", "").removesuffix(".incoming")
+
+_SOLVER_RACE = "failed to get state for index"
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-    return str(exc)
+def _solver_race(bake: BakeRun) -> str | None:
+    """The error line when a run failed on BuildKit's shared-vertex race rather than on the build itself."""
+    texts = [*(v.error or "" for v in bake.events.vertexes.values()), *bake.events.text, bake.stderr]
+    return next((first_line(t[t.index(_SOLVER_RACE) :]) for t in texts if _SOLVER_RACE in t), None)
 
 
-def _without_missing_local_sources(build: StageBuild) -> StageBuild:
-    """S3 restores that missed leave no directory; do not make BuildKit look for it."""
-    if not build.s3:
-        return build
-    kept = tuple(c for c in build.cache_from if c.get("type") != "local" or os.path.isdir(c["src"]))
-    return dataclasses.replace(build, cache_from=kept)
+def _last_line(text: str) -> str | None:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].removeprefix("ERROR:").strip() if lines else None
 
 
-def _read_json(path: Path) -> dict[str, object]:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _swap(incoming: str, final: str) -> bool:
-    """Replace a local cache directory only with a complete export: never point at missing data."""
-    if not os.path.isfile(os.path.join(incoming, "index.json")):
-        shutil.rmtree(incoming, ignore_errors=True)
-        return False
-    trash = f"{final}.old-{os.getpid()}"
-    if os.path.exists(final):
-        os.rename(final, trash)
-    os.rename(incoming, final)
-    shutil.rmtree(trash, ignore_errors=True)
-    return True

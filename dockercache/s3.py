@@ -1,11 +1,6 @@
 """The S3 adapter: the only module that talks to boto3.
 
-Layout under ``s3://BUCKET/PREFIX/``:
-
-- ``blobs/sha256/<hex>``: content-addressed blobs, stored once and shared by every snapshot;
-- ``snapshots/<key>/<service>/<stage>.json``: a snapshot's index (BuildKit's index.json plus its blob list),
-  written only after all its blobs are in place.
-
+Objects are laid out as :mod:`dockercache.stores.layout` says (blobs by digest, snapshot indexes by name).
 Credentials come from the standard AWS chain (environment, profile, instance role); they are never put in
 process arguments or printed. Retries use botocore's standard mode.
 """
@@ -31,6 +26,7 @@ from botocore.config import Config as BotoConfig
 from .config import S3Cache
 from .errors import StoreError
 from .snapshots import BlobCorrupt, BlobMissing
+from .stores.layout import S3Layout, SnapshotName
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -47,7 +43,7 @@ class SnapshotInfo:
 
     @property
     def key(self) -> str:
-        return self.name.rsplit("/", 2)[0]
+        return SnapshotName.parse(self.name).key
 
 
 def _reason(exc: Exception) -> str:
@@ -85,6 +81,7 @@ class S3Store:
         self.config = config
         self.bucket = config.bucket
         self.prefix = config.prefix.strip("/")
+        self.layout = S3Layout(self.prefix)
         self.client = client or make_client(config)
         self.transfer = TransferConfig(
             multipart_threshold=config.multipart_threshold_mb * 1024 * 1024,
@@ -96,14 +93,11 @@ class S3Store:
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def _key(self, *parts: str) -> str:
-        return "/".join(p for p in (self.prefix, *parts) if p)
-
     def blob_key(self, digest: str) -> str:
-        return self._key("blobs", "sha256", digest.removeprefix("sha256:"))
+        return self.layout.blob(digest)
 
     def snapshot_key(self, name: str) -> str:
-        return self._key("snapshots", f"{name}.json")
+        return self.layout.snapshot(name)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -119,14 +113,12 @@ class S3Store:
 
     def list_blobs(self) -> dict[str, int]:
         """Every blob in the store, by digest, in one paginated listing."""
-        base = self._key("blobs", "sha256") + "/"
         with self._errors("listing blobs"):
-            return {f"sha256:{o['Key'][len(base) :]}": int(o["Size"]) for o in self._list(base)}
+            return {self.layout.digest(o["Key"]): int(o["Size"]) for o in self._list(self.layout.blobs)}
 
     def blob_times(self) -> dict[str, datetime]:
-        base = self._key("blobs", "sha256") + "/"
         with self._errors("listing blobs"):
-            return {f"sha256:{o['Key'][len(base) :]}": o["LastModified"] for o in self._list(base)}
+            return {self.layout.digest(o["Key"]): o["LastModified"] for o in self._list(self.layout.blobs)}
 
     def upload_blob(self, digest: str, path: Path, progress: Progress | None = None) -> None:
         with self._errors(f"uploading {digest}"):
@@ -184,13 +176,9 @@ class S3Store:
             )
 
     def list_snapshots(self, key_prefix: str = "") -> list[SnapshotInfo]:
-        base = self._key("snapshots") + "/"
         with self._errors("listing snapshots"):
-            return [
-                SnapshotInfo(o["Key"][len(base) : -len(".json")], o["LastModified"], int(o["Size"]))
-                for o in self._list(base + key_prefix)
-                if o["Key"].endswith(".json")
-            ]
+            found = [(self.layout.snapshot_name(o["Key"]), o) for o in self._list(self.layout.snapshots + key_prefix)]
+            return [SnapshotInfo(name, o["LastModified"], int(o["Size"])) for name, o in found if name]
 
     def copy_snapshot(self, source: str, target: str) -> None:
         with self._errors(f"copying snapshot {source} to {target}"):

@@ -1,7 +1,8 @@
 """S3 cache snapshots: save, restore, promote and prune, on top of a content-addressed blob store.
 
 A snapshot is one BuildKit local cache export (``index.json`` + ``blobs/sha256/*``) for one service stage,
-named ``<key>/<service>/<stage>``. Blobs are stored once under their digest and shared by every snapshot;
+named ``<key>/<service>/<stage>`` (see :mod:`dockercache.stores.layout`).
+Blobs are stored once under their digest and shared by every snapshot;
 a snapshot's index is written only after all its blobs are in place, and a restore checks every blob's
 sha256 against its name before BuildKit ever sees the directory. Anything wrong with a snapshot makes it a
 cache miss with a warning, never a failed build.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from .errors import StoreError
+from .stores.layout import SnapshotName
 
 
 class BlobCorrupt(StoreError):
@@ -35,7 +37,6 @@ class BlobMissing(StoreError):
 
 
 FORMAT_VERSION = 1
-FAULT_ENV = "DOCKERCACHE_FAULT"
 
 
 class BlobStore(Protocol):
@@ -44,6 +45,7 @@ class BlobStore(Protocol):
     @property
     def url(self) -> str: ...
 
+    def check(self) -> None: ...
     def list_blobs(self) -> dict[str, int]: ...
     def blob_times(self) -> dict[str, datetime]: ...
     def upload_blob(self, digest: str, path: Path, progress: Callable[[int], None] | None = None) -> None: ...
@@ -160,15 +162,9 @@ class Snapshots:
     def pool(self) -> Path:
         return self.local / "pool" / "sha256"
 
-    def restore_dir(self, service: str, stage: str) -> Path:
-        return self.local / "restore" / service / stage
-
-    def export_dir(self, service: str, stage: str) -> Path:
-        return self.local / "export" / service / stage
-
     # ---------------------------------------------------------------------------------------------- save
 
-    def save(self, export: Path, name: str, meta: Mapping[str, str]) -> Transfer:
+    def save(self, export: Path, name: SnapshotName, meta: Mapping[str, str]) -> Transfer:
         """Upload ``export``'s blobs that the store lacks, then (and only then) write the snapshot index."""
         index_path = export / "index.json"
         try:
@@ -205,17 +201,15 @@ class Snapshots:
         progress.close()
         stats.objects = len(todo)
         stats.bytes = sum(s for _, _, s in todo)
-        if os.environ.get(FAULT_ENV) in ("crash-before-index", f"crash-before-index:{name}"):
-            os._exit(137)  # fault injection for tests: a writer killed between its blobs and its index
         document = {
             "version": FORMAT_VERSION,
-            "name": name,
+            "name": str(name),
             "created": datetime.now(timezone.utc).isoformat(),
             **dict(meta),
             "index": index,
             "blobs": {d: p.stat().st_size for d, p in sorted(blobs.items())},
         }
-        self.store.put_snapshot(name, json.dumps(document, sort_keys=True).encode())
+        self.store.put_snapshot(str(name), json.dumps(document, sort_keys=True).encode())
         self._adopt(blobs)
         return stats
 
@@ -233,18 +227,18 @@ class Snapshots:
     # ------------------------------------------------------------------------------------------- restore
 
     def restore(
-        self, candidates: Sequence[str], service: str, stage: str, warn: Callable[[str], None]
+        self, candidates: Sequence[str], service: str, stage: str, target: Path, warn: Callable[[str], None]
     ) -> tuple[str | None, Transfer]:
-        """Restore the first complete, verified snapshot of ``service/stage`` among ``candidates``.
+        """Restore the first complete, verified snapshot of ``service/stage`` among the keys ``candidates``
+        into the directory ``target``.
 
         Returns the key restored from (None: a miss) and what was downloaded. A missing or corrupt blob or a
         broken index makes that snapshot a miss with a warning, and the next candidate is tried.
         """
         stats = Transfer()
-        target = self.restore_dir(service, stage)
         shutil.rmtree(target, ignore_errors=True)
         for key in dict.fromkeys(candidates):
-            name = f"{key}/{service}/{stage}"
+            name = str(SnapshotName(key, service, stage))
             body = self.store.get_snapshot(name)
             if body is None:
                 continue
@@ -347,15 +341,15 @@ class Snapshots:
 
     def promote(self, source_key: str, target_key: str) -> list[str]:
         """Copy every snapshot under ``source_key`` to ``target_key``; blobs are shared, so none move."""
-        names = [s.name for s in self.store.list_snapshots(source_key.rstrip("/") + "/")]
-        names = [n for n in names if n.rsplit("/", 2)[0] == source_key]
+        names = [SnapshotName.parse(s.name) for s in self.store.list_snapshots(source_key.rstrip("/") + "/")]
+        names = [n for n in names if n.key == source_key]
         if not names:
             raise StoreError(f"{self.store.url}: no snapshot under key '{source_key}'")
         copied = []
         for name in names:
-            rest = name[len(source_key) + 1 :]
-            self.store.copy_snapshot(name, f"{target_key}/{rest}")
-            copied.append(f"{target_key}/{rest}")
+            target = SnapshotName(target_key, name.service, name.stage)
+            self.store.copy_snapshot(str(name), str(target))
+            copied.append(str(target))
         return copied
 
     def prune(

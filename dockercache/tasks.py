@@ -20,13 +20,14 @@ from .errors import DockercacheError
 HELP = {
     "config": "Path to dockercache.toml (default: $DOCKERCACHE_CONFIG, else the nearest one upwards).",
     "service": "Service to build (repeatable; default: all services).",
-    "stage": "Build the service's stages up to and including this one.",
+    "stage": "Build this stage and the service's stages it builds on (not the whole service).",
     "dry-run": "Print the plan instead of building.",
     "no-cache": "Build without any cache (passes --no-cache to buildx).",
     "push": "Push images to the service's repository (--no-push: load them locally).",
     "json": "Print a machine-readable result on stdout.",
     "cache-write": "Write caches even where the policy would not (a laptop).",
     "no-cache-write": "Read caches only; never write them (untrusted builds).",
+    "bake": "Print the bake file that build runs (docker buildx bake -f FILE), and nothing else.",
 }
 
 
@@ -68,7 +69,7 @@ def build(
     cache_write: bool = False,
     no_cache_write: bool = False,
 ) -> None:
-    """Build services stage by stage with per-stage caches, push, and report cache hits."""
+    """Build services in one bake run with per-stage caches, push, and report cache hits."""
     env = commands.Environment()
 
     def run() -> int:
@@ -82,7 +83,7 @@ def build(
 
 @task(
     iterable=["service"],
-    help=_help("service", "stage", "config", "no-cache", "push", "json", "cache-write", "no-cache-write"),
+    help=_help("service", "stage", "config", "no-cache", "push", "json", "bake", "cache-write", "no-cache-write"),
 )
 def plan(
     c: Context,
@@ -92,10 +93,11 @@ def plan(
     no_cache: bool = False,
     push: bool = True,
     json: bool = False,
+    bake: bool = False,
     cache_write: bool = False,
     no_cache_write: bool = False,
 ) -> None:
-    """Show the resolved plan and the exact buildx commands (no Docker daemon needed)."""
+    """Show the resolved plan and the exact bake command (no Docker daemon needed)."""
     env = commands.Environment()
     _run(
         lambda: commands.cmd_plan(
@@ -103,6 +105,7 @@ def plan(
             config,
             commands.options_from(service, stage, no_cache, push, cache_write, no_cache_write),
             json,
+            bake,
         )
     )
 

@@ -2,13 +2,47 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from dockercache.errors import StoreError
+from dockercache.snapshots import BlobCorrupt, BlobMissing
+from dockercache.stores.layout import SnapshotName
+
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
+BIN = Path(sys.executable).parent
+"""Where the virtualenv's scripts (dockercache, invoke) are."""
+BAD = sorted((FIXTURES / "bad").glob("*.toml"))
+"""Broken configurations; each file's first line says what its error message must contain."""
+
+
+def expectation(path: Path) -> str:
+    """The part of the error message a bad fixture expects (its first line: ``# expect: ...``)."""
+    first = path.read_text(errors="replace").splitlines()[0]
+    match = re.match(r"#\s*expect:\s*(.+)", first)
+    assert match, f"{path.name}: first line must be '# expect: <part of the message>'"
+    return match.group(1).strip()
+
+
+def run_cli(args: list[str], cwd: Path, shim: Path, log: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run a command with the recording docker shim first on PATH; returns the process and the docker calls."""
+    log.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}
+    env["PATH"] = f"{shim}:{BIN}:{env['PATH']}"
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return proc, calls
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +66,94 @@ def project(tmp_path: Path) -> Path:
         "FROM deps AS final\nRUN true\n"
     )
     return tmp_path
+
+
+# ------------------------------------------------------------------------------------- fakes for S3
+
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+@dataclass
+class Info:
+    name: str
+    modified: datetime
+    size: int
+
+    @property
+    def key(self) -> str:
+        return SnapshotName.parse(self.name).key
+
+
+@dataclass
+class MemoryStore:
+    """An S3 blob store in memory (dockercache.snapshots.BlobStore), for tests without S3."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    blob_dates: dict[str, datetime] = field(default_factory=dict)
+    snapshots: dict[str, tuple[bytes, datetime]] = field(default_factory=dict)
+    uploads: list[str] = field(default_factory=list)
+    lists: int = 0
+    url: str = "mem://"
+    down: bool = False
+    """Every call fails, as an unreachable endpoint does."""
+
+    def check(self) -> None:
+        if self.down:
+            raise StoreError(f"{self.url}: checking the bucket: cannot connect")
+
+    def list_blobs(self) -> dict[str, int]:
+        self.lists += 1
+        return {d: len(b) for d, b in self.blobs.items()}
+
+    def blob_times(self) -> dict[str, datetime]:
+        return {d: self.blob_dates.get(d, NOW - timedelta(days=30)) for d in self.blobs}
+
+    def upload_blob(self, digest: str, path: Path, progress: Callable[[int], None] | None = None) -> None:
+        self.uploads.append(digest)
+        self.blobs[digest] = path.read_bytes()
+
+    def download_blob(self, digest: str, dest: Path, progress: Callable[[int], None] | None = None) -> int:
+        if digest not in self.blobs:
+            raise BlobMissing(f"blob {digest} is missing")
+        data = self.blobs[digest]
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise BlobCorrupt(f"blob {digest} is corrupt")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return len(data)
+
+    def get_snapshot(self, name: str) -> bytes | None:
+        return self.snapshots[name][0] if name in self.snapshots else None
+
+    def put_snapshot(self, name: str, body: bytes) -> None:
+        self.snapshots[name] = (body, NOW)
+
+    def list_snapshots(self, key_prefix: str = "") -> list[Info]:
+        return [Info(n, t, len(b)) for n, (b, t) in self.snapshots.items() if n.startswith(key_prefix)]
+
+    def copy_snapshot(self, source: str, target: str) -> None:
+        self.snapshots[target] = self.snapshots[source]
+
+    def delete_snapshots(self, names: Iterable[str]) -> None:
+        for n in names:
+            self.snapshots.pop(n, None)
+
+    def delete_blobs(self, digests: Iterable[str]) -> None:
+        for d in digests:
+            self.blobs.pop(d, None)
+
+
+def export(directory: Path, *contents: bytes) -> Path:
+    """A BuildKit-style local cache export: blobs, and an index naming the first blob as the manifest."""
+    blob_dir = directory / "blobs" / "sha256"
+    blob_dir.mkdir(parents=True)
+    digests = []
+    for data in contents:
+        hexdigest = hashlib.sha256(data).hexdigest()
+        (blob_dir / hexdigest).write_bytes(data)
+        digests.append(f"sha256:{hexdigest}")
+    (directory / "index.json").write_text(json.dumps({"manifests": [{"digest": digests[0]}]}))
+    return directory
 
 
 # --------------------------------------------------------------------------- the hardening suite's table

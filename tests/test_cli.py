@@ -6,23 +6,10 @@ Bad input must give one line naming the file and key, exit 2, no traceback, and 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from .conftest import FIXTURES, ROOT
-
-BIN = Path(sys.executable).parent
-
-
-def run(args: list[str], cwd: Path, shim: Path, log: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    log.unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}
-    env["PATH"] = f"{shim}:{BIN}:{env['PATH']}"
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
-    calls = log.read_text().splitlines() if log.exists() else []
-    return proc, calls
+from .conftest import BIN, FIXTURES, ROOT
+from .conftest import run_cli as run
 
 
 def test_unknown_service_on_the_command_line(docker_shim: tuple[Path, Path]) -> None:
@@ -37,9 +24,10 @@ def test_unknown_service_on_the_command_line(docker_shim: tuple[Path, Path]) -> 
 
 
 def test_unknown_stage_on_the_command_line(docker_shim: tuple[Path, Path]) -> None:
-    proc, _ = run([str(BIN / "dockercache"), "build", "--stage", "dep"], ROOT / "examples" / "ruby", *docker_shim)
+    proc, calls = run([str(BIN / "dockercache"), "build", "--stage", "dep"], ROOT / "examples" / "ruby", *docker_shim)
     assert proc.returncode == 2
     assert "--stage: service 'ruby' has no stage 'dep'" in proc.stderr
+    assert calls == []  # a usage error is found before any Docker command
 
 
 def test_invoke_with_a_one_line_tasks_py(tmp_path: Path, docker_shim: tuple[Path, Path]) -> None:
@@ -52,7 +40,7 @@ def test_invoke_with_a_one_line_tasks_py(tmp_path: Path, docker_shim: tuple[Path
         assert name in listing.stdout
     plan, calls = run([str(BIN / "invoke"), "plan", "--service", "app"], tmp_path, *docker_shim)
     assert plan.returncode == 0, plan.stderr
-    assert "docker buildx build --progress rawjson" in plan.stdout
+    assert "docker buildx bake --builder dockercache --progress rawjson" in plan.stdout
     assert calls == []
     bad, _ = run([str(BIN / "invoke"), "build", "--service", "nope"], tmp_path, *docker_shim)
     assert bad.returncode == 2 and "no service 'nope'" in bad.stderr and "Traceback" not in bad.stderr
@@ -61,5 +49,17 @@ def test_invoke_with_a_one_line_tasks_py(tmp_path: Path, docker_shim: tuple[Path
 def test_build_dry_run_prints_the_plan_and_runs_nothing(docker_shim: tuple[Path, Path]) -> None:
     proc, calls = run([str(BIN / "dockercache"), "build", "--dry-run"], ROOT / "examples" / "ruby", *docker_shim)
     assert proc.returncode == 0, proc.stderr
-    assert "$ docker buildx build --progress rawjson" in proc.stdout
+    assert "$ docker buildx bake --builder default --progress rawjson" in proc.stdout
+    assert calls == []
+
+
+def test_plan_bake_prints_the_bake_file_only(docker_shim: tuple[Path, Path]) -> None:
+    import json
+
+    proc, calls = run([str(BIN / "dockercache"), "plan", "--bake"], ROOT / "examples" / "ruby", *docker_shim)
+    assert proc.returncode == 0, proc.stderr
+    definition = json.loads(proc.stdout)
+    assert definition["group"]["default"]["targets"] == ["ruby-final"]
+    assert list(definition["target"]) == ["ruby-base", "ruby-deps", "ruby-final"]
+    assert definition["target"]["ruby-final"]["target"] == "final"
     assert calls == []

@@ -1,15 +1,19 @@
+"""dockercache.plan: configuration in, one bake definition out (no Docker)."""
+
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from dockercache.config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
 from dockercache.errors import ConfigError
-from dockercache.plan import BuildOptions, PlanInputs, make_plan
+from dockercache.plan import BuildOptions, PlanInputs, Target, make_plan
 from dockercache.resolve import ResolvedService
 
 REG = RegistryCache(type="registry", ref="reg:5000/cache/{service}")
+GRAPHS = {"base": ("base",), "deps": ("base", "deps"), "final": ("base", "deps", "final")}
 
 
 def service(store: RegistryCache | LocalCache | S3Cache = REG, **kw: object) -> ResolvedService:
@@ -27,14 +31,15 @@ def service(store: RegistryCache | LocalCache | S3Cache = REG, **kw: object) -> 
         "store_name": "reg",
         "store": store,
         "metadata_key": None,
+        "graphs": GRAPHS,
     }
     values.update(kw)
     return ResolvedService(**values)  # type: ignore[arg-type]
 
 
-def inputs(svc: ResolvedService | None = None, branch: str = "main", on_ci: bool = True, **kw: object) -> PlanInputs:
+def inputs(*svcs: ResolvedService, branch: str = "main", on_ci: bool = True, **kw: object) -> PlanInputs:
     values: dict[str, object] = {
-        "services": (svc or service(),),
+        "services": svcs or (service(),),
         "builder": BuilderConfig(),
         "settings": Settings(),
         "root": Path("/src"),
@@ -47,51 +52,87 @@ def inputs(svc: ResolvedService | None = None, branch: str = "main", on_ci: bool
     return PlanInputs(**values)  # type: ignore[arg-type]
 
 
-def refs(build: object) -> list[str]:
-    return [c["ref"] for c in build.cache_from]  # type: ignore[attr-defined]
+def refs(target: Target) -> list[str]:
+    return [c.location for c in target.cache_from]
 
 
 def test_default_branch_reads_and_writes_shared_refs() -> None:
     plan = make_plan(inputs(), BuildOptions())
-    base, deps, final = plan.services[0].builds
-    assert refs(base) == ["reg:5000/cache/ruby:base-main"]
-    assert refs(deps) == ["reg:5000/cache/ruby:deps-main", "reg:5000/cache/ruby:base-main"]
-    assert refs(final)[0] == "reg:5000/cache/ruby:final-main"
+    base, deps, final = plan.targets
+    # Its own ref, those of the stages it builds on, then those of stages that build on the same ones.
+    assert refs(base) == [f"reg:5000/cache/ruby:{s}-main" for s in ("base", "deps", "final")]
+    assert refs(deps) == [f"reg:5000/cache/ruby:{s}-main" for s in ("deps", "base", "final")]
+    assert refs(final) == [
+        "reg:5000/cache/ruby:final-main",
+        "reg:5000/cache/ruby:deps-main",
+        "reg:5000/cache/ruby:base-main",
+    ]
     assert final.cache_to is not None
-    assert dict(final.cache_to) == {
-        "type": "registry",
-        "ref": "reg:5000/cache/ruby:final-main",
-        "mode": "max",
-        "image-manifest": "true",
-        "oci-mediatypes": "true",
-        "compression": "zstd",
-        "ignore-error": "true",
-    }
+    assert final.cache_to.encode() == (
+        "type=registry,ref=reg:5000/cache/ruby:final-main,mode=max,image-manifest=true,oci-mediatypes=true,"
+        "compression=zstd,ignore-error=true"
+    )
 
 
 def test_feature_branch_reads_own_then_default_and_writes_only_own() -> None:
-    plan = make_plan(inputs(branch="feature/login"), BuildOptions())
-    deps = plan.services[0].builds[1]
+    deps = make_plan(inputs(branch="feature/login"), BuildOptions()).targets[1]
     assert refs(deps) == [
         "reg:5000/cache/ruby:deps-feature-login",
         "reg:5000/cache/ruby:deps-main",
         "reg:5000/cache/ruby:base-feature-login",
         "reg:5000/cache/ruby:base-main",
+        "reg:5000/cache/ruby:final-feature-login",
+        "reg:5000/cache/ruby:final-main",
     ]
-    assert deps.cache_to is not None
-    assert deps.cache_to["ref"] == "reg:5000/cache/ruby:deps-feature-login"
+    assert deps.cache_to is not None and deps.cache_to.location == "reg:5000/cache/ruby:deps-feature-login"
+
+
+def test_a_target_reads_its_graph_then_the_stages_that_share_it() -> None:
+    """A test stage outside the final image: each reads its own graph's refs first, then the other's (which
+    holds the stages both build on); a stage that shares nothing with a target is never read."""
+    graphs = {
+        "base": ("base",),
+        "deps": ("base", "deps"),
+        "assets": ("base", "assets"),
+        "test": ("base", "deps", "test"),
+        "final": ("base", "deps", "assets", "final"),
+    }
+    svc = service(stages=("base", "deps", "assets", "test", "final"), graphs=graphs)
+    targets = {t.stage: t for t in make_plan(inputs(svc), BuildOptions()).targets}
+    assert refs(targets["test"]) == [
+        f"reg:5000/cache/ruby:{s}-main" for s in ("test", "deps", "base", "assets", "final")
+    ]
+    assert refs(targets["final"]) == [
+        f"reg:5000/cache/ruby:{s}-main" for s in ("final", "assets", "deps", "base", "test")
+    ]
+    lonely = {**graphs, "assets": ("assets",), "final": ("base", "deps", "final")}
+    svc = service(stages=("base", "deps", "assets", "test", "final"), graphs=lonely)
+    targets = {t.stage: t for t in make_plan(inputs(svc), BuildOptions()).targets}
+    assert refs(targets["assets"]) == ["reg:5000/cache/ruby:assets-main"]
+    assert "reg:5000/cache/ruby:assets-main" not in refs(targets["final"])
+    assert [t.cache_to.location for t in targets.values() if t.cache_to] == [
+        f"reg:5000/cache/ruby:{s}-main" for s in ("base", "deps", "assets", "test", "final")
+    ]
 
 
 def test_trusted_branch_writes_shared() -> None:
     settings = Settings(trusted_branches=("release/*",))
     plan = make_plan(inputs(branch="release/1.2", settings=settings), BuildOptions())
-    assert plan.services[0].builds[0].cache_to["ref"] == "reg:5000/cache/ruby:base-main"  # type: ignore[index]
+    assert plan.targets[0].cache_to is not None
+    assert plan.targets[0].cache_to.location == "reg:5000/cache/ruby:base-main"
+
+
+def test_untrusted_branch_never_writes_a_shared_ref() -> None:
+    store = RegistryCache(type="registry", ref="reg:5000/cache/{service}", tag="{stage}-shared")
+    plan = make_plan(inputs(service(store), branch="attacker/pr"), BuildOptions(cache_write=True))
+    assert all(t.cache_to is None for t in plan.targets)
+    assert all("may not write it" in (t.caches.refused or "") for t in plan.targets)
 
 
 def test_extra_refs_come_last() -> None:
     store = RegistryCache(type="registry", ref="reg:5000/cache/{service}", extra_from=("other:5000/x:{stage}",))
     plan = make_plan(inputs(service(store)), BuildOptions())
-    assert refs(plan.services[0].builds[0])[-1] == "other:5000/x:base"
+    assert refs(plan.targets[0])[-1] == "other:5000/x:base"
 
 
 @pytest.mark.parametrize(
@@ -108,31 +149,34 @@ def test_extra_refs_come_last() -> None:
 def test_cache_write_policy(settings: Settings, options: BuildOptions, on_ci: bool, expected: bool) -> None:
     plan = make_plan(inputs(settings=settings, on_ci=on_ci), options)
     assert plan.cache_write is expected
-    assert all((b.cache_to is not None) is expected for b in plan.services[0].builds)
+    assert all((t.cache_to is not None) is expected for t in plan.targets)
 
 
 def test_final_image_pushed_with_commit_tag_and_stages_cache_only() -> None:
-    base, _deps, final = make_plan(inputs(), BuildOptions()).services[0].builds
+    base, _deps, final = make_plan(inputs(), BuildOptions()).targets
     assert final.tags == ("reg:5000/ruby:abc123",)
-    assert final.push and not final.load
-    assert base.output == {"type": "cacheonly"} and not base.tags
+    assert final.output == "push" and final.bake()["output"] == ["type=registry"]
+    assert base.output == "cacheonly" and base.bake()["output"] == ["type=cacheonly"] and not base.tags
 
 
 def test_no_push_loads() -> None:
-    final = make_plan(inputs(), BuildOptions(push=False)).services[0].builds[-1]
-    assert final.load and not final.push
+    final = make_plan(inputs(), BuildOptions(push=False)).targets[-1]
+    assert final.output == "load" and final.bake()["output"] == ["type=docker"]
 
 
 def test_push_stages_get_stage_tags() -> None:
     svc = service(push_stages=("deps",), tags=("abc123", "latest"))
-    deps = make_plan(inputs(svc), BuildOptions()).services[0].builds[1]
+    deps = make_plan(inputs(svc), BuildOptions()).targets[1]
     assert deps.tags == ("reg:5000/ruby:deps-abc123", "reg:5000/ruby:deps-latest")
     assert deps.push
 
 
-def test_stage_option_stops_early() -> None:
+def test_stage_option_builds_the_stage_and_its_graph() -> None:
     plan = make_plan(inputs(), BuildOptions(stage="deps"))
-    assert [b.stage for b in plan.services[0].builds] == ["base", "deps"]
+    assert [t.stage for t in plan.targets] == ["base", "deps"]
+    graphs = {**GRAPHS, "final": ("deps", "final")}
+    plan = make_plan(inputs(service(graphs=graphs)), BuildOptions(stage="final"))
+    assert [t.stage for t in plan.targets] == ["deps", "final"]
     with pytest.raises(ConfigError, match="no stage 'nope'"):
         make_plan(inputs(), BuildOptions(stage="nope"))
 
@@ -141,21 +185,100 @@ def test_local_store_sources_only_existing_dirs_and_swaps() -> None:
     local = LocalCache(type="local", path="cache")
     existing = {"/src/cache/ruby/base"}
     plan = make_plan(inputs(service(local)), BuildOptions(), exists=existing.__contains__)
-    deps = plan.services[0].builds[1]
-    assert [dict(c) for c in deps.cache_from] == [{"type": "local", "src": "/src/cache/ruby/base"}]
-    assert deps.cache_to is not None and deps.cache_to["dest"] == "/src/cache/ruby/deps.incoming"
-    assert deps.local_swap is not None and deps.local_swap.final == "/src/cache/ruby/deps"
+    deps = plan.targets[1]
+    assert [c.encode() for c in deps.cache_from] == ["type=local,src=/src/cache/ruby/base"]
+    assert deps.cache_to is not None and deps.cache_to.get("dest") == "/src/cache/ruby/deps.incoming"
+    assert deps.caches.step is not None and deps.caches.step.to_json()["final"] == "/src/cache/ruby/deps"
     assert plan.cache_write  # local stores are written even off CI
 
 
-def test_argv_is_exact() -> None:
-    final = make_plan(inputs(), BuildOptions(no_cache=True)).services[0].builds[-1]
-    argv = final.argv("dockercache", "/tmp/m.json")
-    assert argv[:4] == ["buildx", "build", "--progress", "rawjson"]
-    assert argv[argv.index("--cache-to") + 1].startswith("type=registry,ref=reg:5000/cache/ruby:final-main,mode=max")
-    assert argv.count("--cache-from") == 3  # on the default branch its own refs are the shared ones
-    assert "--no-cache" in argv and "--push" in argv
-    assert argv[-3:] == ["--tag", "reg:5000/ruby:abc123", "/src"]
+def test_bake_definition_and_argv() -> None:
+    plan = make_plan(inputs(), BuildOptions(no_cache=True))
+    definition = plan.bake_definition()
+    # Every stage is a target of the file; build runs the leaves (here the final image), whose mode=max
+    # cache holds the stages it builds on.
+    assert definition["group"] == {"default": {"targets": ["ruby-final"]}, "ruby": {"targets": ["ruby-final"]}}
+    assert list(definition["target"]) == ["ruby-base", "ruby-deps", "ruby-final"]
+    assert [t.built_by for t in plan.targets] == ["ruby-final"] * 3
+    final = definition["target"]["ruby-final"]
+    assert final == {
+        "context": "/src",
+        "dockerfile": "/src/Dockerfile",
+        "target": "final",
+        "args": {"A": "1"},
+        "tags": ["reg:5000/ruby:abc123"],
+        "cache-from": [
+            "type=registry,ref=reg:5000/cache/ruby:final-main",
+            "type=registry,ref=reg:5000/cache/ruby:deps-main",
+            "type=registry,ref=reg:5000/cache/ruby:base-main",
+        ],
+        "cache-to": [
+            "type=registry,ref=reg:5000/cache/ruby:final-main,mode=max,image-manifest=true,oci-mediatypes=true,"
+            "compression=zstd,ignore-error=true"
+        ],
+        "output": ["type=registry"],
+        "no-cache": True,
+    }
+    assert plan.bake_argv("/tmp/b.json", "/tmp/m.json") == [
+        "buildx",
+        "bake",
+        "--builder",
+        "dockercache",
+        "--progress",
+        "rawjson",
+        "--file",
+        "/tmp/b.json",
+        "--metadata-file",
+        "/tmp/m.json",
+        "default",
+    ]
+    document = plan.to_json()
+    assert document["bake"] == definition
+    assert document["argv"][:3] == ["docker", "buildx", "bake"]
+    json.dumps(document)  # serialisable
+
+
+def test_several_services_are_one_definition_with_a_group_each() -> None:
+    web = service(name="web", graphs=GRAPHS)
+    worker = service(name="worker.v2", stages=("base", "final"), graphs=GRAPHS)
+    plan = make_plan(inputs(web, worker), BuildOptions())
+    definition = plan.bake_definition()
+    assert list(definition["target"]) == ["web-base", "web-deps", "web-final", "worker_v2-base", "worker_v2-final"]
+    assert definition["group"]["default"]["targets"] == ["web-final", "worker_v2-final"]
+    assert definition["group"]["worker.v2"]["targets"] == ["worker_v2-final"]
+
+
+def test_build_runs_the_leaves_and_pushed_stages() -> None:
+    """A test stage beside the final image: both run; the stages they build on run inside them."""
+    graphs = {
+        "base": ("base",),
+        "deps": ("base", "deps"),
+        "test": ("base", "deps", "test"),
+        "final": ("base", "deps", "final"),
+    }
+    svc = service(stages=("base", "deps", "test", "final"), graphs=graphs, push_stages=("deps",))
+    plan = make_plan(inputs(svc), BuildOptions())
+    assert [t.name for t in plan.running] == ["ruby-deps", "ruby-test", "ruby-final"]  # deps: its image is pushed
+    assert {t.stage: t.built_by for t in plan.targets} == {
+        "base": "ruby-deps",
+        "deps": "ruby-deps",
+        "test": "ruby-test",
+        "final": "ruby-final",
+    }
+    plain = make_plan(inputs(service(stages=("base", "deps", "test", "final"), graphs=graphs)), BuildOptions())
+    assert [t.name for t in plain.running] == ["ruby-test", "ruby-final"]
+    assert plain.targets[0].built_by == "ruby-test"  # the first leaf in Dockerfile order that builds on it
+    only = plain.only([plain.targets[1]])
+    assert only.bake_definition()["group"]["default"]["targets"] == ["ruby-deps"]
+
+
+def test_names_that_meet_in_bake_are_a_config_error() -> None:
+    one = service(name="a-b", stages=("final",), graphs={"final": ("final",)})
+    two = service(name="a", stages=("b-final",), graphs={"b-final": ("b-final",)})
+    with pytest.raises(ConfigError, match="both become bake target or group 'a-b-final'"):
+        make_plan(inputs(one, two), BuildOptions())
+    with pytest.raises(ConfigError, match="the default group"):
+        make_plan(inputs(service(name="default")), BuildOptions())
 
 
 def test_ephemeral_builder_name_is_per_job() -> None:
@@ -169,28 +292,68 @@ def test_ephemeral_builder_name_is_per_job() -> None:
         "--driver",
         "docker-container",
     ]
+    assert plan.bake_argv()[2:4] == ["--builder", "dockercache-0190-abc"]
 
 
-def test_builder_create_argv_with_options() -> None:
-    builder = BuilderConfig(name="b", driver="remote", endpoint="tcp://bk:1234", driver_opts={"cacert": "/ca"})
+@pytest.mark.parametrize(
+    ("builder", "create"),
+    [
+        (
+            BuilderConfig(name="b", driver="remote", endpoint="tcp://bk:1234", driver_opts={"cacert": "/ca"}),
+            ["buildx", "create", "--name", "b", "--driver", "remote", "--driver-opt", "cacert=/ca", "tcp://bk:1234"],
+        ),
+        (
+            BuilderConfig(name="k8s", driver="kubernetes", driver_opts={"namespace": "ci", "replicas": "2"}),
+            [
+                "buildx",
+                "create",
+                "--name",
+                "k8s",
+                "--driver",
+                "kubernetes",
+                "--driver-opt",
+                "namespace=ci",
+                "--driver-opt",
+                "replicas=2",
+            ],
+        ),
+        (
+            BuilderConfig(
+                name="dc", driver="docker-container", driver_opts={"network": "host"}, platforms=("linux/amd64",)
+            ),
+            [
+                "buildx",
+                "create",
+                "--name",
+                "dc",
+                "--driver",
+                "docker-container",
+                "--driver-opt",
+                "network=host",
+                "--platform",
+                "linux/amd64",
+            ],
+        ),
+    ],
+)
+def test_every_driver_bakes_through_its_builder(builder: BuilderConfig, create: list[str]) -> None:
     plan = make_plan(inputs(builder=builder), BuildOptions())
-    assert plan.builder.create_argv() == [
-        "buildx",
-        "create",
-        "--name",
-        "b",
-        "--driver",
-        "remote",
-        "--driver-opt",
-        "cacert=/ca",
-        "tcp://bk:1234",
-    ]
+    assert plan.builder.create_argv() == create
+    assert plan.bake_argv()[:4] == ["buildx", "bake", "--builder", builder.name]
 
 
 def test_force_compression() -> None:
     store = RegistryCache(type="registry", ref="r/c", force_compression=True)
-    build = make_plan(inputs(service(store)), BuildOptions()).services[0].builds[0]
-    assert build.cache_to is not None and build.cache_to["force-compression"] == "true"
+    target = make_plan(inputs(service(store)), BuildOptions()).targets[0]
+    assert target.cache_to is not None and target.cache_to.get("force-compression") == "true"
+
+
+def test_cache_entry_encoding_quotes_what_csv_needs() -> None:
+    from dockercache.stores import CacheEntry
+
+    entry = CacheEntry.make("local", {"src": "/a,b/c", "x": 'say "hi"'})
+    assert entry.encode() == 'type=local,"src=/a,b/c","x=say ""hi"""'
+    assert entry.location == "/a,b/c"
 
 
 S3 = S3Cache(type="s3", bucket="ci-cache", endpoint_url="http://127.0.0.1:5002", region="eu-west-1")
@@ -201,37 +364,40 @@ def s3_inputs(branch: str = "main", store: S3Cache = S3, **kw: object) -> PlanIn
 
 
 def test_s3_restore_order_and_save_key() -> None:
-    deps = make_plan(s3_inputs("feature/x"), BuildOptions()).services[0].builds[1]
-    assert deps.s3 is not None
-    assert deps.s3.restore_keys == ("shop/latest", "shop/feature-x", "shop/main")
-    assert deps.s3.save_name == "shop/feature-x/ruby/deps"
-    assert [c["src"] for c in deps.cache_from] == [
+    deps = make_plan(s3_inputs("feature/x"), BuildOptions()).targets[1]
+    step = deps.caches.step
+    assert step is not None and deps.caches.kind == "s3"
+    assert step.to_json()["restore_keys"] == ["shop/latest", "shop/feature-x", "shop/main"]
+    assert step.to_json()["save"] == "shop/feature-x/ruby/deps"
+    assert [c.location for c in deps.cache_from] == [
         "/agent/s3/ci-cache/dockercache/restore/ruby/deps",
         "/agent/s3/ci-cache/dockercache/restore/ruby/base",
+        "/agent/s3/ci-cache/dockercache/restore/ruby/final",
     ]
-    assert deps.cache_to is not None and deps.cache_to["dest"] == "/agent/s3/ci-cache/dockercache/export/ruby/deps"
+    assert deps.cache_to is not None and deps.cache_to.location == "/agent/s3/ci-cache/dockercache/export/ruby/deps"
 
 
 def test_s3_untrusted_branch_never_writes_a_key_the_default_branch_reads() -> None:
     shared = S3Cache(type="s3", bucket="b", key="{pipeline}/latest")
-    build = make_plan(s3_inputs("feature/x", shared), BuildOptions()).services[0].builds[0]
-    assert build.s3 is not None and build.s3.save_name is None and build.cache_to is None
-    assert build.s3.refused is not None and "shop/latest" in build.s3.refused
-    on_main = make_plan(s3_inputs("main", shared), BuildOptions()).services[0].builds[0]
-    assert on_main.s3 is not None and on_main.s3.save_name == "shop/latest/ruby/base"
+    target = make_plan(s3_inputs("feature/x", shared), BuildOptions()).targets[0]
+    assert target.caches.step is not None and target.caches.step.to_json()["save"] is None
+    assert target.cache_to is None
+    assert target.caches.refused is not None and "shop/latest" in target.caches.refused
+    on_main = make_plan(s3_inputs("main", shared), BuildOptions()).targets[0]
+    assert on_main.caches.step is not None and on_main.caches.step.to_json()["save"] == "shop/latest/ruby/base"
 
 
 def test_s3_commit_keys_are_safe_for_any_branch() -> None:
     per_commit = S3Cache(type="s3", bucket="b", key="{pipeline}/{commit}")
-    build = make_plan(s3_inputs("feature/x", per_commit), BuildOptions()).services[0].builds[0]
-    assert build.s3 is not None and build.s3.save_name == "shop/abc123/ruby/base"
+    target = make_plan(s3_inputs("feature/x", per_commit), BuildOptions()).targets[0]
+    assert target.caches.step is not None and target.caches.step.to_json()["save"] == "shop/abc123/ruby/base"
 
 
 def test_s3_native_uses_buildkit_s3_cache_without_credentials() -> None:
     native = S3Cache(type="s3", bucket="b", region="eu-west-1", native=True, endpoint_url="http://minio:9000")
-    build = make_plan(s3_inputs("main", native), BuildOptions()).services[0].builds[1]
-    assert build.s3 is None
-    assert dict(build.cache_from[0]) == {
+    target = make_plan(s3_inputs("main", native), BuildOptions()).targets[1]
+    assert target.caches.kind == "s3-native" and target.caches.step is None
+    assert target.cache_from[0].to_json() == {
         "type": "s3",
         "bucket": "b",
         "prefix": "dockercache/native/",
@@ -240,7 +406,7 @@ def test_s3_native_uses_buildkit_s3_cache_without_credentials() -> None:
         "use_path_style": "true",
         "name": "shop/latest/ruby/deps",
     }
-    assert build.cache_to is not None and build.cache_to["name"] == "shop/main/ruby/deps"
-    argv = " ".join(build.argv("ci"))
-    assert "type=s3,bucket=b" in argv
-    assert "access_key" not in argv and "secret" not in argv
+    assert target.cache_to is not None and target.cache_to.get("name") == "shop/main/ruby/deps"
+    text = json.dumps(target.bake())
+    assert "type=s3,bucket=b" in text
+    assert "access_key" not in text and "secret" not in text

@@ -1,10 +1,19 @@
+"""dockercache.progress: the rawjson stream, and its attribution to bake targets."""
+
 from __future__ import annotations
 
 import json
 
-from dockercache.progress import BuildEvents, RawJsonDecoder
+from dockercache.progress import BuildEvents, RawJsonDecoder, Step, Tally, TargetInfo
 
 from .conftest import FIXTURES
+
+# tests/fixtures/rawjson/bake.Dockerfile built as three bake targets (ruby-deps, ruby-test, ruby-final).
+BAKE_TARGETS = [
+    TargetInfo("ruby-deps", "deps", "ruby", ("base", "deps")),
+    TargetInfo("ruby-test", "test", "ruby", ("base", "deps", "test")),
+    TargetInfo("ruby-final", "final", "ruby", ("base", "deps", "final")),
+]
 
 
 def fold(name: str) -> BuildEvents:
@@ -20,36 +29,120 @@ def fold(name: str) -> BuildEvents:
     return events
 
 
+def single(name: str, stage: str = "final") -> Tally:
+    """A one-target run (``buildx build`` or a bake of one target: names carry no target prefix)."""
+    tally = Tally([TargetInfo("t", stage, "x", ("base", "deps", stage))])
+    tally.add(fold(name), ["t"])
+    return tally
+
+
+def counts(tally: Tally) -> dict[str, dict[str, tuple[int, int]]]:
+    return {t: {s: (c.cached, c.total) for s, c in stages.items()} for t, stages in tally.steps().items()}
+
+
 def test_counts_cached_steps_per_stage() -> None:
-    events = fold("cache-registry-down.txt")
-    stages = events.by_stage()
-    assert {k: (v.cached, v.total) for k, v in stages.items()} == {
-        "final": (0, 2),
-        "deps": (2, 2),
-        "base": (1, 1),
-    }
+    assert counts(single("cache-registry-down.txt")) == {"t": {"base": (1, 1), "deps": (2, 2), "final": (0, 2)}}
 
 
 def test_unreachable_cache_registry_is_a_problem() -> None:
-    problems = fold("cache-registry-down.txt").cache_problems()
+    problems = single("cache-registry-down.txt").cache_problems()["t"]
     assert len(problems) == 2
     assert problems[0].startswith("importing cache manifest from localhost:5999")
     assert any(p.startswith("exporting cache to registry") for p in problems)
+    assert single("cache-registry-down.txt").exported() == {"t": False}
 
 
 def test_missing_cache_ref_is_a_miss_not_a_problem() -> None:
-    events = fold("cache-ref-missing.txt")
-    assert events.cache_problems() == []
-    assert events.cache_misses() == ["localhost:5000/cache/nothere:x"]
+    tally = single("cache-ref-missing.txt")
+    assert tally.cache_problems() == {"t": []}
+    events, _ = tally.runs[0]
     assert any("local cache import" in line for line in events.text)
 
 
 def test_failure_names_the_step() -> None:
-    events = fold("failed-run.txt")
-    failure = events.failure()
-    assert failure is not None
-    assert failure.startswith("[final 2/2] RUN echo built && false")
-    assert "exit code: 1" in failure
+    (failure,) = single("failed-run.txt").failures()
+    assert failure.targets == ["t"] and failure.stage == "final"
+    assert failure.describe().startswith("[final 2/2] RUN echo built && false")
+    assert "exit code: 1" in failure.describe()
+
+
+def test_bake_steps_count_once_in_the_target_of_their_stage() -> None:
+    """Three targets share base and deps; every step counts once, where its own stage is built."""
+    tally = Tally(BAKE_TARGETS)
+    tally.add(fold("bake-three-targets.txt"), [t.name for t in BAKE_TARGETS])
+    assert counts(tally) == {
+        "ruby-deps": {"base": (0, 2), "deps": (0, 2)},
+        "ruby-test": {"test": (0, 2)},
+        # final's COPY lib/ is the same vertex as test's: solved once in this session, so not run again.
+        "ruby-final": {"final": (1, 3)},
+    }
+    total = sum(c.total for stages in tally.steps().values() for c in stages.values())
+    assert total == 9  # bake.Dockerfile has 9 steps besides FROM
+    assert tally.cache_problems() == {"ruby-deps": [], "ruby-test": [], "ruby-final": []}  # first build: misses
+    assert tally.exported() == {"ruby-deps": True, "ruby-test": True, "ruby-final": True}
+    assert all(seconds > 0 for seconds in tally.seconds().values())
+
+
+def test_steps_of_a_stage_that_is_no_target_go_to_the_first_target_that_builds_it() -> None:
+    targets = [
+        TargetInfo("ruby-test", "test", "ruby", ("base", "deps", "test")),
+        TargetInfo("ruby-final", "final", "ruby", ("base", "deps", "final")),
+    ]
+    tally = Tally(targets)
+    tally.add(fold("bake-three-targets.txt"), ["ruby-deps", "ruby-test", "ruby-final"])
+    got = counts(tally)
+    assert got["ruby-test"] == {"base": (0, 2), "deps": (0, 2), "test": (0, 2)}
+    assert got["ruby-final"] == {"final": (1, 3)}
+
+
+def test_two_services_from_one_dockerfile_share_steps() -> None:
+    """Same context, Dockerfile and args: the same steps, counted once, in the first service."""
+    targets = [
+        TargetInfo("web-deps", "deps", "same", ("base", "deps")),
+        TargetInfo("web-test", "test", "same", ("base", "deps", "test")),
+        TargetInfo("worker-final", "final", "same", ("base", "deps", "final")),
+    ]
+    events = fold("bake-three-targets.txt")
+    renamed = BuildEvents()
+    for vertex in events.vertexes.values():
+        vertex.names = [
+            n.replace("[ruby-deps", "[web-deps")
+            .replace("[ruby-test", "[web-test")
+            .replace("[ruby-final", "[worker-final")
+            for n in vertex.names
+        ]
+        renamed.vertexes[vertex.digest] = vertex
+    tally = Tally(targets)
+    tally.add(renamed, [t.name for t in targets])
+    assert sum(c.total for stages in tally.steps().values() for c in stages.values()) == 9
+    assert counts(tally)["web-deps"] == {"base": (0, 2), "deps": (0, 2)}
+
+
+def test_a_failing_target_is_named_and_the_others_are_not_failures() -> None:
+    tally = Tally(BAKE_TARGETS)
+    tally.add(fold("bake-test-target-fails.txt"), [t.name for t in BAKE_TARGETS])
+    (failure,) = tally.failures()
+    assert failure.targets == ["ruby-test"] and failure.stage == "test"
+    assert failure.name == "[test 2/2] RUN echo testing && sleep 1 && exit 3"
+    assert "exit code: 3" in failure.error
+    # final was cancelled mid-export: its export is not counted as done, and no problem is blamed on cache.
+    assert tally.exported()["ruby-final"] is False
+
+
+def test_rescue_run_adds_up_with_the_first() -> None:
+    """A step run in the first bake and answered from the local cache in a second one counts as run, once."""
+    tally = Tally(BAKE_TARGETS)
+    tally.add(fold("bake-three-targets.txt"), [t.name for t in BAKE_TARGETS])
+    tally.add(fold("bake-three-targets.txt"), [t.name for t in BAKE_TARGETS])
+    assert counts(tally)["ruby-deps"] == {"base": (0, 2), "deps": (0, 2)}
+    assert tally.seconds()["ruby-deps"] > 0
+
+
+def test_step_names() -> None:
+    assert Step.parse("[deps 2/3] RUN make") == Step("deps", 2, "RUN make")
+    assert Step.parse("[linux/arm64 deps 2/3] RUN make") == Step("deps", 2, "RUN make")
+    assert Step.parse("[base 1/3] FROM busybox") is None
+    assert Step.parse("exporting to image") is None
 
 
 def test_decoder_handles_text_and_partial_objects() -> None:
@@ -74,3 +167,30 @@ def test_decoder_handles_text_and_partial_objects() -> None:
     events = BuildEvents()
     done = events.apply(items[0])
     assert [v.name for v in done] == ["[a 1/1] RUN x"] and done[0].cached
+    assert events.last_error_line() is None
+    events.apply("ERROR: boom")
+    assert events.last_error_line() == "boom"
+
+
+def test_duplicates_buildkit_merged_away_are_not_runs() -> None:
+    """Nothing changed, five targets: BuildKit merges equal vertices of concurrent targets and reports the
+    dropped duplicates as ``context canceled`` or never started. Those did not run: only the test stage's
+    RUN really ran in that build (BuildKit 0.13 did not match it in the imported cache)."""
+    graphs = {
+        "base": ("base",),
+        "deps": ("base", "deps"),
+        "build": ("base", "deps", "build"),
+        "test": ("base", "deps", "build", "test"),
+        "final": ("base", "deps", "build", "final"),
+    }
+    targets = [TargetInfo(f"app-{s}", s, "app", g) for s, g in graphs.items()]
+    tally = Tally(targets)
+    tally.add(fold("bake-merged-duplicates.txt"), [t.name for t in targets])
+    assert counts(tally) == {
+        "app-base": {"base": (1, 1)},
+        "app-deps": {"deps": (2, 2)},
+        "app-build": {"build": (2, 2)},
+        "app-test": {"test": (0, 1)},
+        "app-final": {"final": (2, 2)},
+    }
+    assert tally.failures() == []  # errors on merged-away duplicates are no failure either

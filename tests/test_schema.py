@@ -7,7 +7,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from dockercache.config import ConfigError, parse_config
+from dockercache.errors import ConfigError
+from dockercache.loader import parse_config
 from dockercache.schema import build_schema
 
 from .conftest import FIXTURES, ROOT

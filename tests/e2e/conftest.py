@@ -314,6 +314,19 @@ class S3Project(Project):
     def run(self, *args: str, **env: str) -> Result:
         return run_dockercache(*args, cwd=self.path, env=self.env(**env))
 
+    def crashing_build(self, snapshot: str) -> Result:
+        """A build whose process dies between a snapshot's blobs and its index (tests/bin's wrapper)."""
+        proc = subprocess.run(
+            [sys.executable, str(STUB_AGENT / "dockercache-crash-before-index"), "build", "--json"],
+            cwd=self.path,
+            env=self.env(CRASH_BEFORE_INDEX=snapshot),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr, [])
+
     def fresh_agent(self) -> None:
         fresh_agent()
         shutil.rmtree(self.agent_dir, ignore_errors=True)

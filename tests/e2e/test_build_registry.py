@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
-from .conftest import COMMIT, ExtraRegistry, Project, Stack, fresh_agent, registry_config
+from .conftest import (
+    COMMIT,
+    ExtraRegistry,
+    Project,
+    Stack,
+    base_env,
+    docker,
+    fresh_agent,
+    registry_config,
+    run_dockercache,
+)
 
 STAGES = ("base", "deps", "final")
 
@@ -33,20 +48,18 @@ def test_build_pushes_image_and_cache_manifests(project: Project, stack: Stack) 
     if "manifests" in base_manifest:
         _, base_manifest = stack.registry.manifest(base_repo, base_manifest["manifests"][0]["digest"])
     base_layers = {layer["digest"] for layer in base_manifest["layers"]}
-    assert stack.registry.tags(f"{project.name}/cache") == ["base-main", "deps-main", "final-main"]
+    # build runs the leaf (final); its mode=max cache holds the stages it builds on, so one cache manifest
+    # per branch holds every stage: an OCI image manifest with a BuildKit cache config.
+    assert stack.registry.tags(f"{project.name}/cache") == ["final-main"]
+    _, manifest = stack.registry.manifest(f"{project.name}/cache", "final-main")
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.buildkit.cacheconfig.v0"
+    own = [layer for layer in manifest["layers"] if layer["digest"] not in base_layers]
+    assert len(own) >= 7  # base 2, deps 3 and final's 3 steps make layers (WORKDIR may not)
+    # Every layer here is also in the pushed image, so it keeps the image's gzip (force_compression = false).
+    assert {layer["mediaType"] for layer in own} == {"application/vnd.oci.image.layer.v1.tar+gzip"}
     for stage in STAGES:
-        _, manifest = stack.registry.manifest(f"{project.name}/cache", f"{stage}-main")
-        assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
-        assert manifest["config"]["mediaType"] == "application/vnd.buildkit.cacheconfig.v0"
-        own = [layer for layer in manifest["layers"] if layer["digest"] not in base_layers]
-        assert own, stage
-        media_types = {layer["mediaType"] for layer in own}
-        if stage == "final":
-            # Layers shared with the pushed image keep the image's gzip unless force_compression is set.
-            assert "application/vnd.oci.image.layer.v1.tar+zstd" in media_types
-        else:
-            assert media_types == {"application/vnd.oci.image.layer.v1.tar+zstd"}
-        assert result.stage("ruby", stage)["cache_written"] == f"{stack.host}/{project.name}/cache:{stage}-main"
+        assert result.stage("ruby", stage)["cache_written"] == f"{stack.host}/{project.name}/cache:final-main"
     # A cold build caches nothing.
     assert svc["steps_cached"] == 0 and svc["steps_total"] == 8
 
@@ -54,8 +67,6 @@ def test_build_pushes_image_and_cache_manifests(project: Project, stack: Stack) 
 def test_human_report_has_table_and_closing_line(project: Project, stack: Stack) -> None:
     result = project.build()  # --json is added by Project.build; run the plain form too
     assert result.returncode == 0
-    from .conftest import base_env, run_dockercache
-
     plain = run_dockercache("build", cwd=project.path, env=base_env())
     assert plain.returncode == 0, plain.stderr
     lines = plain.stdout.strip().splitlines()
@@ -101,9 +112,7 @@ def test_feature_branch_reads_default_branch_cache_and_writes_only_its_own(proje
     result = project.build(BUILDKITE_BRANCH="feature/login-form")
     assert result.returncode == 0, result.stderr
     assert result.json["services"][0]["steps_cached"] == 8  # everything came from main's cache
-    assert sorted(stack.registry.tags(repo)) == sorted(
-        [*main_digests, "base-feature-login-form", "deps-feature-login-form", "final-feature-login-form"]
-    )
+    assert sorted(stack.registry.tags(repo)) == sorted([*main_digests, "final-feature-login-form"])
     # main's refs were not rewritten by the branch build
     assert {t: stack.registry.manifest(repo, t)[0] for t in main_digests} == main_digests
 
@@ -140,34 +149,61 @@ def test_unreachable_cache_registry_is_a_warning_then_fatal_on_request(
     assert "unreachable" in fatal.stderr and "cache_errors = 'fail'" in fatal.stderr
 
 
-@pytest.mark.parametrize("branch", ["main"])
-def test_plan_argv_is_what_runs(project: Project, stack: Stack, tmp_path: object, branch: str) -> None:
-    """`plan --json` shows the exact argument lists that the build passes to docker."""
-    import json
-    import os
-    from pathlib import Path
-
-    from .conftest import base_env, run_dockercache
-
-    log = Path(str(tmp_path)) / "argv.log"
-    shim = Path(str(tmp_path)) / "bin"
+def test_plan_is_the_bake_file_that_runs(project: Project, stack: Stack, tmp_path: Path) -> None:
+    """`plan --json` shows the exact argument list and `plan --bake` the exact file that `build` runs."""
+    log = tmp_path / "argv.log"
+    shim = tmp_path / "bin"
     shim.mkdir()
-    real = os.popen("command -v docker").read().strip()
-    (shim / "docker").write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" >> {log}\nprintf "\\n" >> {log}\nexec {real} "$@"\n')
+    real = shutil.which("docker")
+    # Record every docker call, and keep a copy of each bake file as it was when bake ran.
+    (shim / "docker").write_text(
+        f"""#!/bin/sh
+printf "%s\\0" "$@" >> {log}; printf "\\n" >> {log}
+prev=; for a in "$@"; do [ "$prev" = --file ] && cp "$a" {tmp_path}/ran-bake.json; prev=$a; done
+exec {real} "$@"
+"""
+    )
     (shim / "docker").chmod(0o755)
-    env = base_env(PATH=f"{shim}:{os.environ['PATH']}", BUILDKITE_BRANCH=branch)
+    env = base_env(PATH=f"{shim}:{os.environ['PATH']}")
     plan = run_dockercache("plan", "--json", cwd=project.path, env=env)
-    assert plan.returncode == 0, plan.stderr
+    bake = run_dockercache("plan", "--bake", cwd=project.path, env=env)
+    assert plan.returncode == 0 and bake.returncode == 0, plan.stderr + bake.stderr
     assert not log.exists(), "plan must not run docker"
-    planned = [b["argv"][1:] for b in json.loads(plan.stdout)["services"][0]["builds"]]
     result = run_dockercache("build", cwd=project.path, env=env)
     assert result.returncode == 0, result.stderr
     ran = [line.split("\0")[:-1] for line in log.read_text().splitlines()]
-    builds = [argv for argv in ran if argv[:2] == ["buildx", "build"]]
-    for argv in builds:
-        i = argv.index("--metadata-file")
-        argv[i + 1] = "<metadata file>"
-    assert builds == planned
+    bakes = [argv for argv in ran if argv[:2] == ["buildx", "bake"]]
+    assert len(bakes) == 1, ran  # one BuildKit session for the whole build
+    (argv,) = bakes
+    argv[argv.index("--file") + 1] = "<bake file>"
+    argv[argv.index("--metadata-file") + 1] = "<metadata file>"
+    assert ["docker", *argv] == json.loads(plan.stdout)["argv"]
+    assert json.loads((tmp_path / "ran-bake.json").read_text()) == json.loads(bake.stdout)
+
+
+def test_bake_resolves_the_file_as_the_plan_says(project: Project, stack: Stack, tmp_path: Path) -> None:
+    """What `docker buildx bake --print` makes of `plan --bake` is what the plan says, target by target."""
+    planned = json.loads(run_dockercache("plan", "--json", cwd=project.path, env=base_env()).stdout)
+    bake_file = tmp_path / "bake.json"
+    bake_file.write_text(run_dockercache("plan", "--bake", cwd=project.path, env=base_env()).stdout)
+    default = json.loads(docker("buildx", "bake", "--file", str(bake_file), "--print", "default").stdout)
+    assert default["group"]["default"]["targets"] == ["ruby-final"]  # what build runs: the leaf
+    targets = {t["name"]: t for s in planned["services"] for t in s["targets"]}
+    printed = docker("buildx", "bake", "--file", str(bake_file), "--print", *targets)
+    resolved = json.loads(printed.stdout)
+    assert set(resolved["target"]) == set(targets)
+    for name, got in resolved["target"].items():
+        want = targets[name]
+        assert got["context"] == str(project.path.resolve())
+        assert got["dockerfile"] == str((project.path / "Dockerfile").resolve())
+        assert got["target"] == want["target"]
+        assert got["args"] == {"BASE_IMAGE": stack.base_image}
+        assert got.get("tags", []) == want["tags"]
+        assert got.get("cache-from", []) == want["cache_from"]
+        assert got.get("cache-to", []) == ([want["cache_to"]] if want["cache_to"] else [])
+        assert got["output"] == [
+            {"push": "type=registry", "cacheonly": "type=cacheonly", "load": "type=docker"}[want["output"]]
+        ]
 
 
 def test_stage_images_pushed_when_asked_and_stage_selection(project: Project, stack: Stack) -> None:
@@ -176,14 +212,13 @@ def test_stage_images_pushed_when_asked_and_stage_selection(project: Project, st
     assert result.returncode == 0, result.stderr
     assert [s["stage"] for s in result.json["services"][0]["stages"]] == ["base", "deps"]
     assert stack.registry.tags(f"{project.name}/ruby") == [f"deps-{COMMIT[:12]}"]  # the final image was not built
+    assert stack.registry.tags(f"{project.name}/cache") == ["deps-main"]  # --stage deps: deps is the leaf
     full = project.build()
     assert full.returncode == 0, full.stderr
     assert stack.registry.tags(f"{project.name}/ruby") == sorted([f"deps-{COMMIT[:12]}", COMMIT[:12]])
 
 
 def test_no_push_loads_the_image_locally(project: Project, stack: Stack) -> None:
-    from .conftest import docker
-
     fresh_agent()
     result = project.build("--no-push")
     assert result.returncode == 0, result.stderr

@@ -30,11 +30,11 @@ def test_compose_service_supplies_context_target_and_args(project: Project, stac
     env = base_env(DOCKERCACHE_BASE_IMAGE=stack.base_image)
     plan = run_dockercache("plan", "--json", cwd=project.path, env=env)
     assert plan.returncode == 0, plan.stderr
-    builds = json.loads(plan.stdout)["services"][0]["builds"]
-    assert [b["target"] for b in builds] == ["base", "deps", "final"]
-    argv = builds[-1]["argv"]
-    assert f"BASE_IMAGE={stack.base_image}" in argv
-    assert argv[-1] == str(project.path)
+    document = json.loads(plan.stdout)
+    assert [t["target"] for t in document["services"][0]["targets"]] == ["base", "deps", "final"]
+    final = document["bake"]["target"]["ruby-final"]
+    assert final["args"] == {"BASE_IMAGE": stack.base_image}
+    assert final["context"] == str(project.path.resolve())
     result = run_dockercache("build", "--json", cwd=project.path, env=env)
     assert result.returncode == 0, result.stderr
     assert result.json["services"][0]["status"] == "ok"
@@ -48,4 +48,4 @@ def test_compose_file_from_environment(project: Project, stack: Stack) -> None:
     assert missing.returncode == 2 and "compose_files: no Compose file given" in missing.stderr
     found = run_dockercache("plan", cwd=project.path, env=base_env(COMPOSE_FILE="ci-compose.yml"))
     assert found.returncode == 0, found.stderr
-    assert "--target final" in found.stdout
+    assert "final (final): bake target ruby-final" in found.stdout

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ..test_cli import BIN, run
-from ..test_config import BAD, expectation
+from ..conftest import BAD, BIN, expectation
+from ..conftest import run_cli as run
 
 
 @pytest.mark.hardening("bad-config")

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockercache.config import Config, load_config, parse_config
+from dockercache.config import Config
 from dockercache.errors import ConfigError
+from dockercache.loader import load_config, parse_config
 from dockercache.schema import build_schema
 
 KEYS = sorted(

@@ -27,7 +27,7 @@ def test_untrusted_branch_cannot_write_a_shared_registry_ref(project: Project, s
     assert project.build().returncode == 0
     repo = f"{project.name}/cache"
     before = digests(stack, repo)
-    assert sorted(before) == ["base-shared", "deps-shared", "final-shared"]
+    assert sorted(before) == ["final-shared"]
     fresh_agent()
     project.touch_source("evil")
     result = project.build("--cache-write", BUILDKITE_BRANCH="attacker/pr")

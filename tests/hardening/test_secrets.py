@@ -1,6 +1,6 @@
-"""Hardening, group secrets: with AWS keys and a registry password set, no secret value appears in stdout,
-stderr, the plan, --json output, Buildkite meta-data or annotations, or the arguments of any process
-dockercache starts (sampled from /proc while the build runs)."""
+"""Hardening, group secrets: with AWS keys, a registry password and a token-like build arg set, no secret value
+appears in stdout, stderr, the plan, --json output, Buildkite meta-data or annotations, or the arguments of
+any process dockercache starts (sampled from /proc while the build runs)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.hardening("secrets")]
 
 PASSWORD = "reg-Pa55w0rd-" + "7c1e9a"
 USER = "ci-bot"
+NPM_TOKEN = "npm_" + "q8Zr3uT1wP0sYk2m"
 
 
 @pytest.fixture
@@ -65,8 +66,10 @@ def test_no_secret_anywhere(s3_project: S3Project, stack: Stack, auth_registry: 
         f'image = "{stack.host}/', f'image = "{auth_registry}/'
     )
     config = f'[registries."{auth_registry}"]\nusername = "{USER}"\npassword = "${{REGISTRY_PASSWORD}}"\n' + config
+    # A token passed as a build arg travels in the bake file, never in a process's arguments.
+    config = config.replace("args = {", 'args = { NPM_TOKEN = "${NPM_TOKEN}", ')
     s3_project.write_config(config)
-    env = s3_project.env(REGISTRY_PASSWORD=PASSWORD, DOCKER_CONFIG=str(tmp_path / "docker-config"))
+    env = s3_project.env(REGISTRY_PASSWORD=PASSWORD, NPM_TOKEN=NPM_TOKEN, DOCKER_CONFIG=str(tmp_path / "docker-config"))
     s3_project.fresh_agent()
     stop = threading.Event()
     seen: list[str] = []
@@ -87,7 +90,7 @@ def test_no_secret_anywhere(s3_project: S3Project, stack: Stack, auth_registry: 
         sampler.join()
     assert build.returncode == 0, build.stderr
     assert f"logging in to {auth_registry} as {USER}" in build.stderr
-    assert any("buildx build" in line for line in seen), "the sampler must have seen the build running"
+    assert any("buildx bake" in line for line in seen), "the sampler must have seen the build running"
     outputs: list[str] = [build.stdout, build.stderr]
     for args in (["plan"], ["plan", "--json"], ["check"], ["cache.list"], ["cache.verify"]):
         proc = subprocess.run(
@@ -102,7 +105,7 @@ def test_no_secret_anywhere(s3_project: S3Project, stack: Stack, auth_registry: 
         assert proc.returncode == 0, proc.stderr
         outputs += [proc.stdout, proc.stderr]
     outputs += [p.read_text() for p in s3_project.stub_dir.iterdir()]  # meta-data, annotations, calls
-    for secret in (PASSWORD, SECRET_KEY, ACCESS_KEY):
+    for secret in (PASSWORD, SECRET_KEY, ACCESS_KEY, NPM_TOKEN):
         for text in outputs:
             assert secret not in text
         for cmdline in seen:
@@ -119,6 +122,7 @@ def test_a_secret_in_a_build_arg_is_redacted_from_output(s3_project: S3Project, 
         )
     )
     env: dict[str, Any] = {"NPM_TOKEN": "npm_abcdefghijklmnop"}
-    plan = s3_project.run("plan", **env)
-    assert plan.returncode == 0
-    assert "npm_abcdefghijklmnop" not in plan.stdout and "NPM_TOKEN=[redacted]" in plan.stdout
+    for args in (["plan", "--bake"], ["plan", "--json"]):
+        plan = s3_project.run(*args, **env)
+        assert plan.returncode == 0, plan.stderr
+        assert "npm_abcdefghijklmnop" not in plan.stdout and '"NPM_TOKEN": "[redacted]"' in plan.stdout

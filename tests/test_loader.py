@@ -1,35 +1,21 @@
+"""dockercache.loader: finding, reading and checking dockercache.toml."""
+
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from dockercache.commands import Environment, cmd_check
-from dockercache.config import (
-    CONFIG_NAME,
-    LocalCache,
-    RegistryCache,
-    find_config,
-    interpolate,
-    load_config,
-    parse_config,
-)
+from dockercache.config import CONFIG_NAME, LocalCache, RegistryCache
 from dockercache.docker import Docker
 from dockercache.errors import ConfigError
+from dockercache.loader import find_config, load_config, parse_config
 from dockercache.report import Console
 
-from .conftest import FIXTURES, ROOT
+from .conftest import BAD, ROOT, expectation
 
-BAD = sorted((FIXTURES / "bad").glob("*.toml"))
 VARS = {"HOME": "/root", "BUILDKITE_COMMIT": "abc123", "EMPTY": ""}
-
-
-def expectation(path: Path) -> str:
-    first = path.read_text(errors="replace").splitlines()[0]
-    match = re.match(r"#\s*expect:\s*(.+)", first)
-    assert match, f"{path.name}: first line must be '# expect: <part of the message>'"
-    return match.group(1).strip()
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
@@ -84,47 +70,11 @@ def test_numbers_in_build_args_become_strings() -> None:
     assert config.service("app").args["V"] == "3"
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("${HOME}/x", "/root/x"),
-        ("$HOME", "/root"),
-        ("${MISSING:-fallback}", "fallback"),
-        ("${EMPTY:-fallback}", "fallback"),
-        ("${EMPTY}", ""),
-        ("cost $$5", "cost $5"),
-        ("plain", "plain"),
-        ("$", "$"),
-    ],
-)
-def test_interpolate(text: str, expected: str) -> None:
-    assert interpolate(text, VARS, "where") == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("${MISSING}", "undefined variable ${MISSING}"),
-        ("${BAD NAME}", "invalid variable expression"),
-        ("${HOME", "unterminated"),
-    ],
-)
-def test_interpolate_errors(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        interpolate(text, VARS, "where")
-
-
 def test_unknown_key_suggests(tmp_path: Path) -> None:
     path = tmp_path / CONFIG_NAME
     path.write_text('[services.app]\nstagse = ["a"]\n')
     with pytest.raises(ConfigError, match=r"services\.app\.stagse: unknown key \(did you mean 'stages'\?\)"):
         load_config(path, VARS)
-
-
-def test_unknown_service() -> None:
-    config = parse_config({"services": {"ruby": {}}}, VARS, Path(CONFIG_NAME))
-    with pytest.raises(ConfigError, match=r"no service 'rubby' \(did you mean 'ruby'\?\)"):
-        config.service("rubby")
 
 
 def test_find_config_walks_up(tmp_path: Path) -> None:
@@ -146,3 +96,9 @@ def test_find_config_explicit_and_env(tmp_path: Path) -> None:
 def test_find_config_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         find_config(tmp_path, env={})
+
+
+def test_unknown_service() -> None:
+    config = parse_config({"services": {"ruby": {}}}, VARS, Path(CONFIG_NAME))
+    with pytest.raises(ConfigError, match=r"no service 'rubby' \(did you mean 'ruby'\?\)"):
+        config.service("rubby")

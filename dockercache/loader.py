@@ -1,0 +1,282 @@
+"""Finding dockercache.toml, reading it, and checking it strictly against the model in :mod:`dockercache.config`.
+
+Two steps, as pypa/build reads pyproject.toml: :func:`load_config` turns I/O and TOML errors into one-line
+messages; :func:`parse_config` interpolates variables, then checks types, required and unknown keys (with a
+"did you mean") and the references between tables. Every failure is a :class:`ConfigError` naming the file
+and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from .config import (
+    CONFIG_NAME,
+    ENV_CONFIG,
+    Config,
+    RegistryCache,
+    S3Cache,
+    dotted,
+    fields_of,
+    suggest,
+    type_name,
+    union_members,
+)
+from .errors import ConfigError
+from .interpolation import interpolate_tree
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+
+def find_config(start: Path, explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The config file: ``--config``, then $DOCKERCACHE_CONFIG, then the nearest dockercache.toml upwards."""
+    env = os.environ if env is None else env
+    given = explicit or env.get(ENV_CONFIG)
+    if given:
+        path = Path(given)
+        if not path.is_absolute():
+            path = start / path
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        if not path.is_file():
+            source = "--config" if explicit else f"${ENV_CONFIG}"
+            raise ConfigError(f"{given}: no such configuration file (from {source})")
+        return path
+    for directory in (start, *start.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{CONFIG_NAME}: not found in {start} or any parent directory (use --config or ${ENV_CONFIG})")
+
+
+def _display(path: Path) -> Path:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+def load_config(path: Path, variables: Mapping[str, str]) -> Config:
+    """Read, interpolate and check ``path``. Raises ConfigError with a one-line message."""
+    shown = _display(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
+    return parse_config(raw, variables, shown)
+
+
+def parse_config(raw: Mapping[str, Any], variables: Mapping[str, str], path: Path) -> Config:
+    """Check a parsed document: interpolation, keys, types, then cross-references."""
+    registries = raw.get("registries")
+    if isinstance(registries, dict):
+        for host, login in registries.items():
+            password = login.get("password") if isinstance(login, dict) else None
+            if isinstance(password, str) and password and not re.fullmatch(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", password):
+                raise ConfigError(
+                    f"{path}: registries.{host}.password: write it as ${{VARIABLE}}; a password in the file "
+                    "would be committed with it"
+                )
+    expanded = interpolate_tree(raw, variables, path, "")
+    config: Config = _convert(expanded, Config, path, "")
+    config = dataclasses.replace(config, path=path)
+    _check_references(config)
+    return config
+
+
+def _convert(value: Any, tp: Any, path: Path, where: str) -> Any:
+    at = f"{path}: {where or '(top level)'}"
+    members = union_members(tp)
+    if members is not None:
+        if type(None) in members:
+            rest = [m for m in members if m is not type(None)]
+            return _convert(value, rest[0] if len(rest) == 1 else Union[tuple(rest)], path, where)  # noqa: UP007
+        return _convert_tagged(value, members, path, where)
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            options = ", ".join(repr(c) for c in choices)
+            hint = suggest(value, choices) if isinstance(value, str) else ""
+            raise ConfigError(f"{at}: {value!r} is not one of {options}{hint}")
+        return value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _convert_table(value, tp, path, where)
+    if origin in (tuple, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{at}: expected an array, got {type_name(value)}")
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_convert(v, item, path, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{at}: expected a table, got {type_name(value)}")
+        _, item = typing.get_args(tp)
+        out = {}
+        for k, v in value.items():
+            if item is str and isinstance(v, (int, float, bool)) and not isinstance(v, bool):
+                v = str(v)  # build args like PYTHON_VERSION = 3.12 are meant as strings
+            out[k] = _convert(v, item, path, dotted(where, k))
+        return types.MappingProxyType(out)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{at}: expected a boolean, got {type_name(value)}")
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{at}: expected an integer, got {type_name(value)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{at}: expected a string, got {type_name(value)}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r}")  # a bug in the definitions above
+
+
+def _convert_tagged(value: Any, members: tuple[Any, ...], path: Path, where: str) -> Any:
+    at = f"{path}: {where}"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{at}: expected a table, got {type_name(value)}")
+    by_tag = {typing.get_args(fields_of(m)["type"][1])[0]: m for m in members}
+    kind = value.get("type")
+    if kind is None:
+        raise ConfigError(f"{at}.type: missing (one of {', '.join(repr(k) for k in by_tag)})")
+    if kind not in by_tag:
+        hint = suggest(kind, by_tag) if isinstance(kind, str) else ""
+        raise ConfigError(f"{at}.type: {kind!r} is not one of {', '.join(repr(k) for k in by_tag)}{hint}")
+    return _convert_table(value, by_tag[kind], path, where)
+
+
+def _convert_table(value: Any, cls: type[Any], path: Path, where: str) -> Any:
+    at = f"{path}: {where or '(top level)'}"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{at}: expected a table, got {type_name(value)}")
+    known = fields_of(cls)
+    for key in value:
+        if key not in known:
+            raise ConfigError(f"{path}: {dotted(where, key)}: unknown key{suggest(key, known)}")
+    kwargs = {}
+    for name, (f, tp) in known.items():
+        if name not in value:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{path}: {dotted(where, name)}: missing (required)")
+            continue
+        converted = _convert(value[name], tp, path, dotted(where, name))
+        _check_limits(converted, f, path, dotted(where, name))
+        kwargs[name] = converted
+    return cls(**kwargs)
+
+
+def _check_limits(value: Any, f: dataclasses.Field[Any], path: Path, where: str) -> None:
+    if isinstance(value, str) and len(value) < f.metadata.get("min_length", 0):
+        raise ConfigError(f"{path}: {where}: must not be empty")
+    if isinstance(value, int) and value < f.metadata.get("minimum", value):
+        raise ConfigError(f"{path}: {where}: must be at least {f.metadata['minimum']}")
+    if isinstance(value, Mapping) and len(value) < f.metadata.get("min_properties", 0):
+        raise ConfigError(f"{path}: {where}: must not be empty")
+
+
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_references(config: Config) -> None:
+    """Checks across keys: names, references between tables, combinations that cannot work."""
+    path = config.path
+    for name, store in config.caches.items():
+        if not _SERVICE_NAME.fullmatch(name):
+            raise ConfigError(f"{path}: caches.{name}: invalid store name (letters, digits, '_', '.', '-')")
+        if isinstance(store, S3Cache):
+            if store.native and config.builder.driver not in ("docker-container", "remote"):
+                raise ConfigError(
+                    f"{path}: caches.{name}.native: BuildKit's s3 cache needs builder.driver 'docker-container' or "
+                    f"'remote' (this builder: '{config.builder.driver}')"
+                )
+            if store.endpoint_url and not re.match(r"https?://[^/]+", store.endpoint_url):
+                raise ConfigError(f"{path}: caches.{name}.endpoint_url: not an http(s) URL: {store.endpoint_url!r}")
+            for i, template in enumerate((store.key, *store.cache_from)):
+                where = f"caches.{name}.key" if i == 0 else f"caches.{name}.cache_from[{i - 1}]"
+                if template.startswith("/") or ".." in template.split("/"):
+                    raise ConfigError(f"{path}: {where}: snapshot keys are relative paths ({template!r})")
+                _check_template(template, ("pipeline", "branch", "commit"), path, where)
+        if isinstance(store, RegistryCache):
+            _check_template(store.ref, ("service",), path, f"caches.{name}.ref")
+            _check_template(store.tag, ("service", "stage", "branch"), path, f"caches.{name}.tag")
+            for i, extra in enumerate(store.extra_from):
+                _check_template(extra, ("service", "stage"), path, f"caches.{name}.extra_from[{i}]")
+        if isinstance(store, RegistryCache) and ":" in store.ref.rsplit("/", 1)[-1]:
+            raise ConfigError(
+                f"{path}: caches.{name}.ref: give a repository without a tag ({store.ref!r}); "
+                "the tag comes from caches.{name}.tag"
+            )
+    for host in config.registries:
+        if "/" in host or not host:
+            raise ConfigError(f"{path}: registries.{host}: give a registry host (and port), not a repository")
+    builder = config.builder
+    if builder.driver == "remote" and not builder.endpoint:
+        raise ConfigError(f"{path}: builder.endpoint: required with driver 'remote' (e.g. tcp://buildkitd:1234)")
+    if builder.driver == "docker" and builder.ephemeral:
+        raise ConfigError(f"{path}: builder.ephemeral: the 'docker' driver cannot create builders")
+    for name, svc in config.services.items():
+        where = f"services.{name}"
+        if not _SERVICE_NAME.fullmatch(name):
+            raise ConfigError(f"{path}: {where}: invalid service name (letters, digits, '_', '.', '-')")
+        if svc.compose_service and (svc.context or svc.dockerfile):
+            raise ConfigError(
+                f"{path}: {where}: compose_service conflicts with context/dockerfile (they come from Compose)"
+            )
+        _check_template(svc.stage_tag, ("stage", "tag"), path, f"{where}.stage_tag")
+        if svc.compose_files and not svc.compose_service:
+            raise ConfigError(f"{path}: {where}.compose_files: only used with compose_service")
+        if svc.cache is not None and svc.cache not in config.caches:
+            raise ConfigError(
+                f"{path}: {where}.cache: no cache store '{svc.cache}'{suggest(svc.cache, config.caches)}"
+                f" (stores: {', '.join(config.caches) or 'none'})"
+            )
+        if svc.cache is None and len(config.caches) > 1 and "default" not in config.caches:
+            raise ConfigError(
+                f"{path}: {where}.cache: several cache stores are defined; name one ({', '.join(config.caches)})"
+            )
+        seen: set[str] = set()
+        for i, stage in enumerate(svc.stages):
+            if not stage:
+                raise ConfigError(f"{path}: {where}.stages[{i}]: must not be empty")
+            if stage in seen:
+                raise ConfigError(f"{path}: {where}.stages[{i}]: stage '{stage}' is listed twice")
+            seen.add(stage)
+        if svc.target is not None and svc.target == "":
+            raise ConfigError(f"{path}: {where}.target: must not be empty")
+        buildable = {*svc.stages, *([svc.target] if svc.target else [])}
+        for i, stage in enumerate(svc.push_stages):
+            if stage not in buildable:
+                raise ConfigError(
+                    f"{path}: {where}.push_stages[{i}]: '{stage}' is not among the service's stages"
+                    f"{suggest(stage, buildable)}"
+                )
+        if svc.push_stages and not svc.image:
+            raise ConfigError(f"{path}: {where}.push_stages: needs {where}.image to push to")
+        for i, tag in enumerate(svc.tags):
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+                raise ConfigError(f"{path}: {where}.tags[{i}]: {tag!r} is not a valid image tag")
+
+
+def _check_template(template: str, names: tuple[str, ...], path: Path, where: str) -> None:
+    for field_name in re.findall(r"\{([^{}]*)\}", template):
+        if field_name not in names:
+            raise ConfigError(
+                f"{path}: {where}: unknown placeholder {{{field_name}}}{suggest(field_name, names)}"
+                f" (placeholders: {', '.join('{' + n + '}' for n in names)})"
+            )

@@ -1,0 +1,97 @@
+"""Cache stores: one module per kind (registry, local, s3, s3_native) behind one small protocol.
+
+A new kind is a new module with a ``KIND`` object (see :mod:`dockercache.stores.base`) and one line in
+:data:`KINDS`. The planner asks :func:`kind_for` to plan a target's caches; the runner drives a
+:class:`Stores` over every target without knowing which kinds they use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from ..config import CacheStore
+from . import local, registry, s3, s3_native
+from .base import (
+    BlobStoreFactory,
+    CacheRequest,
+    Keys,
+    RunContext,
+    StoreKind,
+    StoreRuntime,
+    TargetCaches,
+    may_write_shared,
+)
+from .entry import CacheEntry
+
+if TYPE_CHECKING:
+    from ..plan import Target
+    from ..report import StageResult
+
+__all__ = [
+    "KINDS",
+    "BlobStoreFactory",
+    "CacheEntry",
+    "CacheRequest",
+    "Keys",
+    "RunContext",
+    "StoreKind",
+    "Stores",
+    "TargetCaches",
+    "kind_for",
+    "may_write_shared",
+]
+
+KINDS: tuple[StoreKind, ...] = (registry.KIND, local.KIND, s3.KIND, s3_native.KIND)
+
+
+def kind_for(store: CacheStore) -> StoreKind:
+    for kind in KINDS:
+        if kind.handles(store):
+            return kind
+    raise TypeError(f"no store kind handles {store!r}")  # a bug: every configured type has a kind
+
+
+def plan_caches(request: CacheRequest) -> TargetCaches:
+    return kind_for(request.store).plan(request)
+
+
+class Stores:
+    """Every store a build uses, driven together: the runner's only view of them."""
+
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
+        self._runtimes: dict[str, StoreRuntime] = {}
+
+    def _runtime(self, kind: str) -> StoreRuntime:
+        if kind not in self._runtimes:
+            self._runtimes[kind] = next(k for k in KINDS if k.name == kind).runtime(self.context)
+        return self._runtimes[kind]
+
+    def _by_kind(self, targets: Sequence[Target]) -> dict[str, list[Target]]:
+        groups: dict[str, list[Target]] = {}
+        for target in targets:
+            groups.setdefault(target.caches.kind, []).append(target)
+        return groups
+
+    def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
+        """Prepare every target; returns them in the same order, adjusted by their stores."""
+        prepared: dict[str, Target] = {}
+        for kind, group in self._by_kind(targets).items():
+            for target in self._runtime(kind).before(group, results):
+                prepared[target.name] = target
+        return [prepared[t.name] for t in targets]
+
+    def fresh_sinks(self, targets: Sequence[Target]) -> None:
+        for kind, group in self._by_kind(targets).items():
+            self._runtime(kind).fresh_sinks(group)
+
+    def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
+        for kind, group in self._by_kind(targets).items():
+            self._runtime(kind).after(group, results)
+
+    def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for kind, group in self._by_kind([t for t in targets if t.service == service]).items():
+            values.update(self._runtime(kind).meta_data(service, group, results))
+        return values

@@ -1,0 +1,184 @@
+"""What every cache store offers, and what it is given.
+
+A store kind (one module each: registry, local, s3, s3_native) does two things, as BuildKit's remote cache
+backends and restic's backends do:
+
+- **plan** (pure): for one target, the cache entries to read in priority order, the one to write, and any
+  work of its own before and after the BuildKit run (a :class:`StoreStep`). It gets a :class:`CacheRequest`
+  and returns :class:`TargetCaches`; nothing else crosses from the plan to a store.
+- **run** (side effects): a :class:`StoreRuntime` prepares its targets before the bake run (restore S3
+  snapshots, empty export directories, drop sources that cannot answer), empties export directories again
+  before a second run (the rescue of caches after a failure), finishes targets after the runs (swap a local
+  directory into place, upload a snapshot, say what was written) and names the meta-data a successful
+  service records for later steps.
+
+The planner and the runner know no store by name: they ask :func:`dockercache.stores.kind_for`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..config import CacheStore, S3Cache, Settings
+from .entry import CacheEntry
+
+if TYPE_CHECKING:
+    from ..plan import Target
+    from ..report import Console, StageResult
+    from ..snapshots import BlobStore
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Names the stores derive refs, tags and snapshot keys from (slugs, safe in a tag)."""
+
+    pipeline: str
+    commit: str
+    branch: str
+    default_branch: str
+    writes_shared: bool
+    """This branch may write what the default branch reads (the default branch, or a trusted one)."""
+
+
+def may_write_shared(branch: str, default_branch: str, settings: Settings) -> bool:
+    """Only the default branch (and explicitly trusted branches) write the cache other branches read."""
+    return branch == default_branch or any(fnmatch.fnmatchcase(branch, p) for p in settings.trusted_branches)
+
+
+@dataclass(frozen=True)
+class CacheRequest:
+    """Everything a store needs to plan the caches of one target."""
+
+    service: str
+    store_name: str
+    store: CacheStore
+    stage: str
+    """The target's Dockerfile stage (its label: the stage name, or ``stage-N``)."""
+    graph: tuple[str, ...]
+    """The service's other stages whose caches can hold this target's vertices: those it builds on, nearest
+    first, then those that build on the same stages (:func:`dockercache.plan.related_stages`)."""
+    keys: Keys
+    cache_write: bool
+    root: Path
+    """The directory of dockercache.toml (local store paths are relative to it)."""
+    cache_dir: Path
+    """The agent's working space for stores that need one ($DOCKERCACHE_CACHE_DIR)."""
+    exists: Callable[[str], bool]
+    """Whether a local directory exists (injected, so planning stays pure)."""
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """This target's stage, then the cached stages of its graph: the order sources are read in."""
+        return (self.stage, *self.graph)
+
+
+@dataclass(frozen=True)
+class StoreStep:
+    """A store's own work for one target before and after the run (a subclass per store kind)."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = [str(v) for v in value]
+            elif value is not None and not isinstance(value, (str, int, bool)):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+    def summary(self) -> list[tuple[str, str]]:
+        """Lines for the printed plan: (label, text)."""
+        return []
+
+
+@dataclass(frozen=True)
+class TargetCaches:
+    """A store's plan for one target."""
+
+    kind: str
+    """The store kind that made it (and whose runtime carries it out)."""
+    store: str
+    """The configured store's name (``built-in local`` when dockercache.toml names none)."""
+    sources: tuple[CacheEntry, ...] = ()
+    sink: CacheEntry | None = None
+    refused: str | None = None
+    """Why this target writes no cache although writes are on (an untrusted branch and a shared ref)."""
+    step: StoreStep | None = None
+    config: CacheStore | None = field(default=None, repr=False, compare=False)
+    """The store's configuration, for its runtime."""
+
+
+BlobStoreFactory = Callable[[str, S3Cache], "BlobStore"]
+"""Opens the remote blob store of an S3 cache by name (default: boto3 against its bucket; tests pass a fake)."""
+
+
+@dataclass
+class RunContext:
+    """What store runtimes may use while a build runs: output, Buildkite meta-data and run-level policy."""
+
+    console: Console
+    commit: str = ""
+    branch: str = ""
+    cache_errors: str = "warn"
+    cache_dir: Path = Path(".dockercache")
+    meta_data_get: Callable[[str], str | None] = lambda key: None
+    blob_store: BlobStoreFactory | None = None
+    warnings: list[str] = field(default_factory=list)
+    """Run-level warnings (a store that cannot be reached at all)."""
+
+
+class StoreRuntime(Protocol):
+    """One store kind's side of a build: before the run, after it, and what success records."""
+
+    def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
+        """Prepare ``targets``; returns them, adjusted (sources that cannot answer dropped, and so on)."""
+        ...
+
+    def fresh_sinks(self, targets: Sequence[Target]) -> None:
+        """Make every export destination empty again, before a second bake run of ``targets``."""
+        ...
+
+    def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
+        """Finish ``targets`` whose cache export succeeded; say in each result what was written."""
+        ...
+
+    def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
+        """Buildkite meta-data to record once the service built successfully."""
+        ...
+
+
+class StoreKind(Protocol):
+    """A kind of cache store: how it plans a target's caches and how it runs."""
+
+    name: str
+
+    def handles(self, store: CacheStore) -> bool: ...
+
+    def plan(self, request: CacheRequest) -> TargetCaches: ...
+
+    def runtime(self, context: RunContext) -> StoreRuntime: ...
+
+
+class NoRuntime:
+    """For stores BuildKit reads and writes by itself: nothing before, nothing after but the report."""
+
+    def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
+        return list(targets)
+
+    def fresh_sinks(self, targets: Sequence[Target]) -> None:
+        pass
+
+    def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
+        for target in targets:
+            result = results[target.name]
+            if result.exported and target.caches.sink is not None:
+                result.cache_written = target.caches.sink.location
+
+    def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
+        return {}

@@ -1,0 +1,72 @@
+"""Where S3 snapshots live: their names and the object layout of a bucket, defined once.
+
+Under ``s3://BUCKET/PREFIX/``:
+
+- ``blobs/sha256/<hex>``: content-addressed blobs, stored once and shared by every snapshot;
+- ``snapshots/<key>/<service>/<stage>.json``: a snapshot's index (BuildKit's index.json plus its blob list),
+  written only after all its blobs are in place;
+- ``native/``: BuildKit's own ``type=s3`` cache (``native = true``), which BuildKit lays out itself.
+
+A snapshot is named ``<key>/<service>/<stage>``; the key (``{pipeline}/{branch}``) may itself contain slashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SNAPSHOT_SUFFIX = ".json"
+
+
+@dataclass(frozen=True, order=True)
+class SnapshotName:
+    key: str
+    service: str
+    stage: str
+
+    @classmethod
+    def parse(cls, name: str) -> SnapshotName:
+        """``<key>/<service>/<stage>`` (the key may contain slashes; service and stage never do)."""
+        key, service, stage = name.rsplit("/", 2)
+        return cls(key, service, stage)
+
+    def __str__(self) -> str:
+        return f"{self.key}/{self.service}/{self.stage}"
+
+
+@dataclass(frozen=True)
+class S3Layout:
+    """Object keys under one store's prefix."""
+
+    prefix: str
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix.strip("/"), *parts) if p)
+
+    @property
+    def blobs(self) -> str:
+        """The prefix every blob key starts with."""
+        return self._key("blobs", "sha256") + "/"
+
+    @property
+    def snapshots(self) -> str:
+        return self._key("snapshots") + "/"
+
+    @property
+    def native(self) -> str:
+        return self._key("native") + "/"
+
+    def blob(self, digest: str) -> str:
+        return self.blobs + digest.removeprefix("sha256:")
+
+    def digest(self, object_key: str) -> str:
+        """The digest a blob key stores."""
+        return "sha256:" + object_key[len(self.blobs) :]
+
+    def snapshot(self, name: SnapshotName | str) -> str:
+        return f"{self.snapshots}{name}{SNAPSHOT_SUFFIX}"
+
+    def snapshot_name(self, object_key: str) -> str | None:
+        """The snapshot name an object key holds, or None for any other object."""
+        if not object_key.startswith(self.snapshots) or not object_key.endswith(SNAPSHOT_SUFFIX):
+            return None
+        return object_key[len(self.snapshots) : -len(SNAPSHOT_SUFFIX)]

@@ -1,0 +1,418 @@
+"""dockercache.runner in process: fakes for Docker, S3 and the Buildkite agent (the real stack is tests/e2e).
+
+The fake Docker answers a bake as BuildKit would in rawjson: a vertex per Dockerfile step of every target
+(prefixed with the target when there are several), an export vertex per cache sink, a local export directory
+where the sink is ``type=local``, the metadata file, and a failing step where the test asks for one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockercache.config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
+from dockercache.errors import BuildFailed, CacheError, EnvironmentProblem, StoreError
+from dockercache.plan import BuilderPlan, BuildOptions, Plan, PlanInputs, make_plan
+from dockercache.report import Console
+from dockercache.resolve import ResolvedService
+from dockercache.runner import Runner
+from dockercache.snapshots import BlobStore
+
+from .conftest import MemoryStore, export
+
+STAMP = "2026-11-26T00:00:0{}.000000000Z"
+GRAPHS = {
+    "base": ("base",),
+    "deps": ("base", "deps"),
+    "test": ("base", "deps", "test"),
+    "final": ("base", "deps", "final"),
+}
+STEPS = {"base": 2, "deps": 2, "test": 1, "final": 2}
+
+
+@dataclass
+class Log:
+    events: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        self.events.append(text)
+
+    def index(self, prefix: str) -> int:
+        return next(i for i, e in enumerate(self.events) if e.startswith(prefix))
+
+
+@dataclass
+class FakeDocker:
+    log: Log
+    fail_stage: str | None = None
+    """The Dockerfile stage whose last step fails in the first bake."""
+    cached: bool = False
+    race_once: bool = False
+    """The first bake fails as BuildKit 0.13's shared-vertex race makes it (moby/buildkit#3635)."""
+    daemon: bool = True
+    builders: dict[str, str] = field(default_factory=dict)
+    bakes: list[dict[str, Any]] = field(default_factory=list)
+
+    def ping(self) -> None:
+        self.log.add("docker ping")
+        if not self.daemon:
+            raise EnvironmentProblem("Docker daemon not reachable: no such socket")
+
+    def login(self, server: str, username: str, password: str) -> None:
+        self.log.add(f"docker login {server}")
+
+    def builder_driver(self, name: str) -> str | None:
+        return self.builders.get(name)
+
+    def create_builder(self, plan: BuilderPlan) -> None:
+        self.log.add(f"docker buildx create {plan.name}")
+        self.builders[plan.name] = plan.driver
+
+    def remove_builder(self, name: str) -> None:
+        self.log.add(f"docker buildx rm {name}")
+        self.builders.pop(name, None)
+
+    def bake(self, argv: Sequence[str]) -> Iterator[str]:
+        definition = json.loads(Path(argv[argv.index("--file") + 1]).read_text())
+        self.bakes.append(definition)
+        assert argv[-1] == "default"
+        targets = {name: definition["target"][name] for name in definition["group"]["default"]["targets"]}
+        self.log.add(f"docker buildx bake {' '.join(targets)}")
+        first = len(self.bakes) == 1
+        if first and self.race_once:
+            error = "failed to compute cache key: failed to get state for index 0 on [deps 1/2] COPY x /x"
+            yield json.dumps(
+                {"vertexes": [{"digest": "sha256:race", "name": "[app-deps deps 1/2] COPY x /x", "error": error}]}
+            )
+            yield f"ERROR: failed to solve: {error}\n"
+            raise BuildFailed(1, f"ERROR: failed to solve: {error}")
+        failing = self.fail_stage if first else None
+        prefix = len(targets) > 1
+        metadata: dict[str, Any] = {}
+        failed = False
+        for name, target in targets.items():
+            stage = target["target"]
+            label = f"{name} " if prefix else ""
+            for s in GRAPHS[stage]:
+                for n in range(1, STEPS[s] + 1):
+                    vertex: dict[str, Any] = {
+                        "digest": f"sha256:{name}-{s}-{n}",
+                        "name": f"[{label}{s} {n + 1}/{STEPS[s] + 1}] RUN step {n}",
+                        "started": STAMP.format(1),
+                        "completed": STAMP.format(2),
+                        "cached": self.cached or not first,
+                    }
+                    if failing == s and n == STEPS[s]:
+                        vertex["error"] = 'process "/bin/sh -c step" did not complete successfully: exit code: 3'
+                        failed = True
+                    yield json.dumps({"vertexes": [vertex]}, indent=2) + "\n"
+                    if failing == s and n == STEPS[s]:
+                        log = {"vertex": vertex["digest"], "data": "dGVzdHMgZmFpbGVkCg=="}  # "tests failed"
+                        yield json.dumps({"logs": [log]}) + "\n"
+            for sink in target.get("cache-to", []):
+                attrs = dict(part.split("=", 1) for part in sink.split(","))
+                if not failed and attrs["type"] == "local":
+                    export(Path(attrs["dest"]), f"{name} manifest".encode(), f"{name} layer".encode())
+                export_vertex: dict[str, Any] = {
+                    "digest": f"sha256:{name}-export",
+                    "name": f"{'[' + name + '] ' if prefix else ''}exporting cache to {attrs['type']}",
+                    "started": STAMP.format(2),
+                    "completed": STAMP.format(3),
+                }
+                if failed:
+                    export_vertex["error"] = "context canceled"
+                yield json.dumps({"vertexes": [export_vertex]}) + "\n"
+            if "tags" in target:
+                metadata[name] = {"containerimage.digest": "sha256:" + "ab" * 32}
+        if failed:
+            yield "ERROR: failed to solve: exit code: 3\n"
+            raise BuildFailed(1, "ERROR: failed to solve")
+        Path(argv[argv.index("--metadata-file") + 1]).write_text(json.dumps(metadata))
+
+
+@dataclass
+class FakeAgent:
+    log: Log
+    meta: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def meta_data_get(self, key: str) -> str | None:
+        self.log.add(f"agent meta-data get {key}")
+        return self.meta.get(key)
+
+    def meta_data_set(self, key: str, value: str) -> None:
+        self.log.add(f"agent meta-data set {key}")
+        self.meta[key] = value
+
+    def annotate(self, body: str, style: str, context: str, append: bool = False) -> None:
+        self.log.add(f"agent annotate {context} {style}")
+        self.annotations[context] = (style, body)
+
+
+@dataclass
+class LoggedStore(MemoryStore):
+    log: Log = field(default_factory=Log)
+
+    def get_snapshot(self, name: str) -> bytes | None:
+        self.log.add(f"s3 get {name}")
+        return super().get_snapshot(name)
+
+    def put_snapshot(self, name: str, body: bytes) -> None:
+        self.log.add(f"s3 put {name}")
+        super().put_snapshot(name, body)
+
+
+def resolved(store: Any, stages: tuple[str, ...] = ("base", "deps", "test", "final")) -> ResolvedService:
+    return ResolvedService(
+        name="app",
+        context=Path("/src"),
+        dockerfile=Path("/src/Dockerfile"),
+        stages=stages,
+        final_target="final",
+        args={},
+        image="reg.test/app",
+        tags=(),
+        push_stages=(),
+        stage_tag="{stage}-{tag}",
+        store_name="cache",
+        store=store,
+        metadata_key="app-image",
+        graphs={s: GRAPHS[s] for s in stages},
+    )
+
+
+def plan_for(store: Any, tmp_path: Path, settings: Settings | None = None, **builder: Any) -> Plan:
+    inputs = PlanInputs(
+        services=(resolved(store),),
+        builder=BuilderConfig(name="default", driver="docker", **builder) if not builder else BuilderConfig(**builder),
+        settings=settings or Settings(),
+        root=tmp_path,
+        commit="abc123",
+        branch="main",
+        default_branch="main",
+        on_ci=True,
+        pipeline="pipe",
+        cache_dir=tmp_path / "agent",
+        job_id="job1",
+    )
+    return make_plan(inputs, BuildOptions())
+
+
+@dataclass
+class World:
+    log: Log
+    docker: FakeDocker
+    agent: FakeAgent
+    store: LoggedStore
+    runner: Runner
+    err: list[str]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    import io
+
+    log = Log()
+    docker = FakeDocker(log)
+    agent = FakeAgent(log)
+    store = LoggedStore(log=log)
+    stream = io.StringIO()
+
+    def blob_store(name: str, config: S3Cache) -> BlobStore:
+        return store  # type: ignore[return-value]
+
+    runner = Runner(
+        docker,  # type: ignore[arg-type]
+        Console(out=io.StringIO(), err=stream),
+        agent,  # type: ignore[arg-type]
+        cache_dir=tmp_path / "agent",
+        blob_store=blob_store,
+    )
+    world = World(log, docker, agent, store, runner, [])
+    world.err = stream  # type: ignore[assignment]
+    return world
+
+
+S3 = S3Cache(type="s3", bucket="b", key="{pipeline}/{branch}")
+
+
+def test_s3_run_order_restore_bake_save_then_meta_data(world: World, tmp_path: Path) -> None:
+    result = world.runner.run(plan_for(S3, tmp_path))
+    assert result.exit_code == 0, result.error
+    log = world.log
+    restore = log.index("s3 get pipe/main/app/test")
+    assert not any(e.startswith("s3 get pipe/main/app/base") for e in log.events)  # base is inside the leaves
+    assert log.index("agent meta-data get dockercache-s3-key-app") < restore < log.index("docker buildx bake")
+    saves = [i for i, e in enumerate(log.events) if e.startswith("s3 put")]
+    assert len(saves) == 2 and min(saves) > log.index("docker buildx bake")
+    assert log.index("agent meta-data set") > max(saves)
+    assert world.agent.meta == {"app-image": "reg.test/app:abc123", "dockercache-s3-key-app": "pipe/main"}
+    # The leaves' snapshots hold the stages they build on (mode=max).
+    assert sorted(world.store.snapshots) == ["pipe/main/app/final", "pipe/main/app/test"]
+    stages = {s.stage: s for s in result.services[0].stages}
+    assert stages["final"].digest == "sha256:" + "ab" * 32 and stages["final"].pushed
+    assert stages["test"].s3_saved == "pipe/main/app/test"
+    assert stages["deps"].s3_saved is None and stages["deps"].cache_written == "pipe/main/app/test"
+    # One bake for the whole service: its leaves, concurrently; every stage is a target of the file.
+    (bake,) = world.docker.bakes
+    assert bake["group"]["default"]["targets"] == ["app-test", "app-final"]
+    assert list(bake["target"]) == ["app-base", "app-deps", "app-test", "app-final"]
+
+
+def test_each_step_counts_once_in_its_own_target(world: World, tmp_path: Path) -> None:
+    result = world.runner.run(plan_for(RegistryCache(type="registry", ref="127.0.0.1:9/c"), tmp_path))
+    counts = {s.stage: (s.cached, s.total) for s in result.services[0].stages}
+    assert counts == {"base": (0, 2), "deps": (0, 2), "test": (0, 1), "final": (0, 2)}
+
+
+def test_a_failing_target_keeps_the_caches_of_what_succeeded(world: World, tmp_path: Path) -> None:
+    world.docker.fail_stage = "test"
+    local = LocalCache(type="local", path="cache")
+    result = world.runner.run(plan_for(local, tmp_path))
+    assert result.exit_code == 1
+    assert result.error is not None and result.error.startswith("app/test: build failed: [test 2/2] RUN step 1")
+    assert "exit code: 3" in result.error
+    # A second bake, cache only, of the largest stage that does not build on the failed one.
+    _, rescue = world.docker.bakes
+    assert list(rescue["target"]) == ["app-final"] and rescue["group"]["default"]["targets"] == ["app-final"]
+    assert all(t["output"] == ["type=cacheonly"] and "tags" not in t for t in rescue["target"].values())
+    stages = {s.stage: s for s in result.services[0].stages}
+    assert stages["test"].status == "failed" and stages["test"].cache_written is None
+    kept = ("base", "deps", "final")
+    assert {s: stages[s].status for s in kept} == dict.fromkeys(kept, "cancelled")
+    final_dir = str(tmp_path / "cache" / "app" / "final")
+    assert {s: stages[s].cache_written for s in kept} == dict.fromkeys(kept, final_dir)
+    assert (tmp_path / "cache" / "app" / "final" / "index.json").is_file()
+    assert not (tmp_path / "cache" / "app" / "test").exists()
+    assert not stages["final"].pushed
+    # Nothing recorded for later steps; the annotation says it failed; the failing step's output is shown.
+    assert world.agent.meta == {}
+    assert world.agent.annotations["dockercache-app"][0] == "error"
+    err = world.err.getvalue()  # type: ignore[attr-defined]
+    assert "--- output of [test 2/2] RUN step 1 (target app-test)" in err and "tests failed" in err
+    closing = result.services[0].closing_line()
+    assert "FAILED at test" in closing and "caches kept: base, deps, final" in closing
+
+
+def test_a_failing_shared_stage_rescues_only_what_does_not_build_on_it(world: World, tmp_path: Path) -> None:
+    world.docker.fail_stage = "deps"
+    result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    assert result.exit_code == 1
+    assert result.error is not None and result.error.startswith("app/deps: build failed: [deps 3/3] RUN step 2")
+    assert [b["group"]["default"]["targets"] for b in world.docker.bakes] == [["app-test", "app-final"], ["app-base"]]
+    failed = [s.stage for s in result.services[0].stages if s.status == "failed"]
+    assert failed == ["deps", "test", "final"]
+    base = result.services[0].stages[0]
+    assert base.status == "cancelled" and base.cache_written == str(tmp_path / "cache" / "app" / "base")
+
+
+def test_s3_unreachable_is_a_miss_and_fatal_only_on_request(world: World, tmp_path: Path) -> None:
+    world.store.down = True
+    result = world.runner.run(plan_for(S3, tmp_path))
+    assert result.exit_code == 0
+    warned = {s.stage for s in result.services[0].stages if any("unavailable" in w for w in s.cache_warnings)}
+    assert warned == {"test", "final"}  # the targets that run (and restore)
+    assert not any(e.startswith("s3 put") for e in world.log.events)
+    assert "dockercache-s3-key-app" not in world.agent.meta
+    err = world.err.getvalue()  # type: ignore[attr-defined]
+    assert err.count("building without this cache") == 1
+
+    strict = world.runner.run(plan_for(S3, tmp_path, Settings(cache_errors="fail")))
+    assert strict.exit_code == 1 and strict.error is not None and "cache_errors = 'fail'" in strict.error
+
+
+def test_a_failing_save_is_a_warning_and_the_others_are_saved(world: World, tmp_path: Path) -> None:
+    real_upload = world.store.upload_blob
+
+    def upload(digest: str, path: Path, progress: Any = None) -> None:
+        if "app-test" in path.read_bytes().decode(errors="replace"):
+            raise StoreError("s3://b: uploading: InternalError")
+        real_upload(digest, path, progress)
+
+    world.store.upload_blob = upload  # type: ignore[method-assign]
+    result = world.runner.run(plan_for(S3, tmp_path))
+    assert result.exit_code == 0
+    stages = {s.stage: s for s in result.services[0].stages}
+    assert stages["test"].s3_saved is None and "InternalError" in stages["test"].cache_warnings[0]
+    assert "pipe/main/app/test" not in world.store.snapshots
+    assert stages["final"].s3_saved == "pipe/main/app/final"
+
+
+def test_restore_uses_the_key_recorded_by_an_earlier_step(world: World, tmp_path: Path) -> None:
+    world.runner.run(plan_for(S3, tmp_path))
+    world.store.snapshots = {k.replace("pipe/main", "pipe/feature"): v for k, v in world.store.snapshots.items()}
+    world.agent.meta = {"dockercache-s3-key-app": "pipe/feature"}
+    world.log.events.clear()
+    result = world.runner.run(plan_for(S3, tmp_path))
+    restored = {s.stage: s.restored_from for s in result.services[0].stages}
+    assert restored == {"base": None, "deps": None, "test": "pipe/feature", "final": "pipe/feature"}
+    assert world.log.events.index("s3 get pipe/feature/app/test") < world.log.index("docker buildx bake")
+
+
+def test_unreachable_cache_registry_is_dropped_before_the_run(world: World, tmp_path: Path) -> None:
+    down = RegistryCache(type="registry", ref="127.0.0.1:9/cache")  # nothing listens on the discard port
+    result = world.runner.run(plan_for(down, tmp_path))
+    assert result.exit_code == 0 and "127.0.0.1:9 unreachable" in result.warnings[0]
+    (bake,) = world.docker.bakes
+    assert all("cache-from" not in t and "cache-to" not in t for t in bake["target"].values())
+    with pytest.raises(CacheError, match="unreachable"):
+        world.runner.run(plan_for(down, tmp_path, Settings(cache_errors="fail")))
+
+
+def test_no_daemon_stops_before_anything_else(world: World, tmp_path: Path) -> None:
+    world.docker.daemon = False
+    with pytest.raises(EnvironmentProblem, match="Docker daemon not reachable"):
+        world.runner.run(plan_for(S3, tmp_path))
+    assert world.log.events == ["docker ping"]
+
+
+def test_ephemeral_builder_is_removed_after_a_failure(world: World, tmp_path: Path) -> None:
+    world.docker.fail_stage = "final"
+    plan = plan_for(
+        LocalCache(type="local", path="cache"), tmp_path, name="dc", driver="docker-container", ephemeral=True
+    )
+    result = world.runner.run(plan)
+    assert result.exit_code == 1
+    log = world.log
+    assert (
+        log.index("docker buildx create dc-job1")
+        < log.index("docker buildx bake")
+        < log.index("docker buildx rm dc-job1")
+    )
+    assert world.docker.builders == {}
+
+
+def test_a_builder_with_another_driver_is_an_environment_problem(world: World, tmp_path: Path) -> None:
+    world.docker.builders["dc"] = "remote"
+    plan = plan_for(LocalCache(type="local", path="cache"), tmp_path, name="dc", driver="docker-container")
+    with pytest.raises(EnvironmentProblem, match="exists with driver 'remote'"):
+        world.runner.run(plan)
+    assert not world.docker.bakes
+
+
+def test_an_agent_that_fails_is_a_warning(world: World, tmp_path: Path) -> None:
+    from dockercache.buildkite import AgentError
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise AgentError("buildkite-agent meta-data set exited 1")
+
+    world.agent.meta_data_set = broken  # type: ignore[method-assign]
+    world.agent.annotate = broken  # type: ignore[method-assign]
+    result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    assert result.exit_code == 0
+    assert "buildkite-agent meta-data set exited 1" in world.err.getvalue()  # type: ignore[attr-defined]
+
+
+def test_buildkit_shared_vertex_race_is_retried_once(world: World, tmp_path: Path) -> None:
+    world.docker.race_once = True
+    result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    assert result.exit_code == 0, result.error
+    assert len(world.docker.bakes) == 2 and world.docker.bakes[0] == world.docker.bakes[1]
+    assert "failed to get state for index 0" in result.warnings[0]
+    # Steps are counted from the retry alone (the failed try's vertex is not a step of this build).
+    assert {s.stage: s.total for s in result.services[0].stages} == {"base": 2, "deps": 2, "test": 1, "final": 2}

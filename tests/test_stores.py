@@ -1,0 +1,83 @@
+"""dockercache.stores: the cache entry, the S3 layout and names, the kinds behind one protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dockercache.config import LocalCache, RegistryCache, S3Cache
+from dockercache.stores import KINDS, CacheEntry, CacheRequest, Keys, kind_for
+from dockercache.stores.layout import S3Layout, SnapshotName
+
+KEYS = Keys(pipeline="shop", commit="abc123", branch="feature-x", default_branch="main", writes_shared=False)
+
+
+def request(store: RegistryCache | LocalCache | S3Cache, cache_write: bool = True) -> CacheRequest:
+    return CacheRequest(
+        service="web",
+        store_name="cache",
+        store=store,
+        stage="final",
+        graph=("deps",),
+        keys=KEYS,
+        cache_write=cache_write,
+        root=Path("/src"),
+        cache_dir=Path("/agent"),
+        exists=lambda path: True,
+    )
+
+
+def test_one_encoder_for_bake_and_display() -> None:
+    entry = CacheEntry.make("registry", {"ref": "r:5000/c:final-main", "mode": "max"})
+    assert entry.encode() == str(entry) == "type=registry,ref=r:5000/c:final-main,mode=max"
+    assert entry.location == "r:5000/c:final-main" and entry.get("mode") == "max" and entry.get("nope") is None
+    assert entry.with_attrs(mode="min").encode() == "type=registry,ref=r:5000/c:final-main,mode=min"
+    assert entry.to_json() == {"type": "registry", "ref": "r:5000/c:final-main", "mode": "max"}
+    # A value with a comma cannot add an attribute: it is quoted as buildx's CSV reader expects.
+    sneaky = CacheEntry.make("registry", {"ref": "r/c:x,ref=evil/repo:y"})
+    assert sneaky.encode() == 'type=registry,"ref=r/c:x,ref=evil/repo:y"'
+
+
+def test_snapshot_names_and_layout() -> None:
+    name = SnapshotName.parse("shop/feature/x/web/final")
+    assert (name.key, name.service, name.stage) == ("shop/feature/x", "web", "final")
+    assert str(name) == "shop/feature/x/web/final"
+    layout = S3Layout("/cache/")
+    assert layout.blob("sha256:abc") == "cache/blobs/sha256/abc"
+    assert layout.digest("cache/blobs/sha256/abc") == "sha256:abc"
+    assert layout.snapshot(name) == "cache/snapshots/shop/feature/x/web/final.json"
+    assert layout.snapshot_name("cache/snapshots/shop/feature/x/web/final.json") == str(name)
+    assert layout.snapshot_name("cache/blobs/sha256/abc") is None
+    assert layout.native == "cache/native/"
+    assert S3Layout("").blob("sha256:abc") == "blobs/sha256/abc"
+
+
+@pytest.mark.parametrize(
+    ("store", "kind"),
+    [
+        (RegistryCache(type="registry", ref="r/c"), "registry"),
+        (LocalCache(type="local"), "local"),
+        (S3Cache(type="s3", bucket="b"), "s3"),
+        (S3Cache(type="s3", bucket="b", native=True), "s3-native"),
+    ],
+)
+def test_every_store_has_exactly_one_kind(store: RegistryCache | LocalCache | S3Cache, kind: str) -> None:
+    assert kind_for(store).name == kind
+    assert [k.name for k in KINDS if k.handles(store)] == [kind]
+    caches = kind_for(store).plan(request(store))
+    assert caches.kind == kind and caches.store == "cache" and caches.config is store
+    # Every kind reads this target's own cache first, then those of the stages it builds on.
+    assert caches.sources and "final" in caches.sources[0].location
+    read_only = kind_for(store).plan(request(store, cache_write=False))
+    assert read_only.sink is None
+
+
+def test_a_feature_branch_writes_its_own_cache_only() -> None:
+    registry = kind_for(RegistryCache(type="registry", ref="r/c")).plan(
+        request(RegistryCache(type="registry", ref="r/c"))
+    )
+    assert registry.sink is not None and registry.sink.location == "r/c:final-feature-x"
+    s3 = kind_for(S3Cache(type="s3", bucket="b")).plan(request(S3Cache(type="s3", bucket="b")))
+    assert s3.step is not None and s3.step.to_json()["save"] == "shop/feature-x/web/final"
+    assert s3.sink is not None and s3.sink.location == "/agent/s3/b/dockercache/export/web/final"
