@@ -224,12 +224,24 @@ args = {{ BASE_IMAGE = "{stack.base_image}" }}
 """
 
 
+def copy_example(path: Path, name: str) -> None:
+    """examples/ruby, its steps made this test's own: an ``ARG`` in the first stage enters every step's cache
+    key, so build cache left in the daemon by other tests never answers (BuildKit 0.13 keeps records of
+    cancelled builds until dockerd restarts, out of reach of ``buildx prune``)."""
+    shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".dockercache"))
+    dockerfile = path / "Dockerfile"
+    text = dockerfile.read_text()
+    first = "FROM ${BASE_IMAGE} AS base\n"
+    assert first in text
+    dockerfile.write_text(text.replace(first, f"{first}ARG TEST_RUN={name}\n", 1))
+
+
 @pytest.fixture
 def project(stack: Stack, tmp_path: Path) -> Project:
     """A copy of examples/ruby with its own registry repositories (so tests never share a cache)."""
     name = f"t{uuid.uuid4().hex[:10]}"
     path = tmp_path / "ruby"
-    shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".dockercache"))
+    copy_example(path, name)
     project = Project(path, name)
     project.write_config(registry_config(stack, name))
     return project
@@ -385,7 +397,7 @@ def s3_client(stack: Stack) -> Any:
 def s3_project(stack: Stack, tmp_path: Path, s3_client: Any) -> S3Project:
     name = f"t{uuid.uuid4().hex[:10]}"
     path = tmp_path / "ruby"
-    shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".dockercache"))
+    copy_example(path, name)
     s3_client.create_bucket(Bucket=name)
     project = S3Project(
         path, name, bucket=name, agent_dir=tmp_path / "agent", stub_dir=tmp_path / "bk", endpoint=stack.s3_endpoint
