@@ -155,7 +155,7 @@ def _convert_tagged(value: Any, members: tuple[Any, ...], path: Path, where: str
     kind = value.get("type")
     if kind is None:
         raise ConfigError(f"{at}.type: missing (one of {', '.join(repr(k) for k in by_tag)})")
-    if kind not in by_tag:
+    if not isinstance(kind, str) or kind not in by_tag:
         hint = suggest(kind, by_tag) if isinstance(kind, str) else ""
         raise ConfigError(f"{at}.type: {kind!r} is not one of {', '.join(repr(k) for k in by_tag)}{hint}")
     return _convert_table(value, by_tag[kind], path, where)

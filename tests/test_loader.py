@@ -102,3 +102,11 @@ def test_unknown_service() -> None:
     config = parse_config({"services": {"ruby": {}}}, VARS, Path(CONFIG_NAME))
     with pytest.raises(ConfigError, match=r"no service 'rubby' \(did you mean 'ruby'\?\)"):
         config.service("rubby")
+
+
+@pytest.mark.parametrize("kind", [[], {}, 3, True])
+def test_a_cache_type_that_is_no_string_is_one_clear_line(kind: object) -> None:
+    """Found by the fuzz suite: ``type = []`` raised TypeError (unhashable) instead of a ConfigError."""
+    raw = {"services": {"app": {}}, "caches": {"app": {"type": kind}}}
+    with pytest.raises(ConfigError, match=r"caches\.app\.type: .* is not one of 'registry', 'local', 's3'"):
+        parse_config(raw, VARS, Path(CONFIG_NAME))
