@@ -125,30 +125,9 @@ class Runner:
         plan = plan.with_targets(targets)
         tally = Tally([TargetInfo(t.name, t.stage, t.identity, t.graph) for t in plan.targets])
         with builder_session(self.docker, plan.builder, self.console):
-            first = self._bake(plan, tally, run, "build")
-            if not first.succeeded and _solver_race(first):
-                # BuildKit 0.13's solver can fail a solve of concurrent targets that share vertices
-                # (moby/buildkit#3635): not the build's fault, and gone on a second try.
-                message = f"BuildKit lost track of a shared step ({_solver_race(first)}): building again"
-                run.warnings.append(message)
-                self.console.warn(message)
-                tally.runs.pop()
-                stores.fresh_sinks(plan.running)
-                first = self._bake(plan, tally, run, "build (again)")
-            self._record(plan.running, first, tally, results)
-            if first.succeeded:
-                for target in plan.targets:
-                    results[target.name].status = "ok"
-            else:
-                self._after_failure(plan, first, tally, run, results, stores)
+            self._build(plan, tally, run, results, stores)
         stores.after(plan.targets, results)
-        for target in plan.targets:
-            if results[target.name].cache_written is None and results[target.name].status != "failed":
-                # Built inside another target: its layers are in that target's (mode=max) cache.
-                holders = [t for t in plan.targets if t.identity == target.identity and target.stage in t.graph]
-                holders.sort(key=lambda t: t.name != target.built_by)
-                written = (results[t.name].cache_written for t in holders if t is not target)
-                results[target.name].cache_written = next((w for w in written if w), None)
+        _credit_holders(plan, results)
         for name, counts in tally.steps().items():
             results[name].steps = counts
         for name, seconds in tally.seconds().items():
@@ -170,6 +149,28 @@ class Runner:
         return run
 
     # ----------------------------------------------------------------------------------------- bake runs
+
+    def _build(
+        self, plan: Plan, tally: Tally, run: RunResult, results: Mapping[str, StageResult], stores: Stores
+    ) -> None:
+        """The bake run (again once after BuildKit's shared-vertex race), then the rescue if it failed."""
+        first = self._bake(plan, tally, run, "build")
+        race = _solver_race(first) if not first.succeeded else None
+        if race:
+            # BuildKit 0.13's solver can fail a solve of concurrent targets that share vertices
+            # (moby/buildkit#3635): not the build's fault, and gone on a second try.
+            message = f"BuildKit lost track of a shared step ({race}): building again"
+            run.warnings.append(message)
+            self.console.warn(message)
+            tally.runs.pop()
+            stores.fresh_sinks(plan.running)
+            first = self._bake(plan, tally, run, "build (again)")
+        self._record(plan.running, first, tally, results)
+        if first.succeeded:
+            for target in plan.targets:
+                results[target.name].status = "ok"
+        else:
+            self._after_failure(plan, first, tally, run, results, stores)
 
     def _bake(self, plan: Plan, tally: Tally, run: RunResult, what: str) -> BakeRun:
         targets = plan.running
@@ -318,6 +319,18 @@ class Runner:
             self.agent.annotate(render_markdown(result), style, f"dockercache-{result.name}")
         except AgentError as exc:
             self.console.warn(str(exc))
+
+
+def _credit_holders(plan: Plan, results: Mapping[str, StageResult]) -> None:
+    """A stage built inside another target has its layers in that target's (mode=max) cache: say which."""
+    for target in plan.targets:
+        result = results[target.name]
+        if result.cache_written is not None or result.status == "failed":
+            continue
+        holders = [t for t in plan.targets if t is not target and target.stage in t.graph]
+        holders = [t for t in holders if t.identity == target.identity]
+        holders.sort(key=lambda t: t.name != target.built_by)  # the target that built it first
+        result.cache_written = next((w for w in (results[t.name].cache_written for t in holders) if w), None)
 
 
 _SOLVER_RACE = "failed to get state for index"
