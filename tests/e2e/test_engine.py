@@ -11,6 +11,7 @@ from .conftest import COMMIT, Project, Stack, fresh_agent
 SHARED_DOCKERFILE = """\
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE} AS base
+ARG TEST_RUN
 RUN echo one > /one
 RUN echo two > /two
 
@@ -55,7 +56,8 @@ def steps(result: object) -> dict[str, tuple[int, int]]:
 
 
 def test_two_services_sharing_stages_build_together_and_count_each_step_once(project: Project, stack: Stack) -> None:
-    (project.path / "Dockerfile").write_text(SHARED_DOCKERFILE)
+    # TEST_RUN: this test's own cache keys (see copy_example in conftest.py).
+    (project.path / "Dockerfile").write_text(SHARED_DOCKERFILE.replace("ARG TEST_RUN", f"ARG TEST_RUN={project.name}"))
     project.write_config(shared_config(stack, project.name))
     fresh_agent()
     first = project.build()
@@ -77,6 +79,7 @@ def test_two_services_sharing_stages_build_together_and_count_each_step_once(pro
 FAILING_TEST_DOCKERFILE = """\
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE} AS base
+ARG TEST_RUN
 RUN echo base > /base
 
 FROM base AS deps
@@ -94,7 +97,8 @@ RUN cat /installed > /final
 
 
 def test_a_failing_test_stage_keeps_the_dependency_cache(project: Project, stack: Stack) -> None:
-    (project.path / "Dockerfile").write_text(FAILING_TEST_DOCKERFILE)
+    dockerfile = FAILING_TEST_DOCKERFILE.replace("ARG TEST_RUN", f"ARG TEST_RUN={project.name}")
+    (project.path / "Dockerfile").write_text(dockerfile)
     (project.path / "app" / "tests.sh").write_text("test -s /installed && echo 'tests ok'\n")
     config = (
         (project.path / "dockercache.toml")
@@ -118,15 +122,15 @@ def test_a_failing_test_stage_keeps_the_dependency_cache(project: Project, stack
     failed = project.build()
     assert failed.returncode == 1
     stages = {s["stage"]: s for s in failed.json["services"][0]["stages"]}
-    assert stages["test"]["status"] == "failed" and "exit code: 4" in stages["test"]["error"]
+    assert stages["test"]["status"] == "failed" and "exit code: 4" in stages["test"]["error"], failed.stderr
     assert failed.stderr.strip().splitlines()[-1].startswith("dockercache: error: ruby/test: build failed:")
     assert "--- output of [test 2/2] RUN sh /app/tests.sh (target ruby-test)" in failed.stderr
     assert "test failed" in failed.stderr
     # The dependencies were installed once; their cache was written although the run failed (in the final
     # image's cache, the largest that does not build on the failed stage) ...
     for stage in ("base", "deps", "final"):
-        assert stages[stage]["status"] == "cancelled"
-        assert stages[stage]["cache_written"] == f"{stack.host}/{repo}:final-main"
+        assert stages[stage]["status"] == "cancelled", failed.stderr
+        assert stages[stage]["cache_written"] == f"{stack.host}/{repo}:final-main", failed.stderr
     assert stack.registry.manifest(repo, "final-main")[0] != final_before
     # ... and nothing was pushed for a failed run.
     assert stack.registry.tags(f"{project.name}/ruby") == images_before
