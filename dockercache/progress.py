@@ -240,6 +240,10 @@ def _cached(observations: Sequence[_Observation]) -> bool:
     return not ran and any(v.cached for v in finished)
 
 
+_Attribution = tuple[dict[str, dict[str, StepCount]], dict[str, tuple[datetime, datetime]]]
+"""Per target: step counts by Dockerfile stage; and the first start and last end of the steps it owns."""
+
+
 class Tally:
     """Per target: steps cached and total, time, cache problems, export outcome and failures.
 
@@ -254,6 +258,7 @@ class Tally:
         self._by_name = {t.name: t for t in self.targets}
         self._order = {t.name: i for i, t in enumerate(self.targets)}
         self.runs: list[tuple[BuildEvents, list[_Observation]]] = []
+        self._attributed: _Attribution | None = None
 
     def _split(self, name: str, ran: Sequence[str]) -> tuple[str | None, str]:
         if len(ran) == 1:
@@ -273,6 +278,12 @@ class Tally:
                 if target is not None:
                     observations.append(_Observation(target, rest, vertex))
         self.runs.append((events, observations))
+        self._attributed = None
+
+    def drop_last(self) -> None:
+        """Forget the last run (one that failed for reasons of BuildKit's own and is run again)."""
+        self.runs.pop()
+        self._attributed = None
 
     def _observations(self) -> Iterator[_Observation]:
         for _, observations in self.runs:
@@ -289,7 +300,10 @@ class Tally:
                 return candidates[0].name
         return min(seen_in, key=self._order.__getitem__)
 
-    def _attribute(self) -> tuple[dict[str, dict[str, StepCount]], dict[str, tuple[datetime, datetime]]]:
+    def _attribute(self) -> _Attribution:
+        """Steps per target and the span of the steps each owns (computed once for the runs added)."""
+        if self._attributed is not None:
+            return self._attributed
         found: dict[tuple[str, str, int], list[_Observation]] = {}
         for obs in self._observations():
             step = Step.parse(obs.name)
@@ -308,6 +322,7 @@ class Tally:
                 assert v.started and v.completed
                 first, last = spans.get(owner, (v.started, v.completed))
                 spans[owner] = (min(first, v.started), max(last, v.completed))
+        self._attributed = (counts, spans)
         return counts, spans
 
     def steps(self) -> dict[str, dict[str, StepCount]]:

@@ -162,7 +162,7 @@ class Runner:
             message = f"BuildKit lost track of a shared step ({race}): building again"
             run.warnings.append(message)
             self.console.warn(message)
-            tally.runs.pop()
+            tally.drop_last()
             stores.fresh_sinks(plan.running)
             first = self._bake(plan, tally, run, "build (again)")
         self._record(plan.running, first, tally, results)

@@ -52,10 +52,6 @@ def kind_for(store: CacheStore) -> StoreKind:
     raise TypeError(f"no store kind handles {store!r}")  # a bug: every configured type has a kind
 
 
-def plan_caches(request: CacheRequest) -> TargetCaches:
-    return kind_for(request.store).plan(request)
-
-
 class Stores:
     """Every store a build uses, driven together: the runner's only view of them."""
 

@@ -97,8 +97,6 @@ class RegistryRuntime(NoRuntime):
             self.context.console.warn(message)
 
         def up(entry: CacheEntry | None) -> bool:
-            from ..netcheck import registry_host
-
             return entry is not None and registry_host(entry.location) not in down
 
         kept = []
