@@ -83,19 +83,10 @@ def plan_for(environment: Environment, config: Config, ci: CIContext, options: B
         on_ci=ci.on_ci,
         job_id=ci.job_id,
         pipeline=slugify(ci.pipeline),
-        cache_dir=cache_dir(environment.env),
         source=str(config.path),
     )
     plan = make_plan(inputs, options)
     return dataclasses.replace(plan, logins=tuple((h, r.username) for h, r in config.registries.items()))
-
-
-def cache_dir(env: Mapping[str, str]) -> Path:
-    """Local working space for S3 stores: $DOCKERCACHE_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache."""
-    if env.get("DOCKERCACHE_CACHE_DIR"):
-        return Path(env["DOCKERCACHE_CACHE_DIR"])
-    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return base / "dockercache"
 
 
 def render_plan(plan: Plan) -> str:
@@ -108,6 +99,11 @@ def render_plan(plan: Plan) -> str:
     ]
     if b.creatable:
         lines.append(f"  if missing: $ docker {shlex.join(b.create_argv())}")
+        if b.buildkitd_config:
+            lines.append("  BUILDKITD.toml (the S3 store's endpoint is a plain-HTTP registry on the agent):")
+            lines += [f"    {line}" for line in b.buildkitd_config.splitlines() if line.strip()]
+    if plan.bake_env:
+        lines.append(f"bake environment: {', '.join(f'{k}={v}' for k, v in plan.bake_env.items())}")
     for host, user in plan.logins:
         lines.append(f"login: {user}@{host} (password on stdin)")
     for svc in plan.services:
@@ -161,7 +157,7 @@ def cmd_build(environment: Environment, config: str | None, options: BuildOption
 
     console = environment.out
     agent = Agent.detect(environment.env)
-    runner = Runner(environment.get_docker(), console, agent, cfg.registries, cache_dir(environment.env))
+    runner = Runner(environment.get_docker(), console, agent, cfg.registries)
     try:
         result = runner.run(plan)
     except DockercacheError as exc:
@@ -256,7 +252,7 @@ def _snapshots(
     name = _s3_store_name(cfg, store)
     s3 = cfg.caches[name]
     assert isinstance(s3, S3Cache)
-    return open_snapshots(name, s3, cache_dir(environment.env)), ci, cfg, s3
+    return open_snapshots(name, s3), ci, cfg, s3
 
 
 def _key_values(ci: CIContext, cfg: Config) -> dict[str, str]:

@@ -146,11 +146,16 @@ class S3Cache:
         default=("{pipeline}/latest",),
         metadata=_doc("Snapshot keys to restore first, in order (then this branch's, then the default branch's)."),
     )
-    local_dir: str | None = field(
+    listen: str | None = field(
         default=None,
-        metadata=_doc("Local blob pool (default: $DOCKERCACHE_CACHE_DIR or ~/.cache/dockercache)."),
+        metadata=_doc(
+            "HOST:PORT the S3 store's registry endpoint binds to and BuildKit reaches it at (default: 127.0.0.1 "
+            "and a free port); needed for remote and kubernetes builders, which cannot reach the agent's loopback.",
+            pattern=r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+            form="HOST:PORT",
+        ),
     )
-    transfers: int = field(default=8, metadata=_doc("Parallel transfers.", minimum=1))
+    transfers: int = field(default=8, metadata=_doc("Parallel S3 requests (blob checks, uploads).", minimum=1))
     multipart_threshold_mb: int = field(default=64, metadata=_doc("Blobs above this size use multipart.", minimum=5))
     mode: Mode = _mode_field()  # noqa: RUF009 - returns a dataclasses.field, not a shared default
     compression: Compression = _compression_field()  # noqa: RUF009

@@ -5,6 +5,7 @@ Everything here turns python-on-whales' exceptions into dockercache's, naming wh
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,16 +55,15 @@ class Docker:
         return None
 
     def create_builder(self, plan: BuilderPlan) -> None:
-        try:
-            self.client.buildx.create(
-                context_or_endpoint=plan.endpoint,
-                driver=plan.driver,
-                driver_options=dict(plan.driver_opts),
-                name=plan.name,
-                platforms=list(plan.platforms) or None,
-            )
-        except DockerException as exc:
-            raise EnvironmentProblem(f"cannot create builder '{plan.name}': {_reason(exc)}") from None
+        """``docker buildx create`` with exactly the plan's arguments (buildkitd.toml from a private file)."""
+        with tempfile.TemporaryDirectory(prefix="dockercache-builder-") as tmp:
+            config = Path(tmp) / "buildkitd.toml"
+            if plan.buildkitd_config is not None:
+                config.write_text(plan.buildkitd_config)
+            try:
+                run([*self.client.client_config.docker_cmd, *plan.create_argv(str(config))])
+            except DockerException as exc:
+                raise EnvironmentProblem(f"cannot create builder '{plan.name}': {_reason(exc)}") from None
 
     def remove_builder(self, name: str) -> None:
         try:
@@ -71,13 +71,15 @@ class Docker:
         except DockerException as exc:
             raise EnvironmentProblem(f"cannot remove builder '{name}': {_reason(exc)}") from None
 
-    def bake(self, argv: Sequence[str]) -> Iterator[str]:
-        """Run ``docker <argv>`` (a plan's bake arguments) and yield its rawjson stream as text.
+    def bake(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]:
+        """Run ``docker <argv>`` (a plan's bake arguments, ``env`` added to the environment) and yield its
+        rawjson stream as text.
 
         Raises BuildFailed at the end when bake exits non-zero, EnvironmentProblem when buildx is missing.
         """
         try:
-            for _, chunk in stream_stdout_and_stderr([*self.client.client_config.docker_cmd, *argv]):
+            command = [*self.client.client_config.docker_cmd, *argv]
+            for _, chunk in stream_stdout_and_stderr(command, env=dict(env) if env else None):  # type: ignore[arg-type]
                 yield chunk.decode(errors="replace")
         except DockerException as exc:
             stderr = exc.stderr or ""

@@ -168,6 +168,9 @@ def _convert_table(value: Any, cls: type[Any], path: Path, where: str) -> Any:
     known = fields_of(cls)
     for key in value:
         if key not in known:
+            gone = REMOVED.get((cls.__name__, key))
+            if gone:
+                raise ConfigError(f"{path}: {dotted(where, key)}: {gone}")
             raise ConfigError(f"{path}: {dotted(where, key)}: unknown key{suggest(key, known)}")
     kwargs = {}
     for name, (f, tp) in known.items():
@@ -181,9 +184,18 @@ def _convert_table(value: Any, cls: type[Any], path: Path, where: str) -> Any:
     return cls(**kwargs)
 
 
+#: Keys earlier releases accepted, and what to do about them.
+REMOVED = {
+    ("S3Cache", "local_dir"): "no longer used (the S3 store keeps no local blob pool: BuildKit reads S3 lazily); "
+    "remove it",
+}
+
+
 def _check_limits(value: Any, f: dataclasses.Field[Any], path: Path, where: str) -> None:
     if isinstance(value, str) and len(value) < f.metadata.get("min_length", 0):
         raise ConfigError(f"{path}: {where}: must not be empty")
+    if isinstance(value, str) and "pattern" in f.metadata and not re.fullmatch(f.metadata["pattern"], value):
+        raise ConfigError(f"{path}: {where}: {value!r} is not of the form {f.metadata.get('form', 'expected')}")
     if isinstance(value, int) and value < f.metadata.get("minimum", value):
         raise ConfigError(f"{path}: {where}: must be at least {f.metadata['minimum']}")
     if isinstance(value, Mapping) and len(value) < f.metadata.get("min_properties", 0):
@@ -200,10 +212,16 @@ def _check_references(config: Config) -> None:
         if not _SERVICE_NAME.fullmatch(name):
             raise ConfigError(f"{path}: caches.{name}: invalid store name (letters, digits, '_', '.', '-')")
         if isinstance(store, S3Cache):
-            if store.native and config.builder.driver not in ("docker-container", "remote"):
+            if store.native and config.builder.driver not in ("docker-container", "remote", "kubernetes"):
                 raise ConfigError(
-                    f"{path}: caches.{name}.native: BuildKit's s3 cache needs builder.driver 'docker-container' or "
-                    f"'remote' (this builder: '{config.builder.driver}')"
+                    f"{path}: caches.{name}.native: BuildKit's s3 cache needs builder.driver 'docker-container', "
+                    f"'remote' or 'kubernetes' (this builder: '{config.builder.driver}')"
+                )
+            if not store.native and not store.listen and config.builder.driver in ("remote", "kubernetes"):
+                raise ConfigError(
+                    f"{path}: caches.{name}: a '{config.builder.driver}' builder cannot reach this agent's loopback, "
+                    f"where the S3 store serves BuildKit; set caches.{name}.listen to an address the builder "
+                    f"reaches (HOST:PORT), or native = true"
                 )
             if store.endpoint_url and not re.match(r"https?://[^/]+", store.endpoint_url):
                 raise ConfigError(f"{path}: caches.{name}.endpoint_url: not an http(s) URL: {store.endpoint_url!r}")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .ci import slugify
-from .config import BuilderConfig, LocalCache, Settings
+from .config import BuilderConfig, CacheStore, LocalCache, S3Cache, Settings
 from .errors import ConfigError
 from .resolve import ResolvedService
 from .stores import CacheEntry, CacheRequest, Keys, TargetCaches, kind_for, may_write_shared
@@ -60,21 +60,44 @@ class BuilderPlan:
     endpoint: str | None
     platforms: tuple[str, ...]
     ephemeral: bool
+    buildkitd_config: str | None = None
+    """buildkitd.toml for a builder dockercache creates (the S3 store's endpoint as a plain-HTTP registry)."""
 
     @property
     def creatable(self) -> bool:
         """The docker driver has exactly one builder per Docker context; it cannot be created."""
         return self.driver != "docker"
 
-    def create_argv(self) -> list[str]:
+    def create_argv(self, config_file: str = "BUILDKITD.toml") -> list[str]:
+        """``docker buildx create`` for this builder; ``config_file`` holds :attr:`buildkitd_config`."""
         argv = ["buildx", "create", "--name", self.name, "--driver", self.driver]
         for key, value in self.driver_opts.items():
             argv += ["--driver-opt", f"{key}={value}"]
+        if self.buildkitd_config is not None:
+            argv += ["--buildkitd-config", config_file]
         if self.platforms:
             argv += ["--platform", ",".join(self.platforms)]
         if self.endpoint:
             argv.append(self.endpoint)
         return argv
+
+
+def endpoint_builder(builder: BuilderPlan, stores: Sequence[CacheStore]) -> BuilderPlan:
+    """A docker-container builder that must reach the S3 store's endpoint on the agent's loopback: host
+    networking, and buildkitd.toml naming the endpoint's addresses as plain-HTTP registries."""
+    from .stores.s3 import CONTAINER_PORTS
+
+    lazy = [s for s in stores if isinstance(s, S3Cache) and not s.native]
+    if builder.driver != "docker-container" or not lazy:
+        return builder
+    hosts = dict.fromkeys(s.listen or "" for s in lazy)
+    addresses = [h for h in hosts if h] + ([f"127.0.0.1:{p}" for p in CONTAINER_PORTS] if "" in hosts else [])
+    config = "".join(f'[registry."{a}"]\n  http = true\n  insecure = true\n\n' for a in addresses)
+    return dataclasses.replace(
+        builder,
+        driver_opts={"network": "host", **builder.driver_opts},
+        buildkitd_config=config,
+    )
 
 
 @dataclass(frozen=True)
@@ -175,6 +198,9 @@ class Plan:
     cache_errors: str
     logins: tuple[tuple[str, str], ...] = ()
     """Registries logged in to before building: (host, user name); passwords are never part of a plan."""
+    bake_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Environment of the bake process beyond dockercache's own (``AWS_PROFILE`` for a native S3 store: buildx
+    resolves the AWS credential chain itself and hands BuildKit the keys for ``type=s3``)."""
 
     @property
     def targets(self) -> tuple[Target, ...]:
@@ -234,6 +260,7 @@ class Plan:
                 "driver": self.builder.driver,
                 "ephemeral": self.builder.ephemeral,
                 "create": self.builder.create_argv() if self.builder.creatable else None,
+                "buildkitd_config": self.builder.buildkitd_config,
             },
             "commit": self.commit,
             "branch": self.branch,
@@ -243,6 +270,7 @@ class Plan:
             "cache_errors": self.cache_errors,
             "logins": [{"registry": h, "username": u} for h, u in self.logins],
             "argv": ["docker", *self.bake_argv()],
+            "bake_env": dict(self.bake_env),
             "bake": self.bake_definition(),
             "services": [
                 {
@@ -287,7 +315,6 @@ class PlanInputs:
     on_ci: bool
     job_id: str | None = None
     pipeline: str = "pipeline"
-    cache_dir: Path = Path(".dockercache")
     """Where stores that need local space (S3) keep their blob pool, restores and exports."""
     source: str = "dockercache.toml"
     """The configuration file, named in errors."""
@@ -312,7 +339,8 @@ def selected_stages(svc: ResolvedService, stage: str | None) -> tuple[str, ...]:
 
 def related_stages(svc: ResolvedService, selected: Sequence[str], stage: str) -> tuple[str, ...]:
     """The service's other stages whose caches can hold vertices of ``stage``: those it builds on (nearest
-    first), then the selected stages that build on some of the same stages.
+    first), then the selected stages that build on some of the same stages, then the other stages that do
+    (``--stage deps`` reads the final image's cache, which holds the dependencies).
 
     The second kind matters because build runs leaves only: a test stage and the final image both build on
     the dependencies, and when a run that changed them failed in the tests, only the final image's cache
@@ -321,7 +349,8 @@ def related_stages(svc: ResolvedService, selected: Sequence[str], stage: str) ->
     """
     graph = svc.graphs[stage]
     below = [s for s in reversed(svc.stages) if s != stage and s in graph]
-    beside = [s for s in selected if s != stage and s not in below and set(svc.graphs[s]) & set(graph)]
+    order = [*selected, *(s for s in svc.stages if s not in selected)]
+    beside = [s for s in order if s != stage and s not in below and set(svc.graphs[s]) & set(graph)]
     return (*below, *beside)
 
 
@@ -347,6 +376,7 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
         platforms=inputs.builder.platforms,
         ephemeral=inputs.builder.ephemeral,
     )
+    builder = endpoint_builder(builder, [s.store for s in inputs.services])
     services = []
     for svc in inputs.services:
         targets = []
@@ -362,7 +392,6 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
                 keys=keys,
                 cache_write=cache_write,
                 root=inputs.root,
-                cache_dir=inputs.cache_dir,
                 exists=exists,
             )
             targets.append(_target(svc, stage, inputs.commit, options, kind_for(svc.store).plan(request), identity))
@@ -385,7 +414,22 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
         cache_write=cache_write,
         cache_write_reason=reason,
         cache_errors=inputs.settings.cache_errors,
+        bake_env=_bake_env(inputs.services),
     )
+
+
+def _bake_env(services: Sequence[ResolvedService]) -> dict[str, str]:
+    profiles = {
+        s.store.profile: s.store_name
+        for s in services
+        if isinstance(s.store, S3Cache) and s.store.native and s.store.profile
+    }
+    if len(profiles) > 1:
+        raise ConfigError(
+            f"native S3 stores {', '.join(map(str, profiles.values()))} name different AWS profiles; buildx "
+            "resolves one profile per run (AWS_PROFILE)"
+        )
+    return {"AWS_PROFILE": next(iter(profiles))} if profiles else {}
 
 
 def _target(

@@ -37,7 +37,10 @@ class StageResult:
     restored_from: str | None = None
     s3_saved: str | None = None
     down_objects: int = 0
+    """Blobs BuildKit fetched from S3 (redirects to presigned URLs) and their bytes."""
     down_bytes: int = 0
+    s3_lookups: int = 0
+    """Blob lookups (HEAD) answered from the bucket listing."""
     up_objects: int = 0
     up_bytes: int = 0
     exported: bool = False
@@ -74,7 +77,7 @@ class StageResult:
             "s3": {
                 "restored_from": self.restored_from,
                 "saved": self.s3_saved,
-                "down": {"objects": self.down_objects, "bytes": self.down_bytes},
+                "down": {"objects": self.down_objects, "bytes": self.down_bytes, "lookups": self.s3_lookups},
                 "up": {"objects": self.up_objects, "bytes": self.up_bytes},
             },
             "image": {"tags": list(self.tags), "digest": self.digest, "pushed": self.pushed} if self.tags else None,

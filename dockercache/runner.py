@@ -32,7 +32,7 @@ class DockerPort(Protocol):
     def builder_driver(self, name: str) -> str | None: ...
     def create_builder(self, plan: BuilderPlan) -> None: ...
     def remove_builder(self, name: str) -> None: ...
-    def bake(self, argv: Sequence[str]) -> Iterator[str]: ...
+    def bake(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]: ...
 
 
 @contextlib.contextmanager
@@ -72,6 +72,18 @@ def ensure_builder(docker: DockerPort, plan: BuilderPlan, console: Console) -> b
     return True
 
 
+def _error_text(bake: BakeRun) -> str:
+    """Everything a failed run said about why: every vertex's error and buildx's own output."""
+    errors = [v.error for v in bake.events.vertexes.values() if v.error]
+    return "\n".join([*errors, bake.stderr])
+
+
+def _without_sources(target: Target, stores: Mapping[str, str]) -> Target:
+    if target.caches.store not in stores:
+        return target
+    return dataclasses.replace(target, caches=dataclasses.replace(target.caches, sources=()))
+
+
 @dataclasses.dataclass
 class BakeRun:
     """One ``docker buildx bake`` run: did it succeed, and what it left in its metadata file."""
@@ -89,14 +101,12 @@ class Runner:
         console: Console,
         agent: Agent | None = None,
         logins: Mapping[str, RegistryLogin] | None = None,
-        cache_dir: Path = Path(".dockercache"),
         blob_store: BlobStoreFactory | None = None,
     ) -> None:
         self.docker = docker
         self.console = console
         self.agent = agent
         self.logins = logins or {}
-        self.cache_dir = cache_dir
         self.blob_store = blob_store
 
     def run(self, plan: Plan) -> RunResult:
@@ -111,9 +121,9 @@ class Runner:
             commit=plan.commit,
             branch=plan.branch,
             cache_errors=plan.cache_errors,
-            cache_dir=self.cache_dir,
             meta_data_get=self._meta_data_get,
             blob_store=self.blob_store,
+            builder_driver=plan.builder.driver,
             warnings=run.warnings,
         )
         stores = Stores(context)
@@ -165,6 +175,21 @@ class Runner:
             tally.drop_last()
             stores.fresh_sinks(plan.running)
             first = self._bake(plan, tally, run, "build (again)")
+        broken = stores.import_failed(plan.running, _error_text(first)) if not first.succeeded else {}
+        if broken:
+            # A cache is a miss, never an outage: build once more without the caches that could not be read.
+            for store, reason in broken.items():
+                message = f"cache store '{store}': {reason}"
+                if plan.cache_errors == "fail":
+                    run.warnings.append(f"{message} (settings.cache_errors = 'fail': not building without it)")
+                else:
+                    run.warnings.append(f"{message}: building again without it")
+                self.console.warn(run.warnings[-1])
+            if plan.cache_errors != "fail":
+                plan = plan.with_targets([_without_sources(t, broken) for t in plan.targets])
+                tally.drop_last()
+                stores.fresh_sinks(plan.running)
+                first = self._bake(plan, tally, run, "build (without the broken cache)")
         self._record(plan.running, first, tally, results)
         if first.succeeded:
             for target in plan.targets:
@@ -188,7 +213,7 @@ class Runner:
             bake_file.write_text(json.dumps(plan.bake_definition(), indent=2))
             metadata_file = Path(tmp) / "metadata.json"
             try:
-                for chunk in self.docker.bake(plan.bake_argv(str(bake_file), str(metadata_file))):
+                for chunk in self.docker.bake(plan.bake_argv(str(bake_file), str(metadata_file)), plan.bake_env):
                     for item in decoder.feed(chunk):
                         for vertex in events.apply(item):
                             self.console.step(vertex)

@@ -8,14 +8,16 @@ process arguments or printed. Retries use botocore's standard mode.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 import boto3.exceptions
@@ -33,6 +35,16 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 CHUNK = 1024 * 1024
+
+
+PRUNE_LOCK_STALE = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: str
+    modified: datetime
+    blobs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -120,11 +132,51 @@ class S3Store:
         with self._errors("listing blobs"):
             return {self.layout.digest(o["Key"]): o["LastModified"] for o in self._list(self.layout.blobs)}
 
-    def upload_blob(self, digest: str, path: Path, progress: Progress | None = None) -> None:
-        with self._errors(f"uploading {digest}"):
-            self.client.upload_file(
-                str(path), self.bucket, self.blob_key(digest), Config=self.transfer, Callback=progress
+    def head_blob(self, digest: str) -> int | None:
+        """The blob's size, or None when the store does not have it."""
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=self.blob_key(digest))["ContentLength"])
+        except BOTO_ERRORS as exc:
+            if _not_found(exc):
+                return None
+            raise StoreError(f"{self.url}: looking up {digest}: {_reason(exc)}") from None
+
+    def presign_blob(self, digest: str, seconds: int) -> str:
+        """A URL that reads one blob for ``seconds``, signed here: the reader gets no credentials."""
+        with self._errors(f"signing a URL for {digest}"):
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self.blob_key(digest)}, ExpiresIn=seconds
             )
+
+    def get_blob_bytes(self, digest: str, limit: int) -> bytes | None:
+        """A small blob (a manifest) whole, or None when absent."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.blob_key(digest))
+            if int(response.get("ContentLength", 0)) > limit:
+                raise StoreError(f"{self.url}: {digest} is larger than {limit} bytes")
+            return response["Body"].read()
+        except BOTO_ERRORS as exc:
+            if _not_found(exc):
+                return None
+            raise StoreError(f"{self.url}: reading {digest}: {_reason(exc)}") from None
+
+    def put_blob_bytes(self, digest: str, body: bytes) -> None:
+        """A small blob, written only if absent (a concurrent writer's identical copy is left alone)."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.blob_key(digest), Body=body, IfNoneMatch="*")
+        except BOTO_ERRORS as exc:
+            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, botocore.exceptions.ClientError) else ""
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return
+            if code != "NotImplemented":  # a server without conditional writes: content-addressed, so plain put
+                raise StoreError(f"{self.url}: uploading {digest}: {_reason(exc)}") from None
+            with self._errors(f"uploading {digest}"):
+                self.client.put_object(Bucket=self.bucket, Key=self.blob_key(digest), Body=body)
+
+    def upload_blob_fileobj(self, digest: str, fileobj: IO[bytes]) -> None:
+        """A blob of any size (multipart above the threshold), streamed from ``fileobj``."""
+        with self._errors(f"uploading {digest}"):
+            self.client.upload_fileobj(fileobj, self.bucket, self.blob_key(digest), Config=self.transfer)
 
     def download_blob(self, digest: str, dest: Path, progress: Progress | None = None) -> int:
         """Download into ``dest`` only if the content's sha256 is its name; returns the size."""
@@ -199,6 +251,55 @@ class S3Store:
 
     def delete_blobs(self, digests: Iterable[str]) -> None:
         self._delete([self.blob_key(d) for d in digests], "blobs")
+
+    def _put_json(self, key: str, document: Mapping[str, Any], what: str) -> None:
+        with self._errors(what):
+            body = json.dumps(document).encode()
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+
+    def put_lease(self, blobs: Sequence[str]) -> str:
+        """Record that a save in progress relies on ``blobs``; returns the lease's id."""
+        lease_id = uuid.uuid4().hex
+        document = {"created": datetime.now(timezone.utc).isoformat(), "blobs": list(blobs)}
+        self._put_json(self.layout.lease(lease_id), document, "writing a lease")
+        return lease_id
+
+    def delete_lease(self, lease_id: str) -> None:
+        with self._errors("removing a lease"):
+            self.client.delete_object(Bucket=self.bucket, Key=self.layout.lease(lease_id))
+
+    def leases(self) -> list[Lease]:
+        """Every lease: its id, when it was written, and the blobs it keeps."""
+        with self._errors("reading leases"):
+            found = []
+            for o in self._list(self.layout.leases):
+                lease_id = o["Key"][len(self.layout.leases) :].removesuffix(".json")
+                try:
+                    body = self.client.get_object(Bucket=self.bucket, Key=o["Key"])["Body"].read()
+                    blobs = tuple(str(d) for d in json.loads(body)["blobs"])
+                except BOTO_ERRORS as exc:
+                    if _not_found(exc):
+                        continue  # the save finished meanwhile
+                    raise
+                except (ValueError, KeyError, TypeError):
+                    blobs = ()
+                found.append(Lease(lease_id, o["LastModified"], blobs))
+            return found
+
+    def begin_prune(self) -> str:
+        lock_id = uuid.uuid4().hex
+        self._put_json(self.layout.prune_lock(lock_id), {"created": datetime.now(timezone.utc).isoformat()}, "locking")
+        return lock_id
+
+    def end_prune(self, lock_id: str) -> None:
+        with self._errors("unlocking"):
+            self.client.delete_object(Bucket=self.bucket, Key=self.layout.prune_lock(lock_id))
+
+    def prune_locks(self, stale: timedelta = PRUNE_LOCK_STALE) -> set[str]:
+        """The locks of prunes in progress (one older than ``stale`` was left by a killed prune)."""
+        now = datetime.now(timezone.utc)
+        with self._errors("checking for a prune in progress"):
+            return {o["Key"] for o in self._list(self.layout.locks) if now - o["LastModified"] < stale}
 
     def check(self) -> None:
         """Fail early and clearly when the bucket cannot be reached."""

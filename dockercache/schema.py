@@ -56,6 +56,8 @@ def _table_schema(cls: type[Any], defs: dict[str, Any]) -> dict[str, Any]:
             prop["minLength"] = f.metadata["min_length"]
         if "minimum" in f.metadata:
             prop["minimum"] = f.metadata["minimum"]
+        if "pattern" in f.metadata:
+            prop["pattern"] = f.metadata["pattern"]
         if "min_properties" in f.metadata:
             prop["minProperties"] = f.metadata["min_properties"]
         default = f.default if f.default is not dataclasses.MISSING else None

@@ -20,6 +20,18 @@ def secret_values(env: Mapping[str, str], extra: Iterable[str] = ()) -> tuple[st
     return tuple(sorted(values, key=len, reverse=True))
 
 
+#: Query parameters of presigned S3 URLs that carry a signature, a credential or a session token (SigV4 and V2).
+PRESIGNED = re.compile(
+    r"(?i)\b(X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId|x-amz-security-token)"
+    r"=[^&\s\"'<>]+"
+)
+
+
+def redact_presigned(text: str) -> str:
+    """Mask the secret parts of any presigned URL in ``text``."""
+    return PRESIGNED.sub(lambda m: f"{m[1]}={MASK}", text)
+
+
 class Redactor:
     def __init__(self, values: Iterable[str] = ()) -> None:
         self.values = tuple(values)
@@ -28,6 +40,7 @@ class Redactor:
         self.values = tuple(sorted({*self.values, *(v for v in values if len(v) >= 4)}, key=len, reverse=True))
 
     def __call__(self, text: str) -> str:
+        text = redact_presigned(text)
         for value in self.values:
             if value in text:
                 text = text.replace(value, MASK)

@@ -8,10 +8,11 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -84,6 +85,17 @@ class Info:
         return SnapshotName.parse(self.name).key
 
 
+@dataclass(frozen=True)
+class LeaseRecord:
+    id: str
+    modified: datetime
+    blobs: tuple[str, ...]
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 @dataclass
 class MemoryStore:
     """An S3 blob store in memory (dockercache.snapshots.BlobStore), for tests without S3."""
@@ -91,6 +103,8 @@ class MemoryStore:
     blobs: dict[str, bytes] = field(default_factory=dict)
     blob_dates: dict[str, datetime] = field(default_factory=dict)
     snapshots: dict[str, tuple[bytes, datetime]] = field(default_factory=dict)
+    leases_held: dict[str, LeaseRecord] = field(default_factory=dict)
+    held_locks: set[str] = field(default_factory=set)
     uploads: list[str] = field(default_factory=list)
     lists: int = 0
     url: str = "mem://"
@@ -108,15 +122,27 @@ class MemoryStore:
     def blob_times(self) -> dict[str, datetime]:
         return {d: self.blob_dates.get(d, NOW - timedelta(days=30)) for d in self.blobs}
 
-    def upload_blob(self, digest: str, path: Path, progress: Callable[[int], None] | None = None) -> None:
-        self.uploads.append(digest)
-        self.blobs[digest] = path.read_bytes()
+    def head_blob(self, digest: str) -> int | None:
+        return len(self.blobs[digest]) if digest in self.blobs else None
 
-    def download_blob(self, digest: str, dest: Path, progress: Callable[[int], None] | None = None) -> int:
+    def presign_blob(self, digest: str, seconds: int) -> str:
+        return f"{self.url}blobs/{digest}?X-Amz-Signature=secret"
+
+    def get_blob_bytes(self, digest: str, limit: int) -> bytes | None:
+        return self.blobs.get(digest)
+
+    def put_blob_bytes(self, digest: str, body: bytes) -> None:
+        self.uploads.append(digest)
+        self.blobs[digest] = body
+
+    def upload_blob_fileobj(self, digest: str, fileobj: IO[bytes]) -> None:
+        self.put_blob_bytes(digest, fileobj.read())
+
+    def download_blob(self, digest: str, dest: Path) -> int:
         if digest not in self.blobs:
             raise BlobMissing(f"blob {digest} is missing")
         data = self.blobs[digest]
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        if digest_of(data) != digest:
             raise BlobCorrupt(f"blob {digest} is corrupt")
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
@@ -142,6 +168,28 @@ class MemoryStore:
         for d in digests:
             self.blobs.pop(d, None)
 
+    def put_lease(self, blobs: Sequence[str]) -> str:
+        lease_id = f"lease{len(self.leases_held)}"
+        self.leases_held[lease_id] = LeaseRecord(lease_id, NOW, tuple(blobs))
+        return lease_id
+
+    def delete_lease(self, lease_id: str) -> None:
+        self.leases_held.pop(lease_id, None)
+
+    def leases(self) -> list[LeaseRecord]:
+        return list(self.leases_held.values())
+
+    def begin_prune(self) -> str:
+        lock = f"lock{len(self.held_locks)}"
+        self.held_locks.add(lock)
+        return lock
+
+    def end_prune(self, lock_id: str) -> None:
+        self.held_locks.discard(lock_id)
+
+    def prune_locks(self) -> set[str]:
+        return set(self.held_locks)
+
 
 def export(directory: Path, *contents: bytes) -> Path:
     """A BuildKit-style local cache export: blobs, and an index naming the first blob as the manifest."""
@@ -154,6 +202,20 @@ def export(directory: Path, *contents: bytes) -> Path:
         digests.append(f"sha256:{hexdigest}")
     (directory / "index.json").write_text(json.dumps({"manifests": [{"digest": digests[0]}]}))
     return directory
+
+
+def save_snapshot(store: MemoryStore, name: str, *contents: bytes, modified: datetime = NOW) -> dict[str, int]:
+    """A snapshot as the endpoint writes one: its blobs, then an index naming the first as the manifest."""
+    from dockercache.snapshots import snapshot_document
+
+    blobs = {}
+    for data in contents:
+        store.blobs[digest_of(data)] = data
+        blobs[digest_of(data)] = len(data)
+    manifest = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of(contents[0])}
+    index = {"schemaVersion": 2, "manifests": [{**manifest, "size": len(contents[0])}]}
+    store.snapshots[name] = (snapshot_document(SnapshotName.parse(name), {}, index, blobs), modified)
+    return blobs
 
 
 # --------------------------------------------------------------------------- the hardening suite's table

@@ -360,7 +360,7 @@ S3 = S3Cache(type="s3", bucket="ci-cache", endpoint_url="http://127.0.0.1:5002",
 
 
 def s3_inputs(branch: str = "main", store: S3Cache = S3, **kw: object) -> PlanInputs:
-    return inputs(service(store, store_name="s3"), branch=branch, pipeline="shop", cache_dir=Path("/agent"), **kw)
+    return inputs(service(store, store_name="s3"), branch=branch, pipeline="shop", **kw)
 
 
 def test_s3_restore_order_and_save_key() -> None:
@@ -369,12 +369,25 @@ def test_s3_restore_order_and_save_key() -> None:
     assert step is not None and deps.caches.kind == "s3"
     assert step.to_json()["restore_keys"] == ["shop/latest", "shop/feature-x", "shop/main"]
     assert step.to_json()["save"] == "shop/feature-x/ruby/deps"
-    assert [c.location for c in deps.cache_from] == [
-        "/agent/s3/ci-cache/dockercache/restore/ruby/deps",
-        "/agent/s3/ci-cache/dockercache/restore/ruby/base",
-        "/agent/s3/ci-cache/dockercache/restore/ruby/final",
+    # Every key in restore order, each for this stage and then its graph's, served by the run's endpoint
+    # (whose address replaces the placeholder host once it listens).
+    host = "s3-endpoint.dockercache.invalid"
+    assert [c.encode() for c in deps.cache_from] == [
+        f"type=registry,ref={host}/{repo}:{stage}"
+        for repo in ("shop/latest/ruby", "shop/feature-x/ruby", "shop/main/ruby")
+        for stage in ("deps", "base", "final")
     ]
-    assert deps.cache_to is not None and deps.cache_to.location == "/agent/s3/ci-cache/dockercache/export/ruby/deps"
+    assert deps.cache_to is not None
+    assert deps.cache_to.encode() == (
+        f"type=registry,ref={host}/shop/feature-x/ruby:deps,mode=max,image-manifest=true,oci-mediatypes=true,"
+        "compression=zstd,ignore-error=true"
+    )
+
+
+def test_s3_listen_address_is_the_cache_host() -> None:
+    remote = S3Cache(type="s3", bucket="b", listen="10.0.0.5:5005")
+    target = make_plan(s3_inputs("main", remote), BuildOptions()).targets[0]
+    assert target.cache_to is not None and target.cache_to.location == "10.0.0.5:5005/shop/main/ruby:base"
 
 
 def test_s3_untrusted_branch_never_writes_a_key_the_default_branch_reads() -> None:
@@ -410,3 +423,44 @@ def test_s3_native_uses_buildkit_s3_cache_without_credentials() -> None:
     text = json.dumps(target.bake())
     assert "type=s3,bucket=b" in text
     assert "access_key" not in text and "secret" not in text
+
+
+def test_a_docker_container_builder_for_the_s3_endpoint_gets_host_network_and_plain_http() -> None:
+    plan = make_plan(s3_inputs("main", builder=BuilderConfig(name="ci", driver="docker-container")), BuildOptions())
+    argv = plan.builder.create_argv("/tmp/b.toml")
+    assert argv == [
+        "buildx",
+        "create",
+        "--name",
+        "ci",
+        "--driver",
+        "docker-container",
+        "--driver-opt",
+        "network=host",
+        "--buildkitd-config",
+        "/tmp/b.toml",
+    ]
+    config = plan.builder.buildkitd_config
+    assert config is not None and config.count("[registry.") == 16
+    assert config.startswith('[registry."127.0.0.1:47310"]\n  http = true\n  insecure = true\n')
+    # A registry store needs neither; nor does the docker driver, which reaches loopback as it is.
+    registry = make_plan(inputs(builder=BuilderConfig(name="ci", driver="docker-container")), BuildOptions())
+    assert registry.builder.buildkitd_config is None and "--buildkitd-config" not in registry.builder.create_argv()
+    docker = make_plan(s3_inputs("main", builder=BuilderConfig(name="default", driver="docker")), BuildOptions())
+    assert docker.builder.buildkitd_config is None
+
+
+def test_a_listen_address_is_the_one_plain_http_registry() -> None:
+    store = S3Cache(type="s3", bucket="b", listen="10.0.0.5:5005")
+    plan = make_plan(
+        s3_inputs("main", store, builder=BuilderConfig(name="ci", driver="docker-container")), BuildOptions()
+    )
+    assert plan.builder.buildkitd_config == '[registry."10.0.0.5:5005"]\n  http = true\n  insecure = true\n\n'
+
+
+def test_native_s3_profile_reaches_buildx_as_aws_profile_only() -> None:
+    native = S3Cache(type="s3", bucket="b", native=True, profile="ci-profile")
+    plan = make_plan(s3_inputs("main", native, builder=BuilderConfig(name="ci")), BuildOptions())
+    assert plan.bake_env == {"AWS_PROFILE": "ci-profile"}
+    assert "ci-profile" not in " ".join(plan.bake_argv()) and "profile" not in json.dumps(plan.bake_definition())
+    assert make_plan(s3_inputs("main"), BuildOptions()).bake_env == {}

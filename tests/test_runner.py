@@ -7,6 +7,7 @@ where the sink is ``type=local``, the metadata file, and a failing step where th
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from dockercache.resolve import ResolvedService
 from dockercache.runner import Runner
 from dockercache.snapshots import BlobStore
 
-from .conftest import MemoryStore, export
+from .conftest import MemoryStore, digest_of, export, save_snapshot
 
 STAMP = "2026-11-26T00:00:0{}.000000000Z"
 GRAPHS = {
@@ -54,6 +55,8 @@ class FakeDocker:
     cached: bool = False
     race_once: bool = False
     """The first bake fails as BuildKit 0.13's shared-vertex race makes it (moby/buildkit#3635)."""
+    blob_error_once: bool = False
+    """The first bake fails fetching a blob of its first registry cache source, as BuildKit does on a 500."""
     daemon: bool = True
     builders: dict[str, str] = field(default_factory=dict)
     bakes: list[dict[str, Any]] = field(default_factory=list)
@@ -77,7 +80,7 @@ class FakeDocker:
         self.log.add(f"docker buildx rm {name}")
         self.builders.pop(name, None)
 
-    def bake(self, argv: Sequence[str]) -> Iterator[str]:
+    def bake(self, argv: Sequence[str], env: Any = None) -> Iterator[str]:
         definition = json.loads(Path(argv[argv.index("--file") + 1]).read_text())
         self.bakes.append(definition)
         assert argv[-1] == "default"
@@ -90,6 +93,16 @@ class FakeDocker:
                 {"vertexes": [{"digest": "sha256:race", "name": "[app-deps deps 1/2] COPY x /x", "error": error}]}
             )
             yield f"ERROR: failed to solve: {error}\n"
+            raise BuildFailed(1, f"ERROR: failed to solve: {error}")
+        sources = [s for t in targets.values() for s in t.get("cache-from", [])]
+        if first and self.blob_error_once and sources:
+            ref = dict(part.split("=", 1) for part in sources[0].split(","))["ref"]
+            host, repo = ref.split("/", 1)
+            error = (
+                "failed to copy: httpReadSeeker: failed open: unexpected status code "
+                f"https://{host}/v2/{repo.rsplit(':', 1)[0]}/blobs/sha256:{'ab' * 32}: 500 Internal Server Error"
+            )
+            yield json.dumps({"vertexes": [{"digest": "sha256:export", "name": "exporting to image", "error": error}]})
             raise BuildFailed(1, f"ERROR: failed to solve: {error}")
         failing = self.fail_stage if first else None
         prefix = len(targets) > 1
@@ -118,6 +131,9 @@ class FakeDocker:
                 attrs = dict(part.split("=", 1) for part in sink.split(","))
                 if not failed and attrs["type"] == "local":
                     export(Path(attrs["dest"]), f"{name} manifest".encode(), f"{name} layer".encode())
+                pushed = None
+                if not failed and attrs["type"] == "registry" and attrs["ref"].startswith("127.0.0.1:"):
+                    pushed = push_cache(attrs["ref"], name)
                 export_vertex: dict[str, Any] = {
                     "digest": f"sha256:{name}-export",
                     "name": f"{'[' + name + '] ' if prefix else ''}exporting cache to {attrs['type']}",
@@ -126,6 +142,8 @@ class FakeDocker:
                 }
                 if failed:
                     export_vertex["error"] = "context canceled"
+                elif pushed:
+                    export_vertex["error"] = pushed
                 yield json.dumps({"vertexes": [export_vertex]}) + "\n"
             if "tags" in target:
                 metadata[name] = {"containerimage.digest": "sha256:" + "ab" * 32}
@@ -133,6 +151,35 @@ class FakeDocker:
             yield "ERROR: failed to solve: exit code: 3\n"
             raise BuildFailed(1, "ERROR: failed to solve")
         Path(argv[argv.index("--metadata-file") + 1]).write_text(json.dumps(metadata))
+
+
+def push_cache(ref: str, name: str) -> str | None:
+    """Push a two-blob cache to the S3 store's endpoint as BuildKit does (blobs, then the manifest by tag);
+    returns the error BuildKit would report, or None."""
+    host, rest = ref.split("/", 1)
+    repo, tag = rest.rsplit(":", 1)
+    layer, config = f"{name} layer".encode(), f"{name} config".encode()
+
+    def call(method: str, path: str, body: bytes, content_type: str = "application/octet-stream") -> str | None:
+        conn = http.client.HTTPConnection(host, timeout=10)
+        conn.request(method, path, body=body, headers={"Content-Type": content_type})
+        response = conn.getresponse()
+        text = response.read().decode()
+        conn.close()
+        return None if response.status in (201, 202) else f"unexpected status {response.status}: {text}"
+
+    for data in (layer, config):
+        problem = call("POST", f"/v2/{repo}/blobs/uploads/?digest={digest_of(data)}", data)
+        if problem:
+            return problem
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.buildkit.cacheconfig.v0", "digest": digest_of(config), "size": 13},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": digest_of(layer), "size": 1}],
+    }
+    manifest["config"]["size"], manifest["layers"][0]["size"] = len(config), len(layer)  # type: ignore[index]
+    return call("PUT", f"/v2/{repo}/manifests/{tag}", json.dumps(manifest).encode(), manifest["mediaType"])  # type: ignore[arg-type]
 
 
 @dataclass
@@ -197,7 +244,6 @@ def plan_for(store: Any, tmp_path: Path, settings: Settings | None = None, **bui
         default_branch="main",
         on_ci=True,
         pipeline="pipe",
-        cache_dir=tmp_path / "agent",
         job_id="job1",
     )
     return make_plan(inputs, BuildOptions())
@@ -230,7 +276,6 @@ def world(tmp_path: Path) -> World:
         docker,  # type: ignore[arg-type]
         Console(out=io.StringIO(), err=stream),
         agent,  # type: ignore[arg-type]
-        cache_dir=tmp_path / "agent",
         blob_store=blob_store,
     )
     world = World(log, docker, agent, store, runner, [])
@@ -246,11 +291,11 @@ def test_s3_run_order_restore_bake_save_then_meta_data(world: World, tmp_path: P
     assert result.exit_code == 0, result.error
     log = world.log
     restore = log.index("s3 get pipe/main/app/test")
-    assert not any(e.startswith("s3 get pipe/main/app/base") for e in log.events)  # base is inside the leaves
     assert log.index("agent meta-data get dockercache-s3-key-app") < restore < log.index("docker buildx bake")
-    saves = [i for i, e in enumerate(log.events) if e.startswith("s3 put")]
-    assert len(saves) == 2 and min(saves) > log.index("docker buildx bake")
-    assert log.index("agent meta-data set") > max(saves)
+    # Snapshots are written through the endpoint while bake runs: only the targets that run write.
+    saves = [e for e in log.events[log.index("docker buildx bake") :] if e.startswith("s3 put")]
+    assert sorted(saves) == ["s3 put pipe/main/app/final", "s3 put pipe/main/app/test"]
+    assert log.index("agent meta-data set") > max(i for i, e in enumerate(log.events) if e.startswith("s3 put"))
     assert world.agent.meta == {"app-image": "reg.test/app:abc123", "dockercache-s3-key-app": "pipe/main"}
     # The leaves' snapshots hold the stages they build on (mode=max).
     assert sorted(world.store.snapshots) == ["pipe/main/app/final", "pipe/main/app/test"]
@@ -327,14 +372,14 @@ def test_s3_unreachable_is_a_miss_and_fatal_only_on_request(world: World, tmp_pa
 
 
 def test_a_failing_save_is_a_warning_and_the_others_are_saved(world: World, tmp_path: Path) -> None:
-    real_upload = world.store.upload_blob
+    real_put = world.store.put_blob_bytes
 
-    def upload(digest: str, path: Path, progress: Any = None) -> None:
-        if "app-test" in path.read_bytes().decode(errors="replace"):
+    def put(digest: str, body: bytes) -> None:
+        if b"app-test" in body:
             raise StoreError("s3://b: uploading: InternalError")
-        real_upload(digest, path, progress)
+        real_put(digest, body)
 
-    world.store.upload_blob = upload  # type: ignore[method-assign]
+    world.store.put_blob_bytes = put  # type: ignore[method-assign]
     result = world.runner.run(plan_for(S3, tmp_path))
     assert result.exit_code == 0
     stages = {s.stage: s for s in result.services[0].stages}
@@ -416,3 +461,34 @@ def test_buildkit_shared_vertex_race_is_retried_once(world: World, tmp_path: Pat
     assert "failed to get state for index 0" in result.warnings[0]
     # Steps are counted from the retry alone (the failed try's vertex is not a step of this build).
     assert {s.stage: s.total for s in result.services[0].stages} == {"base": 2, "deps": 2, "test": 1, "final": 2}
+
+
+def test_a_cache_blob_that_cannot_be_fetched_is_a_miss_built_again_without_it(world: World, tmp_path: Path) -> None:
+    for stage in ("test", "final"):
+        save_snapshot(world.store, f"pipe/main/app/{stage}", f"{stage} manifest".encode(), b"layer")
+    world.docker.blob_error_once = True
+    result = world.runner.run(plan_for(S3, tmp_path))
+    assert result.exit_code == 0, result.error
+    first, second = world.docker.bakes
+    assert first["target"]["app-test"]["cache-from"], "the first run reads the snapshots"
+    assert not second["target"]["app-test"].get("cache-from")  # the second does without them ...
+    assert second["target"]["app-test"]["cache-to"]  # ... and writes the rebuilt cache
+    (warning,) = result.warnings
+    assert warning.startswith("cache store 'cache': fetching cache blob sha256:abab")
+    assert warning.endswith("from mem://: 500 Internal Server Error: building again without it")
+    assert {s.stage: s.status for s in result.services[0].stages}["final"] == "ok"
+
+
+def test_a_broken_cache_fails_the_build_when_cache_errors_is_fail(world: World, tmp_path: Path) -> None:
+    save_snapshot(world.store, "pipe/main/app/test", b"test manifest", b"layer")
+    world.docker.blob_error_once = True
+    result = world.runner.run(plan_for(S3, tmp_path, Settings(cache_errors="fail")))
+    assert result.exit_code == 1 and len(world.docker.bakes) == 1
+    assert "not building without it" in result.warnings[0]
+
+
+def test_a_failing_step_is_not_retried_as_a_cache_problem(world: World, tmp_path: Path) -> None:
+    save_snapshot(world.store, "pipe/main/app/test", b"test manifest", b"layer")
+    world.docker.fail_stage = "test"
+    result = world.runner.run(plan_for(S3, tmp_path))
+    assert result.exit_code == 1 and not any("building again" in w for w in result.warnings)

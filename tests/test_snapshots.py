@@ -1,121 +1,121 @@
-"""Snapshot logic against an in-memory blob store (the real S3 path is in tests/e2e/test_s3_store.py)."""
+"""Snapshot format, promote, prune and verify against an in-memory blob store (the real S3 path, and saves
+racing prunes through the endpoint, are in tests/e2e)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from dockercache.errors import StoreError
-from dockercache.snapshots import Snapshots
-from dockercache.stores.layout import SnapshotName
+from dockercache.snapshots import LEASE_STALE, Snapshot, Snapshots, parse_snapshot
 
-from .conftest import NOW, MemoryStore, export
-
-
-def name(text: str) -> SnapshotName:
-    return SnapshotName.parse(text)
+from .conftest import NOW, MemoryStore, digest_of, save_snapshot
 
 
-def test_save_uploads_only_missing_blobs_and_lists_once(tmp_path: Path) -> None:
+def test_parse_snapshot_reads_what_the_endpoint_writes_and_names_what_is_wrong() -> None:
     store = MemoryStore()
-    snaps = Snapshots(store, tmp_path / "agent")  # type: ignore[arg-type]
-    first = snaps.save(export(tmp_path / "e1", b"manifest-1", b"layer-a", b"layer-b"), name("p/main/svc/deps"), {})
-    assert (first.objects, first.skipped) == (3, 0)
-    second = snaps.save(export(tmp_path / "e2", b"manifest-2", b"layer-a", b"layer-b"), name("p/main/svc/deps"), {})
-    assert (second.objects, second.skipped, second.bytes) == (1, 2, len(b"manifest-2"))
-    assert store.lists == 1
+    blobs = save_snapshot(store, "p/main/s/x", b"manifest", b"layer")
+    parsed = parse_snapshot(store.snapshots["p/main/s/x"][0])
+    assert isinstance(parsed, Snapshot)
+    assert dict(parsed.blobs) == blobs and parsed.manifest["digest"] == digest_of(b"manifest")
+    assert parse_snapshot(b'{"index": ') == "has a broken index"
+    document = json.loads(store.snapshots["p/main/s/x"][0])
+    document["blobs"].pop(digest_of(b"manifest"))
+    assert parse_snapshot(json.dumps(document).encode()) == "is inconsistent"
 
 
-def test_index_is_written_after_blobs_and_export_without_index_is_refused(tmp_path: Path) -> None:
+def test_a_snapshot_written_by_the_local_export_release_still_parses() -> None:
+    """The earlier release stored BuildKit's local export index.json (a manifest list) and its blob dir."""
+    old = {
+        "version": 1,
+        "name": "p/main/s/x",
+        "index": {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "digest": digest_of(b"list"),
+                    "size": 4,
+                    "annotations": {"org.opencontainers.image.ref.name": "latest"},
+                }
+            ],
+        },
+        "blobs": {digest_of(b"list"): 4, digest_of(b"layer"): 5},
+    }
+    parsed = parse_snapshot(json.dumps(old).encode())
+    assert isinstance(parsed, Snapshot)
+    assert parsed.manifest["mediaType"] == "application/vnd.oci.image.index.v1+json"
+
+
+def test_promote_copies_indexes_only() -> None:
     store = MemoryStore()
-    snaps = Snapshots(store, tmp_path / "agent")  # type: ignore[arg-type]
-    broken = export(tmp_path / "e", b"m", b"l")
-    (broken / "index.json").unlink()
-    with pytest.raises(StoreError, match="incomplete"):
-        snaps.save(broken, name("p/main/s/x"), {})
-    assert store.snapshots == {} and store.uploads == []
-
-
-def test_restore_falls_through_corrupt_and_missing_to_next_key(tmp_path: Path) -> None:
-    store = MemoryStore()
-    writer = Snapshots(store, tmp_path / "w")  # type: ignore[arg-type]
-    writer.save(export(tmp_path / "a", b"m-a", b"shared", b"only-a"), name("p/a/s/x"), {})
-    writer.save(export(tmp_path / "b", b"m-b", b"shared", b"only-b"), name("p/b/s/x"), {})
-    writer.save(export(tmp_path / "c", b"m-c", b"shared"), name("p/c/s/x"), {})
-    only_a = "sha256:" + hashlib.sha256(b"only-a").hexdigest()
-    only_b = "sha256:" + hashlib.sha256(b"only-b").hexdigest()
-    store.blobs[only_a] = b"garbage"
-    del store.blobs[only_b]
-    warnings: list[str] = []
-    reader = Snapshots(store, tmp_path / "r")  # type: ignore[arg-type]
-    restored = tmp_path / "restored"
-    key, got = reader.restore(["p/missing", "p/a", "p/b", "p/c"], "s", "x", restored, warnings.append)
-    assert key == "p/c"
-    assert any("corrupt" in w for w in warnings) and any("missing" in w for w in warnings)
-    assert only_a not in store.blobs  # the corrupt blob was removed so a later save re-uploads it
-    assert json.loads((restored / "index.json").read_text())["manifests"][0]["digest"].startswith("sha256:")
-    assert len(list((restored / "blobs" / "sha256").iterdir())) == 2
-    # p/a's attempt left its good blobs in the agent's pool: only p/c's own manifest is downloaded.
-    assert (got.objects, got.skipped) == (1, 1)
-
-
-def test_restore_of_broken_index_is_a_miss(tmp_path: Path) -> None:
-    store = MemoryStore()
-    store.snapshots["p/main/s/x"] = (b'{"index": ', NOW)
-    warnings: list[str] = []
-    key, _ = Snapshots(store, tmp_path).restore(["p/main"], "s", "x", tmp_path / "r", warnings.append)  # type: ignore[arg-type]
-    assert key is None and "broken index" in warnings[0]
-
-
-def test_promote_copies_indexes_only(tmp_path: Path) -> None:
-    store = MemoryStore()
-    snaps = Snapshots(store, tmp_path)  # type: ignore[arg-type]
-    snaps.save(export(tmp_path / "e", b"m", b"l"), name("p/main/s/x"), {})
-    uploads = list(store.uploads)
+    save_snapshot(store, "p/main/s/x", b"m", b"l")
+    snaps = Snapshots(store)  # type: ignore[arg-type]
     assert snaps.promote("p/main", "p/latest") == ["p/latest/s/x"]
-    assert store.uploads == uploads and store.snapshots["p/latest/s/x"] == store.snapshots["p/main/s/x"]
+    assert store.uploads == [] and store.snapshots["p/latest/s/x"] == store.snapshots["p/main/s/x"]
     with pytest.raises(StoreError, match="no snapshot under key 'p/nope'"):
         snaps.promote("p/nope", "p/latest")
 
 
-def test_prune_keeps_newest_per_prefix_and_only_deletes_unreferenced_old_blobs(tmp_path: Path) -> None:
+def test_prune_keeps_newest_per_prefix_and_only_deletes_unreferenced_old_blobs() -> None:
     store = MemoryStore()
-    snaps = Snapshots(store, tmp_path)  # type: ignore[arg-type]
     for i, key in enumerate(["p/one", "p/two", "p/three"]):
-        snaps.save(
-            export(tmp_path / key.replace("/", "_"), f"m{i}".encode(), b"shared", f"own{i}".encode()),
-            name(f"{key}/s/x"),
-            {},
-        )
+        save_snapshot(store, f"{key}/s/x", f"m{i}".encode(), b"shared", f"own{i}".encode())
         body, _ = store.snapshots[f"{key}/s/x"]
         store.snapshots[f"{key}/s/x"] = (body, NOW - timedelta(days=3 - i))
-    fresh = "sha256:" + hashlib.sha256(b"fresh-upload").hexdigest()
+    for digest in store.blobs:
+        store.blob_dates[digest] = NOW - timedelta(days=3)
+    fresh = digest_of(b"fresh-upload")
     store.blobs[fresh] = b"fresh-upload"
     store.blob_dates[fresh] = NOW  # a writer's blob whose index is not written yet
+    snaps = Snapshots(store)  # type: ignore[arg-type]
     dry = snaps.prune(keep=1, older_than=None, dry_run=True, now=NOW)
     assert dry.snapshots == ["p/one/s/x", "p/two/s/x"] and len(store.snapshots) == 3
+    assert store.held_locks == set()  # a dry run takes no lock
     result = snaps.prune(keep=1, older_than=None, dry_run=False, now=NOW)
     assert list(store.snapshots) == ["p/three/s/x"]
     assert fresh in store.blobs and len(result.blobs) == 4  # m0, own0, m1, own1
-    assert Snapshots(store, tmp_path / "v").verify() == []  # type: ignore[arg-type]
+    assert snaps.verify() == []
+    assert store.held_locks == set()  # the lock was released
 
 
-def test_transfer_progress_prints_plain_lines_off_a_terminal() -> None:
-    import io
+def test_a_lease_keeps_the_blobs_a_save_in_progress_relies_on() -> None:
+    store = MemoryStore()
+    old = digest_of(b"old layer")
+    store.blobs[old] = b"old layer"  # in no snapshot: an orphan, unless a save relies on it
+    snaps = Snapshots(store)  # type: ignore[arg-type]
+    lease = store.put_lease([old])
+    assert snaps.prune(keep=0, older_than=None, dry_run=False, grace=timedelta(0), now=NOW).blobs == []
+    assert old in store.blobs
+    store.delete_lease(lease)
+    assert snaps.prune(keep=0, older_than=None, dry_run=False, grace=timedelta(0), now=NOW).blobs == [old]
+    assert old not in store.blobs
 
-    from dockercache.snapshots import TransferProgress
 
-    stream = io.StringIO()
-    progress = TransferProgress("upload p/main/s/x", 4_000_000, stream, interval=0.0)
-    progress(1_000_000)
-    progress(3_000_000)
-    progress.close()
-    lines = stream.getvalue().splitlines()
-    assert lines == [
-        "  upload p/main/s/x: 25% (1.0 MB of 4.0 MB)",
-        "  upload p/main/s/x: 100% (4.0 MB of 4.0 MB)",
-    ]
+def test_a_stale_lease_protects_nothing_and_is_removed() -> None:
+    store = MemoryStore()
+    old = digest_of(b"old layer")
+    store.blobs[old] = b"old layer"
+    store.put_lease([old])  # written at NOW by a writer that died
+    later = NOW + LEASE_STALE
+    result = Snapshots(store).prune(keep=0, older_than=None, dry_run=False, grace=timedelta(0), now=later)  # type: ignore[arg-type]
+    assert result.blobs == [old] and store.leases_held == {}
+
+
+def test_verify_names_missing_corrupt_and_resized_blobs() -> None:
+    store = MemoryStore()
+    save_snapshot(store, "p/a/s/x", b"m-a", b"layer-a")
+    save_snapshot(store, "p/b/s/x", b"m-b", b"layer-b")
+    save_snapshot(store, "p/c/s/x", b"m-c", b"layer-c")
+    del store.blobs[digest_of(b"layer-a")]
+    store.blobs[digest_of(b"layer-b")] = b"LAYER-B"  # same size, other content
+    snaps = Snapshots(store)  # type: ignore[arg-type]
+    shallow = snaps.verify()
+    assert shallow == [f"p/a/s/x: blob {digest_of(b'layer-a')} is missing"]
+    deep = snaps.verify(deep=True)
+    assert len(deep) == 2 and "corrupt" in deep[1] and deep[1].startswith("p/b/s/x")
+    store.snapshots["p/c/s/x"] = (b'{"index": ', NOW)
+    assert "p/c/s/x: broken index" in snaps.verify()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,6 @@ def request(store: RegistryCache | LocalCache | S3Cache, cache_write: bool = Tru
         keys=KEYS,
         cache_write=cache_write,
         root=Path("/src"),
-        cache_dir=Path("/agent"),
         exists=lambda path: True,
     )
 
@@ -80,4 +80,13 @@ def test_a_feature_branch_writes_its_own_cache_only() -> None:
     assert registry.sink is not None and registry.sink.location == "r/c:final-feature-x"
     s3 = kind_for(S3Cache(type="s3", bucket="b")).plan(request(S3Cache(type="s3", bucket="b")))
     assert s3.step is not None and s3.step.to_json()["save"] == "shop/feature-x/web/final"
-    assert s3.sink is not None and s3.sink.location == "/agent/s3/b/dockercache/export/web/final"
+    assert s3.sink is not None and s3.sink.location == "s3-endpoint.dockercache.invalid/shop/feature-x/web:final"
+
+
+def test_repository_names_are_valid_and_never_shared() -> None:
+    from dockercache.endpoint import NAME, repository_name
+
+    assert repository_name("shop/main", "web") == "shop/main/web"
+    odd = repository_name("Shop/Feature_X", "web")
+    assert re.fullmatch(NAME, odd) and odd.startswith("shop/feature-x/web-")
+    assert repository_name("shop/feature-x", "web") != repository_name("shop/Feature-X", "web")

@@ -86,6 +86,13 @@ class Stores:
         for kind, group in self._by_kind(targets).items():
             self._runtime(kind).after(group, results)
 
+    def import_failed(self, targets: Sequence[Target], error: str) -> dict[str, str]:
+        """{store name: reason} for every store whose cache import made the run fail (see StoreRuntime)."""
+        found: dict[str, str] = {}
+        for kind, group in self._by_kind(targets).items():
+            found.update(self._runtime(kind).import_failed(group, error))
+        return found
+
     def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
         values: dict[str, str] = {}
         for kind, group in self._by_kind([t for t in targets if t.service == service]).items():

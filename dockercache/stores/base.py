@@ -6,11 +6,12 @@ backends and restic's backends do:
 - **plan** (pure): for one target, the cache entries to read in priority order, the one to write, and any
   work of its own before and after the BuildKit run (a :class:`StoreStep`). It gets a :class:`CacheRequest`
   and returns :class:`TargetCaches`; nothing else crosses from the plan to a store.
-- **run** (side effects): a :class:`StoreRuntime` prepares its targets before the bake run (restore S3
-  snapshots, empty export directories, drop sources that cannot answer), empties export directories again
-  before a second run (the rescue of caches after a failure), finishes targets after the runs (swap a local
-  directory into place, upload a snapshot, say what was written) and names the meta-data a successful
-  service records for later steps.
+- **run** (side effects): a :class:`StoreRuntime` prepares its targets before the bake run (serve S3
+  snapshots through an endpoint on loopback, empty export directories, drop sources that cannot answer),
+  empties export directories again before a second run (the rescue of caches after a failure), tells the
+  runner when a failed run's error came from importing its cache (so the runner builds again without it),
+  finishes targets after the runs (swap a local directory into place, say what was written) and names the
+  meta-data a successful service records for later steps.
 
 The planner and the runner know no store by name: they ask :func:`dockercache.stores.kind_for`.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +68,6 @@ class CacheRequest:
     cache_write: bool
     root: Path
     """The directory of dockercache.toml (local store paths are relative to it)."""
-    cache_dir: Path
-    """The agent's working space for stores that need one ($DOCKERCACHE_CACHE_DIR)."""
     exists: Callable[[str], bool]
     """Whether a local directory exists (injected, so planning stays pure)."""
 
@@ -126,9 +126,10 @@ class RunContext:
     commit: str = ""
     branch: str = ""
     cache_errors: str = "warn"
-    cache_dir: Path = Path(".dockercache")
     meta_data_get: Callable[[str], str | None] = lambda key: None
     blob_store: BlobStoreFactory | None = None
+    builder_driver: str = "docker"
+    """The buildx driver of the run's builder (what a store serving BuildKit on loopback must allow for)."""
     warnings: list[str] = field(default_factory=list)
     """Run-level warnings (a store that cannot be reached at all)."""
 
@@ -150,6 +151,11 @@ class StoreRuntime(Protocol):
 
     def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
         """Buildkite meta-data to record once the service built successfully."""
+        ...
+
+    def import_failed(self, targets: Sequence[Target], error: str) -> dict[str, str]:
+        """If a failed run's ``error`` comes from importing one of this kind's caches (a blob that cannot be
+        fetched, or is corrupt): {store name: what went wrong}, after repairing what can be repaired."""
         ...
 
 
@@ -182,3 +188,27 @@ class NoRuntime:
 
     def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
         return {}
+
+    def import_failed(self, targets: Sequence[Target], error: str) -> dict[str, str]:
+        return registry_import_failure(targets, error)
+
+
+#: A blob or manifest URL in BuildKit's errors: ``https://HOST/v2/REPO/blobs/sha256:...``.
+_REGISTRY_URL = re.compile(r"https?://(?P<host>[^/\s]+)/v2/(?P<repo>[^\s]+?)/(?:blobs|manifests)/")
+
+
+def registry_import_failure(targets: Sequence[Target], error: str) -> dict[str, str]:
+    """The stores whose ``type=registry`` cache sources the URLs in ``error`` point at."""
+    sources: dict[tuple[str, str], str] = {}
+    for target in targets:
+        for entry in target.caches.sources:
+            ref = entry.get("ref") if entry.type == "registry" else None
+            if ref and "/" in ref:
+                host, repo = ref.split("/", 1)
+                sources[(host, repo.split("@", 1)[0].rsplit(":", 1)[0])] = target.caches.store
+    found: dict[str, str] = {}
+    for match in _REGISTRY_URL.finditer(error):
+        store = sources.get((match["host"], match["repo"]))
+        if store is not None:
+            found.setdefault(store, f"fetching a cache blob from {match['host']}/{match['repo']} failed")
+    return found

@@ -5,6 +5,9 @@ Under ``s3://BUCKET/PREFIX/``:
 - ``blobs/sha256/<hex>``: content-addressed blobs, stored once and shared by every snapshot;
 - ``snapshots/<key>/<service>/<stage>.json``: a snapshot's index (BuildKit's index.json plus its blob list),
   written only after all its blobs are in place;
+- ``leases/<id>.json``: the blobs a save in progress relies on (written before it checks they are all there,
+  removed after its index); prune keeps them;
+- ``locks/prune-<id>.json``: a prune in progress (a save that began meanwhile waits for it to end);
 - ``native/``: BuildKit's own ``type=s3`` cache (``native = true``), which BuildKit lays out itself.
 
 A snapshot is named ``<key>/<service>/<stage>``; the key (``{pipeline}/{branch}``) may itself contain slashes.
@@ -50,6 +53,20 @@ class S3Layout:
     @property
     def snapshots(self) -> str:
         return self._key("snapshots") + "/"
+
+    @property
+    def leases(self) -> str:
+        return self._key("leases") + "/"
+
+    @property
+    def locks(self) -> str:
+        return self._key("locks") + "/"
+
+    def lease(self, lease_id: str) -> str:
+        return f"{self.leases}{lease_id}.json"
+
+    def prune_lock(self, lock_id: str) -> str:
+        return f"{self.locks}prune-{lock_id}.json"
 
     @property
     def native(self) -> str:

@@ -1,20 +1,20 @@
-"""S3 store: BuildKit local-cache exports kept in S3 as deduplicated blobs plus one snapshot index per stage.
+"""S3 store: BuildKit caches kept in S3 as deduplicated blobs plus one snapshot index per stage, served to
+BuildKit as a registry on loopback for the length of a build (:mod:`dockercache.endpoint`).
 
-Before the run each target's snapshot is restored into a directory (the key an earlier step of this Buildkite
-build recorded, then ``cache_from``, then this branch's key, then the default branch's: the first complete,
-verified one wins) that BuildKit reads as a ``type=local`` cache; after it, each exported directory is saved
-(blobs first, the index last). The layout in the bucket is :mod:`dockercache.stores.layout`; the transfers
-are :mod:`dockercache.snapshots` over the boto3 adapter :mod:`dockercache.s3`.
+Each target reads the snapshots of the keys an earlier step of this Buildkite build recorded, then
+``cache_from``, then this branch's key, then the default branch's (as several ``type=registry`` cache
+sources), for its own stage and the stages it builds on; BuildKit fetches only the blobs it needs, straight
+from S3 through presigned URLs. It writes its own stage's snapshot through the same endpoint, which writes the
+index only after every blob is in S3. The layout in the bucket is :mod:`dockercache.stores.layout`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
+import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import CacheStore, S3Cache
@@ -22,9 +22,9 @@ from ..errors import StoreError
 from .base import CacheRequest, Keys, RunContext, StoreRuntime, StoreStep, TargetCaches
 from .entry import CacheEntry
 from .layout import SnapshotName
-from .local import describe, fresh_directory
 
 if TYPE_CHECKING:
+    from ..endpoint import Endpoint, Repository
     from ..plan import Target
     from ..report import StageResult
     from ..snapshots import BlobStore, Snapshots
@@ -32,17 +32,31 @@ if TYPE_CHECKING:
 #: The Buildkite meta-data key that carries the snapshot key a service saved to later steps of the build.
 S3_KEY = "dockercache-s3-key-{service}"
 
+#: The host:port of cache refs in a plan; the run puts the endpoint's real address in its place.
+ENDPOINT = "s3-endpoint.dockercache.invalid"
+
+#: Ports an endpoint for a ``docker-container`` builder binds to (the builder's buildkitd.toml names them as
+#: plain-HTTP registries; the endpoint takes the first free one, so a few jobs on one agent can run at once).
+CONTAINER_PORTS = range(47310, 47326)
+
+#: BuildKit's error for a blob it could not fetch: ``unexpected status code https://HOST/v2/REPO/blobs/DIGEST: 500 ...``
+_ENDPOINT_BLOB = re.compile(
+    r"https?://(?P<host>[^/\s]+)/v2/\S+?/blobs/(?P<digest>sha256:[0-9a-f]{64})(?::\s*(?P<status>\d{3}[^\n:]*))?"
+)
+#: ... and for one whose content is not its digest.
+_CORRUPT = re.compile(r"unexpected commit digest sha256:[0-9a-f]{64}, expected (?P<expected>sha256:[0-9a-f]{64})")
+
 
 @dataclass(frozen=True)
 class S3Step(StoreStep):
     restore_keys: tuple[str, ...]
     """Keys to restore from, in order (the meta-data key recorded by an earlier step comes first at run time)."""
-    restore_dir: str
+    stages: tuple[str, ...]
+    """The stages whose snapshots the target reads: its own, then those of its graph."""
     save: SnapshotName | None
-    export_dir: str
 
     def summary(self) -> list[tuple[str, str]]:
-        lines = [("restore:", f"{', '.join(self.restore_keys)} (first complete snapshot)")]
+        lines = [("restore:", f"{', '.join(self.restore_keys)} (through a registry endpoint on loopback)")]
         if self.save:
             lines.append(("save:", str(self.save)))
         return lines
@@ -50,12 +64,6 @@ class S3Step(StoreStep):
 
 def snapshot_key(template: str, keys: Keys, branch: str) -> str:
     return template.format(pipeline=keys.pipeline, branch=branch, commit=keys.commit)
-
-
-def local_root(store: S3Cache, cache_dir: Path) -> Path:
-    """The agent's working space for one S3 store: blob pool, restored and exported directories."""
-    base = Path(store.local_dir) if store.local_dir else cache_dir
-    return base / "s3" / store.bucket / (store.prefix.strip("/").replace("/", "_") or "_")
 
 
 def restore_keys(store: S3Cache, keys: Keys) -> tuple[str, ...]:
@@ -83,6 +91,12 @@ def save_key(store: S3Cache, keys: Keys) -> tuple[str | None, str | None]:
     return save, None
 
 
+def source(host: str, key: str, service: str, stage: str) -> CacheEntry:
+    from ..endpoint import repository_name
+
+    return CacheEntry.make("registry", ref=f"{host}/{repository_name(key, service)}:{stage}")
+
+
 class S3Kind:
     name = "s3"
 
@@ -92,20 +106,22 @@ class S3Kind:
     def plan(self, request: CacheRequest) -> TargetCaches:
         store = request.store
         assert isinstance(store, S3Cache)
-        local = local_root(store, request.cache_dir)
-        restore = local / "restore" / request.service
-        export_dir = local / "export" / request.service / request.stage
+        host = store.listen or ENDPOINT
+        keys = restore_keys(store, request.keys)
         save, refused = save_key(store, request.keys)
-        sources = tuple(CacheEntry.make("local", src=str(restore / s)) for s in request.stages)
+        sources = tuple(source(host, k, request.service, s) for k in keys for s in request.stages)
         sink = None
         if request.cache_write and save:
-            attrs = {"dest": str(export_dir), "mode": store.mode, "compression": store.compression}
-            sink = CacheEntry.make("local", {**attrs, "ignore-error": "true"})
+            sink = source(host, save, request.service, request.stage).with_attrs(
+                mode=store.mode,
+                **{"image-manifest": "true", "oci-mediatypes": "true"},
+                compression=store.compression,
+                **{"ignore-error": "true"},
+            )
         step = S3Step(
-            restore_keys=restore_keys(store, request.keys),
-            restore_dir=str(restore / request.stage),
+            restore_keys=keys,
+            stages=request.stages,
             save=SnapshotName(save, request.service, request.stage) if sink and save else None,
-            export_dir=str(export_dir),
         )
         return TargetCaches(self.name, request.store_name, sources, sink, refused, step, store)
 
@@ -113,10 +129,9 @@ class S3Kind:
         return S3Runtime(context)
 
 
-def open_snapshots(name: str, config: S3Cache, cache_dir: Path, context: RunContext | None = None) -> Snapshots:
-    """The snapshots of one S3 store, its endpoint and bucket checked first (boto3 is imported only here)."""
+def open_store(name: str, config: S3Cache, context: RunContext | None = None) -> BlobStore:
+    """The blob store of one S3 cache, its endpoint and bucket checked first (boto3 is imported only here)."""
     from ..netcheck import unreachable, url_host
-    from ..snapshots import Snapshots
 
     blob_store: BlobStore
     if context is not None and context.blob_store is not None:
@@ -130,126 +145,183 @@ def open_snapshots(name: str, config: S3Cache, cache_dir: Path, context: RunCont
             if why:
                 raise StoreError(f"{blob_store.url}: endpoint {config.endpoint_url} unreachable ({why})")
     blob_store.check()
-    return Snapshots(blob_store, local_root(config, cache_dir), config.transfers)
+    return blob_store
+
+
+def open_snapshots(name: str, config: S3Cache) -> Snapshots:
+    from ..snapshots import Snapshots
+
+    return Snapshots(open_store(name, config))
+
+
+def listen_addresses(config: S3Cache, builder_driver: str) -> list[tuple[str, int]]:
+    """Where an endpoint may bind, in order of preference: ``listen``; for a docker-container builder the
+    ports its buildkitd.toml names; else any free port on loopback."""
+    if config.listen:
+        host, _, port = config.listen.rpartition(":")
+        return [(host.strip("[]"), int(port))]
+    if builder_driver == "docker-container":
+        return [("127.0.0.1", p) for p in CONTAINER_PORTS]
+    return [("127.0.0.1", 0)]
 
 
 class S3Runtime:
+    """Serves every S3 store of the run through an endpoint of its own, from before the bake run to after."""
+
     def __init__(self, context: RunContext) -> None:
         self.context = context
-        self._open: dict[str, Snapshots] = {}
+        self._endpoints: dict[str, Endpoint] = {}
         self._broken: dict[str, str] = {}
 
-    def _snapshots(self, target: Target) -> Snapshots | None:
-        name = target.caches.store
-        if name in self._broken:
-            return None
-        if name not in self._open:
-            config = target.caches.config
-            assert isinstance(config, S3Cache)
-            try:
-                self._open[name] = open_snapshots(name, config, self.context.cache_dir, self.context)
-            except StoreError as exc:
-                self._broken[name] = str(exc)
-                self.context.console.warn(f"{exc}: building without this cache")
-                return None
-        return self._open[name]
-
     def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
+        by_store: dict[str, list[Target]] = {}
+        for target in targets:
+            by_store.setdefault(target.caches.store, []).append(target)
+        prepared: dict[str, Target] = {}
+        for name, group in by_store.items():
+            for target in self._prepare(name, group, results):
+                prepared[target.name] = target
+        return [prepared[t.name] for t in targets]
+
+    def _prepare(self, name: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
+        from ..endpoint import Endpoint, Repository, repository_name
+
+        config = targets[0].caches.config
+        assert isinstance(config, S3Cache)
         console = self.context.console
-        for service in dict.fromkeys(t.service for t in targets):
-            console.section(f":s3: {service}: restore caches")
-            recorded = self.context.meta_data_get(S3_KEY.format(service=service))
-            # Only the targets that run: a stage built inside one is in that target's snapshot.
-            for target in (t for t in targets if t.service == service and t.runs):
-                self._restore(target, results[target.name], recorded)
-        prepared = []
-        for target in targets:
-            try:
-                self.fresh_sinks([target])
-            except OSError as exc:
-                results[target.name].warn(self.context.console, f"cache directory unusable: {describe(exc)}")
-                target = dataclasses.replace(target, caches=dataclasses.replace(target.caches, sink=None))
-            prepared.append(target)
-        # A stage whose restore missed leaves no directory: do not make BuildKit look for it.
-        return [
-            dataclasses.replace(
-                t,
-                caches=dataclasses.replace(
-                    t.caches,
-                    sources=tuple(e for e in t.caches.sources if e.type != "local" or os.path.isdir(e.location)),
-                ),
-            )
-            for t in prepared
-        ]
-
-    def fresh_sinks(self, targets: Sequence[Target]) -> None:
-        for target in targets:
-            if isinstance(target.caches.step, S3Step) and target.caches.sink:
-                fresh_directory(target.caches.step.export_dir)
-
-    def _restore(self, target: Target, result: StageResult, recorded: str | None) -> None:
-        step = target.caches.step
-        assert isinstance(step, S3Step)
-        shutil.rmtree(step.restore_dir, ignore_errors=True)
-        snapshots = self._snapshots(target)
-        if snapshots is None:
-            result.cache_warnings.append(f"cache store '{target.caches.store}' unavailable")
-            return
-        keys = [recorded, *step.restore_keys] if recorded else list(step.restore_keys)
         try:
-            key, got = snapshots.restore(
-                keys,
-                target.service,
-                target.stage,
-                Path(step.restore_dir),
-                lambda m: result.warn(self.context.console, m),
-            )
-        except (StoreError, OSError) as exc:
-            shutil.rmtree(step.restore_dir, ignore_errors=True)
-            result.warn(self.context.console, f"{describe(exc)}: restoring nothing (cache miss)")
-            return
-        result.restored_from = key
-        result.down_objects, result.down_bytes = got.objects, got.bytes
-        if key:
-            self.context.console.info(
-                f"  {target.stage}: restored {key} ({got.objects} blobs, {got.bytes / 1e6:.1f} MB downloaded, "
-                f"{got.skipped} already on disk)"
-            )
-        else:
-            self.context.console.info(f"  {target.stage}: no snapshot under {', '.join(keys)} (cache miss)")
-
-    def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
+            store = open_store(name, config, self.context)
+        except StoreError as exc:
+            self._broken[name] = str(exc)
+            console.warn(f"{exc}: building without this cache")
+            for target in targets:
+                if target.runs:  # a stage built inside another target is reported there
+                    results[target.name].cache_warnings.append(f"cache store '{name}' unavailable")
+            return [_without_caches(t) for t in targets]
+        recorded = {
+            service: self.context.meta_data_get(S3_KEY.format(service=service))
+            for service in dict.fromkeys(t.service for t in targets)
+        }
+        repositories: dict[str, Repository] = {}
         for target in targets:
             step = target.caches.step
             assert isinstance(step, S3Step)
-            try:
-                if step.save and results[target.name].exported and target.caches.store not in self._broken:
-                    self._save(target, step, step.save, results[target.name])
-            finally:
-                shutil.rmtree(step.export_dir, ignore_errors=True)
-
-    def _save(self, target: Target, step: S3Step, name: SnapshotName, result: StageResult) -> None:
-        snapshots = self._snapshots(target)
-        if snapshots is None:
-            return
-        self.context.console.section(f":s3: {target.service}: save {target.stage}", collapsed=True)
-        meta = {
-            "service": target.service,
-            "stage": target.stage,
-            "commit": self.context.commit,
-            "branch": self.context.branch,
-        }
-        try:
-            sent = snapshots.save(Path(step.export_dir), name, meta)
-        except (StoreError, OSError) as exc:
-            result.warn(self.context.console, f"saving {name}: {describe(exc)}")
-            return
-        result.s3_saved = result.cache_written = str(name)
-        result.up_objects, result.up_bytes = sent.objects, sent.bytes
-        self.context.console.info(
-            f"  saved {name}: {sent.objects} new blobs ({sent.bytes / 1e6:.1f} MB) uploaded, "
-            f"{sent.skipped} already in the store"
+            for key in self._keys(step, recorded[target.service]):
+                repositories.setdefault(repository_name(key, target.service), Repository(key, target.service))
+            if step.save:
+                repo = repository_name(step.save.key, target.service)
+                repositories[repo] = Repository(step.save.key, target.service, writable=True)
+        endpoint = Endpoint(
+            store,
+            repositories,
+            meta={"commit": self.context.commit, "branch": self.context.branch},
+            listen=listen_addresses(config, self.context.builder_driver),
         )
+        try:
+            address = endpoint.start()
+            endpoint.known()  # one listing of the bucket's blobs per run
+        except (OSError, StoreError) as exc:
+            endpoint.stop()
+            self._broken[name] = str(exc)
+            console.warn(f"{store.url}: {exc}: building without this cache")
+            return [_without_caches(t) for t in targets]
+        self._endpoints[name] = endpoint
+        prepared = []
+        for service in recorded:
+            console.section(f":s3: {service}: restore caches")
+            console.info(f"{store.url}: serving snapshots to BuildKit at {address}")
+            for target in (t for t in targets if t.service == service):
+                prepared.append(self._resolve(endpoint, address, target, recorded[service], results[target.name]))
+        return prepared
+
+    @staticmethod
+    def _keys(step: S3Step, recorded: str | None) -> list[str]:
+        return list(dict.fromkeys([recorded, *step.restore_keys] if recorded else step.restore_keys))
+
+    def _resolve(
+        self, endpoint: Endpoint, address: str, target: Target, recorded: str | None, result: StageResult
+    ) -> Target:
+        """The target's sources: every (key, stage) that has a complete snapshot, in restore order."""
+        step = target.caches.step
+        assert isinstance(step, S3Step)
+        config = target.caches.config
+        assert isinstance(config, S3Cache)
+        host = config.listen or ENDPOINT
+        sink = target.caches.sink
+        if sink is not None:
+            sink = sink.with_attrs(ref=(sink.get("ref") or "").replace(host, address, 1))
+        if not target.runs:
+            return dataclasses.replace(target, caches=dataclasses.replace(target.caches, sources=(), sink=sink))
+        wanted = [SnapshotName(k, target.service, s) for k in self._keys(step, recorded) for s in step.stages]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = dict(zip(wanted, pool.map(endpoint.snapshot, wanted), strict=True))
+        sources = []
+        for name, snapshot in found.items():
+            if isinstance(snapshot, str):
+                result.warn(self.context.console, f"{snapshot}: ignored (cache miss)")
+            elif snapshot is not None:
+                sources.append(source(address, name.key, name.service, name.stage))
+        own = [n.key for n, s in found.items() if s is not None and not isinstance(s, str) and n.stage == target.stage]
+        any_stage = [n.key for n, s in found.items() if s is not None and not isinstance(s, str)]
+        result.restored_from = (own or any_stage)[0] if own or any_stage else None
+        keys = ", ".join(self._keys(step, recorded))
+        if result.restored_from:
+            self.context.console.info(f"  {target.stage}: {len(sources)} snapshot(s) under {keys}")
+        else:
+            self.context.console.info(f"  {target.stage}: no snapshot under {keys} (cache miss)")
+        return dataclasses.replace(target, caches=dataclasses.replace(target.caches, sources=tuple(sources), sink=sink))
+
+    def fresh_sinks(self, targets: Sequence[Target]) -> None:
+        pass  # BuildKit writes through the endpoint; a second run writes again
+
+    def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
+        for name, endpoint in self._endpoints.items():
+            endpoint.stop()
+            mine = [t for t in targets if t.caches.store == name]
+            report_traffic(endpoint, mine, results)
+            problems = endpoint.traffic.problems
+            for problem in problems:
+                self.context.console.warn(problem)
+            for target in mine:  # what S3 said is why a planned save did not happen
+                step = target.caches.step
+                if isinstance(step, S3Step) and step.save and target.runs and not results[target.name].s3_saved:
+                    results[target.name].cache_warnings.extend(f"not saved: {p}" for p in problems)
+        self._endpoints.clear()
+
+    def import_failed(self, targets: Sequence[Target], error: str) -> dict[str, str]:
+        """A blob BuildKit could not fetch through an endpoint, or fetched corrupt (which is then removed from
+        the store, so no snapshot is trusted with it again and the next export uploads a good copy)."""
+        found: dict[str, str] = {}
+        for name, endpoint in self._endpoints.items():
+            url = endpoint.store.url
+            for match in _ENDPOINT_BLOB.finditer(error):
+                if match["host"] == endpoint.address:
+                    status = match["status"] or "failed"
+                    found.setdefault(name, f"fetching cache blob {match['digest']} from {url}: {status}")
+            for match in _CORRUPT.finditer(error):
+                digest = match["expected"]
+                if name not in found and endpoint.served(digest):
+                    found[name] = self._remove_if_corrupt(endpoint, digest)
+        return found
+
+    @staticmethod
+    def _remove_if_corrupt(endpoint: Endpoint, digest: str) -> str:
+        import tempfile
+        from pathlib import Path
+
+        from ..snapshots import BlobCorrupt
+
+        store = endpoint.store
+        with tempfile.TemporaryDirectory(prefix="dockercache-check-") as scratch:
+            try:
+                store.download_blob(digest, Path(scratch) / "blob")
+            except BlobCorrupt:
+                store.delete_blobs([digest])
+                endpoint.forget(digest)
+                return f"blob {digest} is corrupt: removed from {store.url}"
+            except StoreError as exc:
+                return f"blob {digest}: {exc}"
+        return f"blob {digest} arrived corrupt from {store.url}"
 
     def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
         saved = [
@@ -258,6 +330,58 @@ class S3Runtime:
             if isinstance(t.caches.step, S3Step) and t.caches.step.save and results[t.name].s3_saved
         ]
         return {S3_KEY.format(service=service): saved[-1].key} if saved else {}
+
+
+def _without_caches(target: Target) -> Target:
+    return dataclasses.replace(target, caches=dataclasses.replace(target.caches, sources=(), sink=None))
+
+
+def report_traffic(endpoint: Endpoint, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
+    """Say per stage what came from S3 and what went up: a blob counts in the row of the first stage (in
+    Dockerfile order) whose snapshot holds it; uploads in the row of the snapshot that first named them."""
+    from ..endpoint import repository_name
+
+    traffic = endpoint.traffic
+    rows = {(t.service, t.stage): results[t.name] for t in targets}
+    order = {(t.service, t.stage): i for i, t in enumerate(targets)}
+    repos = {name: repo.service for name, repo in endpoint.repositories.items()}
+    holders: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for (repo, tag), blobs in traffic.manifests.items():
+        for digest in blobs:
+            holders.setdefault((repos.get(repo, ""), digest), []).append((repos.get(repo, ""), tag))
+
+    def row(repo: str, digest: str) -> StageResult | None:
+        service = repos.get(repo, "")
+        candidates = sorted((k for k in holders.get((service, digest), []) if k in rows), key=order.__getitem__)
+        if candidates:
+            return rows[candidates[0]]
+        firsts = [t for t in targets if t.service == service and t.runs]
+        return results[firsts[0].name] if firsts else None
+
+    for repo, digest, size in traffic.redirects:
+        hit = row(repo, digest)
+        if hit is not None:
+            hit.down_objects += 1
+            hit.down_bytes += size
+    for repo, digest in traffic.heads:
+        hit = row(repo, digest)
+        if hit is not None:
+            hit.s3_lookups += 1
+    counted: set[str] = set()
+    for target in targets:
+        step = target.caches.step
+        if not isinstance(step, S3Step) or step.save is None:
+            continue
+        result = results[target.name]
+        key = (repository_name(step.save.key, target.service), target.stage)
+        if key not in traffic.saved and not (result.exported and key in traffic.manifests):
+            continue  # BuildKit skips a manifest the store already has: that is saved too
+        result.s3_saved = result.cache_written = str(step.save)
+        for digest in sorted(traffic.manifests.get(key, frozenset())):
+            if digest in traffic.uploaded and digest not in counted:
+                counted.add(digest)
+                result.up_objects += 1
+                result.up_bytes += traffic.uploaded[digest]
 
 
 KIND = S3Kind()

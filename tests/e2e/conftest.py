@@ -311,7 +311,6 @@ class S3Project(Project):
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_DEFAULT_REGION": "us-east-1",
-            "DOCKERCACHE_CACHE_DIR": str(self.agent_dir),
             "BUILDKITE": "true",
             "BUILDKITE_AGENT_STUB_DIR": str(self.stub_dir),
             "BUILDKITE_JOB_ID": uuid.uuid4().hex,
