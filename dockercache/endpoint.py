@@ -162,7 +162,10 @@ class Endpoint:
                 error = exc
         if self._server is None:
             raise error or OSError("no address to listen on")
-        self._thread = threading.Thread(target=self._server.serve_forever, name="dockercache-endpoint", daemon=True)
+        server = self._server  # stop() waits up to one poll interval for the loop to notice
+        self._thread = threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.05), name="dockercache-endpoint", daemon=True
+        )
         self._thread.start()
         return self.address
 

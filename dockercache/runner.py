@@ -111,11 +111,6 @@ class Runner:
 
     def run(self, plan: Plan) -> RunResult:
         run = RunResult()
-        self.docker.ping()
-        for host, login in self.logins.items():
-            self.console.info(f"logging in to {host} as {login.username} (password on stdin)")
-            self.docker.login(host, login.username, login.password)
-        started = time.monotonic()
         context = RunContext(
             console=self.console,
             commit=plan.commit,
@@ -127,6 +122,12 @@ class Runner:
             warnings=run.warnings,
         )
         stores = Stores(context)
+        stores.open(plan.targets)
+        self.docker.ping()
+        for host, login in self.logins.items():
+            self.console.info(f"logging in to {host} as {login.username} (password on stdin)")
+            self.docker.login(host, login.username, login.password)
+        started = time.monotonic()
         results = {
             t.name: StageResult(t.service, t.stage, t.dockerfile_target, t.final, name=t.name, tags=t.tags)
             for t in plan.targets

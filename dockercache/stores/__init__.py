@@ -70,6 +70,11 @@ class Stores:
             groups.setdefault(target.caches.kind, []).append(target)
         return groups
 
+    def open(self, targets: Sequence[Target]) -> None:
+        """Let every store start connecting in the background (see StoreRuntime.open)."""
+        for kind, group in self._by_kind(targets).items():
+            self._runtime(kind).open(group)
+
     def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
         """Prepare every target; returns them in the same order, adjusted by their stores."""
         prepared: dict[str, Target] = {}

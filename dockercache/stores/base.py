@@ -137,6 +137,11 @@ class RunContext:
 class StoreRuntime(Protocol):
     """One store kind's side of a build: before the run, after it, and what success records."""
 
+    def open(self, targets: Sequence[Target]) -> None:
+        """Start slow work that needs nothing from the run yet (connecting to a remote store) in the
+        background, while the runner checks Docker; :meth:`before` waits for it."""
+        ...
+
     def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
         """Prepare ``targets``; returns them, adjusted (sources that cannot answer dropped, and so on)."""
         ...
@@ -173,6 +178,9 @@ class StoreKind(Protocol):
 
 class NoRuntime:
     """For stores BuildKit reads and writes by itself: nothing before, nothing after but the report."""
+
+    def open(self, targets: Sequence[Target]) -> None:
+        pass
 
     def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
         return list(targets)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -172,6 +172,17 @@ class S3Runtime:
         self.context = context
         self._endpoints: dict[str, Endpoint] = {}
         self._broken: dict[str, str] = {}
+        self._opening: dict[str, Future[BlobStore]] = {}
+
+    def open(self, targets: Sequence[Target]) -> None:
+        """Import boto3, build the client and check the bucket (about half a second, mostly CPU) while the
+        runner waits for Docker."""
+        for target in targets:
+            name, config = target.caches.store, target.caches.config
+            if name not in self._opening and isinstance(config, S3Cache):
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockercache-s3-open")
+                self._opening[name] = pool.submit(open_store, name, config, self.context)
+                pool.shutdown(wait=False)  # the thread ends with its one task
 
     def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
         by_store: dict[str, list[Target]] = {}
@@ -190,7 +201,8 @@ class S3Runtime:
         assert isinstance(config, S3Cache)
         console = self.context.console
         try:
-            store = open_store(name, config, self.context)
+            opening = self._opening.pop(name, None)
+            store = opening.result() if opening is not None else open_store(name, config, self.context)
         except StoreError as exc:
             self._broken[name] = str(exc)
             console.warn(f"{exc}: building without this cache")
