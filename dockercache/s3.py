@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -33,7 +33,6 @@ from .stores.layout import S3Layout, SnapshotName
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-Progress = Callable[[int], None]
 CHUNK = 1024 * 1024
 
 
@@ -178,7 +177,7 @@ class S3Store:
         with self._errors(f"uploading {digest}"):
             self.client.upload_fileobj(fileobj, self.bucket, self.blob_key(digest), Config=self.transfer)
 
-    def download_blob(self, digest: str, dest: Path, progress: Progress | None = None) -> int:
+    def download_blob(self, digest: str, dest: Path) -> int:
         """Download into ``dest`` only if the content's sha256 is its name; returns the size."""
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.blob_key(digest))
@@ -198,8 +197,6 @@ class S3Store:
                         sha.update(chunk)
                         out.write(chunk)
                         size += len(chunk)
-                        if progress:
-                            progress(len(chunk))
                 except BOTO_ERRORS as exc:
                     raise StoreError(f"{self.url}: downloading {digest}: {_reason(exc)}") from None
             if f"sha256:{sha.hexdigest()}" != digest:

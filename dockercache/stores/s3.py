@@ -171,7 +171,6 @@ class S3Runtime:
     def __init__(self, context: RunContext) -> None:
         self.context = context
         self._endpoints: dict[str, Endpoint] = {}
-        self._broken: dict[str, str] = {}
         self._opening: dict[str, Future[BlobStore]] = {}
 
     def open(self, targets: Sequence[Target]) -> None:
@@ -204,7 +203,6 @@ class S3Runtime:
             opening = self._opening.pop(name, None)
             store = opening.result() if opening is not None else open_store(name, config, self.context)
         except StoreError as exc:
-            self._broken[name] = str(exc)
             console.warn(f"{exc}: building without this cache")
             for target in targets:
                 if target.runs:  # a stage built inside another target is reported there
@@ -234,7 +232,6 @@ class S3Runtime:
             endpoint.known()  # one listing of the bucket's blobs per run
         except (OSError, StoreError) as exc:
             endpoint.stop()
-            self._broken[name] = str(exc)
             console.warn(f"{store.url}: {exc}: building without this cache")
             return [_without_caches(t) for t in targets]
         self._endpoints[name] = endpoint
