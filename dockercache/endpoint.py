@@ -20,6 +20,7 @@ Credentials stay in this process (boto3's chain); BuildKit only sees presigned U
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -54,6 +55,9 @@ REF_NAME = "org.opencontainers.image.ref.name"
 PRESIGN_SECONDS = 900
 PRUNE_WAIT_SECONDS = 120.0
 IDLE_SECONDS = 120.0
+LIST_INSTEAD_OF_HEADS = 1000
+"""A save checks its blobs with one listing of the bucket while it holds at most this many blobs (one page of
+ListObjectsV2), else with a HEAD per blob."""
 """A connection that sends nothing for this long is closed (its thread would otherwise wait for ever)."""
 
 
@@ -132,6 +136,7 @@ class Endpoint:
         listen: Sequence[tuple[str, int]] = (("127.0.0.1", 0),),
         presign_seconds: int = PRESIGN_SECONDS,
         prune_wait: float = PRUNE_WAIT_SECONDS,
+        list_limit: int = LIST_INSTEAD_OF_HEADS,
     ) -> None:
         self.store = store
         self.repositories = dict(repositories)
@@ -139,8 +144,10 @@ class Endpoint:
         self.listen = listen
         self.presign_seconds = presign_seconds
         self.prune_wait = prune_wait
+        self.list_limit = list_limit
         self.traffic = Traffic()
         self._lock = threading.Lock()
+        self._listing = threading.Lock()
         self._known: dict[str, int] | None = None
         self._snapshots: dict[SnapshotName, Snapshot | str | None] = {}
         self._manifests: dict[str, tuple[str, bytes]] = {}
@@ -195,9 +202,11 @@ class Endpoint:
 
     def known(self) -> dict[str, int]:
         """Every blob in the store by digest: one listing per run, kept current with this run's uploads."""
-        with self._lock:
+        with self._listing:  # not under _lock: requests that need no listing are served meanwhile
             if self._known is None:
-                self._known = self.store.list_blobs()
+                listed = self.store.list_blobs()
+                with self._lock:
+                    self._known = listed
             return self._known
 
     def snapshot(self, name: SnapshotName) -> Snapshot | str | None:
@@ -211,7 +220,11 @@ class Endpoint:
             found = parse_snapshot(body)
             if isinstance(found, str):
                 found = f"snapshot {name} in {self.store.url} {found}"
-            else:
+            elif found.manifest_body is not None:  # embedded: BuildKit's first request costs no S3 round trip
+                media_type = found.manifest.get("mediaType") or "application/vnd.oci.image.manifest.v1+json"
+                with self._lock:
+                    self._manifests.setdefault(found.manifest["digest"], (media_type, found.manifest_body))
+            if isinstance(found, Snapshot):
                 known = self.known()
                 missing = [d for d in found.blobs if d not in known]
                 if missing:
@@ -307,7 +320,10 @@ class Endpoint:
             self._await_prunes()
             self._check_present(sizes)
             self._put_blob_bytes(digest, body)
-            descriptor = {"mediaType": media_type, "digest": digest, "size": len(body)}
+            # The manifest travels inside the snapshot too (an OCI descriptor's ``data``), so serving it
+            # needs no request of its own; the blob stays for lookups by digest and for older releases.
+            data = base64.b64encode(body).decode()
+            descriptor = {"mediaType": media_type, "digest": digest, "size": len(body), "data": data}
             index = {
                 "schemaVersion": 2,
                 "mediaType": INDEX_TYPE,
@@ -345,12 +361,19 @@ class Endpoint:
             running &= self.store.prune_locks()
 
     def _check_present(self, sizes: Mapping[str, int]) -> None:
-        """Every blob named is in S3 now (a listing can be stale; a prune with no grace period may even have
-        taken what this run uploaded a moment ago): HEAD each one."""
-        others = list(sizes)
-        with ThreadPoolExecutor(max_workers=min(8, max(1, len(others)))) as pool:
-            present = dict(zip(others, pool.map(self.store.head_blob, others), strict=True))
-        missing = sorted(d for d, size in present.items() if size is None)
+        """Every blob named is in S3 now (the run's first listing can be stale; a prune with no grace period
+        may even have taken what this run uploaded a moment ago): list the bucket again while it is small,
+        else HEAD each blob."""
+        with self._lock:
+            small = self._known is not None and len(self._known) <= self.list_limit
+        if small:
+            listed = self.store.list_blobs()
+            missing = sorted(d for d in sizes if d not in listed)
+        else:
+            others = list(sizes)
+            with ThreadPoolExecutor(max_workers=min(8, max(1, len(others)))) as pool:
+                present = dict(zip(others, pool.map(self.store.head_blob, others), strict=True))
+            missing = sorted(d for d, size in present.items() if size is None)
         if missing:
             with self._lock:
                 if self._known is not None:

@@ -10,6 +10,8 @@ so snapshots written by earlier releases, from a ``type=local`` export, still re
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -84,6 +86,19 @@ class Snapshot:
     def manifest(self) -> Mapping[str, Any]:
         """The cache manifest's descriptor (digest, mediaType, size)."""
         return self.index["manifests"][0]  # type: ignore[no-any-return]
+
+    @property
+    def manifest_body(self) -> bytes | None:
+        """The cache manifest itself when the index embeds it (the descriptor's ``data``) and it hashes to
+        its digest; None otherwise (then it is read from its blob)."""
+        data = self.manifest.get("data")
+        if not isinstance(data, str):
+            return None
+        try:
+            body = base64.b64decode(data, validate=True)
+        except ValueError:
+            return None
+        return body if f"sha256:{hashlib.sha256(body).hexdigest()}" == self.manifest.get("digest") else None
 
 
 def parse_snapshot(body: bytes) -> Snapshot | str:

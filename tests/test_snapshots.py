@@ -119,3 +119,25 @@ def test_verify_names_missing_corrupt_and_resized_blobs() -> None:
     assert len(deep) == 2 and "corrupt" in deep[1] and deep[1].startswith("p/b/s/x")
     store.snapshots["p/c/s/x"] = (b'{"index": ', NOW)
     assert "p/c/s/x: broken index" in snaps.verify()
+
+
+def test_an_embedded_manifest_is_used_only_when_it_hashes_to_its_digest() -> None:
+    import base64
+    import hashlib
+
+    body = b'{"schemaVersion": 2, "layers": []}'
+    digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+
+    def snapshot(data: object) -> Snapshot:
+        descriptor = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 1}
+        if data is not None:
+            descriptor["data"] = data
+        parsed = parse_snapshot(json.dumps({"index": {"manifests": [descriptor]}, "blobs": {digest: 1}}).encode())
+        assert isinstance(parsed, Snapshot)
+        return parsed
+
+    assert snapshot(base64.b64encode(body).decode()).manifest_body == body
+    assert snapshot(None).manifest_body is None  # written by an earlier release: read from its blob
+    assert snapshot(base64.b64encode(body + b" ").decode()).manifest_body is None  # tampered
+    assert snapshot("not base64!").manifest_body is None
+    assert snapshot(42).manifest_body is None

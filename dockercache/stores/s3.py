@@ -227,9 +227,14 @@ class S3Runtime:
             meta={"commit": self.context.commit, "branch": self.context.branch},
             listen=listen_addresses(config, self.context.builder_driver),
         )
+        wanted = [name for target in targets if target.runs for name in self._wanted(target, recorded[target.service])]
         try:
             address = endpoint.start()
-            endpoint.known()  # one listing of the bucket's blobs per run
+            # One listing of the bucket's blobs per run, alongside the snapshot reads that need it.
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                listing = pool.submit(endpoint.known)
+                list(pool.map(endpoint.snapshot, dict.fromkeys(wanted)))
+                listing.result()
         except (OSError, StoreError) as exc:
             endpoint.stop()
             console.warn(f"{store.url}: {exc}: building without this cache")
@@ -247,6 +252,12 @@ class S3Runtime:
     def _keys(step: S3Step, recorded: str | None) -> list[str]:
         return list(dict.fromkeys([recorded, *step.restore_keys] if recorded else step.restore_keys))
 
+    def _wanted(self, target: Target, recorded: str | None) -> list[SnapshotName]:
+        """Every (key, stage) the target may restore from, in restore order."""
+        step = target.caches.step
+        assert isinstance(step, S3Step)
+        return [SnapshotName(k, target.service, s) for k in self._keys(step, recorded) for s in step.stages]
+
     def _resolve(
         self, endpoint: Endpoint, address: str, target: Target, recorded: str | None, result: StageResult
     ) -> Target:
@@ -261,9 +272,7 @@ class S3Runtime:
             sink = sink.with_attrs(ref=(sink.get("ref") or "").replace(host, address, 1))
         if not target.runs:
             return dataclasses.replace(target, caches=dataclasses.replace(target.caches, sources=(), sink=sink))
-        wanted = [SnapshotName(k, target.service, s) for k in self._keys(step, recorded) for s in step.stages]
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            found = dict(zip(wanted, pool.map(endpoint.snapshot, wanted), strict=True))
+        found = {name: endpoint.snapshot(name) for name in self._wanted(target, recorded)}  # read in _prepare
         sources = []
         for name, snapshot in found.items():
             if isinstance(snapshot, str):

@@ -61,6 +61,18 @@ class CountingStore(S3Store):
         super().put_blob_bytes(digest, body)
 
 
+class CountingReads(S3Store):
+    """The real store, recording every blob it reads whole."""
+
+    def __init__(self, config: S3Cache) -> None:
+        super().__init__(config)
+        self.blob_reads: list[str] = []
+
+    def get_blob_bytes(self, digest: str, limit: int) -> bytes | None:
+        self.blob_reads.append(digest)
+        return super().get_blob_bytes(digest, limit)
+
+
 @dataclass
 class Bucket:
     name: str
@@ -325,8 +337,14 @@ def test_manifest_put_writes_a_snapshot_that_a_later_run_serves(
     assert dict(snapshot.blobs) == {sha(config): len(config), sha(layer): len(layer), digest: len(body)}
     assert (snapshot.manifest["digest"], snapshot.manifest["mediaType"]) == (digest, MANIFEST_TYPE)
     assert bucket.objects("cache/leases/") == {}
-    later = Endpoint(S3Store(bucket.config), {REPO: Repository(KEY, SERVICE)})
+    # The snapshot carries the manifest (the descriptor's data): a later run serves it by tag without reading
+    # its blob, which stays for lookups by digest.
+    assert snapshot.manifest_body == body
+    later_store = CountingReads(bucket.config)
+    later = Endpoint(later_store, {REPO: Repository(KEY, SERVICE)})
     with later:
+        assert call(later, "GET", f"/v2/{REPO}/manifests/final").body == body
+        assert later_store.blob_reads == []
         for ref in ("final", digest):
             served = call(later, "GET", f"/v2/{REPO}/manifests/{ref}")
             assert served.status == 200, (ref, served.body)
@@ -402,11 +420,19 @@ def test_a_lease_keeps_a_prune_from_deleting_what_a_save_names(store: CountingSt
     assert bucket.objects("cache/leases/") == {} and bucket.objects("cache/locks/") == {}
 
 
-def test_a_save_waits_for_a_running_prune_then_sees_what_it_deleted(store: CountingStore, bucket: Bucket) -> None:
+# A save checks its blobs with one listing while the bucket is small, else with a HEAD per blob: both ways.
+CHECKS = pytest.mark.parametrize("list_limit", [0, 1000], ids=["heads", "listing"])
+
+
+@CHECKS
+def test_a_save_waits_for_a_running_prune_then_sees_what_it_deleted(
+    store: CountingStore, bucket: Bucket, list_limit: int
+) -> None:
     config, layer = b"old config", b"old layer"
     bucket.put_blob(config)
     pruner = racing_prune(store, bucket, bucket.put_blob(layer))
-    with Endpoint(store, REPOSITORIES, prune_wait=10) as ep:
+    with Endpoint(store, REPOSITORIES, prune_wait=10, list_limit=list_limit) as ep:
+        assert len(ep.known()) == 2  # the run's first listing, taken before the prune deleted the layer
         reply = put_manifest(ep, image_manifest(config, layer))
     pruner.join(30)
     assert (reply.status, reply.code) == (400, "MANIFEST_BLOB_UNKNOWN"), reply.body
@@ -414,15 +440,18 @@ def test_a_save_waits_for_a_running_prune_then_sees_what_it_deleted(store: Count
     assert bucket.objects("cache/leases/") == {} and bucket.objects("cache/locks/") == {}
 
 
+@CHECKS
 def test_a_prune_that_missed_the_lease_cannot_take_what_this_run_uploaded(
-    endpoint: Endpoint, store: CountingStore, bucket: Bucket
+    store: CountingStore, bucket: Bucket, list_limit: int
 ) -> None:
     # With --grace shorter than the build (or a build longer than the default 1h), a prune that missed the
     # lease deletes a layer this run uploaded: the save must not trust its own uploads.
     config, layer = b"config", b"layer uploaded by this run"
-    assert upload(endpoint, config).status == upload(endpoint, layer).status == 201
-    pruner = racing_prune(store, bucket, sha(layer))
-    reply = put_manifest(endpoint, image_manifest(config, layer))
+    with Endpoint(store, REPOSITORIES, prune_wait=10, list_limit=list_limit) as endpoint:
+        endpoint.known()
+        assert upload(endpoint, config).status == upload(endpoint, layer).status == 201
+        pruner = racing_prune(store, bucket, sha(layer))
+        reply = put_manifest(endpoint, image_manifest(config, layer))
     pruner.join(30)
     assert (reply.status, reply.code) == (400, "MANIFEST_BLOB_UNKNOWN"), (reply.status, reply.body)
     assert bucket.snapshot("final") is None and Snapshots(store).verify() == []
