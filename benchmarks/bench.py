@@ -40,6 +40,7 @@ T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = Path(__file__).resolve().parent / "project"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 CHANGES = ("none", "one-file", "dependency")
 STRATEGIES = (
     "no-cache",
@@ -52,6 +53,8 @@ STRATEGIES = (
     "warm-local",
 )
 WARM = "warm-local"  # the limit: the denominator of "x warm"
+# The cells the README's goals are about get more repeats (--headline-repeats) than the others.
+HEADLINE = ("hand-written-bake", "dockercache-registry", "dockercache-s3", "warm-local")
 HAND = "hand-written-bake"  # the best a user can do by hand: the denominator of "x hand-written bake"
 TARGETS = ("test", "final")  # what every strategy's CI step builds
 REGISTRY_CACHE = "mode=max,image-manifest=true,oci-mediatypes=true"
@@ -163,6 +166,8 @@ class Measure:
     down_objects: int = 0
     down_bytes: int = 0
     buildx_seconds: float | None = None
+    s3_up_objects: int | None = None  # the S3 store's own uploads (the cache), besides the image push
+    s3_up_bytes: int | None = None
 
 
 @dataclass
@@ -215,6 +220,14 @@ class Registry:
             objects += 1
             size += int(match.group(1))
         return objects, size
+
+
+def rotated(items: Sequence[str], by: int) -> list[str]:
+    """``items`` started at position ``by`` (modulo its length), wrapping round."""
+    if not items:
+        return []
+    k = by % len(items)
+    return [*items[k:], *items[:k]]
 
 
 def free_port() -> int:
@@ -500,8 +513,8 @@ tags = ["${{BUILDKITE_COMMIT}}"]
             buildx_seconds = document.get("buildx_seconds")
             m.buildx_seconds = float(buildx_seconds) if isinstance(buildx_seconds, (int, float)) else None
             if strategy == "dockercache-s3":
-                m.up_objects = sum(s["s3"]["up"]["objects"] for s in svc["stages"])
-                m.up_bytes = sum(s["s3"]["up"]["bytes"] for s in svc["stages"])
+                m.up_objects = m.s3_up_objects = sum(s["s3"]["up"]["objects"] for s in svc["stages"])
+                m.up_bytes = m.s3_up_bytes = sum(s["s3"]["up"]["bytes"] for s in svc["stages"])
                 m.down_objects = sum(s["s3"]["down"]["objects"] for s in svc["stages"])
                 m.down_bytes = sum(s["s3"]["down"]["bytes"] for s in svc["stages"])
         else:
@@ -658,6 +671,10 @@ def summarise(results: list[Measure]) -> list[dict[str, Any]]:
                 "down_objects": statistics.median(m.down_objects for m in ms),
                 "down_bytes": statistics.median(m.down_bytes for m in ms),
             }
+            s3_up = [m.s3_up_bytes for m in ms if m.s3_up_bytes is not None]
+            if s3_up:
+                row["s3_up_objects"] = statistics.median(m.s3_up_objects or 0 for m in ms)
+                row["s3_up_bytes"] = statistics.median(s3_up)
             buildx = [m.seconds - m.buildx_seconds for m in ms if m.buildx_seconds is not None]
             if buildx:
                 row["overhead_s"] = statistics.median(buildx)
@@ -679,16 +696,18 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"dependencies {meta['scale'] * 10} MB, build output {meta['scale'] * 2} MB). "
         "Every CI step builds two targets: `final` (pushed) and `test` (a stage outside the final image's graph, "
         "kept as cache only); steps cached count the Dockerfile steps of both, each once. "
-        f"{meta['repeats']} measured build(s) per cell, each on a fresh agent (warm-local: same agent), "
-        "strategies interleaved.",
+        f"{meta['repeats']} measured build(s) per cell ({meta.get('headline_repeats', meta['repeats'])} for "
+        f"{', '.join(meta.get('headline', ())) or 'none'}), each on a fresh agent (warm-local: same agent), "
+        "strategies interleaved, their order rotated in every repeat.",
         "",
-        "| strategy | change | wall median (min-max) | x warm | x hand-written bake | steps cached "
+        "| strategy | change | wall median (min-max, n) | x warm | x hand-written bake | steps cached "
         "| up (objects / bytes) | down (objects / bytes) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['strategy']} | {r['change']} | {r['median_s']:.1f}s ({r['min_s']:.1f}-{r['max_s']:.1f}) "
+            f"| {r['strategy']} | {r['change']} | {r['median_s']:.1f}s ({r['min_s']:.1f}-{r['max_s']:.1f}, "
+            f"{r['runs']}) "
             f"| {x_ratio(r['ratio_to_warm'])} | {x_ratio(r['ratio_to_hand_written_bake'])} "
             f"| {r['cached']:.0f}/{r['total']:.0f} "
             f"| {r['up_objects']:.0f} / {mb(r['up_bytes'])} | {r['down_objects']:.0f} / {mb(r['down_bytes'])} |"
@@ -759,8 +778,14 @@ def chart(rows: list[dict[str, Any]], path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small project, one repeat: a few minutes")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--repeats", type=int, default=None, help="measured builds per cell (default 3; quick 1)")
+    parser.add_argument(
+        "--headline-repeats",
+        type=int,
+        default=None,
+        help=f"measured builds per cell of {', '.join(HEADLINE)} (default 5; quick 1)",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--only",
         default=",".join(STRATEGIES),
@@ -772,6 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown strategy {', '.join(sorted(wanted - set(STRATEGIES))) or '(none given)'}")
     strategies = [s for s in STRATEGIES if s in wanted]
     repeats = args.repeats or (1 if args.quick else 3)
+    headline_repeats = max(repeats, args.headline_repeats or (1 if args.quick else 5))
     scale = 1 if args.quick else 4
     values = stack_values()
     import boto3
@@ -796,15 +822,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         bench.retrying("seeding", partial(bench.seed, strategies, log), strategies, log)
-        for r in range(repeats):
+        for r in range(headline_repeats):
+            # Every strategy in the first ``repeats`` rounds, the headline ones after; the order rotates by one
+            # each round, so no strategy always follows the same neighbour (or runs first on a cold machine).
+            chosen = strategies if r < repeats else [s for s in strategies if s in HEADLINE]
+            order = rotated(chosen, r)
             for change in CHANGES:
-                for strategy in strategies:
+                for strategy in order:
                     m = bench.retrying(
                         f"{change} {strategy}", partial(bench.measure, strategy, change), strategies, log
                     )
                     bench.results.append(m)
                     log(
-                        f"[{r + 1}/{repeats}] {change:<10} {strategy:<22} {m.seconds:6.1f}s "
+                        f"[{r + 1}/{headline_repeats}] {change:<10} {strategy:<22} {m.seconds:6.1f}s "
                         f"{m.cached}/{m.total} cached, up {m.up_objects}/{mb(m.up_bytes)}, "
                         f"down {m.down_objects}/{mb(m.down_bytes)}"
                     )
@@ -812,6 +842,8 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "scale": scale,
             "repeats": repeats,
+            "headline_repeats": headline_repeats,
+            "headline": [s for s in HEADLINE if s in strategies],
             "strategies": strategies,
             "retries": bench.retries,
             "machine": machine(),
@@ -831,6 +863,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     chart(rows, args.out / f"{name}.png")
     print(markdown(rows, meta))
+    if not args.quick and args.out.resolve() == DEFAULT_OUT and set(strategies) == set(STRATEGIES):
+        import readme  # benchmarks/readme.py: the README's figures come from these results only
+
+        readme.main([])
     return 0
 
 

@@ -1,0 +1,231 @@
+"""Write the README's benchmark figures from the committed results, so that no figure there is typed by hand.
+
+The README holds three generated blocks, each between ``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``:
+``table`` (every strategy and change, from results.json), ``figures`` (the comparisons the README's prose refers
+to, from results.json) and ``example`` (examples/ruby, from example.md). ``bench.py`` rewrites them after a
+full run; ``python benchmarks/readme.py`` does it by hand and ``--check`` exits 1 when the README differs
+(tests/test_benchmark_readme.py runs the check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+RESULTS = ROOT / "benchmarks" / "results" / "results.json"
+EXAMPLE = ROOT / "benchmarks" / "results" / "example.md"
+
+LABELS = {
+    "no-cache": "no cache",
+    "inline": "inline cache",
+    "old-plugin-s3-tarball": "old plugin (S3 tarball)",
+    "compose-plugin-v5": "docker-compose plugin v5 (one ref, final only)",
+    "hand-written-bake": "hand-written bake (a registry ref per target)",
+    "dockercache-registry": "**dockercache, registry**",
+    "dockercache-s3": "**dockercache, S3**",
+    "warm-local": "warm local rebuild",
+}
+CHANGE_LABELS = {"none": "no change", "one-file": "one-file change", "dependency": "dependency change"}
+WARM, HAND, REGISTRY, S3, INLINE, OLD = (
+    "warm-local",
+    "hand-written-bake",
+    "dockercache-registry",
+    "dockercache-s3",
+    "inline",
+    "old-plugin-s3-tarball",
+)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _x(a: float, b: float) -> str:
+    return f"{a / b:.2f}x"
+
+
+class Results:
+    """The rows of one results.json, by (strategy, change)."""
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        self.meta: Mapping[str, Any] = document["meta"]
+        self.rows: dict[tuple[str, str], Mapping[str, Any]] = {
+            (r["strategy"], r["change"]): r for r in document["rows"]
+        }
+        self.changes = [c for c in CHANGE_LABELS if any(k[1] == c for k in self.rows)]
+        self.strategies = [s for s in LABELS if any(k[0] == s for k in self.rows)]
+
+    def get(self, strategy: str, change: str) -> Mapping[str, Any] | None:
+        return self.rows.get((strategy, change))
+
+    def median(self, strategy: str, change: str) -> float:
+        return float(self.rows[(strategy, change)]["median_s"])
+
+
+def table(results: Results) -> str:
+    meta = results.meta
+    head = f"Full run of {meta['date']}: " if not meta["quick"] else f"Quick run of {meta['date']}: "
+    repeats = meta["repeats"]
+    headline = meta.get("headline_repeats") or repeats
+    lines = [
+        head + f"median wall time over {repeats} fresh-agent builds per cell ({headline} for "
+        f"{', '.join(s for s in meta.get('headline', []) if s in results.strategies) or 'every strategy'}), "
+        "min-max, and the ratio to a warm local rebuild on the same agent.",
+        "",
+        "| strategy | " + " | ".join(CHANGE_LABELS[c] for c in results.changes) + " |",
+        "|---|" + "---|" * len(results.changes),
+    ]
+    for strategy in results.strategies:
+        cells = []
+        for change in results.changes:
+            row = results.get(strategy, change)
+            if row is None:
+                cells.append("-")
+                continue
+            spread = f"{row['median_s']:.1f}s ({row['min_s']:.1f}-{row['max_s']:.1f}, n={row['runs']})"
+            ratio = row.get("ratio_to_warm")
+            cells.append(spread if strategy == WARM or ratio is None else f"{spread}, {ratio:.2f}x")
+        lines.append(f"| {LABELS[strategy]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def figures(results: Results) -> str:
+    """The comparisons the README's prose is about, each computed here."""
+    lines = []
+    have = {s for s, _ in results.rows}
+    if {REGISTRY, HAND} <= have:
+        parts = [
+            f"{CHANGE_LABELS[c]} {_x(results.median(REGISTRY, c), results.median(HAND, c))} "
+            f"({results.median(REGISTRY, c):.1f}s / {results.median(HAND, c):.1f}s)"
+            for c in results.changes
+        ]
+        lines.append("- dockercache (registry store) against the hand-written bake: " + "; ".join(parts) + ".")
+    if {REGISTRY, WARM} <= have and "one-file" in results.changes:
+        r, w = results.median(REGISTRY, "one-file"), results.median(WARM, "one-file")
+        lines.append(f"- One-file change on a fresh agent, registry store: {_x(r, w)} a warm local rebuild.")
+    if {S3, REGISTRY} <= have:
+        parts = []
+        for c in results.changes:
+            s3, reg = results.rows[(S3, c)], results.rows[(REGISTRY, c)]
+            down = f", bytes down {_x(s3['down_bytes'], reg['down_bytes'])}" if reg["down_bytes"] else ""
+            parts.append(f"{CHANGE_LABELS[c]} {_x(s3['median_s'], reg['median_s'])}{down}")
+        lines.append("- S3 store against the registry store on the same builds: " + "; ".join(parts) + ".")
+    if {S3, OLD} <= have and "one-file" in results.changes:
+        s3, old = results.rows[(S3, "one-file")], results.rows[(OLD, "one-file")]
+        registry_part = f" (with the image push to the registry: {_mb(s3['up_bytes'])})"
+        cache_up = s3.get("s3_up_bytes")
+        if cache_up is not None:
+            lines.append(
+                f"- S3 uploads after a one-file change: {_mb(cache_up)} of cache{registry_part}, against the old "
+                f"plugin's {_mb(old['up_bytes'])} tarball ({cache_up / old['up_bytes']:.1%})."
+            )
+    if {REGISTRY, INLINE} <= have and "none" in results.changes:
+        nothing, inline = results.rows[(REGISTRY, "none")], results.rows[(INLINE, "none")]
+        lines.append(
+            f"- Nothing changed: registry store {nothing['median_s']:.1f}s with {nothing['cached']:.0f}/"
+            f"{nothing['total']:.0f} "
+            f"steps cached, inline cache {inline['median_s']:.1f}s with {inline['cached']:.0f}/"
+            f"{inline['total']:.0f}."
+        )
+    overhead = results.meta.get("overhead")
+    if overhead:
+        lines.append(
+            f"- `dockercache plan` from a cold start: {overhead['plan_median_s']:.2f}s median "
+            f"({overhead['plan_min_s']:.2f}-{overhead['plan_max_s']:.2f})."
+        )
+    own = []
+    for store in (REGISTRY, S3):
+        quiet = results.get(store, "none")
+        if quiet is not None and "overhead_s" in quiet:
+            own.append(f"{store.removeprefix('dockercache-')} {quiet['overhead_s']:.2f}s")
+    if own:
+        lines.append("- dockercache's own time outside the bake, nothing changed: " + ", ".join(own) + ".")
+    lines += below_warm(results)
+    retries = results.meta.get("retries") or []
+    if retries:
+        lines.append(
+            f"- Builds retried after a known BuildKit race (moby/buildkit#3635), every strategy seeded again: "
+            f"{len(retries)}."
+        )
+    return "\n".join(lines)
+
+
+def below_warm(results: Results) -> list[str]:
+    """Where the warm local rebuild is not a lower bound, and whether the runs' spread explains it."""
+    lines = []
+    for change in results.changes:
+        warm = results.get(WARM, change)
+        if warm is None:
+            continue
+        for strategy in results.strategies:
+            row = results.get(strategy, change)
+            if strategy == WARM or row is None or row["median_s"] >= warm["median_s"]:
+                continue
+            overlap = row["max_s"] >= warm["min_s"] and row["min_s"] <= warm["max_s"]
+            why = (
+                "within the spread of repeated runs: both run the same changed steps, so this is noise"
+                if overlap
+                else "outside the spread of repeated runs: not explained by noise (not investigated)"
+            )
+            lines.append(
+                f"- The warm local rebuild is not a lower bound for {LABELS[strategy].strip('*')} on a "
+                f"{CHANGE_LABELS[change]}: {row['median_s']:.1f}s ({row['min_s']:.1f}-{row['max_s']:.1f}) against "
+                f"{warm['median_s']:.1f}s ({warm['min_s']:.1f}-{warm['max_s']:.1f}), {why}."
+            )
+    return lines
+
+
+def example(text: str) -> str:
+    """example.md without its heading."""
+    return "\n".join(line for line in text.strip().splitlines() if not line.startswith("# ")).strip()
+
+
+def blocks(results: Mapping[str, Any], example_md: str) -> dict[str, str]:
+    parsed = Results(results)
+    return {"table": table(parsed), "figures": figures(parsed), "example": example(example_md)}
+
+
+def _replacement(body: str) -> Callable[[re.Match[str]], str]:
+    return lambda m: m.group(1) + body + "\n" + m.group(2)
+
+
+def render(readme: str, generated: Mapping[str, str]) -> str:
+    for name, body in generated.items():
+        pattern = re.compile(rf"(<!-- benchmark:{name} -->\n)(?:.*?\n)?(<!-- /benchmark:{name} -->)", re.DOTALL)
+        if not pattern.search(readme):
+            raise ValueError(f"README.md has no <!-- benchmark:{name} --> block")
+        readme = pattern.sub(_replacement(body), readme)
+    return readme
+
+
+def expected(readme: Path = README, results: Path = RESULTS, example_md: Path = EXAMPLE) -> tuple[str, str]:
+    """(the README as it is, the README as the committed results make it)."""
+    text = readme.read_text()
+    return text, render(text, blocks(json.loads(results.read_text()), example_md.read_text()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when the README differs from the results")
+    args = parser.parse_args(argv)
+    current, wanted = expected()
+    if args.check:
+        if current != wanted:
+            print("README.md: the benchmark blocks differ from benchmarks/results (run benchmarks/readme.py)")
+            return 1
+        return 0
+    if current != wanted:
+        README.write_text(wanted)
+        print("README.md: benchmark blocks rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The README's benchmark figures are generated from the committed results (benchmarks/readme.py)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+readme = load("readme")
+bench = load("bench")
+
+
+def test_the_readme_shows_exactly_what_the_committed_results_say() -> None:
+    current, wanted = readme.expected()
+    assert current == wanted, "README.md's benchmark blocks differ: run python benchmarks/readme.py"
+
+
+def results() -> dict[str, Any]:
+    return copy.deepcopy(json.loads(readme.RESULTS.read_text()))
+
+
+def test_a_figure_changed_in_the_results_changes_the_readme() -> None:
+    document = results()
+    row = next(r for r in document["rows"] if r["strategy"] == "dockercache-registry" and r["change"] == "none")
+    row["median_s"] = 123.4
+    text = readme.render(readme.README.read_text(), readme.blocks(document, readme.EXAMPLE.read_text()))
+    assert "123.4s" in text and text != readme.README.read_text()
+
+
+def test_a_missing_block_is_an_error() -> None:
+    with pytest.raises(ValueError, match="benchmark:table"):
+        readme.render("no markers here\n", {"table": "x"})
+
+
+def test_rendering_twice_changes_nothing() -> None:
+    generated = readme.blocks(results(), readme.EXAMPLE.read_text())
+    once = readme.render(readme.README.read_text(), generated)
+    assert readme.render(once, generated) == once
+
+
+def row(strategy: str, change: str, median: float, low: float, high: float) -> dict[str, Any]:
+    return {"strategy": strategy, "change": change, "median_s": median, "min_s": low, "max_s": high, "runs": 3}
+
+
+def test_where_the_warm_rebuild_is_not_a_lower_bound_is_said_with_the_reason() -> None:
+    document = {
+        "meta": {"quick": False, "date": "d", "repeats": 3},
+        "rows": [
+            row("warm-local", "dependency", 14.0, 13.5, 14.5),
+            row("inline", "dependency", 13.8, 13.6, 14.1),  # below, ranges overlap: noise
+            row("no-cache", "dependency", 12.0, 11.9, 12.1),  # below, no overlap: said so
+            row("dockercache-registry", "dependency", 17.0, 16.0, 18.0),  # above: not listed
+        ],
+    }
+    lines = readme.below_warm(readme.Results(document))
+    assert len(lines) == 2
+    inline = next(line for line in lines if "for inline cache on a dependency change" in line)
+    assert "noise" in inline and "13.8s (13.6-14.1) against 14.0s (13.5-14.5)" in inline
+    no_cache = next(line for line in lines if "for no cache on a dependency change" in line)
+    assert "not explained" in no_cache
+
+
+def test_the_order_of_strategies_rotates_every_repeat() -> None:
+    names = ["a", "b", "c"]
+    orders = [bench.rotated(names, r) for r in range(4)]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    assert {o[0] for o in orders[:3]} == set(names)  # each runs first once in three repeats
+    assert bench.rotated([], 2) == []
