@@ -36,10 +36,13 @@ def expectation(path: Path) -> str:
     return match.group(1).strip()
 
 
-def run_cli(args: list[str], cwd: Path, shim: Path, log: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """Run a command with the recording docker shim first on PATH; returns the process and the docker calls."""
+def run_cli(
+    args: list[str], cwd: Path, shim: Path, log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run a command with the recording docker shim first on PATH (``env`` added to the environment); returns
+    the process and the docker calls."""
     log.unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}, **(env or {})}
     env["PATH"] = f"{shim}:{BIN}:{env['PATH']}"
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
     calls = log.read_text().splitlines() if log.exists() else []

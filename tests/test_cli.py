@@ -63,3 +63,19 @@ def test_plan_bake_prints_the_bake_file_only(docker_shim: tuple[Path, Path]) -> 
     assert list(definition["target"]) == ["ruby-base", "ruby-deps", "ruby-final"]
     assert definition["target"]["ruby-final"]["target"] == "final"
     assert calls == []
+
+
+def test_machine_output_is_redacted_too(tmp_path: Path, docker_shim: tuple[Path, Path]) -> None:
+    """`--json` and `plan --bake` print the values of build args; one named like a secret is masked there too."""
+    import json
+
+    token = "npm_l1v3-t0k3n-value-9f8e7d"
+    (tmp_path / "dockercache.toml").write_text('[services.app]\nargs = { NPM_TOKEN = "${NPM_TOKEN}" }\n')
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS final\n")
+    for args in (["plan", "--json"], ["plan", "--bake"], ["plan"], ["build", "--dry-run"]):
+        proc, calls = run([str(BIN / "dockercache"), *args], tmp_path, *docker_shim, env={"NPM_TOKEN": token})
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert token not in proc.stdout + proc.stderr, args
+        assert calls == []
+        if "--json" in args or "--bake" in args:
+            assert "NPM_TOKEN" in json.dumps(json.loads(proc.stdout)), args  # the arg is there, its value masked

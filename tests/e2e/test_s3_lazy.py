@@ -6,11 +6,13 @@ builds: what BuildKit fetches, what it does when S3 fails under it, what it may 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,17 @@ def store(stack: Stack, bucket: str, monkeypatch: pytest.MonkeyPatch) -> S3Store
     )
 
 
+def all_snapshots(client: Any, bucket: str) -> list[dict[str, Any]]:
+    listed = client.list_objects_v2(Bucket=bucket, Prefix="cache/snapshots/").get("Contents", [])
+    return [snapshot(client, bucket, o["Key"]) for o in listed]
+
+
+def is_sum_of(total: int, count: int, sizes: Iterable[int]) -> bool:
+    """Whether ``total`` bytes is what ``count`` distinct blobs of these sizes add up to: the reported bytes
+    are the sizes of the blobs fetched, not a count of something else (or zero)."""
+    return total > 0 and any(sum(c) == total for c in itertools.combinations(sorted(sizes), count))
+
+
 def test_a_fresh_agent_fetches_only_the_blobs_its_build_needs(s3_project: S3Project, s3_client: Any) -> None:
     s3_project.fresh_agent()
     assert s3_project.build().returncode == 0
@@ -54,12 +67,17 @@ def test_a_fresh_agent_fetches_only_the_blobs_its_build_needs(s3_project: S3Proj
     down = sum(deps.stage("ruby", s)["s3"]["down"]["bytes"] for s in ("base", "deps"))
     fetched = sum(deps.stage("ruby", s)["s3"]["down"]["objects"] for s in ("base", "deps"))
     assert fetched < len(saved["blobs"]) and down < total_bytes / 2, (fetched, down, total_bytes)
+    assert is_sum_of(down, fetched, saved["blobs"].values()), (down, fetched, saved["blobs"])
     # The whole image, pushed: more blobs, but each at most once, and never more than the snapshot holds.
     s3_project.fresh_agent()
     full = s3_project.build()
     assert full.returncode == 0, full.stderr
     final = full.stage("ruby", "final")["s3"]
     assert 0 < final["down"]["objects"] <= len(saved["blobs"]) and final["down"]["bytes"] <= total_bytes
+    all_down = [full.stage("ruby", s)["s3"]["down"] for s in ("base", "deps", "final")]
+    objects, size = sum(d["objects"] for d in all_down), sum(d["bytes"] for d in all_down)
+    every = {d: n for doc in all_snapshots(s3_client, s3_project.bucket) for d, n in doc["blobs"].items()}
+    assert is_sum_of(size, objects, every.values()), (size, objects, every)
     assert full.json["services"][0]["steps_cached"] == full.json["services"][0]["steps_total"]
 
 
