@@ -225,6 +225,8 @@ def save_snapshot(store: MemoryStore, name: str, *contents: bytes, modified: dat
 
 HARDENING: dict[str, dict[str, int]] = {}
 HARDENING_GROUPS = ("bad-config", "faults", "secrets", "poisoning", "fuzz")
+HARDENING_COUNTED = pytest.StashKey[bool]()
+"""Whether the case was counted as passed (a teardown error then moves it to failed)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -242,8 +244,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         group["tried"] += 1
         group["passed" if report.passed else "failed"] += 1
+        item.stash[HARDENING_COUNTED] = report.passed
     if report.when == "teardown":
         group["examples"] += int(getattr(item, "hardening_examples", 0))
+        if report.failed and item.stash.get(HARDENING_COUNTED, False):  # an error in teardown fails the case
+            group["passed"] -= 1
+            group["failed"] += 1
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -86,6 +86,8 @@ def test_s3_returning_errors_on_every_request(s3_project: S3Project, stack: Stac
     assert "save final" not in result.stderr  # no save is attempted against a store known to be broken
     assert proxy.failed
     assert result.json["services"][0]["status"] == "ok"
+    s3_project.write_config(s3_config(stack, s3_project.name, s3_project.bucket))
+    verify_all(s3_project)
 
 
 def test_s3_failing_writes_keep_the_previous_snapshot(s3_project: S3Project, stack: Stack, s3_client: Any) -> None:
@@ -116,6 +118,8 @@ def test_s3_errors_are_fatal_on_request(s3_project: S3Project, stack: Stack) -> 
         result = s3_project.build()
     assert result.returncode == 1
     assert "cache_errors = 'fail'" in result.stderr
+    s3_project.write_config(s3_config(stack, s3_project.name, s3_project.bucket))
+    verify_all(s3_project)
 
 
 def test_two_agents_saving_the_same_key_at_once(s3_project: S3Project) -> None:
