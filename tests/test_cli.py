@@ -79,3 +79,23 @@ def test_machine_output_is_redacted_too(tmp_path: Path, docker_shim: tuple[Path,
         assert calls == []
         if "--json" in args or "--bake" in args:
             assert "NPM_TOKEN" in json.dumps(json.loads(proc.stdout)), args  # the arg is there, its value masked
+
+
+def test_without_buildx_a_build_is_exit_3_in_one_line(tmp_path: Path, docker_shim: tuple[Path, Path]) -> None:
+    """A Docker client without the buildx plugin: the environment cannot build (exit 3), no traceback."""
+    import subprocess
+
+    real = subprocess.run(["sh", "-c", "command -v docker"], capture_output=True, text=True).stdout.strip()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "docker").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = buildx ]; then echo "docker: \'buildx\' is not a docker command." >&2; exit 1; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    (fake / "docker").chmod(0o755)
+    proc, _ = run([str(BIN / "dockercache"), "build"], ROOT / "examples" / "ruby", fake, tmp_path / "calls.log")
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == "dockercache: error: docker buildx is not available (install the buildx plugin)", lines
+    assert "Traceback" not in proc.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ class FakeDocker:
     """The Dockerfile stage whose last step fails in the first bake."""
     cached: bool = False
     race_once: bool = False
+    bake_files: list[tuple[Path, int]] = field(default_factory=list)
+    """Each bake file and its directory, with their permission bits while bake ran."""
     """The first bake fails as BuildKit 0.13's shared-vertex race makes it (moby/buildkit#3635)."""
     blob_error_once: bool = False
     """The first bake fails fetching a blob of its first registry cache source, as BuildKit does on a 500."""
@@ -81,7 +84,10 @@ class FakeDocker:
         self.builders.pop(name, None)
 
     def bake(self, argv: Sequence[str], env: Any = None) -> Iterator[str]:
-        definition = json.loads(Path(argv[argv.index("--file") + 1]).read_text())
+        bake_file = Path(argv[argv.index("--file") + 1])
+        self.bake_files.append((bake_file, stat.S_IMODE(bake_file.stat().st_mode)))
+        self.bake_files.append((bake_file.parent, stat.S_IMODE(bake_file.parent.stat().st_mode)))
+        definition = json.loads(bake_file.read_text())
         self.bakes.append(definition)
         assert argv[-1] == "default"
         targets = {name: definition["target"][name] for name in definition["group"]["default"]["targets"]}
@@ -492,3 +498,13 @@ def test_a_failing_step_is_not_retried_as_a_cache_problem(world: World, tmp_path
     world.docker.fail_stage = "test"
     result = world.runner.run(plan_for(S3, tmp_path))
     assert result.exit_code == 1 and not any("building again" in w for w in result.warnings)
+
+
+def test_the_bake_file_is_private_and_removed_afterwards(world: World, tmp_path: Path) -> None:
+    """Build args (tokens among them) travel in the bake file, never in arguments: only this user can read it
+    while bake runs, and nothing of it is left after."""
+    result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    assert result.exit_code == 0, result.error
+    (bake_file, file_mode), (directory, dir_mode) = world.docker.bake_files
+    assert (file_mode, dir_mode) == (0o600, 0o700)
+    assert not bake_file.exists() and not directory.exists()

@@ -227,3 +227,16 @@ def test_no_push_loads_the_image_locally(project: Project, stack: Stack) -> None
     assert docker("image", "inspect", image, check=False).returncode == 0
     run = docker("run", "--rm", image)
     assert "hello from the ruby service" in run.stdout
+
+
+def test_no_cache_runs_every_step_even_with_caches_at_hand(project: Project) -> None:
+    fresh_agent()
+    assert project.build().returncode == 0
+    # The same agent (its build cache warm) and the registry cache both at hand: --no-cache uses neither.
+    again = project.build("--no-cache")
+    assert again.returncode == 0, again.stderr
+    assert counts(again, *STAGES) == {s: (0, counts(again, s)[s][1]) for s in STAGES}
+    assert all(total > 0 for _, total in counts(again, *STAGES).values())
+    warm = project.build()
+    assert warm.returncode == 0, warm.stderr
+    assert all(done == total for done, total in counts(warm, *STAGES).values())  # caches are still good

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -513,3 +515,20 @@ def test_a_manifest_put_under_an_invalid_tag_writes_no_snapshot(endpoint: Endpoi
     reply = put_manifest(endpoint, image_manifest(config, layer), ref)
     assert bucket.objects("cache/snapshots/") == {}, reply.status
     assert reply.status in (400, 404)
+
+
+@pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.__name__)
+def test_a_blob_above_the_threshold_goes_up_in_parts(flow: Any, bucket: Bucket) -> None:
+    """multipart_threshold_mb = 5: a 12 MB layer goes to S3 as a multipart upload (8 MB parts), byte-exact."""
+    config = dataclasses.replace(bucket.config, multipart_threshold_mb=5)
+    data = os.urandom(12 * 1024 * 1024)
+    with Endpoint(CountingStore(config), REPOSITORIES) as ep:
+        reply = flow(ep, data)
+    assert reply.status == 201, reply.body
+    key = blob_key(sha(data))
+    assert bucket.objects()[key]["ETag"].strip('"').endswith("-2")  # S3's ETag of a 2-part upload
+    assert bucket.read(key) == data
+    small = b"under the threshold" * 100
+    with Endpoint(CountingStore(config), REPOSITORIES) as ep:
+        assert flow(ep, small).status == 201
+    assert "-" not in bucket.objects()[blob_key(sha(small))]["ETag"]  # one PUT

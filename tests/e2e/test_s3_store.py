@@ -140,6 +140,10 @@ def test_promote_and_prune_keep_remaining_snapshots_restorable(s3_project: S3Pro
         f"example/{k}/ruby/final" for k in ("main", "latest", "feature-x")
     }
     blobs = blob_keys(s3_client, s3_project.bucket)
+    # --older-than keeps every key younger than the age, beyond the newest --keep: all three are minutes old.
+    young = s3_project.run("cache.prune", "--keep", "1", "--older-than", "1h", "--grace", "0s")
+    assert young.returncode == 0, young.stderr
+    assert s3_project.run("cache.list").stdout == listing and blob_keys(s3_client, s3_project.bucket) == blobs
     dry = s3_project.run("cache.prune", "--keep", "1", "--grace", "0s", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert blob_keys(s3_client, s3_project.bucket) == blobs  # a dry run deletes nothing
