@@ -221,6 +221,8 @@ def render_table(result: RunResult) -> str:
     for svc in result.services:
         for s in svc.stages:
             cached = f"{s.cached}/{s.total}" if s.status != "pending" else "-"
+            if s.status in ("failed", "cancelled"):
+                cached = f"{cached} {s.status}"
             row: tuple[str, ...] = (
                 svc.name,
                 s.stage,

@@ -327,7 +327,7 @@ class Runner:
         values: dict[str, str] = {}
         final = result.final
         key = image_metadata_key(svc.metadata_key, svc.name)
-        if key and final and final.tags:
+        if key and final and final.tags and final.pushed:  # a later step (another agent) pulls it
             values[key] = final.tags[0]
         values.update(store_values)
         for k, v in values.items():

@@ -239,7 +239,9 @@ def resolved(store: Any, stages: tuple[str, ...] = ("base", "deps", "test", "fin
     )
 
 
-def plan_for(store: Any, tmp_path: Path, settings: Settings | None = None, **builder: Any) -> Plan:
+def plan_for(
+    store: Any, tmp_path: Path, settings: Settings | None = None, options: BuildOptions | None = None, **builder: Any
+) -> Plan:
     inputs = PlanInputs(
         services=(resolved(store),),
         builder=BuilderConfig(name="default", driver="docker", **builder) if not builder else BuilderConfig(**builder),
@@ -252,7 +254,7 @@ def plan_for(store: Any, tmp_path: Path, settings: Settings | None = None, **bui
         pipeline="pipe",
         job_id="job1",
     )
-    return make_plan(inputs, BuildOptions())
+    return make_plan(inputs, options or BuildOptions())
 
 
 @dataclass
@@ -348,6 +350,10 @@ def test_a_failing_target_keeps_the_caches_of_what_succeeded(world: World, tmp_p
     assert "--- output of [test 2/2] RUN step 1 (target app-test)" in err and "tests failed" in err
     closing = result.services[0].closing_line()
     assert "FAILED at test" in closing and "caches kept: base, deps, final" in closing
+    from dockercache.report import render_table
+
+    rows = {line.split()[1]: line.split() for line in render_table(result).splitlines()[1:]}
+    assert rows["test"][3] == "failed" and all(rows[s][3] == "cancelled" for s in kept), rows
 
 
 def test_a_failing_shared_stage_rescues_only_what_does_not_build_on_it(world: World, tmp_path: Path) -> None:
@@ -508,3 +514,10 @@ def test_the_bake_file_is_private_and_removed_afterwards(world: World, tmp_path:
     (bake_file, file_mode), (directory, dir_mode) = world.docker.bake_files
     assert (file_mode, dir_mode) == (0o600, 0o700)
     assert not bake_file.exists() and not directory.exists()
+
+
+def test_an_image_built_with_no_push_is_not_recorded_for_later_steps(world: World, tmp_path: Path) -> None:
+    """Meta-data names the pushed image; with --no-push there is none another agent could pull."""
+    result = world.runner.run(plan_for(S3, tmp_path, options=BuildOptions(push=False)))
+    assert result.exit_code == 0, result.error
+    assert "app-image" not in world.agent.meta and world.agent.meta.get("dockercache-s3-key-app") == "pipe/main"

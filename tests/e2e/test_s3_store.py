@@ -89,12 +89,17 @@ def test_corrupt_and_missing_blobs_are_a_miss_with_a_warning(s3_project: S3Proje
     # The rebuild was saved again; now take one of its blobs away.
     digest, key, _ = biggest_blob(s3_client, s3_project.bucket, "example/main/ruby/final")
     s3_client.delete_object(Bucket=s3_project.bucket, Key=key)
+    broken = s3_project.run("cache.verify")  # verify names it, and fails
+    assert broken.returncode == 1 and f"blob {digest} is missing" in broken.stdout + broken.stderr, broken.stdout
     s3_project.fresh_agent()
     missing = s3_project.build()
     assert missing.returncode == 0, missing.stderr
     assert f"blob {digest} is missing" in missing.stderr
     assert missing.stage("ruby", "final")["s3"]["restored_from"] is None
     assert missing.json["services"][0]["status"] == "ok"
+    # The build saved a whole snapshot over the one that named the missing blob.
+    verify = s3_project.run("cache.verify", "--deep")
+    assert verify.returncode == 0 and ", 0 problem(s)" in verify.stdout, verify.stdout + verify.stderr
 
 
 @pytest.mark.hardening("faults")
@@ -212,6 +217,9 @@ def test_s3_unreachable_is_a_warning(s3_project: S3Project, stack: Stack) -> Non
     assert result.returncode == 0, result.stderr
     assert "unreachable" in result.stderr and "building without this cache" in result.stderr
     assert result.json["services"][0]["status"] == "ok"
+    s3_project.write_config(s3_config(stack, s3_project.name, s3_project.bucket))
+    verify = s3_project.run("cache.verify", "--deep")  # nothing was half-written
+    assert verify.returncode == 0 and "0 snapshot(s), 0 problem(s)" in verify.stdout, verify.stdout
 
 
 def test_whole_directory_tarball_baseline_is_bigger(s3_project: S3Project, s3_client: Any) -> None:
