@@ -99,3 +99,28 @@ def test_without_buildx_a_build_is_exit_3_in_one_line(tmp_path: Path, docker_shi
     lines = proc.stderr.strip().splitlines()
     assert lines[-1] == "dockercache: error: docker buildx is not available (install the buildx plugin)", lines
     assert "Traceback" not in proc.stderr
+
+
+def test_a_configured_password_is_masked_wherever_it_would_print(
+    tmp_path: Path, docker_shim: tuple[Path, Path]
+) -> None:
+    """A registry password is masked by its value, whatever the variable holding it is called."""
+    password = "plain-named-variable-pw-5d1c"
+    (tmp_path / "dockercache.toml").write_text(
+        '[registries."registry.example.com"]\nusername = "ci"\npassword = "${REG_PW}"\n'
+        '[services.app]\nargs = { MIRROR = "${REG_PW}" }\n'
+    )
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS final\n")
+    for args in (["plan", "--bake"], ["plan", "--json"], ["plan"]):
+        proc, calls = run([str(BIN / "dockercache"), *args], tmp_path, *docker_shim, env={"REG_PW": password})
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert password not in proc.stdout + proc.stderr, args
+        assert calls == []
+
+
+def test_contradictory_cache_write_flags_are_a_usage_error(docker_shim: tuple[Path, Path]) -> None:
+    argv = [str(BIN / "dockercache"), "build", "--cache-write", "--no-cache-write"]
+    proc, calls = run(argv, ROOT / "examples" / "ruby", *docker_shim)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "dockercache: error: --cache-write and --no-cache-write contradict each other"
+    assert calls == []

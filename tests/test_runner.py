@@ -55,6 +55,8 @@ class FakeDocker:
     """The Dockerfile stage whose last step fails in the first bake."""
     cached: bool = False
     race_once: bool = False
+    incomplete_local_export: bool = False
+    bake_envs: list[Any] = field(default_factory=list)
     bake_files: list[tuple[Path, int]] = field(default_factory=list)
     """Each bake file and its directory, with their permission bits while bake ran."""
     """The first bake fails as BuildKit 0.13's shared-vertex race makes it (moby/buildkit#3635)."""
@@ -84,6 +86,7 @@ class FakeDocker:
         self.builders.pop(name, None)
 
     def bake(self, argv: Sequence[str], env: Any = None) -> Iterator[str]:
+        self.bake_envs.append(env)
         bake_file = Path(argv[argv.index("--file") + 1])
         self.bake_files.append((bake_file, stat.S_IMODE(bake_file.stat().st_mode)))
         self.bake_files.append((bake_file.parent, stat.S_IMODE(bake_file.parent.stat().st_mode)))
@@ -137,6 +140,8 @@ class FakeDocker:
                 attrs = dict(part.split("=", 1) for part in sink.split(","))
                 if not failed and attrs["type"] == "local":
                     export(Path(attrs["dest"]), f"{name} manifest".encode(), f"{name} layer".encode())
+                    if self.incomplete_local_export:  # blobs written, the index never was
+                        (Path(attrs["dest"]) / "index.json").unlink()
                 pushed = None
                 if not failed and attrs["type"] == "registry" and attrs["ref"].startswith("127.0.0.1:"):
                     pushed = push_cache(attrs["ref"], name)
@@ -521,3 +526,48 @@ def test_an_image_built_with_no_push_is_not_recorded_for_later_steps(world: Worl
     result = world.runner.run(plan_for(S3, tmp_path, options=BuildOptions(push=False)))
     assert result.exit_code == 0, result.error
     assert "app-image" not in world.agent.meta and world.agent.meta.get("dockercache-s3-key-app") == "pipe/main"
+
+
+def test_an_incomplete_local_export_leaves_the_previous_cache_as_it_was(world: World, tmp_path: Path) -> None:
+    local = LocalCache(type="local", path="cache")
+    assert world.runner.run(plan_for(local, tmp_path)).exit_code == 0
+    final = tmp_path / "cache" / "app" / "final"
+    before = {p.relative_to(final): p.read_bytes() for p in final.rglob("*") if p.is_file()}
+    assert Path("index.json") in before
+    world.docker.incomplete_local_export = True
+    result = world.runner.run(plan_for(local, tmp_path))
+    assert result.exit_code == 0, result.error
+    assert {p.relative_to(final): p.read_bytes() for p in final.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "cache" / "app" / "final.incoming").exists()
+    assert next(s for s in result.services[0].stages if s.stage == "final").cache_written is None
+
+
+def test_a_stale_incoming_directory_never_reaches_the_cache(world: World, tmp_path: Path) -> None:
+    stale = tmp_path / "cache" / "app" / "final.incoming"
+    (stale / "blobs" / "sha256").mkdir(parents=True)
+    (stale / "blobs" / "sha256" / "left-by-a-killed-run").write_bytes(b"junk")
+    assert world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path)).exit_code == 0
+    final = tmp_path / "cache" / "app" / "final"
+    assert (final / "index.json").is_file() and not (final / "blobs" / "sha256" / "left-by-a-killed-run").exists()
+
+
+def test_a_full_disk_at_the_swap_is_a_warning(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from dockercache.stores import local
+
+    def full(src: str, dst: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", dst)
+
+    monkeypatch.setattr(local.os, "rename", full)
+    result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    assert result.exit_code == 0, result.error
+    assert "local cache not updated:" in world.err.getvalue() and "No space left on device" in world.err.getvalue()  # type: ignore[attr-defined]
+    assert not (tmp_path / "cache" / "app" / "final" / "index.json").exists()
+
+
+def test_a_native_s3_profile_reaches_bake_in_its_environment(world: World, tmp_path: Path) -> None:
+    native = S3Cache(type="s3", bucket="b", key="{pipeline}/{branch}", native=True, profile="ci")
+    result = world.runner.run(plan_for(native, tmp_path, name="dc", driver="docker-container"))
+    assert result.exit_code == 0, result.error
+    assert world.docker.bake_envs and all(env == {"AWS_PROFILE": "ci"} for env in world.docker.bake_envs)
