@@ -31,3 +31,41 @@ def test_a_readme_example_loads(block: str) -> None:
     variables = dict.fromkeys(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", block), "value")
     config = parse_config(raw, variables, README)
     assert config.services
+
+
+COLLECT = """
+import collections, json, sys
+import pytest
+
+class Groups:
+    def __init__(self):
+        self.counts = collections.Counter()
+
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            marker = item.get_closest_marker("hardening")
+            if marker is not None:
+                self.counts[marker.args[0]] += 1
+
+groups = Groups()
+code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "tests"], plugins=[groups])
+print("GROUPS " + json.dumps(groups.counts))
+sys.exit(int(code))
+"""
+
+
+def test_the_hardening_table_counts_the_cases_the_suite_holds() -> None:
+    """The README's table of the last CI run: its "tried" column is what the suite collects per group."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", COLLECT], cwd=README.parent, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    collected = json.loads(proc.stdout.split("GROUPS ", 1)[1].splitlines()[0])
+    section = README.read_text().split("The table of the last CI run", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|")[1:-1] for line in section.splitlines()[2:]]
+    tried = {cells[0].strip(): int(cells[1].split()[0]) for cells in rows}
+    total = tried.pop("total")
+    assert tried == dict(collected) and total == sum(collected.values()), (tried, collected)
