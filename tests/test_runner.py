@@ -449,6 +449,23 @@ def test_ephemeral_builder_is_removed_after_a_failure(world: World, tmp_path: Pa
     assert world.docker.builders == {}
 
 
+def test_ephemeral_builder_is_removed_after_a_success_too(world: World, tmp_path: Path) -> None:
+    plan = plan_for(
+        LocalCache(type="local", path="cache"), tmp_path, name="dc", driver="docker-container", ephemeral=True
+    )
+    assert world.runner.run(plan).exit_code == 0
+    assert world.log.index("docker buildx bake") < world.log.index("docker buildx rm dc-job1")
+    assert world.docker.builders == {}
+
+
+def test_a_missing_builder_with_the_docker_driver_is_an_environment_problem(world: World, tmp_path: Path) -> None:
+    """The docker driver cannot be created: a builder name other than the context's own is exit 3, named."""
+    plan = plan_for(LocalCache(type="local", path="cache"), tmp_path, name="laptop", driver="docker")
+    with pytest.raises(EnvironmentProblem, match="no builder 'laptop': the 'docker' driver cannot be created"):
+        world.runner.run(plan)
+    assert not world.docker.bakes
+
+
 def test_a_builder_with_another_driver_is_an_environment_problem(world: World, tmp_path: Path) -> None:
     world.docker.builders["dc"] = "remote"
     plan = plan_for(LocalCache(type="local", path="cache"), tmp_path, name="dc", driver="docker-container")
