@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from pathlib import Path
 
+import pytest
+
 from dockercache.ci import CIContext, slugify
+from dockercache.loader import parse_config
 
 
 def no_git(cwd: Path, args: list[str]) -> str | None:
@@ -56,3 +62,64 @@ def test_slugify() -> None:
     assert slugify("--x--") == "x"
     long = slugify("b" * 300, 40)
     assert len(long) == 40 and long != slugify("b" * 299, 40)
+
+
+def git(cwd: Path, *args: str) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    """A real clone, in a folder named ``shop-app``, of a repository whose default branch is ``develop``; the
+    clone has ``feature/x`` checked out."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "-q", "-b", "develop")
+    git(origin, "commit", "-q", "--allow-empty", "-m", "first")
+    git(tmp_path, "clone", "-q", str(origin), "shop-app")
+    checkout = tmp_path / "shop-app"
+    git(checkout, "checkout", "-q", "-b", "feature/x")
+    (checkout / "services" / "web").mkdir(parents=True)
+    return checkout
+
+
+def test_off_ci_pipeline_slug_and_default_branch_come_from_git(clone: Path) -> None:
+    """README: off CI ``${BUILDKITE_PIPELINE_SLUG}`` is the repository's folder name (also when run from a
+    sub-directory) and ``${BUILDKITE_PIPELINE_DEFAULT_BRANCH}`` the remote's default branch, from git."""
+    ci = CIContext({}, clone / "services" / "web")
+    variables = ci.variables()
+    assert variables["BUILDKITE_PIPELINE_SLUG"] == "shop-app"
+    assert variables["BUILDKITE_PIPELINE_DEFAULT_BRANCH"] == "develop"
+    assert variables["BUILDKITE_BRANCH"] == "feature/x"
+    assert re.fullmatch(r"[0-9a-f]{40}", variables["BUILDKITE_COMMIT"])
+    assert not ci.on_ci
+    config = parse_config(
+        {
+            "services": {
+                "web": {"image": "reg/${BUILDKITE_PIPELINE_SLUG}", "tags": ["${BUILDKITE_PIPELINE_DEFAULT_BRANCH}"]}
+            }
+        },
+        variables,
+        clone / "dockercache.toml",
+    )
+    assert (config.service("web").image, config.service("web").tags) == ("reg/shop-app", ("develop",))
+
+
+def test_buildkite_values_win_over_git(clone: Path) -> None:
+    env = {"BUILDKITE_PIPELINE_SLUG": "shop", "BUILDKITE_PIPELINE_DEFAULT_BRANCH": "trunk"}
+    variables = CIContext(env, clone).variables()
+    assert (variables["BUILDKITE_PIPELINE_SLUG"], variables["BUILDKITE_PIPELINE_DEFAULT_BRANCH"]) == ("shop", "trunk")
+
+
+def test_without_a_remote_default_branch_it_is_main(clone: Path) -> None:
+    git(clone, "remote", "remove", "origin")
+    assert CIContext({}, clone).default_branch == "main"

@@ -194,3 +194,67 @@ def test_duplicates_buildkit_merged_away_are_not_runs() -> None:
         "app-final": {"final": (2, 2)},
     }
     assert tally.failures() == []  # errors on merged-away duplicates are no failure either
+
+
+def at(second: float) -> str:
+    """A rawjson timestamp ``second`` seconds into a build (Go's nanoseconds included)."""
+    return f"2026-11-26T02:00:{second:09.6f}123Z"
+
+
+def events_of(*vertexes: tuple[list[str], float, float]) -> BuildEvents:
+    """A run from (names, started, completed) triples, as buildx reports a vertex shared by several targets:
+    once per name."""
+    events = BuildEvents()
+    for i, (names, started, completed) in enumerate(vertexes):
+        for name in names:
+            events.apply({"vertexes": [{"digest": f"sha256:{i}", "name": name, "started": at(started)}]})
+            events.apply(
+                {
+                    "vertexes": [
+                        {"digest": f"sha256:{i}", "name": name, "started": at(started), "completed": at(completed)}
+                    ]
+                }
+            )
+    return events
+
+
+# app-test and app-final run (leaves); app-deps is built inside both. Its two steps are 10-12 s and 13-15 s
+# (a gap between them), test's step 15-20 s and its cache export 21-24 s, final's step 15-17 s, its image
+# export 17-18 s and its cache export 18-21 s.
+TIMED_TARGETS = [
+    TargetInfo("app-deps", "deps", "app", ("base", "deps")),
+    TargetInfo("app-test", "test", "app", ("base", "deps", "test")),
+    TargetInfo("app-final", "final", "app", ("base", "deps", "final")),
+]
+TIMED_RUN = [
+    (["[app-test deps 1/2] COPY Gemfile ./", "[app-final deps 1/2] COPY Gemfile ./"], 10.0, 12.0),
+    (["[app-test deps 2/2] RUN bundle", "[app-final deps 2/2] RUN bundle"], 13.0, 15.0),
+    (["[app-test test 1/1] RUN rspec"], 15.0, 20.0),
+    (["[app-final final 1/1] RUN build"], 15.0, 17.0),
+    (["[app-final] exporting to image"], 17.0, 18.0),
+    (["[app-final] exporting cache to registry"], 18.0, 21.0),
+    (["[app-test] exporting cache to registry"], 21.0, 24.0),
+]
+
+
+def test_a_targets_time_runs_from_its_first_step_to_its_last_export() -> None:
+    """README: ``time`` is from a target's first step to its last export (a span, not a sum of steps); for a
+    stage built inside another target, from its first step to its last."""
+    tally = Tally(TIMED_TARGETS)
+    tally.add(events_of(*TIMED_RUN), ["app-test", "app-final"])
+    seconds = tally.seconds()
+    assert seconds == {"app-deps": 5.0, "app-test": 14.0, "app-final": 11.0}
+    assert {t: sum(c.seconds for c in s.values()) for t, s in tally.steps().items()} == {
+        "app-deps": 4.0,  # the steps' own times, which the span is not
+        "app-test": 5.0,
+        "app-final": 2.0,
+    }
+
+
+def test_a_rescue_run_adds_its_span_to_the_first() -> None:
+    tally = Tally(TIMED_TARGETS)
+    tally.add(events_of(*TIMED_RUN), ["app-test", "app-final"])
+    tally.add(
+        events_of((["[final 1/1] RUN build"], 30.0, 31.5), (["exporting cache to registry"], 31.5, 32.0)), ["app-final"]
+    )
+    assert tally.seconds() == {"app-deps": 5.0, "app-test": 14.0, "app-final": 13.0}

@@ -141,3 +141,50 @@ def test_an_embedded_manifest_is_used_only_when_it_hashes_to_its_digest() -> Non
     assert snapshot(base64.b64encode(body + b" ").decode()).manifest_body is None  # tampered
     assert snapshot("not base64!").manifest_body is None
     assert snapshot(42).manifest_body is None
+
+
+def test_prune_keeps_the_newest_n_keys_of_every_key_prefix() -> None:
+    """README: ``cache.prune --keep N`` keeps the newest N keys per key prefix, not N in the whole bucket
+    (here every key under ``b/`` is older than every key under ``a/``, and one of each survives)."""
+    store = MemoryStore()
+    ages = {"a/1": 3, "a/2": 1, "b/1": 5, "b/2": 4}
+    for key, days in ages.items():
+        save_snapshot(
+            store, f"{key}/s/x", f"manifest {key}".encode(), b"shared layer", modified=NOW - timedelta(days=days)
+        )
+    result = Snapshots(store).prune(keep=1, older_than=None, dry_run=False, now=NOW)  # type: ignore[arg-type]
+    assert result.snapshots == ["a/1/s/x", "b/1/s/x"] and result.kept == ["a/2/s/x", "b/2/s/x"]
+    assert sorted(store.snapshots) == ["a/2/s/x", "b/2/s/x"]
+    assert sorted(result.blobs) == sorted([digest_of(b"manifest a/1"), digest_of(b"manifest b/1")])
+    assert digest_of(b"shared layer") in store.blobs
+
+
+def test_prune_judges_a_key_by_its_newest_snapshot() -> None:
+    """A key is as new as the newest of its service/stage snapshots."""
+    store = MemoryStore()
+    save_snapshot(store, "p/old/s/x", b"m-old-x", modified=NOW - timedelta(days=9))
+    save_snapshot(store, "p/old/s/y", b"m-old-y", modified=NOW - timedelta(hours=1))
+    save_snapshot(store, "p/new/s/x", b"m-new-x", modified=NOW - timedelta(days=2))
+    result = Snapshots(store).prune(keep=1, older_than=None, dry_run=True, now=NOW)  # type: ignore[arg-type]
+    assert result.kept == ["p/old/s/x", "p/old/s/y"] and result.snapshots == ["p/new/s/x"]
+
+
+def test_a_lease_younger_than_a_day_protects_its_blobs_and_an_older_one_does_not() -> None:
+    """README: a lease older than a day was left by a killed writer; prune removes it (and the blobs it alone
+    protected). A younger one belongs to a save that may still be running."""
+    store = MemoryStore()
+    old = digest_of(b"old layer")
+    store.blobs[old] = b"old layer"  # in no snapshot
+    store.put_lease([old])  # written at NOW
+    snaps = Snapshots(store)  # type: ignore[arg-type]
+    young = snaps.prune(keep=0, older_than=None, dry_run=False, grace=timedelta(0), now=NOW + timedelta(hours=23))
+    assert young.blobs == [] and old in store.blobs and list(store.leases_held) == ["lease0"]
+    stale = snaps.prune(keep=0, older_than=None, dry_run=False, grace=timedelta(0), now=NOW + timedelta(hours=25))
+    assert stale.blobs == [old] and old not in store.blobs and store.leases_held == {}
+
+
+def test_a_dry_run_prune_removes_no_stale_lease() -> None:
+    store = MemoryStore()
+    store.put_lease([digest_of(b"x")])
+    Snapshots(store).prune(keep=0, older_than=None, dry_run=True, now=NOW + timedelta(days=2))  # type: ignore[arg-type]
+    assert list(store.leases_held) == ["lease0"]

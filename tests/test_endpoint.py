@@ -1,0 +1,153 @@
+"""dockercache.endpoint (unit): the S3 store served to BuildKit as a registry, over a store in memory.
+
+Talks HTTP to a started endpoint on 127.0.0.1; tests/e2e/test_endpoint.py does the same against S3 and BuildKit.
+"""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from dockercache.config import BuilderConfig, S3Cache, Settings
+from dockercache.endpoint import PRESIGN_SECONDS, Endpoint, Repository, repository_name
+from dockercache.plan import BuildOptions, PlanInputs, make_plan
+from dockercache.report import StageResult
+from dockercache.resolve import ResolvedService
+from dockercache.stores.s3 import report_traffic
+
+from .conftest import MemoryStore, digest_of, save_snapshot
+
+REPO = repository_name("shop/main", "app")
+LAYERS = [f"layer {i}".encode() for i in range(5)]
+
+
+@dataclass
+class CountingStore(MemoryStore):
+    """A store in memory that counts what the endpoint asks of S3 (``lists``: bucket listings)."""
+
+    heads: list[str] = field(default_factory=list)
+    presigned: list[tuple[str, int]] = field(default_factory=list)
+
+    def head_blob(self, digest: str) -> int | None:
+        self.heads.append(digest)
+        return super().head_blob(digest)
+
+    def presign_blob(self, digest: str, seconds: int) -> str:
+        self.presigned.append((digest, seconds))
+        return super().presign_blob(digest, seconds)
+
+
+@pytest.fixture
+def store() -> CountingStore:
+    store = CountingStore()
+    save_snapshot(store, "shop/main/app/final", b'{"manifest": "final"}', *LAYERS)
+    return store
+
+
+@pytest.fixture
+def endpoint(store: CountingStore) -> Iterator[Endpoint]:
+    with Endpoint(store, {REPO: Repository("shop/main", "app")}) as running:  # as the S3 runtime makes it
+        yield running
+
+
+def request(endpoint: Endpoint, method: str, path: str) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection(endpoint.address, timeout=10)
+    conn.request(method, path)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
+def test_blob_heads_are_answered_from_one_bucket_listing(endpoint: Endpoint, store: CountingStore) -> None:
+    """README: blob HEADs are answered from one bucket listing per run, never a HEAD to S3 each."""
+    digests = [digest_of(layer) for layer in LAYERS]
+    absent = digest_of(b"not in the bucket")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda d: request(endpoint, "HEAD", f"/v2/{REPO}/blobs/{d}"), [*digests, absent] * 3))
+    assert [a.status for a in answers] == ([200] * len(digests) + [404]) * 3
+    assert [a.getheader("Content-Length") for a in answers[: len(digests)]] == [str(len(x)) for x in LAYERS]
+    assert answers[0].getheader("Docker-Content-Digest") == digests[0]
+    assert store.lists == 1
+    assert store.heads == []
+    assert len(endpoint.traffic.heads) == 18
+
+
+def test_a_blob_get_is_a_redirect_presigned_for_fifteen_minutes(endpoint: Endpoint, store: CountingStore) -> None:
+    """README: a blob GET is answered with a 307 to a presigned URL valid for 15 minutes; the bytes never
+    go through dockercache."""
+    digest = digest_of(LAYERS[0])
+    answer = request(endpoint, "GET", f"/v2/{REPO}/blobs/{digest}")
+    assert answer.status == 307
+    assert answer.getheader("Location") == f"mem://blobs/{digest}?X-Amz-Signature=secret"
+    assert answer.getheader("Content-Length") == "0"
+    assert store.presigned == [(digest, 900)] and PRESIGN_SECONDS == 900
+    assert endpoint.traffic.redirects == [(REPO, digest, len(LAYERS[0]))]
+    assert request(endpoint, "GET", f"/v2/{REPO}/blobs/{digest_of(b'absent')}").status == 404
+    assert len(store.presigned) == 1 and store.lists == 1
+
+
+def test_the_reports_lookups_are_the_heads_buildkit_sent(endpoint: Endpoint, store: CountingStore) -> None:
+    """README: the report gains per stage the blobs fetched from S3 (objects, bytes) and the lookups: one
+    per blob HEAD, in the row of the stage whose snapshot holds the blob."""
+    manifest = request(endpoint, "GET", f"/v2/{REPO}/manifests/final")
+    assert manifest.status == 200
+    heads = [digest_of(layer) for layer in LAYERS[:3]] + [digest_of(b"absent")]
+    for digest in heads:
+        request(endpoint, "HEAD", f"/v2/{REPO}/blobs/{digest}")
+    for layer in LAYERS[:2]:
+        request(endpoint, "GET", f"/v2/{REPO}/blobs/{digest_of(layer)}")
+    endpoint.stop()
+    plan = make_plan(s3_inputs(), BuildOptions())
+    results = {t.name: StageResult(t.service, t.stage, t.dockerfile_target, t.final, name=t.name) for t in plan.targets}
+    report_traffic(endpoint, plan.targets, results)
+    final = results["app-final"]
+    assert (final.s3_lookups, final.down_objects, final.down_bytes) == (4, 2, len(LAYERS[0]) + len(LAYERS[1]))
+    assert sum(r.s3_lookups for r in results.values()) == len(heads) == len(endpoint.traffic.heads)
+    assert final.to_json()["s3"]["down"] == {"objects": 2, "bytes": 14, "lookups": 4}
+    assert store.lists == 1 and store.heads == []
+
+
+def s3_inputs() -> PlanInputs:
+    svc = ResolvedService(
+        name="app",
+        context=Path("/src"),
+        dockerfile=Path("/src/Dockerfile"),
+        stages=("deps", "final"),
+        final_target="final",
+        args={},
+        image=None,
+        tags=(),
+        push_stages=(),
+        stage_tag="{stage}-{tag}",
+        store_name="s3",
+        store=S3Cache(type="s3", bucket="b", key="{pipeline}/{branch}"),
+        metadata_key=None,
+        graphs={"deps": ("deps",), "final": ("deps", "final")},
+    )
+    return PlanInputs(
+        services=(svc,),
+        builder=BuilderConfig(name="default", driver="docker"),
+        settings=Settings(),
+        root=Path("/src"),
+        commit="abc123",
+        branch="main",
+        default_branch="main",
+        on_ci=True,
+        pipeline="shop",
+    )
+
+
+def test_the_manifest_is_served_from_the_snapshot_without_another_listing(
+    endpoint: Endpoint, store: CountingStore
+) -> None:
+    """Looking the snapshot up checks its blobs against the listing; the HEADs that follow reuse it."""
+    answer = request(endpoint, "GET", f"/v2/{REPO}/manifests/final")
+    assert answer.status == 200 and answer.getheader("Docker-Content-Digest") == digest_of(b'{"manifest": "final"}')
+    request(endpoint, "HEAD", f"/v2/{REPO}/blobs/{digest_of(LAYERS[0])}")
+    assert store.lists == 1 and store.heads == []

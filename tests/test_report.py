@@ -1,0 +1,175 @@
+"""dockercache.report: the cache table a build prints, and the JSON report's ``buildx_seconds``."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from dockercache.commands import report
+from dockercache.config import BuilderConfig, LocalCache, Settings
+from dockercache.plan import BuilderPlan, BuildOptions, PlanInputs, make_plan
+from dockercache.progress import StepCount
+from dockercache.report import Console, RunResult, ServiceResult, StageResult, render_table
+from dockercache.resolve import ResolvedService
+from dockercache.runner import Runner
+
+REF = "localhost:5000/cache/ruby:final-main"
+
+
+def stage(name: str, steps: dict[str, tuple[int, int]], seconds: float, **kw: object) -> StageResult:
+    result = StageResult("ruby", name, name, name == "final", name=f"ruby-{name}", status="ok", seconds=seconds)
+    result.steps = {s: StepCount(total=total, cached=cached) for s, (cached, total) in steps.items()}
+    for key, value in kw.items():
+        setattr(result, key, value)
+    return result
+
+
+def test_the_table_is_the_one_the_readme_shows() -> None:
+    """README "What a build prints": a row per stage with steps cached/total, time and the cache written,
+    columns aligned, then the service's closing line."""
+    stages = [
+        stage("base", {"base": (2, 2)}, 0.01, cache_written=REF),
+        stage("deps", {"deps": (3, 3)}, 0.04, cache_written=REF),
+        stage(
+            "final", {"final": (1, 3)}, 1.6, cache_written=REF, tags=("localhost:5000/ruby:0123456789ab",), pushed=True
+        ),
+    ]
+    svc = ServiceResult("ruby", stages, 1.8)
+    assert render_table(RunResult(services=[svc])) == (
+        "service  stage  cached  time  cache written\n"
+        "ruby     base   2/2     0.0s  localhost:5000/cache/ruby:final-main\n"
+        "ruby     deps   3/3     0.0s  localhost:5000/cache/ruby:final-main\n"
+        "ruby     final  1/3     1.6s  localhost:5000/cache/ruby:final-main"
+    )
+    assert svc.closing_line() == "ruby: 3 stages, 6/8 steps cached, pushed localhost:5000/ruby:0123456789ab in 1.8s"
+
+
+def test_a_stage_that_never_ran_shows_a_dash_and_nothing_written() -> None:
+    svc = ServiceResult("web", [stage("final", {}, 0.0, status="pending")])
+    assert render_table(RunResult(services=[svc])).splitlines()[1] == "web      final  -       0.0s  -"
+
+
+def test_a_failed_run_says_failed_or_cancelled_in_each_stages_row() -> None:
+    """README: when a target fails, each stage's row says ``failed`` or ``cancelled`` (beside its steps)."""
+    stages = [
+        stage("deps", {"deps": (2, 2)}, 0.5, status="cancelled", cache_written=REF),
+        stage("test", {"test": (0, 1)}, 1.0, status="failed"),
+        stage("final", {"final": (1, 2)}, 0.7, status="cancelled", cache_written=REF),
+    ]
+    rows = render_table(RunResult(services=[ServiceResult("ruby", stages)])).splitlines()[1:]
+    assert [row.split()[1:4] for row in rows] == [
+        ["deps", "2/2", "cancelled"],
+        ["test", "0/1", "failed"],
+        ["final", "1/2", "cancelled"],
+    ]
+
+
+def test_s3_columns_show_objects_and_megabytes_down_and_up() -> None:
+    """With an S3 store the table gains ``s3 down`` and ``s3 up`` (objects / MB, ``-`` for none), and the
+    cache written is the S3 snapshot."""
+    stages = [
+        stage("deps", {"deps": (3, 3)}, 0.5, restored_from="shop/main", down_objects=3, down_bytes=1_500_000),
+        stage(
+            "final",
+            {"final": (1, 3)},
+            2.31,
+            restored_from="shop/main",
+            s3_saved="shop/feature-x/ruby/final",
+            cache_written="127.0.0.1:47310/shop/feature-x/ruby:final",
+            up_objects=2,
+            up_bytes=12_340_000,
+        ),
+    ]
+    table = render_table(RunResult(services=[ServiceResult("ruby", stages)]))
+    assert table == (
+        "service  stage  cached  time  cache written              s3 down     s3 up\n"
+        "ruby     deps   3/3     0.5s  -                          3 / 1.5 MB  -\n"
+        "ruby     final  1/3     2.3s  shop/feature-x/ruby/final  -           2 / 12.3 MB"
+    )
+
+
+def test_s3_columns_appear_when_a_stage_only_restored_from_s3() -> None:
+    row = stage("final", {"final": (3, 3)}, 1.0, restored_from="shop/main")
+    header, line = render_table(RunResult(services=[ServiceResult("ruby", [row])])).splitlines()
+    assert header.split("  ")[-2:] == ["s3 down", "s3 up"]
+    assert line.split()[-2:] == ["-", "-"]
+    plain = render_table(RunResult(services=[ServiceResult("ruby", [stage("final", {"final": (3, 3)}, 1.0)])]))
+    assert "s3" not in plain
+
+
+# ------------------------------------------------------------------------------------- buildx_seconds
+
+
+class SlowDocker:
+    """Docker whose daemon answers a ping in PING seconds and whose bake (of nothing) takes BAKE seconds."""
+
+    PING = 0.4
+    BAKE = 0.3
+
+    def ping(self) -> None:
+        time.sleep(self.PING)
+
+    def login(self, server: str, username: str, password: str) -> None:
+        raise AssertionError("no login configured")
+
+    def builder_driver(self, name: str) -> str | None:
+        return "docker"
+
+    def create_builder(self, plan: BuilderPlan) -> None:
+        raise AssertionError("the default builder exists")
+
+    def remove_builder(self, name: str) -> None:
+        raise AssertionError("the default builder is kept")
+
+    def bake(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]:
+        time.sleep(self.BAKE)
+        yield from ()
+
+
+def test_buildx_seconds_is_the_bakes_wall_time_and_is_in_the_json(tmp_path: Path) -> None:
+    """README: ``--json`` gives ``buildx_seconds`` for the whole bake: the time buildx ran, not dockercache's
+    own time around it (here a slow ``docker version``)."""
+    svc = ResolvedService(
+        name="app",
+        context=tmp_path,
+        dockerfile=tmp_path / "Dockerfile",
+        stages=("final",),
+        final_target="final",
+        args={},
+        image=None,
+        tags=(),
+        push_stages=(),
+        stage_tag="{stage}-{tag}",
+        store_name=None,
+        store=LocalCache(type="local"),
+        metadata_key=None,
+        graphs={"final": ("final",)},
+    )
+    inputs = PlanInputs(
+        services=(svc,),
+        builder=BuilderConfig(name="default", driver="docker"),
+        settings=Settings(),
+        root=tmp_path,
+        commit="abc123",
+        branch="main",
+        default_branch="main",
+        on_ci=False,
+    )
+    runner = Runner(SlowDocker(), Console(out=io.StringIO(), err=io.StringIO()))
+    started = time.monotonic()
+    result = runner.run(make_plan(inputs, BuildOptions(push=False)))
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 0, result.error
+    assert SlowDocker.BAKE <= result.buildx_seconds < SlowDocker.BAKE + SlowDocker.PING
+    assert elapsed >= SlowDocker.BAKE + SlowDocker.PING
+    out = io.StringIO()
+    report(Console(out=out, err=io.StringIO()), result, as_json=True)
+    document = json.loads(out.getvalue())
+    assert document["buildx_seconds"] == round(result.buildx_seconds, 3)
+
+
+def test_buildx_seconds_in_json_are_rounded_to_milliseconds() -> None:
+    assert RunResult(buildx_seconds=2.34567).to_json()["buildx_seconds"] == 2.346

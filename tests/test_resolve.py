@@ -1,0 +1,210 @@
+"""dockercache.resolve: from configuration to the paths, Dockerfile stages and Compose files a build uses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockercache.commands import Environment, load, plan_for
+from dockercache.config import CONFIG_NAME, Config
+from dockercache.errors import ConfigError
+from dockercache.loader import parse_config
+from dockercache.plan import BuildOptions
+from dockercache.report import Console
+from dockercache.resolve import compose_files, resolve_service
+from dockercache.stores.local import LocalSwap
+
+VARS = {"BUILDKITE_COMMIT": "0123456789abcdef0123456789abcdef01234567", "BUILDKITE_BRANCH": "main"}
+THREE_STAGES = "FROM busybox AS base\nRUN true\nFROM base AS deps\nRUN true\nFROM deps AS final\nRUN true\n"
+
+
+def config_in(root: Path, raw: Mapping[str, Any]) -> Config:
+    """A checked configuration as if read from ``root/dockercache.toml``."""
+    return parse_config(raw, VARS, root / CONFIG_NAME)
+
+
+# ------------------------------------------------------------------------------- target and dockerfile
+
+
+def test_the_target_defaults_to_the_dockerfiles_last_stage(tmp_path: Path) -> None:
+    """README: ``target`` defaults to the Dockerfile's last stage (here the third of three, not the first)."""
+    (tmp_path / "Dockerfile").write_text(THREE_STAGES)
+    svc = resolve_service(config_in(tmp_path, {"services": {"app": {"stages": ["base"]}}}), "app", VARS)
+    assert svc.final_target == "final"
+    assert svc.stages == ("base", "final")
+    assert svc.graphs["final"] == ("base", "deps", "final")
+
+
+def test_an_explicit_target_wins_over_the_last_stage(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(THREE_STAGES)
+    svc = resolve_service(config_in(tmp_path, {"services": {"app": {"target": "deps"}}}), "app", VARS)
+    assert (svc.final_target, svc.stages) == ("deps", ("deps",))
+
+
+def test_an_unnamed_last_stage_is_stage_n_built_without_a_target(tmp_path: Path) -> None:
+    """The last stage has no name: it is reported as ``stage-N`` (N its index) and built with no --target."""
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS base\nRUN true\nFROM base AS deps\nRUN true\nFROM deps\n")
+    svc = resolve_service(config_in(tmp_path, {"services": {"app": {"stages": ["base"]}}}), "app", VARS)
+    assert svc.final_target is None
+    assert svc.stages == ("base", "stage-2")
+    assert svc.graphs["stage-2"] == ("base", "deps", "stage-2")
+
+
+def test_the_dockerfile_is_relative_to_the_context(tmp_path: Path) -> None:
+    """README: ``dockerfile`` is relative to the context, and the context to dockercache.toml."""
+    (tmp_path / "sub" / "x").mkdir(parents=True)
+    (tmp_path / "sub" / "x" / "Df").write_text(THREE_STAGES)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "Df").write_text("FROM busybox AS decoy\n")  # relative to the root: the wrong file
+    config = config_in(tmp_path, {"services": {"app": {"context": "sub", "dockerfile": "x/Df"}}})
+    svc = resolve_service(config, "app", VARS)
+    assert svc.context == tmp_path / "sub"
+    assert svc.dockerfile == tmp_path / "sub" / "x" / "Df"
+    assert svc.final_target == "final"
+
+
+def test_without_a_dockerfile_key_it_is_the_contexts_dockerfile(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "Dockerfile").write_text(THREE_STAGES)
+    svc = resolve_service(config_in(tmp_path, {"services": {"app": {"context": "sub"}}}), "app", VARS)
+    assert svc.dockerfile == tmp_path / "sub" / "Dockerfile"
+
+
+# ------------------------------------------------------------------------------ the built-in local store
+
+
+def test_without_caches_the_local_cache_is_beside_dockercache_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: with no [caches], caches go to ``.dockercache/cache`` beside dockercache.toml, wherever the
+    command runs from (here a sub-directory of the project, with the process in yet another directory)."""
+    project = tmp_path / "project"
+    (project / "src" / "deep").mkdir(parents=True)
+    (project / CONFIG_NAME).write_text('[services.app]\nstages = ["base"]\n')
+    (project / "Dockerfile").write_text(THREE_STAGES)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    environment = Environment(env=VARS, cwd=project / "src" / "deep", console=Console())
+    config, ci = load(environment, None)
+    assert config.caches == {}
+    plan = plan_for(environment, config, ci, BuildOptions())
+    cache = project.resolve() / ".dockercache" / "cache" / "app"
+    for target in plan.targets:
+        assert target.caches.store == "built-in local"
+        swap = target.caches.step
+        assert isinstance(swap, LocalSwap), target.name
+        assert swap.final == str(cache / target.stage)
+        assert target.cache_to is not None and target.cache_to.get("dest") == f"{cache / target.stage}.incoming"
+    assert [t.stage for t in plan.targets] == ["base", "final"]
+    assert not (elsewhere / ".dockercache").exists() and not (project / "src" / "deep" / ".dockercache").exists()
+
+
+def test_the_built_in_cache_is_read_from_beside_dockercache_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory left by an earlier build is found as a cache source from any working directory."""
+    (tmp_path / CONFIG_NAME).write_text("[services.app]\n")
+    (tmp_path / "Dockerfile").write_text(THREE_STAGES)
+    (tmp_path / ".dockercache" / "cache" / "app" / "final").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    environment = Environment(env=VARS, cwd=tmp_path, console=Console())
+    config, ci = load(environment, None)
+    (target,) = plan_for(environment, config, ci, BuildOptions()).targets
+    assert [s.get("src") for s in target.cache_from] == [str(tmp_path.resolve() / ".dockercache/cache/app/final")]
+
+
+# ------------------------------------------------------------------------------------- Compose files
+
+
+@pytest.fixture
+def compose_root(tmp_path: Path) -> Path:
+    """Every Compose file name the precedence rules could pick."""
+    for name in (
+        "svc.yml",
+        "svc-ci.yml",
+        "top.yml",
+        "env-a.yml",
+        "env-b.yml",
+        "compose.yaml",
+        "compose.yml",
+        "docker-compose.yml",
+        "docker-compose.yaml",
+    ):
+        (tmp_path / name).write_text("services: {}\n")
+    return tmp_path
+
+
+def compose_config(root: Path, top: Sequence[str] = (), own: Sequence[str] = ()) -> Config:
+    web: dict[str, Any] = {"compose_service": "web"}
+    if own:
+        web["compose_files"] = list(own)
+    raw: dict[str, Any] = {"services": {"web": web}}
+    if top:
+        raw["compose_files"] = list(top)
+    return config_in(root, raw)
+
+
+def names(files: Sequence[Path]) -> list[str]:
+    return [f.name for f in files]
+
+
+ENV_FILES = {"COMPOSE_FILE": "env-a.yml,env-b.yml", "COMPOSE_PATH_SEPARATOR": ","}
+
+
+def test_a_services_own_compose_files_come_first(compose_root: Path) -> None:
+    config = compose_config(compose_root, top=["top.yml"], own=["svc.yml", "svc-ci.yml"])
+    assert names(compose_files(config, config.service("web"), ENV_FILES)) == ["svc.yml", "svc-ci.yml"]
+
+
+def test_then_the_top_level_compose_files(compose_root: Path) -> None:
+    config = compose_config(compose_root, top=["top.yml"])
+    assert compose_files(config, config.service("web"), ENV_FILES) == (compose_root / "top.yml",)
+
+
+def test_then_compose_file_split_on_compose_path_separator(compose_root: Path) -> None:
+    config = compose_config(compose_root)
+    assert names(compose_files(config, config.service("web"), ENV_FILES)) == ["env-a.yml", "env-b.yml"]
+    default_separator = {"COMPOSE_FILE": os.pathsep.join(["env-b.yml", "env-a.yml"])}
+    assert names(compose_files(config, config.service("web"), default_separator)) == ["env-b.yml", "env-a.yml"]
+
+
+def test_then_the_default_names_in_compose_order(compose_root: Path) -> None:
+    config = compose_config(compose_root)
+    found = []
+    for name in ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"):
+        found.append(names(compose_files(config, config.service("web"), {"COMPOSE_FILE": ""})))
+        (compose_root / name).unlink()
+    assert found == [["compose.yaml"], ["compose.yml"], ["docker-compose.yml"], ["docker-compose.yaml"]]
+    with pytest.raises(ConfigError, match=r"compose_files: no Compose file given and none of compose\.yaml"):
+        compose_files(config, config.service("web"), {})
+
+
+def test_a_named_compose_file_that_is_missing_is_an_error_not_a_fallback(compose_root: Path) -> None:
+    config = compose_config(compose_root, top=["absent.yml"])
+    with pytest.raises(ConfigError, match=r"compose_files: compose file .*absent\.yml does not exist"):
+        compose_files(config, config.service("web"), ENV_FILES)
+
+
+def test_the_resolver_reads_the_chosen_compose_files(compose_root: Path) -> None:
+    """The files chosen are the ones ``docker compose config`` is asked about; context, Dockerfile, target
+    and args come from its answer."""
+    (compose_root / "app").mkdir()
+    (compose_root / "app" / "Dockerfile.ci").write_text(THREE_STAGES)
+    asked: list[tuple[list[str], Path]] = []
+
+    def read(files: Sequence[Path], root: Path) -> Mapping[str, Any]:
+        asked.append((names(files), root))
+        build = {"context": "app", "dockerfile": "Dockerfile.ci", "target": "deps", "args": {"A": 1, "B": None}}
+        return {"services": {"web": {"build": build}}}
+
+    config = compose_config(compose_root, top=["top.yml"])
+    svc = resolve_service(config, "web", ENV_FILES, read)
+    assert asked == [(["top.yml"], compose_root)]
+    assert (svc.context, svc.dockerfile) == (compose_root / "app", compose_root / "app" / "Dockerfile.ci")
+    assert (svc.final_target, dict(svc.args)) == ("deps", {"A": "1", "B": ""})
