@@ -36,10 +36,8 @@ def logical_lines(text: str) -> list[str]:
     current = ""
     for raw in text.splitlines():
         stripped = raw.strip()
-        if not current and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.startswith("#"):
-            continue
+        if not stripped or stripped.startswith("#"):
+            continue  # before an instruction or inside a continued one: BuildKit skips both
         if stripped.endswith("\\"):
             current += stripped[:-1] + " "
             continue

@@ -238,7 +238,7 @@ def _check_references(config: Config) -> None:
         if isinstance(store, RegistryCache) and ":" in store.ref.rsplit("/", 1)[-1]:
             raise ConfigError(
                 f"{path}: caches.{name}.ref: give a repository without a tag ({store.ref!r}); "
-                "the tag comes from caches.{name}.tag"
+                f"the tag comes from caches.{name}.tag"
             )
     for host in config.registries:
         if "/" in host or not host:

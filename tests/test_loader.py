@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from dockercache.commands import Environment, cmd_check
-from dockercache.config import CONFIG_NAME, LocalCache, RegistryCache
+from dockercache.config import CONFIG_NAME, LocalCache, RegistryCache, S3Cache
 from dockercache.docker import Docker
 from dockercache.errors import ConfigError
 from dockercache.loader import find_config, load_config, parse_config
@@ -110,3 +111,219 @@ def test_a_cache_type_that_is_no_string_is_one_clear_line(kind: object) -> None:
     raw = {"services": {"app": {}}, "caches": {"app": {"type": kind}}}
     with pytest.raises(ConfigError, match=r"caches\.app\.type: .* is not one of 'registry', 'local', 's3'"):
         parse_config(raw, VARS, Path(CONFIG_NAME))
+
+
+def error(raw: dict[str, object]) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, VARS, Path(CONFIG_NAME))
+    return str(info.value)
+
+
+def app(**service: object) -> dict[str, object]:
+    return {"app": service}
+
+
+def test_a_literal_registry_password_is_refused_before_anything_else() -> None:
+    raw = {"services": app(), "registries": {"r:5000": {"username": "ci", "password": "hunter22"}}}
+    assert error(raw) == (
+        "dockercache.toml: registries.r:5000.password: write it as ${VARIABLE}; "
+        "a password in the file would be committed with it"
+    )
+    # Refused even when another key is broken too, and even where it would interpolate to nothing.
+    raw["services"] = app(nope=1)
+    assert "registries.r:5000.password: write it as ${VARIABLE}" in error(raw)
+
+
+@pytest.mark.parametrize("password", ["${REG_PASSWORD}", "$REG_PASSWORD", "${reg_password}", "$reg_password"])
+def test_a_registry_password_from_a_variable_is_accepted(password: str) -> None:
+    raw = {"services": app(), "registries": {"r:5000": {"username": "ci", "password": password}}}
+    variables = {"REG_PASSWORD": "s3cret-value", "reg_password": "s3cret-value"}
+    config = parse_config(raw, variables, Path(CONFIG_NAME))
+    assert config.registries["r:5000"].password == "s3cret-value"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"services": 3}, "services: expected a table, got an integer"),
+        ({"services": app(), "nope": 1}, "nope: unknown key"),
+        ({"services": {"app": 3}}, "services.app: expected a table, got an integer"),
+        ({"services": {"app": {"my key": 1}}}, 'services.app."my key": unknown key'),
+        ({"services": app(stages=1.5)}, "services.app.stages: expected an array, got a number"),
+        ({"services": app(stages=[True])}, "services.app.stages[0]: expected a string, got a boolean"),
+        ({"services": app(args=["A=1"])}, "services.app.args: expected a table, got an array"),
+        ({"services": app(args={"A": {}})}, "services.app.args.A: expected a string, got a table"),
+        ({"services": app(stages=date(2026, 1, 1))}, "services.app.stages: expected an array, got date"),
+        ({"services": app(), "builder": {"endpoint": 3}}, "builder.endpoint: expected a string, got an integer"),
+        ({"services": app(), "builder": {"ephemeral": "yes"}}, "builder.ephemeral: expected a boolean, got a string"),
+        ({"services": app(), "caches": {"c": "registry"}}, "caches.c: expected a table, got a string"),
+        ({"services": app(), "caches": {"c": {}}}, "caches.c.type: missing (one of 'registry', 'local', 's3')"),
+        ({"services": app(), "caches": {"c": {"type": 3}}}, "caches.c.type: 3 is not one of 'registry', 'local', 's3'"),
+        (
+            {"services": app(), "caches": {"c": {"type": "registyr", "ref": "r/c"}}},
+            "caches.c.type: 'registyr' is not one of 'registry', 'local', 's3' (did you mean 'registry'?)",
+        ),
+        (
+            {"services": app(), "caches": {"c": {"type": "local", "mode": "maxx"}}},
+            "caches.c.mode: 'maxx' is not one of 'min', 'max' (did you mean 'max'?)",
+        ),
+        (
+            {"services": app(), "caches": {"c": {"type": "local", "mode": 3}}},
+            "caches.c.mode: 3 is not one of 'min', 'max'",
+        ),
+        (
+            {"services": app(), "settings": {"cache_errors": "ignore"}},
+            "settings.cache_errors: 'ignore' is not one of 'warn', 'fail'",
+        ),
+        (
+            {"services": app(), "caches": {"c": {"type": "s3", "bucket": "b", "transfers": True}}},
+            "caches.c.transfers: expected an integer, got a boolean",
+        ),
+        (
+            {"services": app(), "caches": {"c": {"type": "s3", "bucket": "b", "transfers": 1.5}}},
+            "caches.c.transfers: expected an integer, got a number",
+        ),
+        (
+            {"services": app(), "caches": {"c": {"type": "s3", "bucket": "b", "listen": "nohost"}}},
+            "caches.c.listen: 'nohost' is not of the form HOST:PORT",
+        ),
+        (
+            {"services": app(), "caches": {"my store": {"type": "local"}}},
+            "caches.my store: invalid store name (letters, digits, '_', '.', '-')",
+        ),
+        (
+            {"services": app(), "caches": {"c": {"type": "registry", "ref": "r/{servcie}"}}},
+            "caches.c.ref: unknown placeholder {servcie} (did you mean 'service'?) (placeholders: {service})",
+        ),
+        (
+            {"services": app(), "caches": {"c": {"type": "registry", "ref": "r/c", "extra_from": ["x/{branch}"]}}},
+            "caches.c.extra_from[0]: unknown placeholder {branch} (placeholders: {service}, {stage})",
+        ),
+        (
+            {"services": app(), "caches": {"c": {"type": "s3", "bucket": "b", "key": "/abs/{branch}"}}},
+            "caches.c.key: snapshot keys are relative paths ('/abs/{branch}')",
+        ),
+        (
+            {"services": app(), "builder": {"driver": "kubernetes"}, "caches": {"c": {"type": "s3", "bucket": "b"}}},
+            "caches.c: a 'kubernetes' builder cannot reach this agent's loopback, where the S3 store serves "
+            "BuildKit; set caches.c.listen to an address the builder reaches (HOST:PORT), or native = true",
+        ),
+        (
+            {"services": app(), "registries": {"r:5000/team": {"username": "u", "password": "$HOME"}}},
+            "registries.r:5000/team: give a registry host (and port), not a repository",
+        ),
+        (
+            {"services": app(), "registries": {"": {"username": "u", "password": "$HOME"}}},
+            "registries.: give a registry host (and port), not a repository",
+        ),
+        ({"services": app(cache="c")}, "services.app.cache: no cache store 'c' (stores: none)"),
+        (
+            {"services": app(cache="c"), "caches": {"a": {"type": "local"}, "b": {"type": "local"}}},
+            "services.app.cache: no cache store 'c' (stores: a, b)",
+        ),
+        (
+            {"services": app(image="${MISSING}")},
+            "services.app.image: undefined variable ${MISSING} (set it, or write ${MISSING:-default})",
+        ),
+        (
+            {"services": app(), "registries": {"r:5000": "ci:hunter22"}},
+            'registries."r:5000": expected a table, got a string',
+        ),
+        (
+            {"services": app(), "caches": {"a": {"type": "local"}, "b": {"type": "local"}}},
+            "services.app.cache: several cache stores are defined; name one (a, b)",
+        ),
+        ({"services": app(target="")}, "services.app.target: must not be empty"),
+        ({"services": app(tags=["-latest"])}, "services.app.tags[0]: '-latest' is not a valid image tag"),
+        (
+            {"services": app(stages=["deps"], target="final", push_stages=["dep"], image="r/app")},
+            "services.app.push_stages[0]: 'dep' is not among the service's stages (did you mean 'deps'?)",
+        ),
+    ],
+)
+def test_each_mistake_is_one_exact_line_naming_the_key(raw: dict[str, object], message: str) -> None:
+    assert error({**raw}) == f"dockercache.toml: {message}"
+
+
+def test_what_the_checks_accept() -> None:
+    raw = {
+        "services": {
+            "app": {
+                "stages": ["deps"],
+                "target": "final",
+                "push_stages": ["deps", "final"],
+                "image": "r/app",
+                "tags": ["Latest", "v1.2_rc-3"],
+                "args": {},
+            }
+        },
+        "builder": {"driver": "docker"},
+        "caches": {
+            "only": {
+                "type": "s3",
+                "bucket": "b",
+                "prefix": "",
+                "endpoint_url": "http://127.0.0.1:9000",
+                "key": "{pipeline}/{branch}/{commit}",
+            }
+        },
+    }
+    config = parse_config(raw, VARS, Path(CONFIG_NAME))
+    assert config.service("app").push_stages == ("deps", "final")
+    store = config.caches["only"]
+    assert isinstance(store, S3Cache) and store.prefix == "" and store.endpoint_url == "http://127.0.0.1:9000"
+    registry: dict[str, object] = {
+        "type": "registry",
+        "ref": "cachebox",
+        "tag": "{service}-{stage}-{branch}",
+        "extra_from": ["other/{service}:{stage}"],
+    }
+    config = parse_config({"services": app(), "caches": {"r": registry}}, VARS, Path(CONFIG_NAME))
+    assert isinstance(config.caches["r"], RegistryCache) and config.caches["r"].ref == "cachebox"
+
+
+@pytest.mark.parametrize(
+    ("builder", "ok"),
+    [
+        ({"driver": "docker-container"}, True),
+        ({"driver": "remote", "endpoint": "tcp://bk:1234"}, True),
+        ({"driver": "kubernetes"}, True),
+        ({"driver": "docker"}, False),
+    ],
+)
+def test_native_s3_needs_a_builder_that_runs_buildkit_itself(builder: dict[str, str], ok: bool) -> None:
+    raw = {"services": app(), "builder": builder, "caches": {"s3": {"type": "s3", "bucket": "b", "native": True}}}
+    if ok:
+        assert parse_config(raw, VARS, Path(CONFIG_NAME)).builder.driver == builder["driver"]
+    else:
+        assert error(raw).startswith("dockercache.toml: caches.s3.native: BuildKit's s3 cache needs builder.driver")
+
+
+def test_a_registry_ref_is_a_repository_without_a_tag() -> None:
+    raw = {"services": app(), "caches": {"c": {"type": "registry", "ref": "cache:v1"}}}
+    assert error(raw).startswith("dockercache.toml: caches.c.ref: give a repository without a tag ('cache:v1')")
+
+
+def test_find_config_reads_the_environment_variable_and_accepts_a_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "ci" / CONFIG_NAME).write_text("")
+    monkeypatch.setenv("DOCKERCACHE_CONFIG", "ci")
+    assert find_config(tmp_path) == tmp_path / "ci" / CONFIG_NAME
+    assert find_config(tmp_path, str(tmp_path / "ci")) == tmp_path / "ci" / CONFIG_NAME
+
+
+def test_find_config_says_where_a_missing_file_was_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        find_config(tmp_path, "nope.toml", env={})
+    assert str(info.value) == "nope.toml: no such configuration file (from --config)"
+    with pytest.raises(ConfigError) as info:
+        find_config(tmp_path, None, env={"DOCKERCACHE_CONFIG": "gone.toml"})
+    assert str(info.value) == "gone.toml: no such configuration file (from $DOCKERCACHE_CONFIG)"
+
+
+def test_an_unreadable_config_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "missing.toml", VARS)
+    assert str(info.value) == f"{tmp_path / 'missing.toml'}: cannot read: No such file or directory"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,11 @@ from dockercache.config import BuilderConfig, LocalCache, RegistryCache, S3Cache
 from dockercache.errors import ConfigError
 from dockercache.plan import BuildOptions, PlanInputs, Target, make_plan
 from dockercache.resolve import ResolvedService
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 REG = RegistryCache(type="registry", ref="reg:5000/cache/{service}")
 GRAPHS = {"base": ("base",), "deps": ("base", "deps"), "final": ("base", "deps", "final")}
@@ -464,3 +472,181 @@ def test_native_s3_profile_reaches_buildx_as_aws_profile_only() -> None:
     assert plan.bake_env == {"AWS_PROFILE": "ci-profile"}
     assert "ci-profile" not in " ".join(plan.bake_argv()) and "profile" not in json.dumps(plan.bake_definition())
     assert make_plan(s3_inputs("main"), BuildOptions()).bake_env == {}
+
+
+def test_plan_json_is_the_whole_plan() -> None:
+    """``plan --json``: builder, CI facts, the write decision, logins without passwords, argv, every target."""
+    svc = service(stages=("final",), graphs={"final": ("final",)}, store_name=None, image=None)
+    plan = make_plan(inputs(svc, branch="feature/x", on_ci=False), BuildOptions(push=False))
+    plan = dataclasses.replace(plan, logins=(("reg:5000", "ci"),))
+    assert plan.to_json() == {
+        "builder": {
+            "name": "dockercache",
+            "driver": "docker-container",
+            "ephemeral": False,
+            "create": ["buildx", "create", "--name", "dockercache", "--driver", "docker-container"],
+            "buildkitd_config": None,
+        },
+        "commit": "abc123",
+        "branch": "feature/x",
+        "default_branch": "main",
+        "cache_write": False,
+        "cache_write_reason": "not in CI (a laptop reads shared caches; pass --cache-write to write)",
+        "cache_errors": "warn",
+        "logins": [{"registry": "reg:5000", "username": "ci"}],
+        "argv": ["docker", *plan.bake_argv()],
+        "bake_env": {},
+        "bake": plan.bake_definition(),
+        "services": [
+            {
+                "name": "ruby",
+                "image": None,
+                "store": "built-in local",
+                "targets": [
+                    {
+                        "name": "ruby-final",
+                        "stage": "final",
+                        "target": "final",
+                        "final": True,
+                        "graph": ["final"],
+                        "tags": ["ruby:abc123"],
+                        "output": "load",
+                        "cache_from": [
+                            "type=registry,ref=reg:5000/cache/ruby:final-feature-x",
+                            "type=registry,ref=reg:5000/cache/ruby:final-main",
+                        ],
+                        "cache_to": None,
+                        "write_refused": None,
+                        "runs": True,
+                        "built_by": "ruby-final",
+                        "store": {"name": "built-in local", "kind": "registry"},
+                    }
+                ],
+            }
+        ],
+    }
+    pushed = make_plan(inputs(), BuildOptions()).to_json()["services"][0]
+    assert (pushed["image"], pushed["store"]) == ("reg:5000/ruby", "reg")
+    on_ci = make_plan(inputs(svc), BuildOptions()).to_json()["services"][0]["targets"][0]
+    assert on_ci["cache_to"] == (
+        "type=registry,ref=reg:5000/cache/ruby:final-main,mode=max,image-manifest=true,oci-mediatypes=true,"
+        "compression=zstd,ignore-error=true"
+    )
+
+
+def test_plan_json_shows_a_stores_restore_and_save_keys_and_the_builder_it_creates() -> None:
+    plan = make_plan(s3_inputs("main", builder=BuilderConfig(name="ci", driver="docker-container")), BuildOptions())
+    document = plan.to_json()
+    store = document["services"][0]["targets"][0]["store"]
+    assert store["name"] == "s3" and store["kind"] == "s3" and store["save"] == "shop/main/ruby/base"
+    # buildkitd.toml is written when the builder is created; --json names the file by a placeholder.
+    assert document["builder"]["create"][-2:] == ["--buildkitd-config", "BUILDKITD.toml"]
+    assert document["builder"]["buildkitd_config"] == plan.builder.buildkitd_config
+    docker = make_plan(inputs(builder=BuilderConfig(name="default", driver="docker")), BuildOptions())
+    assert docker.to_json()["builder"]["create"] is None  # the docker driver's builder cannot be created
+
+
+@pytest.mark.parametrize(
+    ("settings", "options", "on_ci", "local", "reason"),
+    [
+        (Settings(), BuildOptions(cache_write=False), True, False, "--no-cache-write"),
+        (Settings(cache_write="never"), BuildOptions(), True, False, "settings.cache_write = 'never'"),
+        (Settings(), BuildOptions(cache_write=True), False, False, "--cache-write"),
+        (Settings(cache_write="always"), BuildOptions(), False, False, "settings.cache_write = 'always'"),
+        (Settings(), BuildOptions(), False, True, "local cache store"),
+        (Settings(), BuildOptions(), True, False, "running in CI"),
+    ],
+)
+def test_the_plan_says_why_it_writes_caches_or_not(
+    settings: Settings, options: BuildOptions, on_ci: bool, local: bool, reason: str
+) -> None:
+    store = LocalCache(type="local", path="cache") if local else REG
+    plan = make_plan(inputs(service(store), settings=settings, on_ci=on_ci), options)
+    assert plan.cache_write_reason == reason
+    assert plan.cache_write is not reason.startswith(("--no-", "settings.cache_write = 'never'"))
+
+
+def test_an_unknown_stage_lists_the_stages() -> None:
+    with pytest.raises(ConfigError) as info:
+        make_plan(inputs(), BuildOptions(stage="nope"))
+    assert str(info.value) == "--stage: service 'ruby' has no stage 'nope' (stages: base, deps, final)"
+
+
+def test_an_ephemeral_builder_without_a_job_id_is_named_by_process_and_names_stay_short() -> None:
+    plan = make_plan(inputs(builder=BuilderConfig(ephemeral=True)), BuildOptions())
+    assert plan.builder.name == f"dockercache-{os.getpid()}"
+    long_id = "0190b9d4-6a5e-4c1b-9f3e-5d2c7a8b9e10-retry-2"
+    name = make_plan(inputs(builder=BuilderConfig(ephemeral=True), job_id=long_id), BuildOptions()).builder.name
+    assert name.startswith("dockercache-0190b9d4-6a5e-4c1b-9f3e-5d2c7a8") and len(name) == len("dockercache-") + 40
+
+
+def test_a_builder_for_several_platforms() -> None:
+    builder = BuilderConfig(name="multi", platforms=("linux/amd64", "linux/arm64"))
+    argv = make_plan(inputs(builder=builder), BuildOptions()).builder.create_argv()
+    assert argv[-2:] == ["--platform", "linux/amd64,linux/arm64"]
+
+
+def test_the_buildkitd_config_is_valid_toml_naming_every_endpoint_address() -> None:
+    from dockercache.stores.s3 import CONTAINER_PORTS
+
+    plan = make_plan(s3_inputs("main", builder=BuilderConfig(name="ci", driver="docker-container")), BuildOptions())
+    assert plan.builder.buildkitd_config is not None
+    registries = tomllib.loads(plan.builder.buildkitd_config)["registry"]
+    assert registries == {f"127.0.0.1:{p}": {"http": True, "insecure": True} for p in CONTAINER_PORTS}
+
+
+def test_with_targets_replaces_only_the_targets_given() -> None:
+    plan = make_plan(inputs(), BuildOptions())
+    base, deps, final = plan.targets
+    changed = plan.with_targets([dataclasses.replace(deps, no_cache=True)])
+    assert changed.targets == (base, dataclasses.replace(deps, no_cache=True), final)
+
+
+def test_native_s3_stores_with_different_profiles_are_a_config_error() -> None:
+    one = service(S3Cache(type="s3", bucket="b", native=True, profile="a"), store_name="s3a")
+    two = service(S3Cache(type="s3", bucket="b", native=True, profile="b"), name="web", store_name="s3b")
+    same = service(S3Cache(type="s3", bucket="c", native=True, profile="a"), name="api", store_name="s3c")
+    with pytest.raises(ConfigError) as info:
+        make_plan(inputs(one, two, builder=BuilderConfig(name="ci")), BuildOptions())
+    assert str(info.value) == (
+        "native S3 stores s3a, s3b name different AWS profiles; buildx resolves one profile per run (AWS_PROFILE)"
+    )
+    plan = make_plan(inputs(one, same, builder=BuilderConfig(name="ci")), BuildOptions())
+    assert plan.bake_env == {"AWS_PROFILE": "a"}
+
+
+def test_targets_share_an_identity_when_context_dockerfile_and_args_are_the_same() -> None:
+    """Targets with one identity share their Dockerfile steps (the progress report attributes them once)."""
+
+    def identity(**kw: object) -> str:
+        return make_plan(inputs(service(**kw)), BuildOptions()).targets[0].identity
+
+    plan = make_plan(inputs(service(), service(name="web")), BuildOptions())
+    assert len({t.identity for t in plan.targets}) == 1
+    assert identity() != identity(args={"A": "2"})
+    assert identity() != identity(context=Path("/other"))
+    assert identity() != identity(dockerfile=Path("/src/Dockerfile.ci"))
+
+
+def test_an_unnamed_last_stage_is_built_without_a_target() -> None:
+    svc = service(stages=("base", "stage-1"), final_target=None, graphs={"base": ("base",), "stage-1": ("base",)})
+    base, last = make_plan(inputs(svc), BuildOptions()).targets
+    assert base.dockerfile_target == "base" and last.dockerfile_target is None
+    assert "target" not in last.bake()
+
+
+def test_a_name_clash_names_both_owners_and_the_file() -> None:
+    one = service(name="a-b", stages=("final",), graphs={"final": ("final",)})
+    two = service(name="a", stages=("b-final",), graphs={"b-final": ("b-final",)})
+    with pytest.raises(ConfigError) as info:
+        make_plan(inputs(one, two, source="ci/dockercache.toml"), BuildOptions())
+    assert str(info.value) == (
+        "ci/dockercache.toml: services.a: stage 'b-final' of service 'a' and stage 'final' of service 'a-b' both "
+        "become bake target or group 'a-b-final'; rename one of them"
+    )
+    with pytest.raises(ConfigError) as info:
+        make_plan(inputs(service(name="default")), BuildOptions())
+    assert str(info.value) == (
+        "dockercache.toml: services.default: service 'default' and the default group both become bake target or "
+        "group 'default'; rename one of them"
+    )

@@ -90,3 +90,26 @@ def test_repository_names_are_valid_and_never_shared() -> None:
     odd = repository_name("Shop/Feature_X", "web")
     assert re.fullmatch(NAME, odd) and odd.startswith("shop/feature-x/web-")
     assert repository_name("shop/feature-x", "web") != repository_name("shop/Feature-X", "web")
+
+
+def test_cache_entries_are_quoted_as_go_csv_quotes_them() -> None:
+    """buildx reads cache entries with Go's encoding/csv: a field is quoted only when it must be."""
+    plain = CacheEntry.make("registry", {"ref": "Registry.example:5000/Team-X/cache:final-main"})
+    assert plain.encode() == "type=registry,ref=Registry.example:5000/Team-X/cache:final-main"
+    assert CacheEntry("local", ((" key", "v"),)).encode() == 'type=local," key=v"'
+    assert CacheEntry("local", (("k", "line\nbreak"),)).encode() == 'type=local,"k=line\nbreak"'
+
+
+def test_the_prefix_keeps_everything_but_its_slashes() -> None:
+    layout = S3Layout("/X-team/cache-X/")
+    assert layout.blob("sha256:abc") == "X-team/cache-X/blobs/sha256/abc"
+    assert layout.snapshots == "X-team/cache-X/snapshots/"
+
+
+def test_only_snapshot_indexes_have_snapshot_names() -> None:
+    layout = S3Layout("cache")
+    assert layout.snapshot_name("cache/snapshots/shop/main/web/final.json") == "shop/main/web/final"
+    assert layout.snapshot_name("cache/snapshots/shop/main/web/final.json.tmp") is None
+    assert layout.snapshot_name("cache/leases/abc.json") is None
+    assert layout.lease("abc") == "cache/leases/abc.json"
+    assert layout.prune_lock("abc") == "cache/locks/prune-abc.json"
