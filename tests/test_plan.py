@@ -650,3 +650,64 @@ def test_a_name_clash_names_both_owners_and_the_file() -> None:
         "dockercache.toml: services.default: service 'default' and the default group both become bake target or "
         "group 'default'; rename one of them"
     )
+
+
+def test_the_default_branch_setting_decides_who_writes_the_shared_refs() -> None:
+    """settings.default_branch overrides CI's: "trunk" writes the shared refs, "main" is then a feature branch."""
+    trunk = Settings(default_branch="trunk")
+    on_trunk = make_plan(inputs(branch="trunk", settings=trunk), BuildOptions()).targets[-1]
+    assert on_trunk.cache_to is not None and on_trunk.cache_to.location == "reg:5000/cache/ruby:final-trunk"
+    on_main = make_plan(inputs(branch="main", settings=trunk), BuildOptions()).targets[-1]
+    assert on_main.cache_to is not None and on_main.cache_to.location == "reg:5000/cache/ruby:final-main"
+    assert refs(on_main)[:2] == ["reg:5000/cache/ruby:final-main", "reg:5000/cache/ruby:final-trunk"]
+
+
+@pytest.mark.parametrize(
+    ("store", "shared"),
+    [
+        (S3Cache(type="s3", bucket="b", key="{pipeline}/shared", cache_from=()), "shop/shared"),  # its key
+        (S3Cache(type="s3", bucket="b", key="{pipeline}/shared", cache_from=("{pipeline}/shared",)), "shop/shared"),
+        # only cache_from names it: the default branch reads shop/feature-x, so feature/x may not write it
+        (
+            S3Cache(type="s3", bucket="b", key="{pipeline}/{branch}", cache_from=("{pipeline}/feature-x",)),
+            "shop/feature-x",
+        ),
+    ],
+    ids=["default-branch-key", "key-and-cache-from", "cache-from-only"],
+)
+def test_s3_an_untrusted_branch_never_writes_a_key_the_default_branch_reads_or_writes(
+    store: S3Cache, shared: str
+) -> None:
+    """The default branch's own key (whatever it is called) and every cache_from key are shared."""
+    target = make_plan(s3_inputs("feature/x", store), BuildOptions()).targets[0]
+    assert target.cache_to is None and target.caches.refused is not None and shared in target.caches.refused
+
+
+@pytest.mark.parametrize(
+    ("store", "expected"),
+    [
+        (
+            RegistryCache(type="registry", ref="r/c"),
+            "mode=max,image-manifest=true,oci-mediatypes=true,compression=zstd",
+        ),
+        (
+            RegistryCache(type="registry", ref="r/c", mode="min", compression="gzip"),
+            "mode=min,image-manifest=true,oci-mediatypes=true,compression=gzip",
+        ),
+        (
+            RegistryCache(
+                type="registry", ref="r/c", compression="estargz", image_manifest=False, oci_mediatypes=False
+            ),
+            "mode=max,image-manifest=false,oci-mediatypes=false,compression=estargz",
+        ),
+        (
+            RegistryCache(type="registry", ref="r/c", compression="uncompressed"),
+            "mode=max,image-manifest=true,oci-mediatypes=true,compression=uncompressed",
+        ),
+    ],
+    ids=["defaults", "min-gzip", "estargz-docker-form", "uncompressed"],
+)
+def test_registry_options_reach_the_cache_export(store: RegistryCache, expected: str) -> None:
+    target = make_plan(inputs(service(store)), BuildOptions()).targets[-1]
+    assert target.cache_to is not None
+    assert target.cache_to.encode() == f"type=registry,ref=r/c:final-main,{expected},ignore-error=true"
