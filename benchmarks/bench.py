@@ -65,7 +65,7 @@ DOCKERCACHE = Path(sys.executable).parent / "dockercache"
 # also leaves build cache records held in the daemon until it restarts, which a "fresh agent" build of the same
 # cache keys would hit.
 KNOWN_RACES = ("failed to get state for index",)
-MAX_RETRIES = 5  # per full run; each costs seeding every strategy again (about 3 minutes)
+MAX_RETRIES = 12  # per full run; each costs seeding every strategy again (about 3 minutes)
 MAX_RETRIES_QUICK = 12  # --quick (CI): a reseed costs about a minute; the race hits inline cache's no-change
 # build about one time in two at SCALE=1, so 5 would fail CI about one run in 60, 12 about one in 8000
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from ..ci import slugify
@@ -85,7 +86,9 @@ class RegistryRuntime(NoRuntime):
         from ..netcheck import registry_host, unreachable  # socket: only a build needs it
 
         hosts = sorted({registry_host(e.location) for t in targets for e in _entries(t)})
-        down = {host: why for host in hosts if (why := unreachable(*host))}
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:  # a silent one takes seconds
+            answers = dict(zip(hosts, pool.map(lambda host: unreachable(*host), hosts), strict=True))
+        down = {host: why for host, why in answers.items() if why}
         if not down:
             return list(targets)
         if self.context.cache_errors == "fail":

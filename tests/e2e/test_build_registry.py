@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -147,6 +148,45 @@ def test_unreachable_cache_registry_is_a_warning_then_fatal_on_request(
     fatal = project.build()
     assert fatal.returncode == 1
     assert "unreachable" in fatal.stderr and "cache_errors = 'fail'" in fatal.stderr
+
+
+@pytest.mark.hardening("faults")
+def test_a_cache_registry_that_accepts_and_never_answers_is_dropped(
+    project: Project, stack: Stack, tmp_path: Path
+) -> None:
+    """A TCP check passes it; BuildKit would wait about 20 s per stage on it. Asked GET /v2/, it says nothing:
+    one warning, built without it, the image still pushed."""
+    import socket
+    import threading
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(silent.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    host = f"127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        project.write_config(registry_config(stack, project.name, cache_host=host))
+        fresh_agent()
+        result = project.build()
+    finally:
+        silent.close()
+        for conn in held:
+            conn.close()
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if f"cache registry {host}" in line]
+    assert warnings == [
+        f"dockercache: warning: cache registry {host} unreachable (no answer within 3s): building without its cache"
+    ]
+    assert all(s["cache_written"] is None for s in result.json["services"][0]["stages"])
+    assert stack.registry.tags(f"{project.name}/ruby") == [COMMIT[:12]]
+    assert len(held) == 1  # asked once, by dockercache; BuildKit was never sent there
 
 
 def test_plan_is_the_bake_file_that_runs(project: Project, stack: Stack, tmp_path: Path) -> None:
