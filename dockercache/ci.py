@@ -83,6 +83,16 @@ class CIContext:
     def job_id(self) -> str | None:
         return self.env.get("BUILDKITE_JOB_ID")
 
+    @property
+    def pull_request(self) -> str | None:
+        """The pull request number on Buildkite (``BUILDKITE_PULL_REQUEST`` is ``false`` for other builds)."""
+        value = (self.env.get("BUILDKITE_PULL_REQUEST") or "").strip()
+        return value if value and value.lower() != "false" else None
+
+    @property
+    def pull_request_base_branch(self) -> str | None:
+        return self.env.get("BUILDKITE_PULL_REQUEST_BASE_BRANCH") or None
+
     def variables(self) -> Mapping[str, str]:
         """The environment for ``${VAR}`` interpolation, with the derived CI values filled in lazily."""
         return _Variables(self)

@@ -83,6 +83,8 @@ def plan_for(environment: Environment, config: Config, ci: CIContext, options: B
         on_ci=ci.on_ci,
         job_id=ci.job_id,
         pipeline=slugify(ci.pipeline),
+        pull_request=ci.pull_request,
+        base_branch=ci.pull_request_base_branch,
         source=str(config.path),
     )
     plan = make_plan(inputs, options)

@@ -61,6 +61,13 @@ class Settings:
         default=(),
         metadata=_doc("Branch patterns (fnmatch) besides the default branch allowed to write shared caches."),
     )
+    pull_request_writes: Literal["own", "none"] = field(
+        default="own",
+        metadata=_doc(
+            "Pull-request builds never write shared caches, whatever their branch is called: 'own' writes "
+            "refs and keys of their own (pr-N), 'none' nothing."
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -284,18 +284,24 @@ class Plan:
         }
 
 
-def cache_write_decision(settings: Settings, options: BuildOptions, on_ci: bool, local_store: bool) -> tuple[bool, str]:
+def cache_write_decision(
+    settings: Settings, options: BuildOptions, on_ci: bool, local_store: bool, pull_request: str | None = None
+) -> tuple[bool, str]:
     """Whether this run writes caches, and why (shown in the plan)."""
     if options.cache_write is False:
         return False, "--no-cache-write"
     if settings.cache_write == "never":
         return False, "settings.cache_write = 'never'"
+    if pull_request and settings.pull_request_writes == "none":
+        return False, f"pull request #{pull_request}: settings.pull_request_writes = 'none'"
     if options.cache_write:
         return True, "--cache-write"
     if settings.cache_write == "always":
         return True, "settings.cache_write = 'always'"
     if local_store:
         return True, "local cache store"
+    if on_ci and pull_request:
+        return True, f"pull request #{pull_request}: its own refs and keys only (pr-{slugify(pull_request)})"
     if on_ci:
         return True, "running in CI"
     return False, "not in CI (a laptop reads shared caches; pass --cache-write to write)"
@@ -315,6 +321,10 @@ class PlanInputs:
     on_ci: bool
     job_id: str | None = None
     pipeline: str = "pipeline"
+    pull_request: str | None = None
+    """The pull request this build is for (an untrusted writer whatever its branch is called), or None."""
+    base_branch: str | None = None
+    """A pull request's base branch: whose caches it reads (else the default branch's)."""
     """Where stores that need local space (S3) keep their blob pool, restores and exports."""
     source: str = "dockercache.toml"
     """The configuration file, named in errors."""
@@ -356,15 +366,17 @@ def related_stages(svc: ResolvedService, selected: Sequence[str], stage: str) ->
 
 def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str], bool] = os.path.isdir) -> Plan:
     default_branch = inputs.settings.default_branch or inputs.default_branch
+    pr = inputs.pull_request
     keys = Keys(
         pipeline=inputs.pipeline,
         commit=inputs.commit,
-        branch=slugify(inputs.branch),
-        default_branch=slugify(default_branch),
-        writes_shared=may_write_shared(inputs.branch, default_branch, inputs.settings),
+        # A pull request writes under its own name: a fork's branch may be called main.
+        branch=f"pr-{slugify(pr)}" if pr else slugify(inputs.branch),
+        default_branch=slugify(inputs.base_branch or default_branch) if pr else slugify(default_branch),
+        writes_shared=not pr and may_write_shared(inputs.branch, default_branch, inputs.settings),
     )
     local_only = all(isinstance(s.store, LocalCache) for s in inputs.services)
-    cache_write, reason = cache_write_decision(inputs.settings, options, inputs.on_ci, local_only)
+    cache_write, reason = cache_write_decision(inputs.settings, options, inputs.on_ci, local_only, pr)
     builder_name = inputs.builder.name
     if inputs.builder.ephemeral:
         builder_name = f"{builder_name}-{slugify(inputs.job_id or str(os.getpid()), 40)}"

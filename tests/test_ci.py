@@ -123,3 +123,16 @@ def test_buildkite_values_win_over_git(clone: Path) -> None:
 def test_without_a_remote_default_branch_it_is_main(clone: Path) -> None:
     git(clone, "remote", "remove", "origin")
     assert CIContext({}, clone).default_branch == "main"
+
+
+def test_a_pull_request_is_known_by_buildkites_variables() -> None:
+    from dockercache.ci import CIContext
+
+    def ctx(**env: str) -> CIContext:
+        return CIContext(env=env, cwd=Path("."), git=lambda cwd, args: None)
+
+    assert ctx(BUILDKITE_PULL_REQUEST="123").pull_request == "123"
+    assert ctx(BUILDKITE_PULL_REQUEST="false").pull_request is None
+    assert ctx().pull_request is None
+    assert ctx(BUILDKITE_PULL_REQUEST_BASE_BRANCH="develop").pull_request_base_branch == "develop"
+    assert ctx(BUILDKITE_PULL_REQUEST_BASE_BRANCH="").pull_request_base_branch is None

@@ -711,3 +711,34 @@ def test_registry_options_reach_the_cache_export(store: RegistryCache, expected:
     target = make_plan(inputs(service(store)), BuildOptions()).targets[-1]
     assert target.cache_to is not None
     assert target.cache_to.encode() == f"type=registry,ref=r/c:final-main,{expected},ignore-error=true"
+
+
+def test_a_pull_request_never_writes_shared_refs_whatever_its_branch_is_called() -> None:
+    """A fork's branch called main: it reads its own refs, then the base branch's; it writes pr-N only."""
+    pr = inputs(branch="main", pull_request="123", base_branch="release/1.x")
+    plan = make_plan(pr, BuildOptions())
+    final = plan.targets[-1]
+    assert final.cache_to is not None and final.cache_to.location == "reg:5000/cache/ruby:final-pr-123"
+    assert refs(final)[:2] == ["reg:5000/cache/ruby:final-pr-123", "reg:5000/cache/ruby:final-release-1.x"]
+    assert not any(ref.endswith("-main") for t in plan.targets for ref in refs(t))
+    assert plan.cache_write and "pull request #123" in plan.cache_write_reason
+    # Without a base branch it reads the default branch's refs; trusted_branches do not make it a writer.
+    trusted = Settings(trusted_branches=("*",))
+    fallback = make_plan(inputs(branch="main", pull_request="7", settings=trusted), BuildOptions()).targets[-1]
+    assert refs(fallback)[:2] == ["reg:5000/cache/ruby:final-pr-7", "reg:5000/cache/ruby:final-main"]
+    assert fallback.cache_to is not None and fallback.cache_to.location == "reg:5000/cache/ruby:final-pr-7"
+
+
+def test_a_pull_request_can_be_made_read_only() -> None:
+    settings = Settings(pull_request_writes="none")
+    plan = make_plan(inputs(branch="feature/x", pull_request="9", settings=settings), BuildOptions(cache_write=True))
+    assert not plan.cache_write and all(t.cache_to is None for t in plan.targets)
+    assert plan.cache_write_reason == "pull request #9: settings.pull_request_writes = 'none'"
+
+
+def test_s3_a_pull_request_saves_under_its_own_key_and_reads_the_base_branch() -> None:
+    deps = make_plan(s3_inputs("main", pull_request="42", base_branch="develop"), BuildOptions()).targets[1]
+    step = deps.caches.step
+    assert step is not None
+    assert step.to_json()["restore_keys"] == ["shop/latest", "shop/pr-42", "shop/develop"]
+    assert step.to_json()["save"] == "shop/pr-42/ruby/deps"

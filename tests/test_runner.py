@@ -384,8 +384,12 @@ def test_s3_unreachable_is_a_miss_and_fatal_only_on_request(world: World, tmp_pa
     err = world.err.getvalue()  # type: ignore[attr-defined]
     assert err.count("building without this cache") == 1
 
-    strict = world.runner.run(plan_for(S3, tmp_path, Settings(cache_errors="fail")))
-    assert strict.exit_code == 1 and strict.error is not None and "cache_errors = 'fail'" in strict.error
+    # cache_errors = "fail": decided before anything is built, so nothing is pushed or recorded.
+    bakes = len(world.docker.bakes)
+    world.agent.meta.clear()
+    with pytest.raises(CacheError, match=r"cannot connect and settings.cache_errors = 'fail'"):
+        world.runner.run(plan_for(S3, tmp_path, Settings(cache_errors="fail")))
+    assert len(world.docker.bakes) == bakes and "app-image" not in world.agent.meta
 
 
 def test_a_failing_save_is_a_warning_and_the_others_are_saved(world: World, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config import CacheStore, S3Cache
-from ..errors import StoreError
+from ..errors import CacheError, StoreError
 from .base import CacheRequest, Keys, RunContext, StoreRuntime, StoreStep, TargetCaches
 from .entry import CacheEntry
 from .layout import SnapshotName
@@ -203,6 +203,8 @@ class S3Runtime:
             opening = self._opening.pop(name, None)
             store = opening.result() if opening is not None else open_store(name, config, self.context)
         except StoreError as exc:
+            if self.context.cache_errors == "fail":  # decided before anything is built, pushed or recorded
+                raise CacheError(f"{exc} and settings.cache_errors = 'fail'") from None
             console.warn(f"{exc}: building without this cache")
             for target in targets:
                 if target.runs:  # a stage built inside another target is reported there
@@ -237,6 +239,8 @@ class S3Runtime:
                 listing.result()
         except (OSError, StoreError) as exc:
             endpoint.stop()
+            if self.context.cache_errors == "fail":
+                raise CacheError(f"{store.url}: {exc} and settings.cache_errors = 'fail'") from None
             console.warn(f"{store.url}: {exc}: building without this cache")
             return [_without_caches(t) for t in targets]
         self._endpoints[name] = endpoint

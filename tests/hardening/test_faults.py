@@ -118,6 +118,9 @@ def test_s3_errors_are_fatal_on_request(s3_project: S3Project, stack: Stack) -> 
         result = s3_project.build()
     assert result.returncode == 1
     assert "cache_errors = 'fail'" in result.stderr
+    # Decided before the build: no image pushed, nothing recorded for later steps.
+    assert ":docker: build" not in result.stderr and stack.registry.tags(f"{s3_project.name}/ruby") == []
+    assert s3_project.meta_data() == {}
     s3_project.write_config(s3_config(stack, s3_project.name, s3_project.bucket))
     verify_all(s3_project)
 

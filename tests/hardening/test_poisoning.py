@@ -68,3 +68,24 @@ def test_untrusted_branch_cannot_write_a_shared_s3_key(s3_project: S3Project, st
     assert all(s["s3"]["saved"] is None for s in result.json["services"][0]["stages"])
     assert s3_client.get_object(Bucket=s3_project.bucket, Key=key)["ETag"] == before
     assert "dockercache-s3-key-ruby" not in s3_project.meta_data()
+
+
+def test_a_pull_request_from_a_branch_called_main_writes_only_its_own_refs(project: Project, stack: Stack) -> None:
+    """BUILDKITE_PULL_REQUEST=17 on a fork's `main`: it restores the default branch's cache, writes final-pr-17,
+    and the shared final-main stays as it was; `plan` says why."""
+    project.write_config(registry_config(stack, project.name))
+    fresh_agent()
+    assert project.build().returncode == 0
+    repo = f"{project.name}/cache"
+    before = digests(stack, repo)
+    assert sorted(before) == ["final-main"]
+    fresh_agent()
+    project.touch_source("from a fork")
+    pr = {"BUILDKITE_BRANCH": "main", "BUILDKITE_PULL_REQUEST": "17", "BUILDKITE_PULL_REQUEST_BASE_BRANCH": "main"}
+    result = project.build(**pr)
+    assert result.returncode == 0, result.stderr
+    after = digests(stack, repo)
+    assert after["final-main"] == before["final-main"] and "final-pr-17" in after
+    assert result.stage("ruby", "deps")["steps_cached"] == result.stage("ruby", "deps")["steps_total"]  # restored
+    shown = run_dockercache("plan", cwd=project.path, env=base_env(**pr))
+    assert "pull request #17: its own refs and keys only (pr-17)" in shown.stdout
