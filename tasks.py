@@ -59,7 +59,8 @@ def bench(c: Context, quick: bool = False, repeats: int = 0) -> None:
 @task()
 def lint(c: Context) -> None:
     """ruff and mypy --strict."""
-    c.run("ruff check . && ruff format --check dockercache tests tasks.py examples benchmarks scripts && mypy", pty=False)
+    formatted = "dockercache tests tasks.py examples benchmarks scripts"
+    c.run(f"ruff check . && ruff format --check {formatted} && mypy", pty=False)
 
 
 @task(
