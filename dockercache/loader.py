@@ -24,6 +24,7 @@ from .config import (
     Config,
     RegistryCache,
     S3Cache,
+    default_cache_name,
     dotted,
     fields_of,
     suggest,
@@ -31,7 +32,8 @@ from .config import (
     union_members,
 )
 from .errors import ConfigError
-from .interpolation import interpolate_tree
+from .interpolation import interpolate_tree, variables_used
+from .reference import TAG, reference_problem, repository_problem, unsafe_character
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -96,6 +98,7 @@ def parse_config(raw: Mapping[str, Any], variables: Mapping[str, str], path: Pat
     config: Config = _convert(expanded, Config, path, "")
     config = dataclasses.replace(config, path=path)
     _check_references(config)
+    _check_encoded(config, raw, variables)
     return config
 
 
@@ -286,9 +289,6 @@ def _check_references(config: Config) -> None:
                 )
         if svc.push_stages and not svc.image:
             raise ConfigError(f"{path}: {where}.push_stages: needs {where}.image to push to")
-        for i, tag in enumerate(svc.tags):
-            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
-                raise ConfigError(f"{path}: {where}.tags[{i}]: {tag!r} is not a valid image tag")
 
 
 def _check_template(template: str, names: tuple[str, ...], path: Path, where: str) -> None:
@@ -298,3 +298,105 @@ def _check_template(template: str, names: tuple[str, ...], path: Path, where: st
                 f"{path}: {where}: unknown placeholder {{{field_name}}}{suggest(field_name, names)}"
                 f" (placeholders: {', '.join('{' + n + '}' for n in names)})"
             )
+
+
+Key = tuple[str | int, ...]
+"""A key's place in the document: table names and array indexes (``("caches", "c", "extra_from", 0)``)."""
+
+
+def _check_encoded(config: Config, raw: Mapping[str, Any], variables: Mapping[str, str]) -> None:
+    """Refs, tags and snapshot keys go into cache attributes (CSV, as buildx reads them) and image names: one
+    that would not be read as written is refused, naming the key and the variable it came from. Paths are
+    quoted where they are encoded instead (:mod:`dockercache.stores.entry`)."""
+
+    def refuse(key: Key, value: str, shown: str, problem: str) -> ConfigError:
+        origin = _origin(raw, key, variables, value)
+        return ConfigError(f"{config.path}: {_dotted_key(key)}: {shown}{': ' if problem else ''}{problem}{origin}")
+
+    users: dict[str, list[str]] = {}
+    for name, svc in config.services.items():
+        users.setdefault(default_cache_name(config, svc) or "", []).append(name)
+    for name, store in config.caches.items():
+        if isinstance(store, RegistryCache):
+            for service in users.get(name) or ["service"]:
+                ref = _fill(store.ref, service=service)
+                problem = repository_problem(ref)
+                if problem:
+                    shown = f"{ref!r}" + (f" (for service '{service}')" if "{service}" in store.ref else "")
+                    raise refuse(("caches", name, "ref"), ref, f"{shown} is not a valid cache repository", problem)
+                for i, extra in enumerate(store.extra_from):
+                    filled = _fill(extra, service=service, stage="stage")
+                    problem = reference_problem(filled)
+                    if problem:
+                        key: Key = ("caches", name, "extra_from", i)
+                        raise refuse(key, filled, f"{filled!r} is not a valid image reference", problem)
+            unsafe = unsafe_character(store.tag)
+            if unsafe:
+                raise refuse(
+                    ("caches", name, "tag"),
+                    store.tag,
+                    f"{store.tag!r} cannot be a cache tag",
+                    f"{unsafe} is not allowed",
+                )
+        if isinstance(store, S3Cache):
+            for i, template in enumerate((store.key, *store.cache_from)):
+                key = ("caches", name, "key") if i == 0 else ("caches", name, "cache_from", i - 1)
+                unsafe = unsafe_character(template)
+                if unsafe:
+                    raise refuse(key, template, f"{template!r} cannot be a snapshot key", f"{unsafe} is not allowed")
+    for name, svc in config.services.items():
+        if svc.image is not None:
+            problem = repository_problem(svc.image)
+            if problem:
+                raise refuse(
+                    ("services", name, "image"), svc.image, f"{svc.image!r} is not a valid image repository", problem
+                )
+        for i, tag in enumerate(svc.tags):
+            if not TAG.fullmatch(tag):
+                raise refuse(("services", name, "tags", i), tag, f"{tag!r} is not a valid image tag", _tag_rule(tag))
+        example = _fill(svc.stage_tag, stage="stage", tag="tag")
+        if not TAG.fullmatch(example):
+            raise refuse(
+                ("services", name, "stage_tag"),
+                example,
+                f"{svc.stage_tag!r} does not make a valid image tag ({example!r})",
+                _tag_rule(example),
+            )
+
+
+def _tag_rule(tag: str) -> str:
+    unsafe = unsafe_character(tag)
+    return f"{unsafe} is not allowed" if unsafe else ""
+
+
+def _fill(template: str, **values: str) -> str:
+    """A template's placeholders filled in (unknown ones and stray braces stay, to fail the check after)."""
+    return re.sub(r"\{([a-z]+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def _dotted_key(key: Key) -> str:
+    where = ""
+    for part in key:
+        where = f"{where}[{part}]" if isinstance(part, int) else dotted(where, part)
+    return where
+
+
+def _origin(raw: Mapping[str, Any], key: Key, variables: Mapping[str, str], value: str) -> str:
+    """`` (from ${VAR})``: the variables in the key's raw text that brought what is wrong with ``value``
+    (every variable it uses when that cannot be told)."""
+    text: Any = raw
+    for part in key:
+        try:
+            text = text[part]
+        except (KeyError, IndexError, TypeError):
+            return ""
+    if not isinstance(text, str):
+        return ""
+    used = variables_used(text, variables)
+    if unsafe_character(value):
+        names = [n for n, v in used.items() if unsafe_character(v)]
+    elif value != value.lower():
+        names = [n for n, v in used.items() if v != v.lower()]
+    else:
+        names = list(used)
+    return f" (from {', '.join('${' + n + '}' for n in names)})" if names else ""

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from .ci import slugify
 from .config import BuilderConfig, CacheStore, LocalCache, S3Cache, Settings
 from .errors import ConfigError
+from .reference import TAG
 from .resolve import ResolvedService
 from .stores import CacheEntry, CacheRequest, Keys, TargetCaches, kind_for, may_write_shared
 
@@ -156,7 +157,7 @@ class Target:
         out["output"] = [BAKE_OUTPUT[self.output]]
         if self.no_cache:
             out["no-cache"] = True
-        return out
+        return {key: _literal(value) for key, value in out.items()}
 
     def to_json(self) -> dict[str, Any]:
         step = self.caches.step
@@ -175,6 +176,18 @@ class Target:
             "built_by": self.built_by,
             "store": {"name": self.caches.store, "kind": self.caches.kind, **(step.to_json() if step else {})},
         }
+
+
+def _literal(value: Any) -> Any:
+    """Strings as bake reads them literally: a bake file's strings are HCL templates, where ``${`` and ``%{``
+    start an expression (a context path or build arg holding ``${HOME}`` would be expanded, or fail)."""
+    if isinstance(value, str):
+        return value.replace("${", "$${").replace("%{", "%%{")
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -389,6 +402,12 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
         ephemeral=inputs.builder.ephemeral,
     )
     builder = endpoint_builder(builder, [s.store for s in inputs.services])
+    untagged = next((s for s in inputs.services if not s.tags), None)
+    if untagged and not TAG.fullmatch(inputs.commit):
+        raise ConfigError(
+            f"{inputs.source}: services.{untagged.name}.tags: the default tag, the commit {inputs.commit!r} "
+            "(from ${BUILDKITE_COMMIT} or git), is not a valid image tag; set tags"
+        )
     services = []
     for svc in inputs.services:
         targets = []

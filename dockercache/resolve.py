@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CacheStore, Config, LocalCache, ServiceConfig, default_cache_name, suggest
-from .dockerfile import parse_stages, stage_graph
+from .dockerfile import Stage, global_args, parse_stages, same_name, stage_graph, unset_base
 from .errors import ConfigError
 
 ComposeReader = Callable[[Sequence[Path], Path], Mapping[str, Any]]
@@ -108,14 +108,15 @@ def resolve_service(
         if not context.is_dir():
             raise ConfigError(f"{where}.context: directory {context} does not exist")
     args.update(svc.args)
+    file_key = "compose_service" if svc.compose_service else "dockerfile"
     try:
         text = dockerfile.read_text(encoding="utf-8")
     except OSError:
-        key = "compose_service" if svc.compose_service else "dockerfile"
-        raise ConfigError(f"{where}.{key}: Dockerfile {dockerfile} does not exist or cannot be read") from None
+        raise ConfigError(f"{where}.{file_key}: Dockerfile {dockerfile} does not exist or cannot be read") from None
     dockerfile_stages = parse_stages(text)
     if not dockerfile_stages:
         raise ConfigError(f"{where}.dockerfile: {dockerfile} has no FROM instruction")
+    _check_dockerfile(text, dockerfile_stages, args, dockerfile, f"{where}.{file_key}", where)
     named = [s.name for s in dockerfile_stages if s.name]
     for key, stage in [*((f"stages[{i}]", s) for i, s in enumerate(svc.stages)), ("target", target)]:
         if stage is not None and stage.lower() not in named:
@@ -158,6 +159,33 @@ def resolve_service(
         metadata_key=svc.metadata_key,
         graphs={label: stage_graph(dockerfile_stages, label) for label in built},
     )
+
+
+def _check_dockerfile(
+    text: str, stages: tuple[Stage, ...], args: Mapping[str, str], dockerfile: Path, at: str, where: str
+) -> None:
+    """What BuildKit would reject only once the build runs: two stages of one name, a FROM with no image."""
+    twins = same_name(stages)
+    if twins:
+        first, second = (s.spelled for s in twins)
+        if first == second:
+            raise ConfigError(f"{at}: stage name '{first}' is used twice in {dockerfile}")
+        raise ConfigError(
+            f"{at}: stages '{first}' and '{second}' of {dockerfile} differ only in case "
+            "(Docker stage names are case-insensitive: they are the same stage)"
+        )
+    unset = unset_base(text, stages, args)
+    if unset:
+        stage, name = unset
+        if name not in global_args(text):
+            raise ConfigError(
+                f"{at}: FROM {stage.base} uses ${name}, which no ARG before the first FROM of {dockerfile} "
+                "declares (BuildKit leaves it empty)"
+            )
+        raise ConfigError(
+            f"{where}.args.{name}: missing: FROM {stage.base} needs it, and ARG {name} has no default in "
+            f"{dockerfile} (set this build argument, or give the ARG a default)"
+        )
 
 
 def resolve_services(

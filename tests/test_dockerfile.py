@@ -1,6 +1,17 @@
 from __future__ import annotations
 
-from dockercache.dockerfile import logical_lines, parse_stages, stage_graph
+import pytest
+
+from dockercache.dockerfile import (
+    expand,
+    from_values,
+    global_args,
+    logical_lines,
+    parse_stages,
+    same_name,
+    stage_graph,
+    unset_base,
+)
 
 
 def test_stages_names_and_labels() -> None:
@@ -122,3 +133,70 @@ def test_an_empty_line_inside_a_continued_instruction_does_not_end_it() -> None:
     text = "FROM a AS one\nFROM b AS two\nRUN \\\n\n  --mount=type=bind,from=one,target=/x true\n"
     assert logical_lines(text)[-1] == "RUN  --mount=type=bind,from=one,target=/x true"
     assert parse_stages(text)[1].uses == ("one",)
+
+
+def test_stage_names_that_differ_only_in_case_are_one_name_to_docker() -> None:
+    stages = parse_stages("FROM busybox AS Base\nFROM busybox\nFROM busybox AS base\nFROM base AS app\n")
+    twins = same_name(stages)
+    assert twins is not None and [(s.index, s.spelled) for s in twins] == [(0, "Base"), (2, "base")]
+    assert same_name(parse_stages("FROM a AS one\nFROM b\nFROM c\nFROM d AS two\n")) is None
+
+
+def test_global_args_are_those_before_the_first_from() -> None:
+    text = 'ARG A\nARG B=busybox C="x y"\n# comment\nFROM ${B} AS base\nARG D=1\n'
+    assert global_args(text) == {"A": None, "B": "busybox", "C": "x y"}
+
+
+def test_a_from_line_sees_build_args_then_defaults_then_the_platform() -> None:
+    declared = {"REPO": "r.example", "IMAGE": "${REPO}/app", "TAG": None, "UNUSED": None}
+    values = from_values(declared, {"TAG": "1.0", "OTHER": "x"})
+    assert values["IMAGE"] == "r.example/app" and values["TAG"] == "1.0" and values["TARGETARCH"] == "amd64"
+    assert "UNUSED" not in values and "OTHER" not in values  # a build argument no ARG declares is not seen
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("${A}", ("a", ())),
+        ("$A/x", ("a/x", ())),
+        ("${UNSET}", ("", ("UNSET",))),
+        ("${EMPTY}", ("", ("EMPTY",))),
+        ("${UNSET:-d}", ("d", ())),
+        ("${EMPTY:-d}", ("d", ())),
+        ("${EMPTY-d}", ("", ())),
+        ("${UNSET-d}", ("d", ())),
+        ("${A:+alt}", ("alt", ())),
+        ("${EMPTY:+alt}", ("", ())),
+        ("${EMPTY+alt}", ("alt", ())),
+        ("${UNSET:?needed}", ("", ("UNSET",))),
+        ("${A:?needed}", ("a", ())),
+        ("\\$A", ("$A", ())),
+        ("${UNSET}${UNSET}", ("", ("UNSET",))),
+    ],
+)
+def test_expand_as_the_dockerfile_frontend_does(word: str, expected: tuple[str, tuple[str, ...]]) -> None:
+    assert expand(word, {"A": "a", "EMPTY": ""}) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "expected"),
+    [
+        ("ARG B\nFROM ${B} AS x\n", {}, ("x", "B")),
+        ("ARG B\nFROM ${B} AS x\n", {"B": "busybox"}, None),
+        ("ARG B\nFROM ${B} AS x\n", {"B": ""}, ("x", "B")),
+        ("ARG B=busybox\nFROM ${B}\n", {}, None),
+        ("ARG B\nFROM ${B:-busybox}\n", {}, None),
+        # Not declared before the first FROM: BuildKit leaves it empty, whatever the build arguments say.
+        ("FROM ${B}\n", {"B": "busybox"}, ("stage-0", "B")),
+        ("FROM busybox AS base\nARG B=busybox\nFROM ${B} AS x\n", {}, ("x", "B")),
+        # A base that is still an image, or a stage, without the variable is what BuildKit accepts too.
+        ("ARG SUFFIX\nFROM busybox${SUFFIX}\n", {}, None),
+        ("ARG S\nFROM busybox AS base\nFROM ${S}base AS app\n", {}, None),
+        ("ARG R\nFROM registry.example/${R}:1\n", {}, ("stage-0", "R")),
+        ("ARG R=r.example\nARG I=${R}/app\nFROM ${I}\n", {}, None),
+        ("FROM --platform=$BUILDPLATFORM busybox:${TARGETARCH}\n", {}, None),
+    ],
+)
+def test_a_from_whose_variable_has_no_value(text: str, args: dict[str, str], expected: tuple[str, str] | None) -> None:
+    found = unset_base(text, parse_stages(text), args)
+    assert ((found[0].label, found[1]) if found else None) == expected

@@ -327,3 +327,132 @@ def test_an_unreadable_config_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "missing.toml", VARS)
     assert str(info.value) == f"{tmp_path / 'missing.toml'}: cannot read: No such file or directory"
+
+
+# ------------------------------------------------- values that go into cache attributes and image names
+
+#: A branch name as a hostile pull request could choose it: a second ``ref=`` in a cache entry.
+HOSTILE = {**VARS, "BUILDKITE_BRANCH": "x,ref=evil.example/cache", "TEAM": "Shop", "NL": "a\nb"}
+
+
+def registry(**store: object) -> dict[str, object]:
+    return {"c": {"type": "registry", "ref": "localhost:5000/cache", **store}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"services": app(), "caches": registry(ref="localhost:5000/cache/${BUILDKITE_BRANCH}")},
+            "caches.c.ref: 'localhost:5000/cache/x,ref=evil.example/cache' is not a valid cache repository: "
+            "a comma is not allowed (from ${BUILDKITE_BRANCH})",
+        ),
+        (
+            {"services": app(), "caches": registry(ref="localhost:5000/${NL}")},
+            "caches.c.ref: 'localhost:5000/a\\nb' is not a valid cache repository: a newline is not allowed "
+            "(from ${NL})",
+        ),
+        (
+            {"services": app(), "caches": registry(ref="localhost:5000/${TEAM}/cache")},
+            "caches.c.ref: 'localhost:5000/Shop/cache' is not a valid cache repository: repository names must be "
+            "lower case (from ${TEAM})",
+        ),
+        (
+            {"services": {"Shop": {}}, "caches": registry(ref="localhost:5000/cache/{service}")},
+            "caches.c.ref: 'localhost:5000/cache/Shop' (for service 'Shop') is not a valid cache repository: "
+            "repository names must be lower case",
+        ),
+        (
+            {"services": app(), "caches": registry(ref="localhost:5000/cache/{service")},
+            "caches.c.ref: 'localhost:5000/cache/{service' is not a valid cache repository: not a valid repository "
+            "name (lower-case letters, digits, '.', '_', '-', separated by '/')",
+        ),
+        (
+            {"services": app(), "caches": registry(tag="{stage}-${BUILDKITE_BRANCH}")},
+            "caches.c.tag: '{stage}-x,ref=evil.example/cache' cannot be a cache tag: a comma is not allowed "
+            "(from ${BUILDKITE_BRANCH})",
+        ),
+        (
+            {"services": app(), "caches": registry(extra_from=["localhost:5000/base:{stage}-${BUILDKITE_BRANCH}"])},
+            "caches.c.extra_from[0]: 'localhost:5000/base:stage-x,ref=evil.example/cache' is not a valid image "
+            "reference: a comma is not allowed (from ${BUILDKITE_BRANCH})",
+        ),
+        (
+            {"services": app(), "caches": registry(extra_from=["localhost:5000/base:"])},
+            "caches.c.extra_from[0]: 'localhost:5000/base:' is not a valid image reference: not a valid image "
+            "reference (repository[:tag])",
+        ),
+        (
+            {
+                "services": app(),
+                "caches": {"s": {"type": "s3", "bucket": "b", "key": "{pipeline}/${BUILDKITE_BRANCH}"}},
+            },
+            "caches.s.key: '{pipeline}/x,ref=evil.example/cache' cannot be a snapshot key: a comma is not allowed "
+            "(from ${BUILDKITE_BRANCH})",
+        ),
+        (
+            {"services": app(), "caches": {"s": {"type": "s3", "bucket": "b", "cache_from": ["a", "{pipeline}/ b"]}}},
+            "caches.s.cache_from[1]: '{pipeline}/ b' cannot be a snapshot key: a space is not allowed",
+        ),
+        (
+            {"services": app(image="localhost:5000/${TEAM}/app")},
+            "services.app.image: 'localhost:5000/Shop/app' is not a valid image repository: repository names must be "
+            "lower case (from ${TEAM})",
+        ),
+        (
+            {"services": app(image="localhost:5000/app,push=true")},
+            "services.app.image: 'localhost:5000/app,push=true' is not a valid image repository: a comma is not "
+            "allowed",
+        ),
+        (
+            {"services": app(image="localhost:5000/app:1.0")},
+            "services.app.image: 'localhost:5000/app:1.0' is not a valid image repository: give a repository without "
+            "a tag or digest",
+        ),
+        (
+            {"services": app(image="localhost:5000")},
+            "services.app.image: 'localhost:5000' is not a valid image repository: give a repository "
+            "(HOST:PORT/NAME), not a registry host",
+        ),
+        (
+            {"services": app(tags=["${BUILDKITE_COMMIT}", "${BUILDKITE_BRANCH}"])},
+            "services.app.tags[1]: 'x,ref=evil.example/cache' is not a valid image tag: a comma is not allowed "
+            "(from ${BUILDKITE_BRANCH})",
+        ),
+        (
+            {"services": app(stage_tag="{stage}/{tag}")},
+            "services.app.stage_tag: '{stage}/{tag}' does not make a valid image tag ('stage/tag')",
+        ),
+    ],
+)
+def test_a_value_that_cannot_be_encoded_safely_names_the_key_and_the_variable(
+    raw: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, HOSTILE, Path(CONFIG_NAME))
+    assert str(info.value) == f"dockercache.toml: {message}"
+
+
+def test_what_goes_into_cache_attributes_and_image_names_may_be() -> None:
+    variables = {**VARS, "BUILDKITE_BRANCH": "feature/Login+2", "REGISTRY": "Registry.example.com:5000"}
+    raw = {
+        "services": {"web_app": {"image": "${REGISTRY}/team/web-app", "tags": ["v1.2_RC-3", "Latest"]}},
+        "caches": {
+            "default": {
+                "type": "registry",
+                "ref": "${REGISTRY}/cache/{service}",
+                "tag": "{stage}-${BUILDKITE_BRANCH}",  # slugified when used, as {branch} is
+                "extra_from": ["${REGISTRY}/base:{stage}", "busybox@sha256:" + "a" * 64, "debian"],
+            },
+            "s3": {"type": "s3", "bucket": "b", "key": "{pipeline}/${BUILDKITE_BRANCH}", "cache_from": ["x/latest"]},
+            "disk": {"type": "local", "path": "/var/cache/a,b c"},  # a path is quoted, never refused
+        },
+    }
+    config = parse_config(raw, variables, Path(CONFIG_NAME))
+    assert config.service("web_app").image == "Registry.example.com:5000/team/web-app"
+
+
+def test_a_nested_default_in_dockercache_toml() -> None:
+    raw = {"services": app(image="${IMAGE:-${REGISTRY:-localhost:5000}/app}")}
+    assert parse_config(raw, {"REGISTRY": "r.example"}, Path(CONFIG_NAME)).service("app").image == "r.example/app"
+    assert parse_config(raw, {}, Path(CONFIG_NAME)).service("app").image == "localhost:5000/app"

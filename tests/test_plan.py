@@ -742,3 +742,37 @@ def test_s3_a_pull_request_saves_under_its_own_key_and_reads_the_base_branch() -
     assert step is not None
     assert step.to_json()["restore_keys"] == ["shop/latest", "shop/pr-42", "shop/develop"]
     assert step.to_json()["save"] == "shop/pr-42/ruby/deps"
+
+
+def test_the_bake_file_holds_every_string_literally() -> None:
+    """A bake file's strings are HCL templates: ``${`` and ``%{`` reach bake escaped, so a path or build
+    argument holding them is built as written; commas in a path are quoted for buildx's CSV."""
+    local = LocalCache(type="local", path="cache,${x}")
+    svc = service(
+        local,
+        context=Path("/src/a,${b}"),
+        dockerfile=Path("/src/a,${b}/Dockerfile"),
+        args={"A": "${HOME}", "B": "%{ if x }", "C": "$$${D}", "E": "cost $5"},
+        tags=("v1",),
+    )
+    plan = make_plan(inputs(svc, root=Path("/src")), BuildOptions(), exists=lambda d: True)
+    final = plan.bake_definition()["target"]["ruby-final"]
+    assert final["context"] == "/src/a,$${b}"
+    assert final["dockerfile"] == "/src/a,$${b}/Dockerfile"
+    assert final["args"] == {"A": "$${HOME}", "B": "%%{ if x }", "C": "$$$${D}", "E": "cost $5"}
+    assert final["cache-from"][0] == 'type=local,"src=/src/cache,$${x}/ruby/final"'
+    assert final["cache-to"][0].startswith('type=local,"dest=/src/cache,$${x}/ruby/final.incoming",mode=max')
+    # The plan itself keeps the values as they are; only their encoding in the file escapes them.
+    assert plan.targets[-1].args["A"] == "${HOME}" and plan.targets[-1].cache_to is not None
+    assert plan.targets[-1].cache_to.location == "/src/cache,${x}/ruby/final.incoming"
+
+
+def test_a_commit_that_is_no_image_tag_cannot_be_the_default_tag() -> None:
+    with pytest.raises(ConfigError) as info:
+        make_plan(inputs(commit="abc,ref=evil"), BuildOptions())
+    assert str(info.value) == (
+        "dockercache.toml: services.ruby.tags: the default tag, the commit 'abc,ref=evil' (from ${BUILDKITE_COMMIT} "
+        "or git), is not a valid image tag; set tags"
+    )
+    plan = make_plan(inputs(service(tags=("v1",)), commit="abc,ref=evil"), BuildOptions())
+    assert plan.targets[-1].tags == ("reg:5000/ruby:v1",)

@@ -208,3 +208,58 @@ def test_the_resolver_reads_the_chosen_compose_files(compose_root: Path) -> None
     assert asked == [(["top.yml"], compose_root)]
     assert (svc.context, svc.dockerfile) == (compose_root / "app", compose_root / "app" / "Dockerfile.ci")
     assert (svc.final_target, dict(svc.args)) == ("deps", {"A": "1", "B": ""})
+
+
+# ------------------------------------------------------------------ what BuildKit would only find mid-build
+
+
+FROM_ARG = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE} AS base\nRUN true\nFROM base AS final\n"
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "service", "message"),
+    [
+        (
+            FROM_ARG,
+            {},
+            "services.app.args.BASE_IMAGE: missing: FROM ${BASE_IMAGE} needs it, and ARG BASE_IMAGE has no default "
+            "in {dockerfile} (set this build argument, or give the ARG a default)",
+        ),
+        (
+            "FROM ${BASE_IMAGE} AS base\n",
+            {"args": {"BASE_IMAGE": "busybox"}},
+            "services.app.dockerfile: FROM ${BASE_IMAGE} uses $BASE_IMAGE, which no ARG before the first FROM of "
+            "{dockerfile} declares (BuildKit leaves it empty)",
+        ),
+        (
+            "FROM busybox AS Base\nFROM busybox AS base\n",
+            {},
+            "services.app.dockerfile: stages 'Base' and 'base' of {dockerfile} differ only in case (Docker stage "
+            "names are case-insensitive: they are the same stage)",
+        ),
+        (
+            "FROM busybox AS base\nFROM busybox AS base\n",
+            {},
+            "services.app.dockerfile: stage name 'base' is used twice in {dockerfile}",
+        ),
+    ],
+)
+def test_a_dockerfile_buildkit_would_reject_mid_build_is_a_config_error(
+    tmp_path: Path, dockerfile: str, service: dict[str, Any], message: str
+) -> None:
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    with pytest.raises(ConfigError) as info:
+        resolve_service(config_in(tmp_path, {"services": {"app": service}}), "app", VARS)
+    expected = message.replace("{dockerfile}", str(tmp_path / "Dockerfile"))
+    assert str(info.value) == f"{tmp_path / CONFIG_NAME}: {expected}"
+
+
+def test_a_from_variable_takes_its_value_from_the_args_of_dockercache_toml_or_compose(compose_root: Path) -> None:
+    (compose_root / "Dockerfile").write_text(FROM_ARG)
+    raw = {"services": {"app": {"args": {"BASE_IMAGE": "busybox"}}}}
+    assert resolve_service(config_in(compose_root, raw), "app", VARS).stages == ("final",)
+
+    def read(files: Sequence[Path], root: Path) -> Mapping[str, Any]:
+        return {"services": {"web": {"build": {"context": ".", "args": {"BASE_IMAGE": "busybox"}}}}}
+
+    assert resolve_service(compose_config(compose_root), "web", {}, read).args == {"BASE_IMAGE": "busybox"}
