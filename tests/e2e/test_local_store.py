@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import uuid
 from pathlib import Path
 
-from .conftest import Project, Stack, fresh_agent
+import pytest
+
+from .conftest import DOCKERCACHE, Project, Stack, base_env, copy_example, fresh_agent
 
 STAGES = ("base", "deps", "final")
 
@@ -35,6 +40,15 @@ def index_files(root: Path) -> list[Path]:
     return sorted(root.rglob("index.json"))
 
 
+def assert_complete(directory: Path) -> None:
+    """A complete BuildKit local export: every blob its index names is there."""
+    index = directory / "index.json"
+    assert index.is_file(), directory
+    blobs = directory / "blobs" / "sha256"
+    for manifest in json.loads(index.read_text())["manifests"]:
+        assert (blobs / manifest["digest"].removeprefix("sha256:")).is_file(), manifest
+
+
 def test_the_local_store_restores_on_an_agent_whose_build_cache_is_gone(project: Project, stack: Stack) -> None:
     project.write_config(local_config(stack))
     fresh_agent()
@@ -44,14 +58,71 @@ def test_the_local_store_restores_on_an_agent_whose_build_cache_is_gone(project:
     store = project.path / ".dockercache"
     indexes = index_files(store)
     assert indexes, f"no cache was written under {store}"
-    for index in indexes:  # a complete BuildKit local export: every blob its index names is there
-        blobs = index.parent / "blobs" / "sha256"
-        for manifest in json.loads(index.read_text())["manifests"]:
-            assert (blobs / manifest["digest"].removeprefix("sha256:")).is_file()
+    for index in indexes:
+        assert_complete(index.parent)
     assert not [p for p in store.rglob("*") if ".incoming" in p.name or ".old-" in p.name]  # nothing half-swapped
+    # The previous release's layout (a real directory per stage, no symlink) is read, then moved to versions.
+    links = [p for p in store.rglob("*") if p.is_symlink()]
+    assert links
+    for link in links:
+        version = link.resolve()
+        link.unlink()
+        version.rename(link)
     # Docker's own build cache and images gone, the directory kept (a persistent agent volume): all from it.
     fresh_agent()
     second = project.build()
     assert second.returncode == 0, second.stderr
+    assert all(link.is_symlink() for link in links)
     assert {s: done == total for s, (done, total) in cached(second).items()} == dict.fromkeys(STAGES, True)
     assert second.json["services"][0]["steps_cached"] == second.json["services"][0]["steps_total"] > 0
+
+
+def shared_store_config(stack: Stack, store: Path) -> str:
+    return local_config(stack).replace(
+        "[services.ruby]", f'[caches.shared]\ntype = "local"\npath = "{store}"\n\n[services.ruby]', 1
+    )
+
+
+@pytest.mark.hardening("faults")
+def test_two_builds_at_once_share_one_local_store(stack: Stack, tmp_path: Path) -> None:
+    """Two jobs on one agent, one cache directory (a `path` outside the checkouts): both succeed, neither trips
+    over the other's lock or half-swapped directory, and the store left behind is one complete export."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    store = tmp_path / "shared-cache"
+    checkouts = [Project(tmp_path / f"job{n}" / "ruby", name) for n in (1, 2)]
+    for checkout in checkouts:  # two checkouts of one commit: the same steps, the same cache keys
+        copy_example(checkout.path, name)
+        checkout.write_config(shared_store_config(stack, store))
+    fresh_agent()
+    jobs = [
+        subprocess.Popen(
+            [str(DOCKERCACHE), "build", "--json"],
+            cwd=checkout.path,
+            # Two commits, so the images they load are two (the cache keys are the same: the files are).
+            env=base_env(BUILDKITE_JOB_ID=f"job{n}", BUILDKITE_COMMIT=f"{n}" * 40),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n, checkout in enumerate(checkouts, 1)
+    ]
+    outputs = [job.communicate(timeout=300) for job in jobs]
+    for job, (_, stderr) in zip(jobs, outputs, strict=True):
+        assert job.returncode == 0, stderr
+        assert "could not lock" not in stderr and "Traceback" not in stderr, stderr
+        assert "not updated" not in stderr, stderr
+    # Each stage directory is one complete export (the last swap's); beside it at most the other run's version
+    # (kept a minute for readers of the path) and nothing half-written or left behind.
+    entries = sorted(p.name for p in (store / "ruby").iterdir())
+    live = [p for p in (store / "ruby").iterdir() if p.is_symlink()]
+    assert live, entries
+    for final in live:
+        assert_complete(final)
+        versions = [e for e in entries if e.startswith(f"{final.name}.v-")]
+        assert os.readlink(final) in versions and len(versions) <= 2, entries
+    assert all(".v-" in e or e in {p.name for p in live} for e in entries), entries
+    # A fresh agent (no build cache, no images) restores the winner's store: everything cached.
+    fresh_agent()
+    again = checkouts[0].build()
+    assert again.returncode == 0, again.stderr
+    assert {s: done == total for s, (done, total) in cached(again).items()} == dict.fromkeys(STAGES, True)
