@@ -7,8 +7,8 @@ parameters, so every step is testable on its own.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
 import re
 import shlex
@@ -26,7 +26,9 @@ from .plan import BuildOptions, Plan, PlanInputs, make_plan
 from .report import Console, RunResult, render_table
 from .resolve import resolve_services
 from .secrets import Redactor, secret_values
-from .stores.s3 import open_snapshots
+from .snapshots import Retention
+from .stores import Keys, may_write_shared
+from .stores.s3 import open_snapshots, save_key, snapshot_key
 
 if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check never need them
     from .docker import Docker
@@ -140,14 +142,14 @@ def cmd_check(environment: Environment, config: str | None) -> int:
 def cmd_plan(
     environment: Environment, config: str | None, options: BuildOptions, as_json: bool, bake: bool = False
 ) -> int:
-    cfg, ci = load(environment, config)
-    plan = plan_for(environment, cfg, ci, options)
-    if bake:
-        environment.out.result(json.dumps(plan.bake_definition(), indent=2))
-    elif as_json:
-        environment.out.result(json.dumps(plan.to_json(), indent=2))
-    else:
-        environment.out.result(render_plan(plan))
+    if not (as_json or bake):
+        cfg, ci = load(environment, config)
+        environment.out.result(render_plan(plan_for(environment, cfg, ci, options)))
+        return 0
+    with environment.out.stdout_for_document():
+        cfg, ci = load(environment, config)
+        plan = plan_for(environment, cfg, ci, options)
+        environment.out.document(plan.bake_definition() if bake else plan.to_json())
     return 0
 
 
@@ -160,19 +162,20 @@ def cmd_build(environment: Environment, config: str | None, options: BuildOption
     console = environment.out
     agent = Agent.detect(environment.env)
     runner = Runner(environment.get_docker(), console, agent, cfg.registries)
-    try:
-        result = runner.run(plan)
-    except DockercacheError as exc:
-        if not as_json:
-            raise
-        result = RunResult(exit_code=exc.exit_code, error=str(exc))
-    report(console, result, as_json)
+    with console.stdout_for_document() if as_json else contextlib.nullcontext():
+        try:
+            result = runner.run(plan)
+        except DockercacheError as exc:
+            if not as_json:
+                raise
+            result = RunResult(exit_code=exc.exit_code, error=str(exc))
+        report(console, result, as_json)
     return result.exit_code
 
 
 def report(console: Console, result: RunResult, as_json: bool) -> None:
     if as_json:
-        console.result(json.dumps(result.to_json(), indent=2))
+        console.document(result.to_json())
         if result.error:
             console.info(f"dockercache: error: {result.error}")
         return
@@ -257,15 +260,6 @@ def _snapshots(
     return open_snapshots(name, s3), ci, cfg, s3
 
 
-def _key_values(ci: CIContext, cfg: Config) -> dict[str, str]:
-    return {
-        "pipeline": slugify(ci.pipeline),
-        "branch": slugify(ci.branch),
-        "commit": ci.short_commit,
-        "default_branch": slugify(cfg.settings.default_branch or ci.default_branch),
-    }
-
-
 def parse_duration(text: str, option: str) -> timedelta:
     match = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip())
     if not match:
@@ -274,16 +268,99 @@ def parse_duration(text: str, option: str) -> timedelta:
     return timedelta(**{unit: int(match.group(1))})
 
 
+def _s3_store(config: Config, store: str | None) -> tuple[str, S3Cache]:
+    name = _s3_store_name(config, store)
+    s3 = config.caches[name]
+    assert isinstance(s3, S3Cache)
+    return name, s3
+
+
+def _writer_keys(config: Config, ci: CIContext) -> Keys:
+    """This run's key names and whether it may write what the default branch reads, as ``make_plan`` has
+    them: a pull request writes as ``pr-N`` and never a shared key, a branch only when it is the default
+    branch or a trusted one. Off CI the branch is git's, as for a build."""
+    default_branch = config.settings.default_branch or ci.default_branch
+    pr = ci.pull_request
+    return Keys(
+        pipeline=slugify(ci.pipeline),
+        commit=ci.short_commit,
+        branch=f"pr-{slugify(pr)}" if pr else slugify(ci.branch),
+        default_branch=slugify(ci.pull_request_base_branch or default_branch) if pr else slugify(default_branch),
+        writes_shared=not pr and may_write_shared(ci.branch, default_branch, config.settings),
+    )
+
+
+def _retention(config: Config, ci: CIContext, s3: S3Cache, delete: frozenset[str] = frozenset()) -> Retention:
+    """What prune keeps: the store's templates, and the default branch (never a pull request's base)."""
+    default_branch = slugify(config.settings.default_branch or ci.default_branch)
+    return Retention(key=s3.key, cache_from=s3.cache_from, default_branch=default_branch, delete=delete)
+
+
+_KEY_FIELD = re.compile(r"\{(pipeline|branch|commit)\}")
+_BAD_KEY = re.compile(r"[{}\x00-\x1f\x7f]")
+
+
+def _key_option(text: str, keys: Keys, option: str) -> str:
+    """A snapshot key given on the command line, ``{pipeline}``, ``{branch}`` and ``{commit}`` filled in as
+    in the store's templates (``--target '{pipeline}/latest'``)."""
+    values = {"pipeline": keys.pipeline, "branch": keys.branch, "commit": keys.commit}
+    key = _KEY_FIELD.sub(lambda m: values[m.group(1)], text.strip())
+    if _BAD_KEY.search(key) or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ConfigError(f"{option}: {text!r} is not a snapshot key (a relative path such as {{pipeline}}/latest)")
+    return key
+
+
+def _write_refusal(key: str, action: str, keys: Keys, config: Config, ci: CIContext, s3: S3Cache) -> str | None:
+    """Why this run may not ``action`` (promote to, delete) ``key``, or None. The rule a save follows
+    (:func:`dockercache.stores.s3.save_key`): a key the default branch writes or reads only from the default
+    branch and ``settings.trusted_branches``, never from a pull request, which writes only its own key."""
+    pr = ci.pull_request
+    if pr:
+        if config.settings.pull_request_writes == "none":
+            return f"settings.pull_request_writes: pull request #{pr} writes no cache; it may not {action} '{key}'"
+        own, _ = save_key(s3, keys)
+        if key != own:
+            return (
+                f"pull request #{pr} (branch '{ci.branch}') may not {action} '{key}': pull requests write only "
+                f"their own key{f' ({own})' if own else ''}, never what other builds read"
+            )
+        return None
+    protected = _retention(config, ci, s3).protected(key)
+    if protected and not keys.writes_shared:
+        default_branch = config.settings.default_branch or ci.default_branch
+        return (
+            f"settings.trusted_branches: branch '{ci.branch}' may not {action} '{key}' ({protected}: default "
+            f"branch '{default_branch}' reads it); only the default branch and trusted branches write it: add "
+            f"'{ci.branch}' to settings.trusted_branches to allow it"
+        )
+    return None
+
+
 def cmd_promote(
-    environment: Environment, config: str | None, source: str | None, target: str | None, store: str | None
+    environment: Environment,
+    config: str | None,
+    source: str | None,
+    target: str | None,
+    store: str | None,
+    dry_run: bool = False,
 ) -> int:
-    """Copy a snapshot key (default: this branch's) to another (default: {pipeline}/latest)."""
-    snapshots, ci, cfg, s3 = _snapshots(environment, config, store)
-    values = _key_values(ci, cfg)
-    source = source or s3.key.format(**values)
-    target = target or (s3.cache_from[0] if s3.cache_from else "{pipeline}/latest").format(**values)
-    copied = snapshots.promote(source, target)
-    environment.out.result(f"promoted {source} to {target}: {len(copied)} snapshot(s), no blobs copied")
+    """Copy a snapshot key (default: this branch's) to another (default: the first cache_from key), if this
+    run may write it as a save would (checked before S3 is touched)."""
+    cfg, ci = load(environment, config)
+    name, s3 = _s3_store(cfg, store)
+    keys = _writer_keys(cfg, ci)
+    own = save_key(s3, keys)[0] or snapshot_key(s3.key, keys, keys.branch)
+    source = _key_option(source, keys, "--source") if source else own
+    first = s3.cache_from[0] if s3.cache_from else "{pipeline}/latest"
+    target = _key_option(target, keys, "--target") if target else snapshot_key(first, keys, keys.branch)
+    refused = _write_refusal(target, "promote to", keys, cfg, ci, s3)
+    if refused:
+        raise ConfigError(f"{cfg.path}: {refused}")
+    pairs = open_snapshots(name, s3).promote(source, target, dry_run)
+    for copied, written in pairs:
+        environment.out.result(f"  {'would write' if dry_run else 'wrote'} {written} (from {copied})")
+    verb = "would promote" if dry_run else "promoted"
+    environment.out.result(f"{verb} {source} to {target}: {len(pairs)} snapshot(s), no blobs copied")
     return 0
 
 
@@ -295,21 +372,32 @@ def cmd_prune(
     older_than: str | None,
     grace: str,
     dry_run: bool,
+    delete: Sequence[str] = (),
 ) -> int:
-    if keep is None and older_than is None:
-        raise ConfigError("prune: give --keep N and/or --older-than AGE (what to keep)")
+    """Delete old snapshots, never those the default branch writes or reads unless named in ``delete``; then
+    the blobs nothing kept needs."""
+    if keep is None and older_than is None and not delete:
+        raise ConfigError("prune: give --keep N and/or --older-than AGE (what to keep), or --delete KEY")
     if keep is not None and keep < 1:
         raise ConfigError(f"--keep: must be at least 1 (got {keep})")
-    snapshots, *_ = _snapshots(environment, config, store)
-    result = snapshots.prune(
-        keep,
-        parse_duration(older_than, "--older-than") if older_than else None,
-        dry_run,
-        grace=parse_duration(grace, "--grace"),
+    age = parse_duration(older_than, "--older-than") if older_than else None
+    grace_period = parse_duration(grace, "--grace")
+    cfg, ci = load(environment, config)
+    name, s3 = _s3_store(cfg, store)
+    keys = _writer_keys(cfg, ci)
+    named = frozenset(_key_option(k, keys, "--delete") for k in delete)
+    for key in sorted(named):
+        refused = _write_refusal(key, "delete", keys, cfg, ci, s3)
+        if refused:
+            raise ConfigError(f"{cfg.path}: {refused}")
+    result = open_snapshots(name, s3).prune(
+        keep, age, dry_run, grace=grace_period, retention=_retention(cfg, ci, s3, named)
     )
     verb = "would delete" if dry_run else "deleted"
-    for name in result.snapshots:
-        environment.out.info(f"  {verb} snapshot {name}")
+    for snapshot in result.kept:
+        environment.out.result(f"  keep {snapshot} ({result.reasons[snapshot]})")
+    for snapshot in result.snapshots:
+        environment.out.result(f"  {verb} {snapshot} ({result.reasons[snapshot]})")
     environment.out.result(
         f"{verb} {len(result.snapshots)} snapshot(s) and {len(result.blobs)} blob(s) "
         f"({result.bytes / 1e6:.1f} MB); kept {len(result.kept)} snapshot(s)"

@@ -5,17 +5,86 @@ Everything here turns python-on-whales' exceptions into dockercache's, naming wh
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
-from python_on_whales.utils import run, stream_stdout_and_stderr
+from python_on_whales.utils import run
 
 from .errors import BuildFailed, ConfigError, EnvironmentProblem
 from .plan import BuilderPlan
+
+
+class ProcessFailed(Exception):
+    def __init__(self, return_code: int, stderr: str) -> None:
+        super().__init__(f"exit code {return_code}")
+        self.return_code = return_code
+        self.stderr = stderr
+
+
+#: How long buildx gets to cancel its build after SIGINT before it is killed.
+STOP_GRACE_SECONDS = 10.0
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGINT to the child's process group (buildx cancels the solve, as on Ctrl-C), SIGKILL after ``grace``;
+    then SIGKILL to what is left of the group (a grandchild the child left behind)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5.0)
+
+
+def stream_process(command: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """Yield the lines a process writes to stdout and stderr, as they come; ProcessFailed on a non-zero exit.
+
+    As python-on-whales' ``stream_stdout_and_stderr``, with the child in a session of its own (a terminal's
+    Ctrl-C reaches only dockercache, which decides) and stopped when the iterator is closed before the end.
+    """
+    process = subprocess.Popen(
+        list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
+    lines: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+
+    def read(pipe: IO[bytes], name: str) -> None:
+        try:
+            with pipe:
+                for line in iter(pipe.readline, b""):
+                    lines.put((name, line))
+        finally:
+            lines.put(None)
+
+    for pipe, name in ((process.stdout, "stdout"), (process.stderr, "stderr")):
+        assert pipe is not None
+        threading.Thread(target=read, args=(pipe, name), daemon=True).start()
+    stderr: list[bytes] = []
+    try:
+        for _ in range(2):
+            for name, line in iter(lines.get, None):
+                if name == "stderr":
+                    stderr.append(line)
+                yield line.decode(errors="replace")
+        return_code = process.wait()
+    finally:
+        if process.poll() is None:
+            stop_process_group(process)
+    if return_code != 0:
+        raise ProcessFailed(return_code, b"".join(stderr).decode(errors="replace"))
 
 
 def _reason(exc: DockerException) -> str:
@@ -73,19 +142,19 @@ class Docker:
 
     def bake(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]:
         """Run ``docker <argv>`` (a plan's bake arguments, ``env`` added to the environment) and yield its
-        rawjson stream as text.
+        output (the rawjson progress stream) line by line.
 
         Raises BuildFailed at the end when bake exits non-zero, EnvironmentProblem when buildx is missing.
+        buildx runs in a process group of its own: closing the iterator early (an interrupt, an error in the
+        caller) stops it (see :func:`stop_process_group`), so it never goes on to push or load unobserved.
         """
+        command = [*self.client.client_config.docker_cmd, *argv]
         try:
-            command = [*self.client.client_config.docker_cmd, *argv]
-            for _, chunk in stream_stdout_and_stderr(command, env=dict(env) if env else None):  # type: ignore[arg-type]
-                yield chunk.decode(errors="replace")
-        except DockerException as exc:
-            stderr = exc.stderr or ""
-            if "is not a docker command" in stderr or ("unknown command" in stderr and "buildx" in stderr):
+            yield from stream_process(command, {**os.environ, **env} if env else None)
+        except ProcessFailed as exc:
+            if "is not a docker command" in exc.stderr or ("unknown command" in exc.stderr and "buildx" in exc.stderr):
                 raise EnvironmentProblem("docker buildx is not available (install the buildx plugin)") from None
-            raise BuildFailed(exc.return_code, stderr) from None
+            raise BuildFailed(exc.return_code, exc.stderr) from None
         except FileNotFoundError:
             raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
 
@@ -107,9 +176,28 @@ class Docker:
             raise ConfigError(f"{shown}: docker compose config did not return a JSON object")
         return result
 
-    def login(self, server: str, username: str, password: str) -> None:
-        """``docker login`` with the password on stdin (python-on-whales passes --password-stdin)."""
+    def read_manifest(self, ref: str) -> dict[str, Any] | None:
+        """A registry manifest (``docker buildx imagetools inspect --raw``, Docker's credentials), or None."""
         try:
-            self.client.login(server=server, username=username, password=password)
+            text = run([*self.client.client_config.docker_cmd, "buildx", "imagetools", "inspect", "--raw", ref])
+            data = json.loads(str(text))
+        except (DockerException, FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def login(self, server: str, username: str, password: str) -> None:
+        """``docker login --password-stdin``, its output captured.
+
+        Not python-on-whales' ``login``: it lets the child write to our stdout ("Login Succeeded" would land in
+        the middle of ``--json``) and keeps no stderr to explain a failure. Docker's own warnings (a password
+        stored unencrypted) go to stderr, as they would have.
+        """
+        command = [*self.client.client_config.docker_cmd, "login", "--password-stdin", "--username", username, server]
+        try:
+            _, warnings = run(command, input=password.encode(), return_stderr=True)
         except DockerException as exc:
             raise EnvironmentProblem(f"docker login to {server} failed: {_reason(exc)}") from None
+        except FileNotFoundError:
+            raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
+        if warnings.strip():
+            print(warnings.strip(), file=sys.stderr, flush=True)

@@ -54,3 +54,16 @@ class StoreError(DockercacheError):
     """An S3 cache store operation failed (unreachable endpoint, denied, corrupt snapshot)."""
 
     exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM (Buildkite's cancel) arrived: stop the build, push and record nothing.
+
+    A ``KeyboardInterrupt`` (not a DockercacheError), so no handler of expected failures swallows it on the
+    way out; the task layer turns it into one line and 128 + the signal number (130, 143).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -366,7 +366,9 @@ class Tally:
         _, observations = self.runs[run]
         for obs in sorted(observations, key=lambda o: self._order[o.target]):
             v = obs.vertex
-            problem = v.error and is_cache_vertex(obs.name) and not v.error.rstrip().endswith("not found")
+            # A ref that does not exist yet is a miss on import only: an export answered "not found" wrote nothing.
+            miss = obs.name.startswith(_CACHE_IMPORT) and v.error is not None and v.error.rstrip().endswith("not found")
+            problem = v.error and is_cache_vertex(obs.name) and not miss
             if problem and first_seen.setdefault(v.digest, obs.target) == obs.target:
                 out[obs.target].append(f"{obs.name}: {first_line(v.error or '')}")
         return out

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
+
+from .secrets import redact_data
 
 if TYPE_CHECKING:
     from .progress import StepCount, Vertex
@@ -180,6 +185,47 @@ class Console:
     def result(self, text: str) -> None:
         """The report itself: stdout."""
         self._print(text, self.out)
+
+    def document(self, data: Any) -> None:
+        """A JSON document on stdout, its strings masked one by one before it is serialised.
+
+        Masking the serialised text instead could turn a key, a quote or a brace into ``[redacted]`` when a
+        secret's value happens to appear there; masking values keeps the document whole.
+        """
+        print(json.dumps(redact_data(data, self.redact), indent=2), file=self.out, flush=True)
+
+    @contextlib.contextmanager
+    def stdout_for_document(self) -> Iterator[None]:
+        """Keep stdout for the JSON document alone while the command runs: whatever else would write to it
+        (a ``print``, a child process inheriting file descriptor 1 such as ``docker login`` and its
+        "Login Succeeded") goes to stderr; :meth:`document` still writes to the real stdout.
+
+        Only when this console writes to the process's stdout (a caller's own stream needs no guard).
+        """
+        stdout = sys.stdout
+        if self.out is not stdout:
+            yield
+            return
+        stdout.flush()
+        try:
+            out_fd, err_fd = stdout.fileno(), sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):  # not backed by a file (a test's capture): Python only
+            out_fd = err_fd = -1
+        document = stdout
+        if out_fd >= 0:
+            document = os.fdopen(os.dup(out_fd), "w", encoding=stdout.encoding, errors=stdout.errors)
+            os.dup2(err_fd, out_fd)
+        self.out, sys.stdout = document, sys.stderr
+        try:
+            yield
+        finally:
+            self.out, sys.stdout = stdout, stdout
+            if out_fd >= 0:
+                stdout.flush()  # anything written through the old object while guarded goes to stderr
+                sys.stderr.flush()
+                document.flush()
+                os.dup2(document.fileno(), out_fd)
+                document.close()
 
     def section(self, title: str, collapsed: bool = False) -> None:
         """A log group: Buildkite folds ``--- `` (open) and ``~~~ `` (collapsed) headers."""

@@ -33,6 +33,7 @@ class DockerPort(Protocol):
     def create_builder(self, plan: BuilderPlan) -> None: ...
     def remove_builder(self, name: str) -> None: ...
     def bake(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]: ...
+    def read_manifest(self, ref: str) -> Mapping[str, Any] | None: ...
 
 
 @contextlib.contextmanager
@@ -120,6 +121,7 @@ class Runner:
             blob_store=self.blob_store,
             builder_driver=plan.builder.driver,
             warnings=run.warnings,
+            read_manifest=self.docker.read_manifest,
         )
         stores = Stores(context)
         stores.open(plan.targets)
@@ -132,11 +134,14 @@ class Runner:
             t.name: StageResult(t.service, t.stage, t.dockerfile_target, t.final, name=t.name, tags=t.tags)
             for t in plan.targets
         }
-        targets = stores.before(plan.targets, results)
-        plan = plan.with_targets(targets)
-        tally = Tally([TargetInfo(t.name, t.stage, t.identity, t.graph) for t in plan.targets])
-        with builder_session(self.docker, plan.builder, self.console):
-            self._build(plan, tally, run, results, stores)
+        try:
+            plan = plan.with_targets(stores.before(plan.targets, results))
+            tally = Tally([TargetInfo(t.name, t.stage, t.identity, t.graph) for t in plan.targets])
+            with builder_session(self.docker, plan.builder, self.console):
+                self._build(plan, tally, run, results, stores)
+        except KeyboardInterrupt:  # SIGINT or SIGTERM: buildx is stopped by now; nothing is saved or recorded
+            stores.abort(plan.targets)
+            raise
         stores.after(plan.targets, results)
         _credit_holders(plan, results)
         for name, counts in tally.steps().items():
@@ -213,14 +218,16 @@ class Runner:
             bake_file.touch(mode=0o600)
             bake_file.write_text(json.dumps(plan.bake_definition(), indent=2))
             metadata_file = Path(tmp) / "metadata.json"
+            chunks = self.docker.bake(plan.bake_argv(str(bake_file), str(metadata_file)), plan.bake_env)
             try:
-                for chunk in self.docker.bake(plan.bake_argv(str(bake_file), str(metadata_file)), plan.bake_env):
+                for chunk in chunks:
                     for item in decoder.feed(chunk):
                         for vertex in events.apply(item):
                             self.console.step(vertex)
             except BuildFailed as exc:
                 succeeded, stderr = False, exc.stderr
             finally:
+                _close(chunks)  # an interrupt stops buildx here and now, not when the generator is collected
                 for item in decoder.close():
                     events.apply(item)
                 run.buildx_seconds += time.monotonic() - started
@@ -366,6 +373,12 @@ def _solver_race(bake: BakeRun) -> str | None:
     """The error line when a run failed on BuildKit's shared-vertex race rather than on the build itself."""
     texts = [*(v.error or "" for v in bake.events.vertexes.values()), *bake.events.text, bake.stderr]
     return next((first_line(t[t.index(_SOLVER_RACE) :]) for t in texts if _SOLVER_RACE in t), None)
+
+
+def _close(chunks: Iterator[str]) -> None:
+    close = getattr(chunks, "close", None)
+    if callable(close):
+        close()
 
 
 def _last_line(text: str) -> str | None:

@@ -6,8 +6,11 @@ become ``invoke.Exit`` with a one-line message and the documented exit code; onl
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -15,7 +18,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from . import commands
-from .errors import DockercacheError
+from .errors import DockercacheError, Interrupted
 
 HELP = {
     "config": "Path to dockercache.toml (default: $DOCKERCACHE_CONFIG, else the nearest one upwards).",
@@ -35,15 +38,44 @@ def _help(*names: str) -> dict[str, str]:
     return {n: HELP[n] for n in names}
 
 
+SIGNAL_NAMES: dict[int, str] = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+
+@contextmanager
+def _signals() -> Iterator[None]:
+    """SIGTERM (Buildkite's cancel) unwinds the run as Ctrl-C does: buildx is stopped, temporary files and an
+    ephemeral builder removed, nothing pushed or recorded. A second signal while that happens leaves at once."""
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        if handling:
+            os._exit(128 + signum)
+        handling.append(signum)
+        raise Interrupted(signum)
+
+    handling: list[int] = []
+    try:
+        previous = {sig: signal.signal(sig, interrupted) for sig in SIGNAL_NAMES}
+    except ValueError:  # not the main thread (tasks called from a thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @contextmanager
 def _boundary() -> Iterator[None]:
     """Map expected failures to one red line and an exit code."""
     try:
-        yield
+        with _signals():
+            yield
     except DockercacheError as exc:
         raise Exit(f"dockercache: error: {exc}", code=exc.exit_code) from None
-    except KeyboardInterrupt:
-        raise Exit("dockercache: interrupted", code=130) from None
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        raise Exit(f"dockercache: interrupted by {SIGNAL_NAMES.get(signum, signum)}", code=128 + signum) from None
 
 
 def _run(command: Callable[[], int]) -> None:
@@ -138,30 +170,34 @@ STORE_HELP = {"config": HELP["config"], "store": "The S3 cache store (default: t
     name="promote",
     help={
         **STORE_HELP,
-        "source": "Snapshot key to copy (default: this branch's key).",
+        "source": "Snapshot key to copy (default: this branch's key); {pipeline}, {branch}, {commit} are filled in.",
         "target": "Key to copy it to (default: the first cache_from key, e.g. {pipeline}/latest).",
+        "dry-run": "Show what would be written, and write nothing.",
     },
 )
 def cache_promote(
     c: Context,
     source: str | None = None,
     target: str | None = None,
+    dry_run: bool = False,
     store: str | None = None,
     config: str | None = None,
 ) -> None:
-    """Copy an S3 snapshot key to another key (no blobs move)."""
+    """Copy an S3 snapshot key to another key (no blobs move); shared keys only from trusted branches."""
     env = commands.Environment()
-    _run(lambda: commands.cmd_promote(env, config, source, target, store))
+    _run(lambda: commands.cmd_promote(env, config, source, target, store, dry_run))
 
 
 @task(
     name="prune",
+    iterable=["delete"],
     help={
         **STORE_HELP,
-        "keep": "Keep the newest N keys per prefix (N >= 1).",
+        "keep": "Keep the newest N keys per branch (as the key template groups them; N >= 1).",
         "older-than": "Delete keys older than this (90m, 12h, 7d, 2w), beyond the newest --keep.",
         "grace": "Never delete blobs younger than this (default 1h: protects builds saving right now).",
-        "dry-run": "Show what would be deleted.",
+        "dry-run": "Show what would be kept and deleted, and why; delete nothing.",
+        "delete": "Also delete this key (repeatable), even one the default branch writes or reads.",
     },
 )
 def cache_prune(
@@ -170,12 +206,13 @@ def cache_prune(
     older_than: str | None = None,
     grace: str = "1h",
     dry_run: bool = False,
+    delete: list[str] | None = None,
     store: str | None = None,
     config: str | None = None,
 ) -> None:
-    """Delete old S3 snapshots, then the blobs no remaining snapshot references."""
+    """Delete old S3 snapshots (never the default branch's or cache_from keys), then unreferenced blobs."""
     env = commands.Environment()
-    _run(lambda: commands.cmd_prune(env, config, store, keep or None, older_than, grace, dry_run))
+    _run(lambda: commands.cmd_prune(env, config, store, keep or None, older_than, grace, dry_run, delete or ()))
 
 
 @task(name="verify", help={**STORE_HELP, "deep": "Download every blob and check its sha256 too."})

@@ -7,6 +7,7 @@ Bad input must give one line naming the file and key, exit 2, no traceback, and 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .conftest import BIN, FIXTURES, ROOT
 from .conftest import run_cli as run
@@ -124,3 +125,168 @@ def test_contradictory_cache_write_flags_are_a_usage_error(docker_shim: tuple[Pa
     assert proc.returncode == 2
     assert proc.stderr.strip() == "dockercache: error: --cache-write and --no-cache-write contradict each other"
     assert calls == []
+
+
+def test_short_secret_named_values_leave_machine_output_whole(tmp_path: Path, docker_shim: tuple[Path, Path]) -> None:
+    """`DEPLOY_TOKEN=main` or `USE_API_KEY=true` are not secrets (under six characters, as Buildkite's agent
+    decides): masking them renamed the branch and the `test` stage and broke the JSON. A real-length secret, even
+    an ordinary word such as `password1`, is still masked everywhere."""
+    import json
+
+    (tmp_path / "dockercache.toml").write_text(
+        '[services.app]\nstages = ["test"]\ntarget = "final"\nargs = { NPM_TOKEN = "${NPM_TOKEN}" }\n'
+    )
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS test\nRUN true\nFROM test AS final\nARG NPM_TOKEN\n")
+    env = {
+        "DEPLOY_TOKEN": "main",
+        "USE_API_KEY": "true",
+        "CI_PASSWORD": "test",
+        "NPM_TOKEN": "password1",
+        "BUILDKITE_BRANCH": "main",
+    }
+    for args in (["plan", "--json"], ["build", "--dry-run", "--json"], ["plan", "--bake"], ["plan"]):
+        proc, calls = run([str(BIN / "dockercache"), *args], tmp_path, *docker_shim, env=env)
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert "password1" not in proc.stdout + proc.stderr, args
+        assert calls == []
+        if args == ["plan"]:
+            assert "on branch main" in proc.stdout and "  test: bake target app-test" in proc.stdout
+            continue
+        document = json.loads(proc.stdout)
+        bake = document if "--bake" in args else document["bake"]
+        assert list(bake["target"]) == ["app-test", "app-final"], args
+        assert bake["target"]["app-test"]["target"] == "test"
+        assert bake["target"]["app-final"]["args"] == {"NPM_TOKEN": "[redacted]"}
+        if "--bake" not in args:
+            assert document["branch"] == "main" and document["default_branch"] == "main"
+            assert [t["stage"] for t in document["services"][0]["targets"]] == ["test", "final"]
+
+
+# ----------------------------------------------------- cache.promote / cache.prune: who may write what (issue 11)
+
+S3_UNREACHABLE = """
+[settings]
+{settings}
+
+[caches.s3]
+type = "s3"
+bucket = "b"
+endpoint_url = "http://127.0.0.1:9"
+key = "{{pipeline}}/{{branch}}"
+cache_from = ["{{pipeline}}/latest"]
+
+[services.app]
+"""
+"""An S3 store nobody answers for: a refused command stops before touching it (exit 2); an allowed one gets as
+far as finding it unreachable (a StoreError, exit 1)."""
+
+
+def ci_env(branch: str, **extra: str) -> dict[str, str]:
+    return {
+        "BUILDKITE": "true",
+        "BUILDKITE_BRANCH": branch,
+        "BUILDKITE_PIPELINE_DEFAULT_BRANCH": "main",
+        "BUILDKITE_PIPELINE_SLUG": "app",
+        "BUILDKITE_COMMIT": "0123456789abcdef0123456789abcdef01234567",
+        "BUILDKITE_PULL_REQUEST": "false",
+        **extra,
+    }
+
+
+def s3_project(tmp_path: Path, settings: str = "") -> Path:
+    (tmp_path / "dockercache.toml").write_text(S3_UNREACHABLE.format(settings=settings))
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS final\n")
+    return tmp_path
+
+
+def maintenance(path: Path, env: dict[str, str], command: str, **options: Any) -> str:
+    """Run cmd_promote or cmd_prune in process: 'allowed' when it got as far as S3, else the refusal."""
+    import io
+
+    from dockercache import commands
+    from dockercache.errors import ConfigError, StoreError
+    from dockercache.report import Console
+
+    environment = commands.Environment(env=env, cwd=path, console=Console(io.StringIO(), io.StringIO()))
+    try:
+        if command == "promote":
+            args = {"source": None, "target": None, "store": None, "dry_run": False, **options}
+            commands.cmd_promote(environment, None, **args)
+        else:
+            args = {"store": None, "keep": None, "older_than": None, "grace": "1h", "dry_run": False, **options}
+            commands.cmd_prune(environment, None, **args)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+        return str(exc)
+    except StoreError as exc:
+        assert "unreachable" in str(exc)
+        return "allowed"
+    raise AssertionError("an unreachable store did not stop the command")
+
+
+def test_promote_to_a_key_the_default_branch_reads_is_refused_on_a_feature_branch_in_ci(tmp_path: Path) -> None:
+    path = s3_project(tmp_path)
+    feature = ci_env("feature/x")
+    for options in ({}, {"target": "{pipeline}/latest"}, {"dry_run": True}):
+        assert maintenance(path, feature, "promote", **options) == (
+            f"{path / 'dockercache.toml'}: settings.trusted_branches: branch 'feature/x' may not promote to "
+            "'app/latest' (cache_from key: default branch 'main' reads it); only the default branch and "
+            "trusted branches write it: add 'feature/x' to settings.trusted_branches to allow it"
+        )
+    assert "'app/main' (default branch key: default branch 'main' reads it)" in maintenance(
+        path, feature, "promote", target="app/main"
+    )
+    # A key no default-branch build reads, it may write; the default branch writes any.
+    assert maintenance(path, feature, "promote", target="app/feature-x-copy") == "allowed"
+    assert maintenance(path, ci_env("main"), "promote") == "allowed"
+    assert "--target: '../x' is not a snapshot key" in maintenance(path, feature, "promote", target="../x")
+
+
+def test_a_pull_request_may_promote_to_no_shared_key_whatever_its_branch_or_trust(tmp_path: Path) -> None:
+    path = s3_project(tmp_path, 'trusted_branches = ["release/*"]')
+    for branch in ("main", "release/2.0"):
+        pr = ci_env(branch, BUILDKITE_PULL_REQUEST="17")
+        assert f"pull request #17 (branch '{branch}') may not promote to 'app/latest'" in maintenance(
+            path, pr, "promote"
+        )
+        assert "only their own key (app/pr-17)" in maintenance(path, pr, "promote", target="app/feature-y")
+        assert maintenance(path, pr, "promote", source="app/x", target="app/pr-17") == "allowed"
+    assert maintenance(path, ci_env("release/2.0"), "promote") == "allowed"  # trusted, not a pull request
+    none = s3_project(tmp_path, 'pull_request_writes = "none"')
+    pr = ci_env("feature/y", BUILDKITE_PULL_REQUEST="17")
+    assert "pull_request_writes: pull request #17 writes no cache" in maintenance(
+        none, pr, "promote", source="app/x", target="app/pr-17"
+    )
+
+
+def test_off_ci_promote_follows_the_branch_git_is_on(tmp_path: Path) -> None:
+    """As a build's save on a laptop: git's branch decides (a laptop on main may promote)."""
+    import subprocess
+
+    path = s3_project(tmp_path)
+    git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "feature/x"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    assert "branch 'feature/x' may not promote to" in maintenance(path, {}, "promote")
+    subprocess.run([*git, "checkout", "-q", "-b", "main"], check=True)
+    assert maintenance(path, {}, "promote") == "allowed"
+
+
+def test_prune_deletes_a_protected_key_only_when_named_and_only_from_a_trusted_branch(tmp_path: Path) -> None:
+    path = s3_project(tmp_path)
+    feature = ci_env("feature/x")
+    assert "branch 'feature/x' may not delete 'app/latest'" in maintenance(
+        path, feature, "prune", delete=["{pipeline}/latest"]
+    )
+    assert maintenance(path, ci_env("main"), "prune", delete=["app/latest"]) == "allowed"
+    assert maintenance(path, feature, "prune", delete=["app/feature-x"]) == "allowed"
+    assert "give --keep N and/or --older-than AGE" in maintenance(path, feature, "prune")
+
+
+def test_a_refused_promote_is_one_line_and_exit_2(tmp_path: Path, docker_shim: tuple[Path, Path]) -> None:
+    path = s3_project(tmp_path)
+    for task in ("cache.promote", "cache.prune --delete app/latest"):
+        proc, calls = run([str(BIN / "dockercache"), *task.split()], path, *docker_shim, env=ci_env("feature/x"))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("dockercache: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert "branch 'feature/x'" in proc.stderr and "'app/latest'" in proc.stderr and calls == []

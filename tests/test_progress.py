@@ -258,3 +258,20 @@ def test_a_rescue_run_adds_its_span_to_the_first() -> None:
         events_of((["[final 1/1] RUN build"], 30.0, 31.5), (["exporting cache to registry"], 31.5, 32.0)), ["app-final"]
     )
     assert tally.seconds() == {"app-deps": 5.0, "app-test": 14.0, "app-final": 13.0}
+
+
+def test_a_cache_export_that_fails_with_not_found_is_a_problem_and_not_written() -> None:
+    """Only an import of a ref that does not exist yet is a plain miss; an export that ends in "not found"
+    (a registry answering 404 to a push) is a cache that was not written, said so."""
+    events = BuildEvents()
+    for name, error in (
+        ("importing cache manifest from reg.test/app/cache:final-main", "reg.test/app/cache:final-main: not found"),
+        ("exporting cache to registry", "failed to push reg.test/app/cache:final-main: not found"),
+    ):
+        events.apply({"vertexes": [{"digest": f"sha256:{name}", "name": name, "error": error, "completed": "x"}]})
+    tally = Tally([TargetInfo("t", "final", "i", ("final",))])
+    tally.add(events, ["t"])
+    assert tally.cache_problems() == {
+        "t": ["exporting cache to registry: failed to push reg.test/app/cache:final-main: not found"]
+    }
+    assert tally.exported() == {"t": False}

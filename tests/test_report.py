@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dockercache.commands import report
 from dockercache.config import BuilderConfig, LocalCache, Settings
@@ -121,6 +122,9 @@ class SlowDocker:
     def create_builder(self, plan: BuilderPlan) -> None:
         raise AssertionError("the default builder exists")
 
+    def read_manifest(self, ref: str) -> dict[str, Any] | None:
+        return getattr(self, "manifests", {}).get(ref)
+
     def remove_builder(self, name: str) -> None:
         raise AssertionError("the default builder is kept")
 
@@ -173,3 +177,50 @@ def test_buildx_seconds_is_the_bakes_wall_time_and_is_in_the_json(tmp_path: Path
 
 def test_buildx_seconds_in_json_are_rounded_to_milliseconds() -> None:
     assert RunResult(buildx_seconds=2.34567).to_json()["buildx_seconds"] == 2.346
+
+
+def test_the_json_report_parses_whatever_the_secrets_look_like() -> None:
+    """Masking the serialised report replaced JSON syntax or a stage name matching a secret: the report is
+    masked string by string instead, so it always parses and only secret values change."""
+    from dockercache.secrets import MASK, Redactor
+
+    result = RunResult(services=[ServiceResult("ruby", [stage("final", {"final": (1, 2)}, 1.0)], 1.0)])
+    result.warnings.append("token tok3n-planted-9f in a warning")
+    for secret in ('"status": ', '",\n  ', "ruby-final"):
+        out = io.StringIO()
+        report(Console(out=out, err=io.StringIO(), redact=Redactor([secret, "tok3n-planted-9f"])), result, True)
+        document = json.loads(out.getvalue())
+        assert document["services"][0]["stages"][0]["stage"] == "final", secret
+        assert "tok3n-planted-9f" not in out.getvalue()
+    assert document["warnings"] == [f"token {MASK} in a warning"]
+
+
+def test_under_the_document_guard_stdout_carries_the_document_alone() -> None:
+    """A child process inheriting stdout (as `docker login` does, printing "Login Succeeded") and a stray print
+    land on stderr; the document alone on stdout, and stdout is whole again afterwards."""
+    import subprocess
+    import sys
+
+    script = (
+        "import subprocess, sys\n"
+        "from dockercache.report import Console\n"
+        "console = Console()\n"
+        "with console.stdout_for_document():\n"
+        "    subprocess.run(['sh', '-c', 'echo Login Succeeded'], check=True)\n"
+        "    print('a stray print')\n"
+        "    console.info('progress')\n"
+        "    console.document({'exit_code': 0})\n"
+        "print('after')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    document, after = proc.stdout.rsplit("}\n", 1)
+    assert json.loads(document + "}") == {"exit_code": 0} and after == "after\n"
+    assert proc.stderr.splitlines() == ["Login Succeeded", "a stray print", "progress"]
+
+
+def test_the_document_guard_leaves_a_callers_own_stream_alone() -> None:
+    out = io.StringIO()
+    console = Console(out=out, err=io.StringIO())
+    with console.stdout_for_document():
+        console.document({"a": 1})
+    assert console.out is out and json.loads(out.getvalue()) == {"a": 1}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from typing import Any
 import pytest
 
 from dockercache.config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
-from dockercache.errors import BuildFailed, CacheError, EnvironmentProblem, StoreError
+from dockercache.endpoint import Endpoint
+from dockercache.errors import BuildFailed, CacheError, EnvironmentProblem, Interrupted, StoreError
 from dockercache.plan import BuilderPlan, BuildOptions, Plan, PlanInputs, make_plan
 from dockercache.report import Console
 from dockercache.resolve import ResolvedService
@@ -81,6 +83,9 @@ class FakeDocker:
         self.log.add(f"docker buildx create {plan.name}")
         self.builders[plan.name] = plan.driver
 
+    def read_manifest(self, ref: str) -> dict[str, Any] | None:
+        return getattr(self, "manifests", {}).get(ref)
+
     def remove_builder(self, name: str) -> None:
         self.log.add(f"docker buildx rm {name}")
         self.builders.pop(name, None)
@@ -95,6 +100,12 @@ class FakeDocker:
         assert argv[-1] == "default"
         targets = {name: definition["target"][name] for name in definition["group"]["default"]["targets"]}
         self.log.add(f"docker buildx bake {' '.join(targets)}")
+        try:
+            yield from self._bake(argv, definition, targets)
+        finally:
+            self.log.add("docker buildx bake ended")
+
+    def _bake(self, argv: Sequence[str], definition: dict[str, Any], targets: dict[str, Any]) -> Iterator[str]:
         first = len(self.bakes) == 1
         if first and self.race_once:
             error = "failed to compute cache key: failed to get state for index 0 on [deps 1/2] COPY x /x"
@@ -592,3 +603,39 @@ def test_a_native_s3_profile_reaches_bake_in_its_environment(world: World, tmp_p
     result = world.runner.run(plan_for(native, tmp_path, name="dc", driver="docker-container"))
     assert result.exit_code == 0, result.error
     assert world.docker.bake_envs and all(env == {"AWS_PROFILE": "ci"} for env in world.docker.bake_envs)
+
+
+def test_an_interrupt_stops_bake_removes_what_the_run_made_and_records_nothing(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM lands while dockercache reads bake's progress: the bake stream is closed at once (the real
+    adapter stops buildx's process group then), the S3 endpoint stops, the ephemeral builder goes, and nothing
+    is saved, recorded or annotated."""
+    plan = plan_for(S3, tmp_path, name="dc", driver="docker-container", ephemeral=True)
+    seen: list[str] = []
+
+    def step(vertex: Any) -> None:
+        seen.append(vertex.name)
+        if len(seen) == 3:
+            raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(world.runner.console, "step", step)
+    endpoints: list[str] = []
+    original = Endpoint.start
+
+    def start(self: Endpoint) -> str:
+        endpoints.append(original(self))
+        return endpoints[-1]
+
+    monkeypatch.setattr(Endpoint, "start", start)
+    with pytest.raises(Interrupted):
+        world.runner.run(plan)
+    log = world.log
+    assert log.index("docker buildx bake ended") < log.index("docker buildx rm dc-job1")
+    assert world.docker.builders == {}
+    assert not any(e.startswith(("s3 put", "agent meta-data set", "agent annotate")) for e in log.events), log.events
+    assert world.store.snapshots == {}
+    assert len(endpoints) == 1
+    host, port = endpoints[0].rsplit(":", 1)
+    with pytest.raises(OSError):  # the endpoint no longer serves
+        http.client.HTTPConnection(host, int(port), timeout=2).request("GET", "/v2/")

@@ -8,10 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from dockercache.errors import StoreError
-from dockercache.snapshots import LEASE_STALE, Snapshot, Snapshots, parse_snapshot
+from dockercache.errors import ConfigError, StoreError
+from dockercache.snapshots import LEASE_STALE, Retention, Snapshot, Snapshots, parse_snapshot
 
 from .conftest import NOW, MemoryStore, digest_of, save_snapshot
+
+PER_COMMIT = Retention(key="{pipeline}/{commit}", cache_from=("{pipeline}/latest",), default_branch="main")
+"""The migration section's templates: every commit's key, one group per pipeline."""
 
 
 def test_parse_snapshot_reads_what_the_endpoint_writes_and_names_what_is_wrong() -> None:
@@ -54,7 +57,7 @@ def test_promote_copies_indexes_only() -> None:
     store = MemoryStore()
     save_snapshot(store, "p/main/s/x", b"m", b"l")
     snaps = Snapshots(store)  # type: ignore[arg-type]
-    assert snaps.promote("p/main", "p/latest") == ["p/latest/s/x"]
+    assert snaps.promote("p/main", "p/latest") == [("p/main/s/x", "p/latest/s/x")]
     assert store.uploads == [] and store.snapshots["p/latest/s/x"] == store.snapshots["p/main/s/x"]
     with pytest.raises(StoreError, match="no snapshot under key 'p/nope'"):
         snaps.promote("p/nope", "p/latest")
@@ -72,10 +75,10 @@ def test_prune_keeps_newest_per_prefix_and_only_deletes_unreferenced_old_blobs()
     store.blobs[fresh] = b"fresh-upload"
     store.blob_dates[fresh] = NOW  # a writer's blob whose index is not written yet
     snaps = Snapshots(store)  # type: ignore[arg-type]
-    dry = snaps.prune(keep=1, older_than=None, dry_run=True, now=NOW)
+    dry = snaps.prune(keep=1, older_than=None, dry_run=True, now=NOW, retention=PER_COMMIT)
     assert dry.snapshots == ["p/one/s/x", "p/two/s/x"] and len(store.snapshots) == 3
     assert store.held_locks == set()  # a dry run takes no lock
-    result = snaps.prune(keep=1, older_than=None, dry_run=False, now=NOW)
+    result = snaps.prune(keep=1, older_than=None, dry_run=False, now=NOW, retention=PER_COMMIT)
     assert list(store.snapshots) == ["p/three/s/x"]
     assert fresh in store.blobs and len(result.blobs) == 4  # m0, own0, m1, own1
     assert snaps.verify() == []
@@ -143,16 +146,18 @@ def test_an_embedded_manifest_is_used_only_when_it_hashes_to_its_digest() -> Non
     assert snapshot(42).manifest_body is None
 
 
-def test_prune_keeps_the_newest_n_keys_of_every_key_prefix() -> None:
-    """README: ``cache.prune --keep N`` keeps the newest N keys per key prefix, not N in the whole bucket
-    (here every key under ``b/`` is older than every key under ``a/``, and one of each survives)."""
+def test_prune_keeps_the_newest_n_keys_of_every_group() -> None:
+    """``cache.prune --keep N`` keeps the newest N keys per group (here per pipeline, ``{pipeline}/{commit}``),
+    not N in the whole bucket (every key under ``b/`` is older than every key under ``a/``, and one of each
+    survives)."""
     store = MemoryStore()
     ages = {"a/1": 3, "a/2": 1, "b/1": 5, "b/2": 4}
     for key, days in ages.items():
         save_snapshot(
             store, f"{key}/s/x", f"manifest {key}".encode(), b"shared layer", modified=NOW - timedelta(days=days)
         )
-    result = Snapshots(store).prune(keep=1, older_than=None, dry_run=False, now=NOW)  # type: ignore[arg-type]
+    snaps = Snapshots(store)  # type: ignore[arg-type]
+    result = snaps.prune(keep=1, older_than=None, dry_run=False, now=NOW, retention=PER_COMMIT)
     assert result.snapshots == ["a/1/s/x", "b/1/s/x"] and result.kept == ["a/2/s/x", "b/2/s/x"]
     assert sorted(store.snapshots) == ["a/2/s/x", "b/2/s/x"]
     assert sorted(result.blobs) == sorted([digest_of(b"manifest a/1"), digest_of(b"manifest b/1")])
@@ -165,7 +170,8 @@ def test_prune_judges_a_key_by_its_newest_snapshot() -> None:
     save_snapshot(store, "p/old/s/x", b"m-old-x", modified=NOW - timedelta(days=9))
     save_snapshot(store, "p/old/s/y", b"m-old-y", modified=NOW - timedelta(hours=1))
     save_snapshot(store, "p/new/s/x", b"m-new-x", modified=NOW - timedelta(days=2))
-    result = Snapshots(store).prune(keep=1, older_than=None, dry_run=True, now=NOW)  # type: ignore[arg-type]
+    snaps = Snapshots(store)  # type: ignore[arg-type]
+    result = snaps.prune(keep=1, older_than=None, dry_run=True, now=NOW, retention=PER_COMMIT)
     assert result.kept == ["p/old/s/x", "p/old/s/y"] and result.snapshots == ["p/new/s/x"]
 
 
@@ -188,3 +194,146 @@ def test_a_dry_run_prune_removes_no_stale_lease() -> None:
     store.put_lease([digest_of(b"x")])
     Snapshots(store).prune(keep=0, older_than=None, dry_run=True, now=NOW + timedelta(days=2))  # type: ignore[arg-type]
     assert list(store.leases_held) == ["lease0"]
+
+
+# ------------------------------------------ prune with the README's key templates (issue 11, item 12)
+
+PER_BRANCH = Retention(key="{pipeline}/{branch}", cache_from=("{pipeline}/latest",), default_branch="main")
+"""The S3 store section's templates (and the defaults)."""
+
+
+def keys_store(ages: dict[str, float]) -> MemoryStore:
+    """A store with one snapshot per key, ``ages`` in days, each with a layer of its own and a shared one."""
+    store = MemoryStore()
+    for key, days in ages.items():
+        save_snapshot(
+            store, f"{key}/ruby/final", f"manifest {key}".encode(), b"shared", f"own {key}".encode(),
+            modified=NOW - timedelta(days=days),
+        )  # fmt: skip
+    return store
+
+
+def test_the_readme_templates_group_per_branch_and_protect_the_default_branch() -> None:
+    assert PER_BRANCH.protected("app/main") == "default branch key"
+    assert PER_BRANCH.protected("app/latest") == "cache_from key"
+    assert PER_BRANCH.protected("other-pipeline/main") == "default branch key"  # a bucket several pipelines share
+    assert PER_BRANCH.protected("app/feature-x") is None and PER_BRANCH.protected("app/main/x") is None
+    assert PER_BRANCH.group("app/feature-x") == "app/feature-x"
+    assert PER_BRANCH.group("hand/made/key") == "hand/made/key"  # not made by the template: its own group
+    # Per-commit keys: no later build reads them, so the template protects none; they count per pipeline.
+    assert PER_COMMIT.protected("app/0123456789ab") is None and PER_COMMIT.protected("app/latest") == "cache_from key"
+    assert PER_COMMIT.group("app/0123456789ab") == "app/*"
+    per_branch_commit = Retention(key="{pipeline}/{branch}-{commit}", default_branch="main")
+    assert per_branch_commit.group("app/feature-x-0123456789ab") == "app/feature-x-*"
+    assert Retention(key="{pipeline}.{branch}", default_branch="main").protected("appXmain") is None  # escaped
+
+
+def test_keep_1_with_the_readme_template_keeps_every_branch_and_the_default_branchs_keys() -> None:
+    """The reported bug: ``key = "{pipeline}/{branch}"``, ``--keep 1`` planned to delete main's snapshots and
+    keep only ``latest`` (the newest key under ``app/``)."""
+    store = keys_store({"app/main": 5, "app/latest": 1, "app/feature-x": 3, "app/feature-y": 2})
+    result = Snapshots(store).prune(keep=1, older_than=None, dry_run=True, now=NOW, retention=PER_BRANCH)  # type: ignore[arg-type]
+    assert result.snapshots == [] and len(result.kept) == 4
+    assert result.reasons == {
+        "app/main/ruby/final": "default branch key",
+        "app/latest/ruby/final": "cache_from key",
+        "app/feature-x/ruby/final": "newest 1 of app/feature-x",
+        "app/feature-y/ruby/final": "newest 1 of app/feature-y",
+    }
+
+
+def test_older_than_deletes_old_branches_never_the_default_branchs_keys_and_keeps_their_blobs() -> None:
+    store = keys_store({"app/main": 30, "app/latest": 30, "app/feature-x": 20, "app/feature-y": 1})
+    snaps = Snapshots(store)  # type: ignore[arg-type]
+    result = snaps.prune(keep=None, older_than=timedelta(days=7), dry_run=False, now=NOW, retention=PER_BRANCH)
+    assert result.snapshots == ["app/feature-x/ruby/final"]
+    assert result.reasons["app/feature-x/ruby/final"] == "older than 7d"
+    assert result.reasons["app/feature-y/ruby/final"] == "younger than 7d"
+    assert sorted(store.snapshots) == ["app/feature-y/ruby/final", "app/latest/ruby/final", "app/main/ruby/final"]
+    assert sorted(result.blobs) == sorted([digest_of(b"manifest app/feature-x"), digest_of(b"own app/feature-x")])
+    assert digest_of(b"shared") in store.blobs and snaps.verify(deep=True) == []
+
+
+def test_keep_n_counts_per_branch_when_the_template_has_commits() -> None:
+    retention = Retention(key="{pipeline}/{branch}/{commit}", cache_from=("{pipeline}/latest",), default_branch="main")
+    ages = {"app/main/c1": 9, "app/main/c2": 8, "app/main/c3": 7, "app/x/c4": 6, "app/x/c5": 5, "app/latest": 99}
+    result = Snapshots(keys_store(ages)).prune(keep=2, older_than=None, dry_run=True, now=NOW, retention=retention)  # type: ignore[arg-type]
+    assert result.snapshots == ["app/main/c1/ruby/final"]
+    assert result.reasons["app/main/c1/ruby/final"] == "beyond the newest 2 of app/main/*"
+    assert result.reasons["app/x/c4/ruby/final"] == "newest 2 of app/x/*"
+    assert result.reasons["app/latest/ruby/final"] == "cache_from key"
+
+
+def test_a_protected_key_goes_only_when_named_and_a_name_must_exist() -> None:
+    store = keys_store({"app/main": 5, "app/latest": 1, "app/feature-x": 3})
+    snaps = Snapshots(store)  # type: ignore[arg-type]
+    named = Retention(PER_BRANCH.key, PER_BRANCH.cache_from, "main", frozenset({"app/latest"}))
+    result = snaps.prune(keep=None, older_than=None, dry_run=False, grace=timedelta(0), now=NOW, retention=named)
+    assert result.snapshots == ["app/latest/ruby/final"] and result.reasons[result.snapshots[0]] == "named by --delete"
+    assert sorted(store.snapshots) == ["app/feature-x/ruby/final", "app/main/ruby/final"]
+    assert result.reasons["app/feature-x/ruby/final"] == "not named by --delete"
+    assert snaps.verify(deep=True) == []  # the blobs latest shared with what remains stayed
+    with pytest.raises(ConfigError, match="--delete: no snapshot under key 'app/nope'"):
+        snaps.prune(None, None, dry_run=False, now=NOW, retention=Retention(delete=frozenset({"app/nope"})))
+    assert store.held_locks == set()
+
+
+def test_retention_protects_exactly_the_keys_a_save_refuses_an_untrusted_branch() -> None:
+    """One rule: prune protects what an untrusted branch's save may not write (stores.s3.save_key)."""
+    from dockercache.config import S3Cache
+    from dockercache.stores import Keys
+    from dockercache.stores.s3 import save_key
+
+    keys = Keys("app", "0123456789ab", "feature-x", "main", writes_shared=False)
+    cache_from = ("{pipeline}/latest",)
+    for key in ("{pipeline}/{branch}", "{pipeline}/latest", "{pipeline}/{commit}", "{pipeline}/shared-{branch}"):
+        _, refused = save_key(S3Cache(type="s3", bucket="b", key=key, cache_from=cache_from), keys)
+        written = key.format(pipeline="app", branch="feature-x", commit="0123456789ab")
+        assert bool(refused) == bool(Retention(key, cache_from, "main").protected(written)), key
+
+
+# ---------------------------------------------------- promote: never writes a snapshot that does not restore
+
+
+def test_a_dry_run_promote_writes_nothing() -> None:
+    store = MemoryStore()
+    save_snapshot(store, "p/main/s/x", b"m", b"l")
+    save_snapshot(store, "p/main/s/y", b"m2", b"l")
+    pairs = Snapshots(store).promote("p/main", "p/latest", dry_run=True)  # type: ignore[arg-type]
+    assert pairs == [("p/main/s/x", "p/latest/s/x"), ("p/main/s/y", "p/latest/s/y")]
+    assert sorted(store.snapshots) == ["p/main/s/x", "p/main/s/y"] and store.leases_held == {}
+
+
+def test_promote_of_a_snapshot_with_a_missing_blob_writes_nothing() -> None:
+    store = MemoryStore()
+    save_snapshot(store, "p/main/s/x", b"m", b"l")
+    save_snapshot(store, "p/main/s/y", b"m2", b"gone")
+    save_snapshot(store, "p/latest/s/x", b"old", b"old layer")
+    before = dict(store.snapshots)
+    del store.blobs[digest_of(b"gone")]
+    with pytest.raises(StoreError, match=r"snapshot p/main/s/y: blob sha256:\w+ is missing: nothing promoted"):
+        Snapshots(store).promote("p/main", "p/latest")  # type: ignore[arg-type]
+    assert store.snapshots == before and store.leases_held == {}
+    with pytest.raises(ConfigError, match="is the source key itself"):
+        Snapshots(store).promote("p/main", "p/main")  # type: ignore[arg-type]
+
+
+def test_promote_holds_a_lease_on_what_it_copies_and_waits_for_a_running_prune() -> None:
+    """A prune that runs while a promote copies a key it is deleting must see the promote's lease (or the
+    promote must see the prune's lock and wait for it): else the new key names deleted blobs."""
+
+    leased_at_write: list[set[str]] = []
+
+    class Recording(MemoryStore):
+        def put_snapshot(self, name: str, body: bytes) -> None:
+            leased_at_write.append({d for lease in self.leases_held.values() for d in lease.blobs})
+            super().put_snapshot(name, body)
+
+    store = Recording()
+    blobs = save_snapshot(store, "p/c1/s/x", b"m", b"l")
+    Snapshots(store).promote("p/c1", "p/latest")  # type: ignore[arg-type]
+    assert leased_at_write == [set(blobs)] and store.leases_held == {}
+    store.begin_prune()  # a prune that never ends
+    with pytest.raises(StoreError, match="a prune is still running"):
+        Snapshots(store).promote("p/c1", "p/latest", prune_wait=0)  # type: ignore[arg-type]
+    assert store.leases_held == {}

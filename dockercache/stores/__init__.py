@@ -91,6 +91,11 @@ class Stores:
         for kind, group in self._by_kind(targets).items():
             self._runtime(kind).after(group, results)
 
+    def abort(self, targets: Sequence[Target]) -> None:
+        """After an interrupt: every store stops and cleans up what this run started, and records nothing."""
+        for kind, group in self._by_kind(targets).items():
+            self._runtime(kind).abort(group)
+
     def import_failed(self, targets: Sequence[Target], error: str) -> dict[str, str]:
         """{store name: reason} for every store whose cache import made the run fail (see StoreRuntime)."""
         found: dict[str, str] = {}

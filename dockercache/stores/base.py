@@ -132,6 +132,8 @@ class RunContext:
     """The buildx driver of the run's builder (what a store serving BuildKit on loopback must allow for)."""
     warnings: list[str] = field(default_factory=list)
     """Run-level warnings (a store that cannot be reached at all)."""
+    read_manifest: Callable[[str], Mapping[str, Any] | None] = lambda ref: None
+    """A registry manifest by reference, with Docker's credentials (None when it cannot be read)."""
 
 
 class StoreRuntime(Protocol):
@@ -161,6 +163,10 @@ class StoreRuntime(Protocol):
     def import_failed(self, targets: Sequence[Target], error: str) -> dict[str, str]:
         """If a failed run's ``error`` comes from importing one of this kind's caches (a blob that cannot be
         fetched, or is corrupt): {store name: what went wrong}, after repairing what can be repaired."""
+        ...
+
+    def abort(self, targets: Sequence[Target]) -> None:
+        """The run was interrupted: stop what the store started and remove what it created; publish nothing."""
         ...
 
 
@@ -198,25 +204,53 @@ class NoRuntime:
         return {}
 
     def import_failed(self, targets: Sequence[Target], error: str) -> dict[str, str]:
-        return registry_import_failure(targets, error)
+        context: RunContext | None = getattr(self, "context", None)
+        return registry_import_failure(targets, error, context.read_manifest if context else None)
+
+    def abort(self, targets: Sequence[Target]) -> None:
+        pass
 
 
 #: A blob or manifest URL in BuildKit's errors: ``https://HOST/v2/REPO/blobs/sha256:...``.
 _REGISTRY_URL = re.compile(r"https?://(?P<host>[^/\s]+)/v2/(?P<repo>[^\s]+?)/(?:blobs|manifests)/")
+#: A lazily imported layer that the registry no longer has (the error names the digest, not the registry).
+_DESCRIPTOR = re.compile(
+    r"could not fetch content descriptor (?P<digest>sha256:[0-9a-f]{64})[^\n]*?: (?P<why>[^:\n]+)$", re.M
+)
+#: A layer whose bytes do not match its digest.
+_CORRUPT = re.compile(r"unexpected commit digest sha256:[0-9a-f]{64}, expected (?P<digest>sha256:[0-9a-f]{64})")
 
 
-def registry_import_failure(targets: Sequence[Target], error: str) -> dict[str, str]:
-    """The stores whose ``type=registry`` cache sources the URLs in ``error`` point at."""
+def registry_import_failure(
+    targets: Sequence[Target], error: str, read_manifest: Callable[[str], Mapping[str, Any] | None] | None = None
+) -> dict[str, str]:
+    """The stores whose ``type=registry`` cache sources made a run fail: a URL in ``error`` points at one, or
+    a layer ``error`` names by digest (missing, corrupt) is one that a source's cache manifest lists."""
     sources: dict[tuple[str, str], str] = {}
+    refs: dict[str, str] = {}
     for target in targets:
         for entry in target.caches.sources:
             ref = entry.get("ref") if entry.type == "registry" else None
             if ref and "/" in ref:
                 host, repo = ref.split("/", 1)
                 sources[(host, repo.split("@", 1)[0].rsplit(":", 1)[0])] = target.caches.store
+                refs.setdefault(ref, target.caches.store)
     found: dict[str, str] = {}
     for match in _REGISTRY_URL.finditer(error):
         store = sources.get((match["host"], match["repo"]))
         if store is not None:
             found.setdefault(store, f"fetching a cache blob from {match['host']}/{match['repo']} failed")
+    layers = {m["digest"]: m["why"].strip() for m in _DESCRIPTOR.finditer(error)}
+    layers.update({m["digest"]: "corrupt (its content does not match its digest)" for m in _CORRUPT.finditer(error)})
+    if not layers or read_manifest is None:
+        return found
+    for ref, store in refs.items():
+        if store in found:
+            continue
+        manifest = read_manifest(ref)
+        listed = {layer.get("digest") for layer in (manifest or {}).get("layers", []) if isinstance(layer, dict)}
+        for digest, why in layers.items():
+            if digest in listed:
+                found[store] = f"cache layer {digest[:19]}... of {ref}: {why}"
+                break
     return found

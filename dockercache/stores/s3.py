@@ -310,6 +310,12 @@ class S3Runtime:
                     results[target.name].cache_warnings.extend(f"not saved: {p}" for p in problems)
         self._endpoints.clear()
 
+    def abort(self, targets: Sequence[Target]) -> None:
+        """Stop serving (an upload in flight is dropped: a snapshot is written only by a complete manifest PUT)."""
+        for endpoint in self._endpoints.values():
+            endpoint.stop()
+        self._endpoints.clear()
+
     def import_failed(self, targets: Sequence[Target], error: str) -> dict[str, str]:
         """A blob BuildKit could not fetch through an endpoint, or fetched corrupt (which is then removed from
         the store, so no snapshot is trusted with it again and the next export uploads a good copy)."""

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import tarfile
+import time
 from typing import Any
 
 import pytest
@@ -149,17 +150,23 @@ def test_promote_and_prune_keep_remaining_snapshots_restorable(s3_project: S3Pro
     young = s3_project.run("cache.prune", "--keep", "1", "--older-than", "1h", "--grace", "0s")
     assert young.returncode == 0, young.stderr
     assert s3_project.run("cache.list").stdout == listing and blob_keys(s3_client, s3_project.bucket) == blobs
+    # --keep counts per branch (the key template's groups: one key each here) and never touches what the
+    # default branch writes or reads (example/main, example/latest).
     dry = s3_project.run("cache.prune", "--keep", "1", "--grace", "0s", "--dry-run")
     assert dry.returncode == 0, dry.stderr
+    assert "keep example/feature-x/ruby/final (newest 1 of example/feature-x)" in dry.stdout
+    assert s3_project.run("cache.list").stdout == listing
     assert blob_keys(s3_client, s3_project.bucket) == blobs  # a dry run deletes nothing
-    pruned = s3_project.run("cache.prune", "--keep", "1", "--grace", "0s")
+    time.sleep(1)
+    pruned = s3_project.run("cache.prune", "--older-than", "1s", "--grace", "0s")
     assert pruned.returncode == 0, pruned.stderr
+    assert "deleted example/feature-x/ruby/final (older than 1s)" in pruned.stdout
     remaining = {line.split()[-1] for line in s3_project.run("cache.list").stdout.splitlines()}
-    assert len(remaining) == 1
+    assert remaining == {"example/main/ruby/final", "example/latest/ruby/final"}
     assert len(blob_keys(s3_client, s3_project.bucket)) < len(blobs)  # unreferenced blobs went
     verify = s3_project.run("cache.verify", "--deep")
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "1 snapshot(s), 0 problem(s)" in verify.stdout
+    assert "2 snapshot(s), 0 problem(s)" in verify.stdout
 
 
 def test_meta_data_after_success_only_and_read_back(s3_project: S3Project, stack: Stack) -> None:

@@ -7,6 +7,7 @@ import http.client
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,8 +19,19 @@ S3_ERROR = (
 REGISTRY_ERROR = ("application/json", b'{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}')
 
 
+@dataclass(frozen=True)
+class Fault:
+    """What a proxy answers instead: ``status`` with its error body, or (``corrupt``) the upstream's answer
+    with one byte changed, the length kept."""
+
+    status: int = 500
+    corrupt: bool = False
+    body: tuple[str, bytes] | None = None
+
+
 class FaultyProxy:
-    """Forwards HTTP to ``upstream`` (host, port), except requests ``fails(method, path)`` picks: a 500.
+    """Forwards HTTP to ``upstream`` (host, port), except requests ``fails(method, path)`` picks: a 500
+    (``True``) or the ``Fault`` it returns.
 
     ``tls_probe``: answer a connection whose first byte is 0x16 (a TLS ClientHello) with
     ``HTTP/1.0 400 Bad Request`` and close it. BuildKit speaks TLS first even to a loopback registry and
@@ -29,7 +41,7 @@ class FaultyProxy:
     def __init__(
         self,
         upstream: tuple[str, int],
-        fails: Callable[[str, str], bool],
+        fails: Callable[[str, str], bool | Fault],
         error: tuple[str, bytes],
         tls_probe: bool = False,
     ) -> None:
@@ -62,23 +74,32 @@ class FaultyProxy:
                 for key, value in headers:
                     if key.lower() not in ("transfer-encoding", "content-length", "connection"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                length = dict((k.lower(), v) for k, v in headers).get("content-length", "0")
+                self.send_header("Content-Length", length if self.command == "HEAD" else str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
             def _handle(self) -> None:
                 body = self._body()
-                if proxy.fails(self.command, self.path):
+                fault = proxy.fails(self.command, self.path)
+                if fault is True:
+                    fault = Fault()
+                if isinstance(fault, Fault):
                     proxy.failed.append(f"{self.command} {self.path}")
-                    self._reply(500, [("Content-Type", error[0])], error[1])
-                    return
+                    if not fault.corrupt:
+                        content_type, data = fault.body or error
+                        self._reply(fault.status, [("Content-Type", content_type)], data)
+                        return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
                 headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
-                self._reply(response.status, response.getheaders(), response.read())
+                data = response.read()
+                if isinstance(fault, Fault) and fault.corrupt and data:
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
+                self._reply(response.status, response.getheaders(), data)
                 conn.close()
 
             do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_HEAD = _handle
@@ -124,13 +145,13 @@ class FaultyProxy:
         self.server.server_close()
 
 
-def FaultyS3(upstream: str, fails: Callable[[str, str], bool]) -> FaultyProxy:
+def FaultyS3(upstream: str, fails: Callable[[str, str], bool | Fault]) -> FaultyProxy:
     """A proxy in front of an S3 endpoint (``http://host:port``) answering S3's XML errors."""
     parts = urlsplit(upstream)
     return FaultyProxy((parts.hostname or "127.0.0.1", parts.port or 80), fails, S3_ERROR)
 
 
-def FaultyRegistry(upstream: str, fails: Callable[[str, str], bool]) -> FaultyProxy:
+def FaultyRegistry(upstream: str, fails: Callable[[str, str], bool | Fault]) -> FaultyProxy:
     """A proxy in front of a registry (``host:port``) that BuildKit can reach over plain HTTP."""
     host, port = upstream.rsplit(":", 1)
     return FaultyProxy((host, int(port)), fails, REGISTRY_ERROR, tls_probe=True)

@@ -1,0 +1,53 @@
+"""dockercache.docker's process handling, with real child processes (no Docker needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from dockercache.docker import ProcessFailed, stop_process_group, stream_process
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has exited
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_lines_of_both_streams_then_the_exit_status() -> None:
+    lines = list(stream_process(["sh", "-c", "echo out; echo err >&2; echo more"]))
+    assert sorted(lines) == ["err\n", "more\n", "out\n"]
+    with pytest.raises(ProcessFailed) as failed:
+        list(stream_process(["sh", "-c", "echo progress; echo 'ERROR: it broke' >&2; exit 3"]))
+    assert failed.value.return_code == 3
+    assert failed.value.stderr == "ERROR: it broke\n"
+
+
+def test_closing_early_stops_the_whole_process_group() -> None:
+    """The child and what it started (buildx's own children) stop when the reader stops reading."""
+    lines = stream_process(["sh", "-c", "sleep 60 & echo $$ $!; wait"])
+    shell, grandchild = (int(p) for p in next(lines).split())
+    assert alive(shell) and alive(grandchild)
+    started = time.monotonic()
+    lines.close()  # type: ignore[attr-defined]
+    while (alive(shell) or alive(grandchild)) and time.monotonic() - started < 5:
+        time.sleep(0.05)  # SIGKILL is delivered, not yet acted on
+    assert not alive(shell) and not alive(grandchild)
+
+
+def test_a_child_ignoring_sigint_is_killed_after_the_grace_period() -> None:
+    process = subprocess.Popen(["sh", "-c", "trap '' INT; sleep 60"], start_new_session=True)
+    time.sleep(0.2)  # the trap is set
+    started = time.monotonic()
+    stop_process_group(process, grace=0.5)
+    assert 0.4 < time.monotonic() - started < 5
+    assert process.returncode == -9
