@@ -10,8 +10,12 @@ import re
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
 
 GitRunner = Callable[[Path, list[str]], str | None]
 
@@ -93,6 +97,44 @@ class CIContext:
     def pull_request_base_branch(self) -> str | None:
         return self.env.get("BUILDKITE_PULL_REQUEST_BASE_BRANCH") or None
 
+    @cached_property
+    def revision(self) -> str | None:
+        """The full commit (a label's revision), or None when neither Buildkite nor git names one."""
+        if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", self.commit):
+            return self.commit
+        # Buildkite sets BUILDKITE_COMMIT=HEAD for a build of a branch's tip: the checkout knows which commit.
+        resolved = self.git(self.cwd, ["rev-parse", "--verify", "--quiet", f"{self.commit}^{{commit}}"])
+        return resolved if resolved and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", resolved) else None
+
+    @cached_property
+    def repository_url(self) -> str | None:
+        """Where the source lives, as a URL safe to publish (see :func:`public_url`): $BUILDKITE_REPO, else
+        git's origin."""
+        url = self.env.get("BUILDKITE_REPO") or self.git(self.cwd, ["remote", "get-url", "origin"])
+        return public_url(url) if url else None
+
+    @cached_property
+    def created(self) -> str | None:
+        """The image's creation time, RFC 3339 in UTC: $SOURCE_DATE_EPOCH, else the commit's committer date.
+        Never the build's own clock: a rebuild of the same commit then makes the same image config (and digest)."""
+        epoch = self.env.get("SOURCE_DATE_EPOCH", "").strip()
+        if epoch:
+            if not epoch.isdigit():
+                raise ConfigError(f"$SOURCE_DATE_EPOCH: {epoch!r} is not a number of seconds since 1970")
+            moment = datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+        else:
+            text = self.git(self.cwd, ["show", "-s", "--format=%cI", self.revision]) if self.revision else None
+            try:
+                moment = datetime.fromisoformat(text or "")
+            except ValueError:
+                return None
+        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def oci_labels(self) -> dict[str, str]:
+        """The OCI annotations every pushed image gets by default (those that can be known)."""
+        values = {"revision": self.revision, "source": self.repository_url, "created": self.created}
+        return {f"org.opencontainers.image.{k}": v for k, v in values.items() if v}
+
     def variables(self) -> Mapping[str, str]:
         """The environment for ``${VAR}`` interpolation, with the derived CI values filled in lazily."""
         return _Variables(self)
@@ -132,3 +174,30 @@ def slugify(value: str, limit: int = 100) -> str:
         digest = hashlib.sha256(value.encode()).hexdigest()[:8]
         slug = f"{slug[: limit - 9]}-{digest}"
     return slug
+
+
+_SCP_LIKE = re.compile(r"(?:[^@/:]+@)?(?P<host>[^/:]+):(?P<path>(?!/).*)")
+
+
+def public_url(url: str) -> str | None:
+    """A repository URL fit for a label: ``https://user:token@host/x.git`` -> ``https://host/x``; SSH forms
+    (``git@host:org/x.git``, ``ssh://git@host/org/x``) -> ``https://host/org/x``, the form registries link to a
+    repository (GHCR, Docker Hub) and browsers open. User names, passwords, queries and fragments never pass:
+    CI systems put tokens there. None when the value is no URL at all (a local path)."""
+    url = url.strip()
+    if "://" not in url:
+        match = _SCP_LIKE.fullmatch(url)
+        if not match or "/" in match.group("host"):
+            return None
+        scheme, host, path = "https", match.group("host"), "/" + match.group("path")
+    else:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https", "ssh", "git", "git+ssh") or not parts.hostname:
+            return None
+        scheme = "http" if parts.scheme == "http" else "https"
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        if parts.port is not None and parts.scheme in ("http", "https"):  # an SSH port is no web server's
+            host = f"{host}:{parts.port}"
+        path = parts.path
+    path = path.rstrip("/").removesuffix(".git")
+    return str(urlunsplit((scheme, host, path, "", "")))

@@ -22,9 +22,9 @@ from .ci import CIContext, slugify
 from .config import Config, S3Cache
 from .errors import ConfigError, DockercacheError
 from .loader import find_config, load_config
-from .plan import BuildOptions, Plan, PlanInputs, make_plan
+from .plan import BuildOptions, Plan, PlanInputs, image_options, make_plan
 from .report import Console, RunResult, render_table
-from .resolve import resolve_services
+from .resolve import ResolvedService, resolve_services
 from .secrets import Redactor, secret_values
 from .snapshots import Retention
 from .stores import Keys, may_write_shared
@@ -74,6 +74,10 @@ def plan_for(environment: Environment, config: Config, ci: CIContext, options: B
     needs_compose = any(config.service(name).compose_service for name in (options.services or tuple(config.services)))
     reader = environment.get_docker().compose_config if needs_compose else None
     services = resolve_services(config, options.services, environment.env, reader)
+    for secret in (secret for svc in services for secret in svc.secrets):
+        # BuildKit reads the value itself; should a step print it, buildx's output passes the redactor.
+        value = secret.value(environment.env)
+        environment.redact.add((value, value.strip()) if value is not None else ())
     inputs = PlanInputs(
         services=services,
         builder=config.builder,
@@ -88,6 +92,9 @@ def plan_for(environment: Environment, config: Config, ci: CIContext, options: B
         pull_request=ci.pull_request,
         base_branch=ci.pull_request_base_branch,
         source=str(config.path),
+        labels=ci.oci_labels(),
+        images=image_options(config),
+        skip_unchanged={n: s.skip_unchanged for n, s in config.services.items() if s.skip_unchanged is not None},
     )
     plan = make_plan(inputs, options)
     return dataclasses.replace(plan, logins=tuple((h, r.username) for h, r in config.registries.items()))
@@ -112,8 +119,20 @@ def render_plan(plan: Plan) -> str:
         lines.append(f"login: {user}@{host} (password on stdin)")
     for svc in plan.services:
         lines.append(f"{svc.name} (cache store: {svc.store})")
+        if svc.skip is not None:
+            lines.append(f"  skip unchanged: {svc.skip.describe()}")
         for target in svc.targets:
             lines.append(f"  {target.stage}{' (final)' if target.final else ''}: bake target {target.name}")
+            if target.platforms:
+                lines.append(f"    {'platforms:':<11} {', '.join(target.platforms)}")
+            for secret in target.secrets:
+                lines.append(f"    {'secret:':<11} {secret}")
+            for ssh in target.ssh:
+                lines.append(f"    {'ssh:':<11} {ssh}")
+            if target.labels:
+                lines.append(f"    {'labels:':<11} {', '.join(f'{k}={v}' for k, v in target.labels.items())}")
+            for attest in target.attest:
+                lines.append(f"    {'attest:':<11} {attest}")
             for i, source in enumerate(target.cache_from):
                 lines.append(f"    {'cache from:' if i == 0 else '':<11} {source.location}")
             step = target.caches.step
@@ -130,13 +149,36 @@ def render_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def cmd_check(environment: Environment, config: str | None) -> int:
+def cmd_check(environment: Environment, config: str | None, lint: bool = False) -> int:
     cfg, _ = load(environment, config)
     needs_compose = any(s.compose_service for s in cfg.services.values())
     reader = environment.get_docker().compose_config if needs_compose else None
-    resolve_services(cfg, (), environment.env, reader)
+    services = resolve_services(cfg, (), environment.env, reader)
     environment.out.result(f"{cfg.path}: ok ({len(cfg.services)} service{'s' if len(cfg.services) != 1 else ''})")
-    return 0
+    return lint_services(environment, cfg, services) if lint else 0
+
+
+def lint_services(environment: Environment, cfg: Config, services: Sequence[ResolvedService]) -> int:
+    """``check --lint``: BuildKit's Dockerfile checks per service, where this buildx has them (0.15 and later);
+    exit 1 when any service has a finding. Where it has not: one warning, exit 0 (the configuration is fine)."""
+    docker = environment.get_docker()
+    missing = docker.check_support()
+    if missing is not None:
+        environment.out.warn(
+            f"--lint skipped: BuildKit's Dockerfile checks need buildx 0.15 or later "
+            f"(docker buildx build --call=check); this is {missing}"
+        )
+        return 0
+    builder = cfg.builder.name if docker.builder_driver(cfg.builder.name) is not None else None
+    found = 0
+    for svc in services:
+        findings = docker.check_dockerfile(svc.context, svc.dockerfile, svc.final_target, svc.args, builder)
+        for finding in findings:
+            environment.out.result(f"{svc.name}: {finding}")
+        found += len(findings)
+        count = f"{len(findings)} finding{'s' if len(findings) != 1 else ''}" if findings else "no findings"
+        environment.out.result(f"{svc.name}: Dockerfile checks: {count}")
+    return 1 if found else 0
 
 
 def cmd_plan(

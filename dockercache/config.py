@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import json
 import re
 import types
@@ -67,6 +68,25 @@ class Settings:
             "Pull-request builds never write shared caches, whatever their branch is called: 'own' writes "
             "refs and keys of their own (pr-N), 'none' nothing."
         ),
+    )
+    skip_unchanged: bool = field(
+        default=False,
+        metadata=_doc(
+            "Skip a pushed build whose inputs (Dockerfile, context, args, base image digests) are unchanged: retag "
+            "the image already built from them (default for every service with an image)."
+        ),
+    )
+
+    provenance: Literal["off", "min", "max"] = field(
+        default="off",
+        metadata=_doc(
+            "Provenance attestation on pushed images: 'off' (a plain image manifest, which every registry and "
+            "runtime accepts), 'min' or 'max' (an image index with an attestation manifest; max exposes build args)."
+        ),
+    )
+    sbom: bool = field(
+        default=False,
+        metadata=_doc("SBOM attestation on pushed images (BuildKit's syft scanner image must be pullable)."),
     )
 
 
@@ -176,6 +196,24 @@ CacheStore = RegistryCache | LocalCache | S3Cache
 
 
 @dataclass(frozen=True)
+class BuildSecret:
+    """A BuildKit secret (``RUN --mount=type=secret,id=ID``), read from an environment variable or a file."""
+
+    env: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Name of the environment variable holding the value (its name, not ${NAME}); BuildKit reads it.",
+            pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+            form="a variable name",
+        ),
+    )
+    file: str | None = field(
+        default=None,
+        metadata=_doc("File holding the value, relative to dockercache.toml; ~ expands.", min_length=1),
+    )
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """One image to build, from its own context or from a Compose service."""
 
@@ -195,6 +233,13 @@ class ServiceConfig:
     stage_tag: str = field(
         default="{stage}-{tag}", metadata=_doc("Tag template for stage images; {stage}, {tag}.", min_length=1)
     )
+    platforms: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Platforms to build for, os/arch[/variant] (e.g. linux/amd64, linux/arm64); default: the builder's "
+            "own. Checked against the builder's platforms before building."
+        ),
+    )
     cache: str | None = field(default=None, metadata=_doc("Name of the cache store (a key of [caches])."))
     compose_service: str | None = field(
         default=None, metadata=_doc("Take context, dockerfile, target and args from this Compose service.")
@@ -208,6 +253,53 @@ class ServiceConfig:
             "Buildkite meta-data key that receives the pushed image (the old plugin's metadata_key); "
             "'docker-compose' uses the docker-compose plugin's docker-compose-plugin-built-image-tag-<service>."
         ),
+    )
+    skip_unchanged: bool | None = field(
+        default=None,
+        metadata=_doc(
+            "Skip the build when an image built from the same inputs is in the image repository (tag "
+            "dc-<key>), retagging it instead (default: settings.skip_unchanged). Needs image."
+        ),
+    )
+    secrets: Mapping[str, BuildSecret] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "BuildKit secrets by id (RUN --mount=type=secret,id=ID), each from env or file; added to a Compose "
+            "service's build.secrets. Values reach BuildKit only, never arguments, plans or output."
+        ),
+    )
+    ssh: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "SSH agents or keys for RUN --mount=type=ssh: 'default' ($SSH_AUTH_SOCK), or 'ID=PATH' (a socket or "
+            "key, relative to dockercache.toml; ~ expands); added to a Compose service's build.ssh."
+        ),
+    )
+    matrix: Mapping[str, tuple[str, ...]] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "Build variants: build args by name, each with its values; every combination is a variant "
+            "SERVICE[ID] (ID: the values joined with '-' in axis order), its values merged over args.",
+            min_properties=1,
+        ),
+    )
+    variant_tag: str = field(
+        default="{tag}-{variant}",
+        metadata=_doc("Tag template for a variant's images; {tag}, {variant} (the variant id).", min_length=1),
+    )
+
+    labels: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "Image labels, merged over the default OCI labels (org.opencontainers.image.revision, .source, "
+            ".created); an empty value removes a label. On the final image and pushed stages only."
+        ),
+    )
+    provenance: Literal["off", "min", "max"] | None = field(
+        default=None, metadata=_doc("Provenance attestation of this service's pushed images (default: settings).")
+    )
+    sbom: bool | None = field(
+        default=None, metadata=_doc("SBOM attestation of this service's pushed images (default: settings).")
     )
 
 
@@ -241,6 +333,8 @@ class Config:
         return self.path.parent
 
     def service(self, name: str) -> ServiceConfig:
+        """A service by name; a variant's name (``ruby[3.3]``) gives its service's configuration."""
+        name = split_variant(name)[0]
         try:
             return self.services[name]
         except KeyError:
@@ -258,6 +352,29 @@ def default_cache_name(config: Config, service: ServiceConfig) -> str | None:
     if len(config.caches) == 1:
         return next(iter(config.caches))
     return None
+
+
+def variant_name(service: str, variant: str) -> str:
+    """A matrix variant's name, as pytest names parametrized tests: ``ruby[3.3]``."""
+    return f"{service}[{variant}]"
+
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """``ruby[3.3]`` -> ("ruby", "3.3"); a plain service name -> (name, None)."""
+    if name.endswith("]") and "[" in name:
+        base, _, variant = name[:-1].partition("[")
+        return base, variant
+    return name, None
+
+
+def matrix_variants(service: ServiceConfig) -> tuple[tuple[str, dict[str, str]], ...]:
+    """A service's variants in order: (id, the matrix's build args), the cartesian product of its axes in axis
+    order, the id its values joined with '-' (pytest's ids); none without a matrix."""
+    if not service.matrix:
+        return ()
+    axes = list(service.matrix.items())
+    combos = itertools.product(*(values for _, values in axes))
+    return tuple(("-".join(c), {name: v for (name, _), v in zip(axes, c, strict=True)}) for c in combos)
 
 
 # ---------------------------------------------------------------------------- type-hint helpers

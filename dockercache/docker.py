@@ -6,15 +6,18 @@ Everything here turns python-on-whales' exceptions into dockercache's, naming wh
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -85,6 +88,66 @@ def stream_process(command: Sequence[str], env: Mapping[str, str] | None = None)
             stop_process_group(process)
     if return_code != 0:
         raise ProcessFailed(return_code, b"".join(stderr).decode(errors="replace"))
+
+
+@dataclass(frozen=True)
+class CheckFinding:
+    """One finding of BuildKit's Dockerfile checks (``docker buildx build --call=check``)."""
+
+    rule: str
+    """The check's rule (``JSONArgsRecommended``), or ``error`` when the Dockerfile could not be checked."""
+    message: str
+    file: str
+    line: int | None
+    url: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.rule}: {self.message}{f' ({self.url})' if self.url else ''}"
+
+
+def parse_check_result(text: str, dockerfile: str) -> tuple[CheckFinding, ...]:
+    """Findings from ``--call=check,format=json`` output: BuildKit's lint result, ``{"warnings": [{"ruleName",
+    "description", "url", "detail", "location": {"sourceIndex", "ranges": [{"start": {"line"}}]}}], "sources":
+    [{"filename"}], "buildError": {"message", "location"}}``. ValueError when it is no such document."""
+    document = json.loads(text)
+    if not isinstance(document, dict) or not isinstance(document.get("warnings", []), (list, type(None))):
+        raise ValueError("not a check result")
+    sources = [s.get("filename") or s.get("fileName") or dockerfile for s in document.get("sources") or []]
+
+    def place(location: Any) -> tuple[str, int | None]:
+        if not isinstance(location, dict):
+            return dockerfile, None
+        index = location.get("sourceIndex", 0)
+        file = sources[index] if isinstance(index, int) and 0 <= index < len(sources) else dockerfile
+        ranges = location.get("ranges") or [{}]
+        line = (ranges[0].get("start") or {}).get("line") if isinstance(ranges[0], dict) else None
+        return file, line if isinstance(line, int) and line > 0 else None
+
+    findings = []
+    for warning in document.get("warnings") or []:
+        file, line = place(warning.get("location"))
+        message = warning.get("detail") or warning.get("description") or ""
+        findings.append(CheckFinding(str(warning.get("ruleName", "?")), message, file, line, warning.get("url", "")))
+    error = document.get("buildError")
+    if isinstance(error, dict):
+        file, line = place(error.get("location"))
+        findings.append(CheckFinding("error", str(error.get("message", "")), file, line))
+    return tuple(findings)
+
+
+#: Names the docker CLI reads from its own environment: a build argument of that name cannot travel there.
+_CLI_ENVIRONMENT = re.compile(r"PATH|HOME|TMPDIR|(DOCKER|BUILDX|BUILDKIT|XDG)_.*")
+
+
+def parse_platforms(inspect: str) -> tuple[str, ...]:
+    """The platforms in ``docker buildx inspect`` output, every node's, in order, each once."""
+    found: dict[str, None] = {}
+    for line in inspect.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "Platforms":
+            found.update(dict.fromkeys(p.strip().rstrip("*") for p in value.split(",") if p.strip()))
+    return tuple(found)
 
 
 def _reason(exc: DockerException) -> str:
@@ -176,6 +239,23 @@ class Docker:
             raise ConfigError(f"{shown}: docker compose config did not return a JSON object")
         return result
 
+    def builder_platforms(self, name: str) -> tuple[str, ...]:
+        """The platforms builder ``name`` builds, from ``docker buildx inspect`` (its nodes' ``Platforms:``
+        lines; empty when it lists none, as a builder not booted yet)."""
+        try:
+            text = str(run([*self.client.client_config.docker_cmd, "buildx", "inspect", name]))
+        except DockerException as exc:
+            raise EnvironmentProblem(f"cannot inspect builder '{name}': {_reason(exc)}") from None
+        return parse_platforms(text)
+
+    def containerd_image_store(self) -> bool:
+        """Whether the engine keeps images in containerd (multi-platform images with the docker driver)."""
+        try:
+            text = run([*self.client.client_config.docker_cmd, "info", "--format", "{{json .DriverStatus}}"])
+        except DockerException as exc:
+            raise EnvironmentProblem(f"docker info failed: {_reason(exc)}") from None
+        return "io.containerd.snapshotter" in str(text)
+
     def read_manifest(self, ref: str) -> dict[str, Any] | None:
         """A registry manifest (``docker buildx imagetools inspect --raw``, Docker's credentials), or None."""
         try:
@@ -184,6 +264,87 @@ class Docker:
         except (DockerException, FileNotFoundError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+    def manifest_digest(self, ref: str) -> str | None:
+        """The digest ``ref`` resolves to in its registry now, or None when it is not there (or cannot be read).
+
+        The sha256 of the manifest ``docker buildx imagetools inspect --raw`` prints byte for byte (it adds no
+        newline, to keep the digest): one manifest request, with Docker's credentials, and no image config read.
+        """
+        command = [*self.client.client_config.docker_cmd, "buildx", "imagetools", "inspect", "--raw", ref]
+        try:
+            proc = subprocess.run(command, capture_output=True, timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if proc.returncode != 0 or not proc.stdout.strip():
+            return None
+        return f"sha256:{hashlib.sha256(proc.stdout).hexdigest()}"
+
+    def retag(self, source: str, tags: Sequence[str]) -> None:
+        """Point ``tags`` at the image ``source`` names, in the registry: ``docker buildx imagetools create``
+        copies the manifest (an index as it is; buildx 0.13 wraps a plain image manifest in an index), and no
+        layer moves."""
+        argv = ["buildx", "imagetools", "create", *(arg for tag in tags for arg in ("--tag", tag)), source]
+        try:
+            run([*self.client.client_config.docker_cmd, *argv])
+        except DockerException as exc:
+            raise EnvironmentProblem(f"cannot retag {source}: {_reason(exc)}") from None
+        except FileNotFoundError:
+            raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
+
+    def check_support(self) -> str | None:
+        """None when this buildx runs Dockerfile checks (``build --call``, buildx 0.15); else its version line."""
+        docker = self.client.client_config.docker_cmd
+        try:
+            usage = str(run([*docker, "buildx", "build", "--help"]))
+        except DockerException as exc:
+            raise EnvironmentProblem(f"docker buildx is not available: {_reason(exc)}") from None
+        except FileNotFoundError:
+            raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
+        if re.search(r"^\s*--call\b", usage, re.MULTILINE):
+            return None
+        try:
+            return str(run([*docker, "buildx", "version"])).strip() or "unknown version"
+        except DockerException:
+            return "unknown version"
+
+    def check_dockerfile(
+        self,
+        context: Path,
+        dockerfile: Path,
+        target: str | None,
+        args: Mapping[str, str],
+        builder: str | None = None,
+    ) -> tuple[CheckFinding, ...]:
+        """BuildKit's Dockerfile checks for one build (``docker buildx build --call=check,format=json``): it
+        builds nothing. Build arguments go by name, their values in the child's environment (buildx reads
+        ``--build-arg NAME`` from there), never in process arguments; but for names the CLI itself reads."""
+        command = [*self.client.client_config.docker_cmd, "buildx", "build", "--call=check,format=json"]
+        command += ["--progress", "plain", "--file", str(dockerfile)]
+        if builder:
+            command += ["--builder", builder]
+        if target:
+            command += ["--target", target]
+        env = dict(os.environ)
+        for name, value in args.items():
+            if _CLI_ENVIRONMENT.fullmatch(name):
+                command += ["--build-arg", f"{name}={value}"]
+            else:
+                command += ["--build-arg", name]
+                env[name] = value
+        command.append(str(context))
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+        except FileNotFoundError:
+            raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
+        except subprocess.TimeoutExpired:
+            raise EnvironmentProblem(f"Dockerfile checks of {dockerfile} did not finish in 600 s") from None
+        try:  # exit 1 with findings is a successful check
+            return parse_check_result(out.stdout, str(dockerfile))
+        except ValueError:
+            lines = [line for line in (out.stderr or out.stdout).splitlines() if line.strip()]
+            reason = lines[-1].removeprefix("ERROR: ").strip() if lines else f"exit code {out.returncode}"
+            raise EnvironmentProblem(f"Dockerfile checks of {dockerfile} failed: {reason}") from None
 
     def login(self, server: str, username: str, password: str) -> None:
         """``docker login --password-stdin``, its output captured.

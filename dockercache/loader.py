@@ -14,7 +14,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -24,9 +24,11 @@ from .config import (
     Config,
     RegistryCache,
     S3Cache,
+    ServiceConfig,
     default_cache_name,
     dotted,
     fields_of,
+    matrix_variants,
     suggest,
     type_name,
     union_members,
@@ -94,6 +96,8 @@ def parse_config(raw: Mapping[str, Any], variables: Mapping[str, str], path: Pat
                     f"{path}: registries.{host}.password: write it as ${{VARIABLE}}; a password in the file "
                     "would be committed with it"
                 )
+    _check_secret_names(raw, path)
+    _check_provenance_values(raw, path)
     expanded = interpolate_tree(raw, variables, path, "")
     config: Config = _convert(expanded, Config, path, "")
     config = dataclasses.replace(config, path=path)
@@ -289,6 +293,134 @@ def _check_references(config: Config) -> None:
                 )
         if svc.push_stages and not svc.image:
             raise ConfigError(f"{path}: {where}.push_stages: needs {where}.image to push to")
+        _check_platforms(svc.platforms, path, f"{where}.platforms")
+        if svc.skip_unchanged and not svc.image:
+            raise ConfigError(
+                f"{path}: {where}.skip_unchanged: needs {where}.image "
+                "(a skipped build retags the image it pushed before)"
+            )
+        _check_matrix(svc, path, where)
+        _check_secrets(svc, path, where)
+        _check_image_metadata(svc, path, where)
+
+
+_LABEL_KEY_PROBLEM = re.compile(r"[=\s\x00-\x1f\x7f]")
+
+
+def _check_image_metadata(svc: ServiceConfig, path: Path, where: str) -> None:
+    for key in svc.labels:
+        bad = _LABEL_KEY_PROBLEM.search(key)
+        if not key:
+            raise ConfigError(f"{path}: {where}.labels: a label key must not be empty")
+        if bad:
+            what = "'='" if bad.group() == "=" else "space or control character"
+            raise ConfigError(f"{path}: {dotted(f'{where}.labels', key)}: a label key may hold no {what}")
+    for name in ("provenance", "sbom"):
+        if getattr(svc, name) is not None and not svc.image:
+            raise ConfigError(
+                f"{path}: {where}.{name}: attestations go with pushed images; set {where}.image, or remove it"
+            )
+
+
+def _check_provenance_values(raw: Mapping[str, Any], path: Path) -> None:
+    """``provenance = true`` is how buildx and build-push-action spell it; say what to write instead."""
+    tables = [("settings", raw.get("settings"))]
+    services = raw.get("services")
+    if isinstance(services, dict):
+        tables += [(dotted("services", n), t) for n, t in services.items()]
+    for where, table in tables:
+        value = table.get("provenance") if isinstance(table, dict) else None
+        if isinstance(value, bool):
+            meant = "'min'" if value else "'off'"
+            raise ConfigError(
+                f"{path}: {where}.provenance: write 'off', 'min' or 'max', not {str(value).lower()} (here: {meant})"
+            )
+
+
+_SECRET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_secret_names(raw: Mapping[str, Any], path: Path) -> None:
+    """A secret's ``env`` names a variable BuildKit reads: interpolated, it would put the value itself in the
+    configuration (and in any message about it)."""
+    services = raw.get("services")
+    for name, svc in services.items() if isinstance(services, dict) else ():
+        secrets = svc.get("secrets") if isinstance(svc, dict) else None
+        for key, secret in secrets.items() if isinstance(secrets, dict) else ():
+            env = secret.get("env") if isinstance(secret, dict) else None
+            if isinstance(env, str) and "$" in env:
+                raise ConfigError(
+                    f"{path}: {dotted(dotted(dotted('services', name), 'secrets'), key)}.env: give the variable's "
+                    'name (env = "NPM_TOKEN"), not ${...}: BuildKit reads the value from the environment itself'
+                )
+
+
+def _check_secrets(svc: ServiceConfig, path: Path, where: str) -> None:
+    """Secret ids and ssh entries go into bake's ``secret`` and ``ssh`` fields, which buildx splits on ``,``
+    and ``=``."""
+    for key, secret in svc.secrets.items():
+        at = dotted(f"{where}.secrets", key)
+        if not _SECRET_ID.fullmatch(key):
+            raise ConfigError(f"{path}: {at}: invalid secret id (letters, digits, '_', '.', '-')")
+        if (secret.env is None) == (secret.file is None):
+            raise ConfigError(f"{path}: {at}: give exactly one of env (a variable's name) or file (a path)")
+    for i, entry in enumerate(svc.ssh):
+        ident, _, target = entry.partition("=")
+        if not _SECRET_ID.fullmatch(ident):
+            raise ConfigError(
+                f"{path}: {where}.ssh[{i}]: {entry!r} is not 'default', an id or 'ID=PATH' "
+                "(ids: letters, digits, '_', '.', '-')"
+            )
+        if "=" in entry and (not target or re.search(r"[,\x00-\x1f\x7f]", target)):
+            raise ConfigError(f"{path}: {where}.ssh[{i}]: {entry!r}: give one path, without commas, after '='")
+    ids = [e.partition("=")[0] for e in svc.ssh]
+    twice = next((i for i in ids if ids.count(i) > 1), None)
+    if twice:
+        raise ConfigError(f"{path}: {where}.ssh: id '{twice}' is given twice")
+
+
+def _check_matrix(svc: ServiceConfig, path: Path, where: str) -> None:
+    """Every variant must have an id of its own (its name, bake target, tags and cache refs come from it)."""
+    _check_template(svc.variant_tag, ("tag", "variant"), path, f"{where}.variant_tag")
+    if not svc.matrix:
+        return
+    if "{variant}" not in svc.variant_tag:
+        raise ConfigError(
+            f"{path}: {where}.variant_tag: {svc.variant_tag!r} has no {{variant}}: every variant would push the "
+            "same tags"
+        )
+    for axis, values in svc.matrix.items():
+        at = dotted(f"{where}.matrix", axis)
+        if not axis:
+            raise ConfigError(f"{path}: {at}: a build argument needs a name")
+        if not values:
+            raise ConfigError(f"{path}: {at}: must not be empty (give the build argument's values)")
+        twice = next((v for v in values if values.count(v) > 1), None)
+        if twice is not None:
+            raise ConfigError(f"{path}: {at}: value {twice!r} is listed twice")
+    seen: dict[str, dict[str, str]] = {}
+    for variant, args in matrix_variants(svc):
+        if variant in seen:
+            first, second = (", ".join(f"{k}={v}" for k, v in m.items()) for m in (seen[variant], args))
+            raise ConfigError(
+                f"{path}: {where}.matrix: variants {first} and {second} have the same id '{variant}' (values are "
+                "joined with '-'); change a value"
+            )
+        seen[variant] = args
+
+
+_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
+
+
+def _check_platforms(platforms: Sequence[str], path: Path, where: str) -> None:
+    """``os/arch[/variant]``, each once (as ``--platform`` takes them; ``linux/arm64/v8``)."""
+    for i, platform in enumerate(platforms):
+        if not _PLATFORM.fullmatch(platform):
+            raise ConfigError(
+                f"{path}: {where}[{i}]: {platform!r} is not a platform (os/arch[/variant], e.g. linux/arm64)"
+            )
+        if platform in platforms[:i]:
+            raise ConfigError(f"{path}: {where}[{i}]: {platform!r} is listed twice")
 
 
 def _check_template(template: str, names: tuple[str, ...], path: Path, where: str) -> None:
@@ -354,6 +486,26 @@ def _check_encoded(config: Config, raw: Mapping[str, Any], variables: Mapping[st
         for i, tag in enumerate(svc.tags):
             if not TAG.fullmatch(tag):
                 raise refuse(("services", name, "tags", i), tag, f"{tag!r} is not a valid image tag", _tag_rule(tag))
+        for axis, values in svc.matrix.items():
+            for i, value in enumerate(values):
+                if not _TAG_PART.fullmatch(value):
+                    raise refuse(
+                        ("services", name, "matrix", axis, i),
+                        value,
+                        f"{value!r} cannot be part of an image tag (a variant's id goes into its tags)",
+                        _tag_rule(value) or "letters, digits, '_', '.' and '-' only",
+                    )
+        if svc.matrix:
+            longest = max((v for v, _ in matrix_variants(svc)), key=len)
+            for tag in svc.tags or ("0123456789ab",):  # the default tag: the commit, 12 characters
+                filled = _fill(svc.variant_tag, tag=tag, variant=longest)
+                if not TAG.fullmatch(filled):
+                    raise refuse(
+                        ("services", name, "variant_tag"),
+                        filled,
+                        f"{svc.variant_tag!r} does not make a valid image tag ({filled!r})",
+                        _tag_rule(filled) or "at most 128 characters",
+                    )
         example = _fill(svc.stage_tag, stage="stage", tag="tag")
         if not TAG.fullmatch(example):
             raise refuse(
@@ -362,6 +514,10 @@ def _check_encoded(config: Config, raw: Mapping[str, Any], variables: Mapping[st
                 f"{svc.stage_tag!r} does not make a valid image tag ({example!r})",
                 _tag_rule(example),
             )
+
+
+_TAG_PART = re.compile(r"[A-Za-z0-9_.-]+")
+"""What a matrix value may be: characters of an image tag (a variant's id goes into its tags and cache refs)."""
 
 
 def _tag_rule(tag: str) -> str:

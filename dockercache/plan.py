@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .ci import slugify
-from .config import BuilderConfig, CacheStore, LocalCache, S3Cache, Settings
+from .config import BuilderConfig, CacheStore, Config, LocalCache, S3Cache, Settings, split_variant
 from .errors import ConfigError
 from .reference import TAG
-from .resolve import ResolvedService
+from .resolve import ResolvedService, SecretSource
+from .skip import ContextScan, SkipSetting, Unavailable, base_images, remote_sources, scan_context
 from .stores import CacheEntry, CacheRequest, Keys, TargetCaches, kind_for, may_write_shared
+from .stores.entry import _csv_field
 
 Output = Literal["push", "load", "cacheonly"]
 #: How each output is written in a bake file (the image exporter with push, the docker exporter, none).
@@ -122,12 +124,23 @@ class Target:
     graph: tuple[str, ...]
     """Every Dockerfile stage this target builds (itself included), in Dockerfile order."""
     identity: str
-    """Targets with the same identity (context, Dockerfile, args) share their steps."""
+    """Targets with the same identity (context, Dockerfile, args, platforms) share their steps."""
     no_cache: bool = False
     runs: bool = True
     """In the default group: ``build`` runs it (a leaf, or a stage whose image is pushed)."""
     built_by: str = ""
     """The running target that builds this stage: itself, or the first leaf that builds on it."""
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Image labels (config only: they change no layer and no cache key), on tagged targets."""
+    attest: tuple[str, ...] = ()
+    """bake's ``attest`` entries (provenance, SBOM), on pushed targets."""
+    secrets: tuple[str, ...] = ()
+    """bake's ``secret`` entries, ``id=npm,env=NPM_TOKEN`` or ``id=netrc,src=/abs/path``: where BuildKit reads
+    each value, never the value."""
+    ssh: tuple[str, ...] = ()
+    """bake's ``ssh`` entries: ``default`` (the agent at $SSH_AUTH_SOCK) or ``ID=/abs/path``."""
+    platforms: tuple[str, ...] = ()
+    """bake's ``platforms``: ``os/arch[/variant]`` (empty: the builder's own)."""
 
     @property
     def cache_from(self) -> tuple[CacheEntry, ...]:
@@ -148,6 +161,8 @@ class Target:
             out["target"] = self.dockerfile_target
         if self.args:
             out["args"] = dict(self.args)
+        if self.platforms:
+            out["platforms"] = list(self.platforms)
         if self.tags:
             out["tags"] = list(self.tags)
         if self.caches.sources:
@@ -157,6 +172,14 @@ class Target:
         out["output"] = [BAKE_OUTPUT[self.output]]
         if self.no_cache:
             out["no-cache"] = True
+        if self.secrets:
+            out["secret"] = list(self.secrets)
+        if self.ssh:
+            out["ssh"] = list(self.ssh)
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        if self.attest:
+            out["attest"] = list(self.attest)
         return {key: _literal(value) for key, value in out.items()}
 
     def to_json(self) -> dict[str, Any]:
@@ -174,6 +197,9 @@ class Target:
             "write_refused": self.caches.refused,
             "runs": self.runs,
             "built_by": self.built_by,
+            "secrets": list(self.secrets),
+            "ssh": list(self.ssh),
+            "platforms": list(self.platforms),
             "store": {"name": self.caches.store, "kind": self.caches.kind, **(step.to_json() if step else {})},
         }
 
@@ -197,6 +223,8 @@ class ServicePlan:
     image: str | None
     metadata_key: str | None
     store: str
+    skip: SkipSetting | None = None
+    """skip_unchanged: whether this run may skip the service, why (not), and what its key covers."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +258,11 @@ class Plan:
         targets that run."""
         groups = {"default": {"targets": [t.name for t in self.running]}}
         for svc in self.services:
-            groups[svc.name] = {"targets": [t.name for t in svc.targets if t.runs]}
+            groups[group_name(svc.name)] = {"targets": [t.name for t in svc.targets if t.runs]}
+        for svc in self.services:  # a matrix service's group holds its variants'
+            base, variant = split_variant(svc.name)
+            if variant is not None:
+                groups.setdefault(base, {"targets": []})["targets"] += groups[group_name(svc.name)]["targets"]
         return {"group": groups, "target": {t.name: t.bake() for t in self.targets}}
 
     def bake_argv(self, file: str = BAKE_FILE, metadata_file: str = METADATA_FILE) -> list[str]:
@@ -290,6 +322,7 @@ class Plan:
                     "name": s.name,
                     "image": s.image,
                     "store": s.store,
+                    "skip_unchanged": s.skip.to_json() if s.skip else None,
                     "targets": [t.to_json() for t in s.targets],
                 }
                 for s in self.services
@@ -341,14 +374,69 @@ class PlanInputs:
     """Where stores that need local space (S3) keep their blob pool, restores and exports."""
     source: str = "dockercache.toml"
     """The configuration file, named in errors."""
+    skip_unchanged: Mapping[str, bool] = dataclasses.field(default_factory=dict)
+    """Per service (by name) that sets it: ``skip_unchanged``; the others follow ``settings.skip_unchanged``."""
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Labels every tagged image gets (the OCI labels the CI context knows), under each service's own."""
+    images: Mapping[str, ImageOptions] = dataclasses.field(default_factory=dict)
+    """Per service (by name): its labels and attestations; a service not named has none of its own."""
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """What a service's images carry besides their layers: labels and attestations."""
+
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    provenance: str = "off"
+    sbom: bool = False
+
+    def attest(self) -> tuple[str, ...]:
+        """bake's ``attest`` entries. Provenance is disabled explicitly when off: buildx otherwise adds a
+        ``mode=min`` one to every pushed image, which makes it an index with an ``unknown/unknown`` manifest."""
+        mode = self.provenance
+        out = ["type=provenance,disabled=true" if mode == "off" else f"type=provenance,mode={mode}"]
+        if self.sbom:
+            out.append("type=sbom")
+        return tuple(out)
+
+
+def image_options(config: Config) -> dict[str, ImageOptions]:
+    """Each service's labels and attestations: its own settings, else ``[settings]``."""
+    settings = config.settings
+    return {
+        name: ImageOptions(
+            labels=svc.labels,
+            provenance=svc.provenance or settings.provenance,
+            sbom=settings.sbom if svc.sbom is None else svc.sbom,
+        )
+        for name, svc in config.services.items()
+    }
+
+
+def _with_image_options(targets: Sequence[Target], inputs: PlanInputs, service: str) -> list[Target]:
+    """Labels on the tagged targets (the final image, pushed stages), attestations on the pushed ones; a
+    service's labels over the defaults, an empty value removing one. Caches are untouched: a label is image
+    config, which no cache key includes."""
+    own = inputs.images.get(service) or inputs.images.get(split_variant(service)[0]) or ImageOptions()
+    labels = {k: v for k, v in {**inputs.labels, **own.labels}.items() if v}
+    return [
+        dataclasses.replace(t, labels=labels if t.tags else {}, attest=own.attest() if t.push else ()) for t in targets
+    ]
 
 
 _TARGET_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def target_name(service: str, stage: str) -> str:
-    """A bake target name (bake accepts ``[a-zA-Z0-9_-]+``)."""
-    return _TARGET_CHARS.sub("_", f"{service}-{stage}")
+    """A bake target name (bake accepts ``[a-zA-Z0-9_-]+``); a variant's (``ruby[3.3]``) is ``ruby-3_3-final``."""
+    return _TARGET_CHARS.sub("_", f"{group_name(service)}-{stage}")
+
+
+def group_name(service: str) -> str:
+    """A service's bake group: its name; a matrix variant's ``ruby[3.3]`` is ``ruby-3_3`` (and ``ruby`` holds
+    every variant's targets). Two names that meet are refused (:func:`_check_names`)."""
+    base, variant = split_variant(service)
+    return service if variant is None else _TARGET_CHARS.sub("_", f"{base}-{variant}")
 
 
 def selected_stages(svc: ResolvedService, stage: str | None) -> tuple[str, ...]:
@@ -377,7 +465,12 @@ def related_stages(svc: ResolvedService, selected: Sequence[str], stage: str) ->
     return (*below, *beside)
 
 
-def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str], bool] = os.path.isdir) -> Plan:
+def make_plan(
+    inputs: PlanInputs,
+    options: BuildOptions,
+    exists: Callable[[str], bool] = os.path.isdir,
+    scan: Callable[[Path, Path], ContextScan] = scan_context,
+) -> Plan:
     default_branch = inputs.settings.default_branch or inputs.default_branch
     pr = inputs.pull_request
     keys = Keys(
@@ -408,10 +501,17 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
             f"{inputs.source}: services.{untagged.name}.tags: the default tag, the commit {inputs.commit!r} "
             "(from ${BUILDKITE_COMMIT} or git), is not a valid image tag; set tags"
         )
+    for svc in inputs.services:
+        bad = next((t for t in variant_tags(svc, inputs.commit) if not TAG.fullmatch(t)), None)
+        if bad is not None:
+            raise ConfigError(
+                f"{inputs.source}: services.{split_variant(svc.name)[0]}.variant_tag: {bad!r} (for {svc.name}) is not "
+                "a valid image tag (at most 128 characters)"
+            )
     services = []
     for svc in inputs.services:
         targets = []
-        identity = json.dumps([str(svc.context), str(svc.dockerfile), sorted(svc.args.items())])
+        identity = json.dumps([str(svc.context), str(svc.dockerfile), sorted(svc.args.items()), svc.platforms])
         selected = selected_stages(svc, options.stage)
         for stage in selected:
             request = CacheRequest(
@@ -424,15 +524,19 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
                 cache_write=cache_write,
                 root=inputs.root,
                 exists=exists,
+                siblings=svc.siblings,
             )
             targets.append(_target(svc, stage, inputs.commit, options, kind_for(svc.store).plan(request), identity))
+        targets = _with_image_options(targets, inputs, svc.name)
+        marked = _mark_running(targets)
         services.append(
             ServicePlan(
                 name=svc.name,
-                targets=_mark_running(targets),
+                targets=marked,
                 image=svc.image,
                 metadata_key=svc.metadata_key,
                 store=svc.store_name or "built-in local",
+                skip=_skip_setting(svc, marked, inputs, options, scan),
             )
         )
     _check_names(services, inputs.source)
@@ -447,6 +551,45 @@ def make_plan(inputs: PlanInputs, options: BuildOptions, exists: Callable[[str],
         cache_errors=inputs.settings.cache_errors,
         bake_env=_bake_env(inputs.services),
     )
+
+
+def _skip_setting(
+    svc: ResolvedService,
+    targets: Sequence[Target],
+    inputs: PlanInputs,
+    options: BuildOptions,
+    scan: Callable[[Path, Path], ContextScan],
+) -> SkipSetting | None:
+    """skip_unchanged for one service: off unless asked for; on only for a pushed build of the whole service,
+    the context walked (stat only) and the base images named (their digests are resolved when building)."""
+    name = split_variant(svc.name)[0]
+    if name in inputs.skip_unchanged:
+        asked, source = inputs.skip_unchanged[name], f"services.{name}.skip_unchanged"
+    else:
+        asked, source = inputs.settings.skip_unchanged, "settings.skip_unchanged"
+    if not asked:
+        return None
+    why_not = None
+    if not svc.image:
+        why_not = f"services.{name} has no image to retag"
+    elif options.stage:
+        why_not = "--stage builds one stage"
+    elif options.no_cache:
+        why_not = "--no-cache"
+    elif not options.push:
+        why_not = "--no-push: a skip retags an image in the registry, and nothing is pushed"
+    if why_not:
+        return SkipSetting(False, f"off ({why_not}): building")
+    try:
+        found = scan(svc.context, svc.dockerfile)
+        remote = remote_sources(found.dockerfile_text)
+        if remote:
+            raise Unavailable(f"ADD {remote[0]} has no --checksum: what it fetches is known only by building")
+        stages = dict.fromkeys(s for t in targets if t.runs for s in t.graph)
+        bases = base_images(found.dockerfile_text, svc.args, stages, svc.platforms)
+    except Unavailable as exc:
+        return SkipSetting(False, f"off ({exc}): building")
+    return SkipSetting(True, f"on ({source})", found, bases, tuple(sorted(svc.args)))
 
 
 def _bake_env(services: Sequence[ResolvedService]) -> dict[str, str]:
@@ -467,8 +610,8 @@ def _target(
     svc: ResolvedService, stage: str, commit: str, options: BuildOptions, caches: TargetCaches, identity: str
 ) -> Target:
     final = stage == svc.stages[-1]
-    image = svc.image or svc.name
-    tag_names = svc.tags or (commit,)
+    image = svc.image or split_variant(svc.name)[0]
+    tag_names = variant_tags(svc, commit)
     tags: tuple[str, ...] = ()
     if final:
         tags = tuple(f"{image}:{t}" for t in tag_names)
@@ -493,7 +636,24 @@ def _target(
         graph=svc.graphs[stage],
         identity=identity,
         no_cache=options.no_cache,
+        secrets=tuple(secret_spec(s) for s in svc.secrets),
+        ssh=svc.ssh,
+        platforms=svc.platforms,
     )
+
+
+def secret_spec(secret: SecretSource) -> str:
+    """A secret as bake's ``secret`` field (and ``--secret``) takes it: CSV, as buildx reads it."""
+    source = f"env={secret.env}" if secret.env is not None else f"src={secret.src}"
+    return ",".join(_csv_field(part) for part in (f"id={secret.id}", source))
+
+
+def variant_tags(svc: ResolvedService, commit: str) -> tuple[str, ...]:
+    """The tags a service pushes (default: the commit); a variant's through its ``variant_tag``."""
+    tags = svc.tags or (commit,)
+    if svc.variant is None:
+        return tags
+    return tuple(svc.variant_tag.format(tag=t, variant=svc.variant) for t in tags)
 
 
 def _mark_running(targets: Sequence[Target]) -> tuple[Target, ...]:
@@ -514,12 +674,14 @@ def _check_names(services: Sequence[ServicePlan], source: str) -> None:
     """Bake has one namespace for groups and targets: two names that meet would build the wrong thing."""
     owners: dict[str, str] = {"default": "the default group"}
     for svc in services:
-        for name, owner in [(svc.name, f"service '{svc.name}'")] + [
-            (t.name, f"stage '{t.stage}' of service '{svc.name}'") for t in svc.targets
-        ]:
+        base, variant = split_variant(svc.name)
+        groups = [(group_name(svc.name), f"service '{svc.name}'")]
+        if variant is not None:
+            groups.append((base, f"service '{base}'"))
+        for name, owner in groups + [(t.name, f"stage '{t.stage}' of service '{svc.name}'") for t in svc.targets]:
             if name in owners and owners[name] != owner:
                 raise ConfigError(
-                    f"{source}: services.{svc.name}: {owner} and {owners[name]} both become bake target or group "
+                    f"{source}: services.{base}: {owner} and {owners[name]} both become bake target or group "
                     f"'{name}'; rename one of them"
                 )
             owners[name] = owner

@@ -30,7 +30,8 @@ class StageResult:
     name: str = ""
     """The bake target's name."""
     status: str = "pending"
-    """ok | failed | cancelled (stopped because another target failed) | pending (never ran)."""
+    """ok | failed | cancelled (stopped because another target failed) | pending (never ran) | skipped (its
+    service's inputs were unchanged: the image built from them was retagged)."""
     steps: dict[str, StepCount] = field(default_factory=dict)
     seconds: float = 0.0
     cache_warnings: list[str] = field(default_factory=list)
@@ -91,22 +92,63 @@ class StageResult:
 
 
 @dataclass
+class SkipReport:
+    """What skip_unchanged decided for a service: its key, and whether the build was skipped."""
+
+    skipped: bool
+    reason: str
+    key: str | None = None
+    tag: str | None = None
+    """The tag that marks an image built from the key (``dc-<key>``)."""
+    source: str | None = None
+    """The image retagged (skipped) or to be found next time (built)."""
+    files: int = 0
+    bytes: int = 0
+    bases: dict[str, str] = field(default_factory=dict)
+    """Base image reference: the digest it resolved to."""
+    digest: str | None = None
+    """The digest of the image retagged."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": "skipped (unchanged)" if self.skipped else "built",
+            "reason": self.reason,
+            "key": self.key,
+            "tag": self.tag,
+            "source": self.source,
+            "inputs": {"files": self.files, "bytes": self.bytes, "base_images": dict(self.bases)},
+        }
+
+
+@dataclass
 class ServiceResult:
     name: str
     stages: list[StageResult] = field(default_factory=list)
     seconds: float = 0.0
+    skip: SkipReport | None = None
 
     @property
     def status(self) -> str:
         if any(s.status == "failed" for s in self.stages):
             return "failed"
+        if self.stages and all(s.status == "skipped" for s in self.stages):
+            return "skipped"
         return "ok" if all(s.status == "ok" for s in self.stages) else "incomplete"
+
+    @property
+    def succeeded(self) -> bool:
+        """Built, or skipped because nothing changed: either way its images are in place."""
+        return self.status in ("ok", "skipped")
 
     @property
     def final(self) -> StageResult | None:
         return next((s for s in self.stages if s.final), None)
 
     def closing_line(self) -> str:
+        if self.status == "skipped" and self.skip is not None:
+            final = self.final
+            retagged = f", retagged {final.tags[0]}" if final and final.tags else ""
+            return f"{self.name}: skipped (unchanged, key {self.skip.tag}){retagged} in {self.seconds:.1f}s"
         done = [s for s in self.stages if s.status == "ok"]
         cached = sum(s.cached for s in self.stages)
         total = sum(s.total for s in self.stages)
@@ -141,6 +183,7 @@ class ServiceResult:
             "steps_total": sum(s.total for s in self.stages),
             "steps_cached": sum(s.cached for s in self.stages),
             "image": final.to_json()["image"] if final else None,
+            "skip": self.skip.to_json() if self.skip else None,
             "stages": [s.to_json() for s in self.stages],
         }
 
@@ -269,12 +312,15 @@ def render_table(result: RunResult) -> str:
             cached = f"{s.cached}/{s.total}" if s.status != "pending" else "-"
             if s.status in ("failed", "cancelled"):
                 cached = f"{cached} {s.status}"
+            skipped = s.status == "skipped" and svc.skip is not None
+            if skipped:
+                cached = "skipped (unchanged)"
             row: tuple[str, ...] = (
                 svc.name,
                 s.stage,
                 cached,
                 f"{s.seconds:.1f}s",
-                s.s3_saved or s.cache_written or "-",
+                f"key {svc.skip.tag}" if skipped and svc.skip else s.s3_saved or s.cache_written or "-",
             )
             if s3:
                 row += (_transfer(s.down_objects, s.down_bytes), _transfer(s.up_objects, s.up_bytes))

@@ -6,13 +6,24 @@ for Compose services, asks ``docker compose config``. It still runs no build and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import CacheStore, Config, LocalCache, ServiceConfig, default_cache_name, suggest
+from .config import (
+    CacheStore,
+    Config,
+    LocalCache,
+    ServiceConfig,
+    default_cache_name,
+    matrix_variants,
+    split_variant,
+    suggest,
+    variant_name,
+)
 from .dockerfile import Stage, global_args, parse_stages, same_name, stage_graph, unset_base
 from .errors import ConfigError
 
@@ -40,6 +51,51 @@ class ResolvedService:
     metadata_key: str | None
     graphs: Mapping[str, tuple[str, ...]]
     """Per stage to build: the Dockerfile stages it builds too (itself included), in Dockerfile order."""
+    variant: str | None = None
+    """A matrix variant's id (``3.3``, ``3.3-alpine``); its name is then ``service[id]``."""
+    variant_tag: str = "{tag}-{variant}"
+    """A variant's image tags: this template filled with each tag and the id."""
+    siblings: tuple[str, ...] = ()
+    """A variant's service's other variants, by name (whose caches it must not overwrite)."""
+    secrets: tuple[SecretSource, ...] = ()
+    """BuildKit secrets: where BuildKit reads each value (never the value)."""
+    ssh: tuple[str, ...] = ()
+    """SSH agents and keys as bake's ``ssh`` field takes them: ``default``, ``ID`` or ``ID=/abs/path``."""
+    platforms: tuple[str, ...] = ()
+    """``os/arch[/variant]`` to build for (empty: the builder's own platform)."""
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """A build secret by id, read by BuildKit from an environment variable or a file; its value is no part of it."""
+
+    id: str
+    env: str | None = None
+    src: Path | None = None
+
+    def value(self, env: Mapping[str, str]) -> str | None:
+        """The value (for the redactor only), or None when it cannot be read."""
+        if self.env is not None:
+            return env.get(self.env)
+        assert self.src is not None
+        try:
+            if self.src.stat().st_size > MAX_SECRET_BYTES:
+                return None
+            return self.src.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+
+#: Secret files larger than this are not read for the redactor (a value that long is no token to mask).
+MAX_SECRET_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What a Compose service's build section adds beyond context, Dockerfile, target and args."""
+
+    secrets: tuple[SecretSource, ...] = ()
+    ssh: tuple[str, ...] = ()
 
 
 def compose_files(config: Config, service: ServiceConfig, env: Mapping[str, str]) -> tuple[Path, ...]:
@@ -64,7 +120,7 @@ def compose_files(config: Config, service: ServiceConfig, env: Mapping[str, str]
 
 def _from_compose(
     config: Config, name: str, svc: ServiceConfig, env: Mapping[str, str], read: ComposeReader
-) -> tuple[Path, Path, str | None, dict[str, str]]:
+) -> tuple[Path, Path, str | None, dict[str, str], BuildInputs]:
     files = compose_files(config, svc, env)
     where = f"{config.path}: services.{name}.compose_service"
     try:
@@ -87,7 +143,108 @@ def _from_compose(
         context = config.root / context
     dockerfile = context / build.get("dockerfile", "Dockerfile")
     args = {str(k): "" if v is None else str(v) for k, v in (build.get("args") or {}).items()}
-    return context, dockerfile, build.get("target"), args
+    inputs = _compose_inputs(config, document, build, f"{where}: {shown}", svc, env)
+    return context, dockerfile, build.get("target"), args, inputs
+
+
+def _compose_inputs(
+    config: Config,
+    document: Mapping[str, Any],
+    build: Mapping[str, Any],
+    at: str,
+    svc: ServiceConfig,
+    env: Mapping[str, str],
+) -> BuildInputs:
+    """``build.secrets`` (top-level ``secrets:`` entries with ``file`` or ``environment``, as Compose hands them
+    to BuildKit: the id is the entry's ``target``, else its name) and ``build.ssh``; those dockercache.toml
+    gives too (by id) are left to it."""
+    service = svc.compose_service
+    declared = document.get("secrets") or {}
+    secrets = []
+    for i, item in enumerate(build.get("secrets") or ()):
+        source = str(item.get("source") if isinstance(item, dict) else item)
+        ident = str((item.get("target") if isinstance(item, dict) else None) or source)
+        if ident in svc.secrets:
+            continue
+        spec = declared.get(source)
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{at}: services.{service}.build.secrets[{i}]: no top-level secret '{source}'")
+        if spec.get("environment"):
+            secrets.append(_env_secret(ident, str(spec["environment"]), env, f"{at}: secrets.{source}.environment"))
+        elif spec.get("file"):
+            path = _expand(str(spec["file"]), config.root, env)
+            secrets.append(_file_secret(ident, path, f"{at}: secrets.{source}.file"))
+        else:
+            raise ConfigError(
+                f"{at}: secrets.{source}: a build secret needs file or environment (BuildKit cannot read others)"
+            )
+    own = {e.partition("=")[0] for e in svc.ssh}
+    ssh = []
+    for i, entry in enumerate(build.get("ssh") or ()):
+        # {id: path}, should Compose ever print it so (2.26 fails to print ID=PATH entries as JSON at all)
+        entries = [f"{k}={v}" if v else str(k) for k, v in entry.items()] if isinstance(entry, dict) else [str(entry)]
+        where = f"{at}: services.{service}.build.ssh[{i}]"
+        ssh += [_ssh_entry(e, config.root, env, where) for e in entries if e.partition("=")[0] not in own]
+    return BuildInputs(secrets=tuple(secrets), ssh=tuple(ssh))
+
+
+def _expand(text: str, root: Path, env: Mapping[str, str]) -> Path:
+    """A path from the configuration: ``~`` expanded ($HOME), relative to ``root``, absolute."""
+    if text == "~" or text.startswith("~/"):
+        text = (env.get("HOME") or str(Path.home())) + text[1:]
+    path = Path(os.path.expanduser(text))
+    return Path(os.path.abspath(path if path.is_absolute() else root / path))
+
+
+def _env_secret(ident: str, variable: str, env: Mapping[str, str], at: str) -> SecretSource:
+    if variable not in env:
+        raise ConfigError(f"{at}: ${variable} is not set (it holds the value of secret '{ident}')")
+    return SecretSource(ident, env=variable)
+
+
+def _file_secret(ident: str, path: Path, at: str) -> SecretSource:
+    if not path.is_file():
+        raise ConfigError(f"{at}: {path} does not exist or is not a file (the value of secret '{ident}')")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{at}: {path} cannot be read (the value of secret '{ident}')")
+    return SecretSource(ident, src=path)
+
+
+def _ssh_entry(entry: str, root: Path, env: Mapping[str, str], at: str) -> str:
+    """An ssh entry as bake takes it: ``ID`` (the agent at $SSH_AUTH_SOCK) or ``ID=/abs/path``."""
+    ident, _, target = entry.partition("=")
+    if not target:
+        socket = env.get("SSH_AUTH_SOCK")
+        if not socket:
+            raise ConfigError(
+                f"{at}: '{entry}' forwards the SSH agent, but $SSH_AUTH_SOCK is not set (start ssh-agent, or "
+                "give ID=PATH to a key or socket)"
+            )
+        if not os.path.exists(socket):
+            raise ConfigError(f"{at}: '{entry}' forwards the SSH agent, but $SSH_AUTH_SOCK ({socket}) does not exist")
+        return ident
+    path = _expand(target, root, env)
+    if not path.exists():
+        raise ConfigError(f"{at}: {path} does not exist (the key or agent socket of ssh id '{ident}')")
+    return f"{ident}={path}"
+
+
+def _service_inputs(
+    config: Config, svc: ServiceConfig, where: str, env: Mapping[str, str], compose: BuildInputs
+) -> BuildInputs:
+    """The service's secrets and ssh entries: Compose's, then dockercache.toml's (which win, by id)."""
+    secrets = {s.id: s for s in compose.secrets}
+    for ident, secret in svc.secrets.items():
+        at = f"{where}.secrets.{ident}"
+        if secret.env is not None:
+            secrets[ident] = _env_secret(ident, secret.env, env, f"{at}.env")
+        else:
+            assert secret.file is not None
+            secrets[ident] = _file_secret(ident, _expand(secret.file, config.root, env), f"{at}.file")
+    ssh = {e.partition("=")[0]: e for e in compose.ssh}
+    for i, entry in enumerate(svc.ssh):
+        ssh[entry.partition("=")[0]] = _ssh_entry(entry, config.root, env, f"{where}.ssh[{i}]")
+    return BuildInputs(secrets=tuple(secrets.values()), ssh=tuple(ssh.values()))
 
 
 def resolve_service(
@@ -97,10 +254,11 @@ def resolve_service(
     where = f"{config.path}: services.{name}"
     target = svc.target
     args: dict[str, str] = {}
+    compose_inputs = BuildInputs()
     if svc.compose_service:
         if read_compose is None:
             raise ConfigError(f"{where}.compose_service: Compose is not available here")
-        context, dockerfile, compose_target, args = _from_compose(config, name, svc, env, read_compose)
+        context, dockerfile, compose_target, args, compose_inputs = _from_compose(config, name, svc, env, read_compose)
         target = target or compose_target
     else:
         context = config.root / (svc.context or ".")
@@ -116,7 +274,8 @@ def resolve_service(
     dockerfile_stages = parse_stages(text)
     if not dockerfile_stages:
         raise ConfigError(f"{where}.dockerfile: {dockerfile} has no FROM instruction")
-    _check_dockerfile(text, dockerfile_stages, args, dockerfile, f"{where}.{file_key}", where)
+    for _, values in matrix_variants(svc) or (("", {}),):  # each variant's args, matrix values included
+        _check_dockerfile(text, dockerfile_stages, {**args, **values}, dockerfile, f"{where}.{file_key}", where)
     named = [s.name for s in dockerfile_stages if s.name]
     for key, stage in [*((f"stages[{i}]", s) for i, s in enumerate(svc.stages)), ("target", target)]:
         if stage is not None and stage.lower() not in named:
@@ -142,6 +301,7 @@ def resolve_service(
         raise ConfigError(f"{where}.target: '{final_label}' comes before stage '{stages[-1]}' in {dockerfile}")
     store_name = default_cache_name(config, svc)
     store = config.caches[store_name] if store_name else BUILTIN_STORE
+    inputs = _service_inputs(config, svc, where, env, compose_inputs)
     built = (*stages, final_label)
     return ResolvedService(
         name=name,
@@ -154,10 +314,13 @@ def resolve_service(
         tags=svc.tags,
         push_stages=tuple(s.lower() for s in svc.push_stages),
         stage_tag=svc.stage_tag,
+        platforms=svc.platforms,
         store_name=store_name,
         store=store,
         metadata_key=svc.metadata_key,
         graphs={label: stage_graph(dockerfile_stages, label) for label in built},
+        secrets=inputs.secrets,
+        ssh=inputs.ssh,
     )
 
 
@@ -194,6 +357,49 @@ def resolve_services(
     env: Mapping[str, str],
     read_compose: ComposeReader | None = None,
 ) -> tuple[ResolvedService, ...]:
-    """The named services (all of them when ``names`` is empty), in the order given."""
+    """The named services (all of them when ``names`` is empty), in the order given. A service with a
+    ``matrix`` is its variants (``ruby`` is ``ruby[3.2]`` and ``ruby[3.3]``); ``ruby[3.3]`` names one."""
     chosen = list(names) or list(config.services)
-    return tuple(resolve_service(config, n, env, read_compose) for n in dict.fromkeys(chosen))
+    resolved: dict[str, ResolvedService] = {}
+    out: dict[str, ResolvedService] = {}
+    for name in chosen:
+        base, wanted = split_variant(name)
+        svc = config.service(base)
+        variants = matrix_variants(svc)
+        ids = [v for v, _ in variants]
+        names = [variant_name(base, v) for v in ids]
+        if wanted is not None and wanted not in ids:
+            raise ConfigError(
+                f"{config.path}: no variant '{name}'"
+                + (
+                    f"{suggest(name, names)} (variants: {', '.join(names)})"
+                    if ids
+                    else f": services.{base} has no matrix"
+                )
+            )
+        if base not in resolved:
+            resolved[base] = resolve_service(config, base, env, read_compose)
+        if not variants:
+            out.setdefault(base, resolved[base])
+        for variant, values in variants:
+            if wanted is None or variant == wanted:
+                out.setdefault(variant_name(base, variant), _variant(resolved[base], svc, variant, values, ids))
+    return tuple(out.values())
+
+
+def _variant(
+    base: ResolvedService, svc: ServiceConfig, variant: str, values: Mapping[str, str], ids: Sequence[str]
+) -> ResolvedService:
+    """One variant of a matrix service: its name, its matrix values merged over the args, its own meta-data key."""
+    key = base.metadata_key
+    if key is not None and key != "docker-compose":  # that one is per service name: ..-tag-ruby[3.3]
+        key = f"{key}-{variant}"
+    return dataclasses.replace(
+        base,
+        name=variant_name(base.name, variant),
+        args={**base.args, **values},
+        metadata_key=key,
+        variant=variant,
+        variant_tag=svc.variant_tag,
+        siblings=tuple(variant_name(base.name, v) for v in ids if v != variant),
+    )

@@ -12,6 +12,7 @@ import json
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +21,8 @@ from .config import RegistryLogin
 from .errors import BuildFailed, CacheError, EnvironmentProblem
 from .plan import BuilderPlan, Plan, ServicePlan, Target
 from .progress import BuildEvents, RawJsonDecoder, Tally, TargetInfo, first_line
-from .report import Console, RunResult, ServiceResult, StageResult, render_markdown
+from .report import Console, RunResult, ServiceResult, SkipReport, StageResult, render_markdown
+from .skip import KeyInputs, SkipSetting, Unavailable, context_digest, key_tag, sha256_bytes
 from .stores import BlobStoreFactory, RunContext, Stores
 
 
@@ -34,6 +36,10 @@ class DockerPort(Protocol):
     def remove_builder(self, name: str) -> None: ...
     def bake(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]: ...
     def read_manifest(self, ref: str) -> Mapping[str, Any] | None: ...
+    def builder_platforms(self, name: str) -> tuple[str, ...]: ...
+    def containerd_image_store(self) -> bool: ...
+    def manifest_digest(self, ref: str) -> str | None: ...
+    def retag(self, source: str, tags: Sequence[str]) -> None: ...
 
 
 @contextlib.contextmanager
@@ -49,6 +55,34 @@ def builder_session(docker: DockerPort, plan: BuilderPlan, console: Console) -> 
                 console.info(f"removed builder '{plan.name}'")
             except EnvironmentProblem as exc:
                 console.warn(str(exc))
+
+
+def _offers(offered: Sequence[str], wanted: str) -> bool:
+    """Whether a builder listing ``offered`` builds ``wanted`` (``linux/arm64`` is served by ``linux/arm64/v8``)."""
+    return any(p == wanted or (wanted.count("/") == 1 and p.startswith(f"{wanted}/")) for p in offered)
+
+
+def check_platforms(docker: DockerPort, plan: Plan) -> None:
+    """Every platform a target asks for is one the builder builds: exit 3 before the build, not an
+    ``exec format error`` in the middle of it."""
+    wanted = sorted({p for t in plan.running for p in t.platforms})
+    if not wanted:
+        return
+    builder = plan.builder
+    several = any(len(t.platforms) > 1 for t in plan.running)
+    if several and builder.driver == "docker" and not docker.containerd_image_store():
+        raise EnvironmentProblem(
+            f"builder '{builder.name}' (driver docker) cannot build several platforms into one image on the classic "
+            "image store: use a docker-container builder, or enable the containerd image store"
+        )
+    offered = docker.builder_platforms(builder.name)
+    missing = [p for p in wanted if not _offers(offered, p)]
+    if offered and missing:
+        raise EnvironmentProblem(
+            f"builder '{builder.name}' cannot build {', '.join(missing)} (it builds {', '.join(offered)}): install "
+            "QEMU emulation (docker run --privileged --rm tonistiigi/binfmt --install all) or use a builder with "
+            "such nodes"
+        )
 
 
 def ensure_builder(docker: DockerPort, plan: BuilderPlan, console: Console) -> bool:
@@ -134,12 +168,17 @@ class Runner:
             t.name: StageResult(t.service, t.stage, t.dockerfile_target, t.final, name=t.name, tags=t.tags)
             for t in plan.targets
         }
+        full = plan
+        skips: dict[str, SkipReport] = {}
         try:
+            plan, skips = self._skip_unchanged(plan, results)
             plan = plan.with_targets(stores.before(plan.targets, results))
             tally = Tally([TargetInfo(t.name, t.stage, t.identity, t.graph) for t in plan.targets])
-            with builder_session(self.docker, plan.builder, self.console):
-                self._build(plan, tally, run, results, stores)
-        except KeyboardInterrupt:  # SIGINT or SIGTERM: buildx is stopped by now; nothing is saved or recorded
+            if plan.running:  # nothing to build when every service was skipped
+                with builder_session(self.docker, plan.builder, self.console):
+                    check_platforms(self.docker, plan)
+                    self._build(plan, tally, run, results, stores)
+        except BaseException:  # SIGINT, SIGTERM (buildx is stopped by now) or a run that cannot go on: save nothing
             stores.abort(plan.targets)
             raise
         stores.after(plan.targets, results)
@@ -149,8 +188,10 @@ class Runner:
         for name, seconds in tally.seconds().items():
             results[name].seconds = seconds
         elapsed = time.monotonic() - started
-        for svc in plan.services:
-            run.services.append(ServiceResult(svc.name, [results[t.name] for t in svc.targets], elapsed))
+        for svc in full.services:
+            stages = [results[t.name] for t in svc.targets]
+            seconds = sum(s.seconds for s in stages) if svc.name in skips and skips[svc.name].skipped else elapsed
+            run.services.append(ServiceResult(svc.name, stages, seconds, skips.get(svc.name)))
         if run.exit_code == 0 and plan.cache_errors == "fail":
             problem = next(
                 (f"{s.service}/{s.stage}: {w}" for r in run.services for s in r.stages for w in s.cache_warnings), None
@@ -158,8 +199,8 @@ class Runner:
             if problem:
                 run.exit_code = CacheError.exit_code
                 run.error = f"{problem} (settings.cache_errors = 'fail')"
-        for svc, service_result in zip(plan.services, run.services, strict=True):
-            if run.exit_code == 0 and service_result.status == "ok":
+        for svc, service_result in zip(full.services, run.services, strict=True):
+            if run.exit_code == 0 and service_result.succeeded:
                 self._publish(svc, service_result, stores.meta_data(svc.name, plan.targets, results))
             self._annotate(service_result)
         return run
@@ -316,6 +357,82 @@ class Runner:
         if not again.succeeded:
             self.console.warn("saving the caches of the targets that did not fail failed too")
 
+    # ------------------------------------------------------------------------------------- skip_unchanged
+
+    def _skip_unchanged(self, plan: Plan, results: Mapping[str, StageResult]) -> tuple[Plan, dict[str, SkipReport]]:
+        """For every service with skip_unchanged on: its key, and a retag instead of a build when its
+        repository holds an image tagged with it. Returns the plan of what is left to build, the key's tag
+        pushed beside each pushed image's own tags, and a report per such service."""
+        reports: dict[str, SkipReport] = {}
+        tagged: list[Target] = []
+        for svc in plan.services:
+            if svc.skip is None or not svc.skip.enabled or not svc.image:
+                continue
+            started = time.monotonic()
+            self.console.section(f":mag: {svc.name}: skip if unchanged", collapsed=True)
+            report = reports[svc.name] = self._unchanged(svc, svc.skip)
+            self.console.info(f"{svc.name}: {report.reason}")
+            pushed = [t for t in svc.targets if t.runs and t.push]
+            if report.skipped:
+                for target in svc.targets:
+                    result = results[target.name]
+                    result.status, result.pushed = "skipped", target in pushed
+                result = results[next(t.name for t in svc.targets if t.final)]
+                result.digest, result.seconds = report.digest, time.monotonic() - started
+            elif report.key:
+                for target in pushed:
+                    tag = f"{svc.image}:{key_tag(report.key, None if target.final else target.stage)}"
+                    tagged.append(dataclasses.replace(target, tags=(*target.tags, tag)))
+        plan = plan.with_targets(tagged)
+        left = tuple(s for s in plan.services if not (s.name in reports and reports[s.name].skipped))
+        return dataclasses.replace(plan, services=left), reports
+
+    def _unchanged(self, svc: ServicePlan, setting: SkipSetting) -> SkipReport:
+        """The service's key, and whether the image it names is in the repository (then retagged)."""
+        scan = setting.scan
+        assert scan is not None and svc.image is not None
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            bases = dict(zip(setting.bases, pool.map(self.docker.manifest_digest, setting.bases), strict=True))
+        missing = next((ref for ref, digest in bases.items() if digest is None), None)
+        if missing is not None:
+            reason = f"base image {missing} cannot be resolved in its registry: building"
+            return SkipReport(False, reason, files=scan.files, bytes=scan.bytes)
+        digests = {ref: digest for ref, digest in bases.items() if digest is not None}
+        try:
+            context = context_digest(scan)
+        except Unavailable as exc:
+            return SkipReport(False, f"{exc}: building", bases=digests, files=scan.files, bytes=scan.bytes)
+        running = [t for t in svc.targets if t.runs]
+        final = next(t for t in svc.targets if t.final)
+        key = KeyInputs(
+            dockerfile=sha256_bytes(scan.dockerfile_bytes),
+            context=context,
+            patterns=scan.patterns,
+            args=final.args,
+            targets=tuple((t.dockerfile_target or t.stage, t.output) for t in running),
+            bases=digests,
+            platforms=final.platforms,
+            secrets=final.secrets,
+            ssh=final.ssh,
+            labels=final.labels,
+            attest=final.attest,
+        ).key()
+        tag = key_tag(key)
+        source = f"{svc.image}:{tag}"
+        report = SkipReport(False, "", key, tag, source, bases=digests, files=scan.files, bytes=scan.bytes)
+        digest = self.docker.manifest_digest(source)
+        if digest is None:
+            return dataclasses.replace(report, reason=f"no image tagged {tag} in {svc.image}: building, and pushing it")
+        try:
+            for target in (t for t in running if t.push):
+                self.docker.retag(f"{svc.image}:{key_tag(key, None if target.final else target.stage)}", target.tags)
+        except EnvironmentProblem as exc:
+            self.console.warn(f"{svc.name}: {exc}")
+            return dataclasses.replace(report, reason=f"{exc}: building")
+        retagged = ", ".join(final.tags)
+        reason = f"unchanged: {source} was built from the same inputs; retagged as {retagged} (nothing built)"
+        return dataclasses.replace(report, skipped=True, reason=reason, digest=digest)
+
     # ------------------------------------------------------------------------------------------ Buildkite
 
     def _meta_data_get(self, key: str) -> str | None:
@@ -347,7 +464,9 @@ class Runner:
         if self.agent is None:
             return
         warnings = any(s.cache_warnings for s in result.stages)
-        style = {"ok": "warning" if warnings else "success", "failed": "error"}.get(result.status, "info")
+        style = {"ok": "warning" if warnings else "success", "skipped": "success", "failed": "error"}.get(
+            result.status, "info"
+        )
         try:
             self.agent.annotate(render_markdown(result), style, f"dockercache-{result.name}")
         except AgentError as exc:

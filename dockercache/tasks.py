@@ -22,7 +22,7 @@ from .errors import DockercacheError, Interrupted
 
 HELP = {
     "config": "Path to dockercache.toml (default: $DOCKERCACHE_CONFIG, else the nearest one upwards).",
-    "service": "Service to build (repeatable; default: all services).",
+    "service": "Service to build, or one matrix variant: 'ruby[3.3]' (repeatable; default: all services).",
     "stage": "Build this stage and the service's stages it builds on (not the whole service).",
     "dry-run": "Print the plan instead of building.",
     "no-cache": "Build without any cache (passes --no-cache to buildx).",
@@ -142,11 +142,16 @@ def plan(
     )
 
 
-@task(help=_help("config"))
-def check(c: Context, config: str | None = None) -> None:
+@task(
+    help={
+        **_help("config"),
+        "lint": "Also run BuildKit's Dockerfile checks per service (buildx 0.15+; exit 1 on findings).",
+    }
+)
+def check(c: Context, config: str | None = None, lint: bool = False) -> None:
     """Validate dockercache.toml (and the Dockerfiles and Compose files it names)."""
     env = commands.Environment()
-    _run(lambda: commands.cmd_check(env, config))
+    _run(lambda: commands.cmd_check(env, config, lint))
 
 
 @task(name="create", help=_help("config"))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dockercache.docker import ProcessFailed, stop_process_group, stream_process
+from dockercache.docker import ProcessFailed, parse_platforms, stop_process_group, stream_process
 
 
 def alive(pid: int) -> bool:
@@ -51,3 +51,18 @@ def test_a_child_ignoring_sigint_is_killed_after_the_grace_period() -> None:
     stop_process_group(process, grace=0.5)
     assert 0.4 < time.monotonic() - started < 5
     assert process.returncode == -9
+
+
+def test_platforms_of_every_node_in_order_each_once() -> None:
+    text = """Name:          dc
+Driver:        docker-container
+
+Nodes:
+Name:      dc0
+Status:    running
+Platforms: linux/amd64*, linux/amd64/v2, linux/386
+Name:      dc1
+Platforms: linux/arm64, linux/amd64
+"""
+    assert parse_platforms(text) == ("linux/amd64", "linux/amd64/v2", "linux/386", "linux/arm64")
+    assert parse_platforms("Name: dc\nDriver: docker-container\n") == ()

@@ -456,3 +456,118 @@ def test_a_nested_default_in_dockercache_toml() -> None:
     raw = {"services": app(image="${IMAGE:-${REGISTRY:-localhost:5000}/app}")}
     assert parse_config(raw, {"REGISTRY": "r.example"}, Path(CONFIG_NAME)).service("app").image == "r.example/app"
     assert parse_config(raw, {}, Path(CONFIG_NAME)).service("app").image == "localhost:5000/app"
+
+
+@pytest.mark.parametrize(
+    ("service", "message"),
+    [
+        (
+            {"secrets": {"npm": {"env": "NPM_TOKEN", "file": "x"}}},
+            "services.app.secrets.npm: give exactly one of env (a variable's name) or file (a path)",
+        ),
+        (
+            {"secrets": {"npm": {}}},
+            "services.app.secrets.npm: give exactly one of env (a variable's name) or file (a path)",
+        ),
+        (
+            {"secrets": {"npm": {"env": "${NPM_TOKEN}"}}},
+            'services.app.secrets.npm.env: give the variable\'s name (env = "NPM_TOKEN"), not ${...}: BuildKit '
+            "reads the value from the environment itself",
+        ),
+        ({"secrets": {"npm": {"env": "NPM-TOKEN"}}}, "services.app.secrets.npm.env: 'NPM-TOKEN' is not of the form"),
+        ({"secrets": {"npm": {"file": ""}}}, "services.app.secrets.npm.file: must not be empty"),
+        ({"secrets": {"npm": {"value": "x"}}}, "services.app.secrets.npm.value: unknown key"),
+        ({"secrets": {"npm": "NPM_TOKEN"}}, "services.app.secrets.npm: expected a table, got a string"),
+        (
+            {"secrets": {"id=x,src": {"env": "A"}}},
+            "services.app.secrets.\"id=x,src\": invalid secret id (letters, digits, '_', '.', '-')",
+        ),
+        ({"ssh": "default"}, "services.app.ssh: expected an array, got a string"),
+        (
+            {"ssh": ["my key"]},
+            "services.app.ssh[0]: 'my key' is not 'default', an id or 'ID=PATH' (ids: letters, digits, '_', '.', '-')",
+        ),
+        ({"ssh": ["gh="]}, "services.app.ssh[0]: 'gh=': give one path, without commas, after '='"),
+        ({"ssh": ["gh=/a,/b"]}, "services.app.ssh[0]: 'gh=/a,/b': give one path, without commas, after '='"),
+        ({"ssh": ["default", "default=/k"]}, "services.app.ssh: id 'default' is given twice"),
+    ],
+)
+def test_secret_and_ssh_mistakes_are_one_line_naming_the_key(service: dict[str, object], message: str) -> None:
+    assert error({"services": app(**service)}).startswith(f"dockercache.toml: {message}")
+
+
+def test_secrets_and_ssh_are_accepted() -> None:
+    raw = {"services": app(secrets={"npm": {"env": "NPM_TOKEN"}, "netrc": {"file": "~/.netrc"}}, ssh=["default"])}
+    svc = parse_config(raw, VARS, Path(CONFIG_NAME)).services["app"]
+    assert (svc.secrets["npm"].env, svc.secrets["netrc"].file, svc.ssh) == ("NPM_TOKEN", "~/.netrc", ("default",))
+
+
+def test_skip_unchanged_is_off_by_default_and_set_per_service_or_in_settings() -> None:
+    config = parse_config({"services": {"app": {"image": "r/app"}}}, VARS, Path(CONFIG_NAME))
+    assert config.settings.skip_unchanged is False and config.service("app").skip_unchanged is None
+    raw = {"settings": {"skip_unchanged": True}, "services": {"app": {"image": "r/app", "skip_unchanged": False}}}
+    config = parse_config(raw, VARS, Path(CONFIG_NAME))
+    assert config.settings.skip_unchanged is True and config.service("app").skip_unchanged is False
+    # In [settings] it applies to the services that push an image; the others build as before.
+    parse_config({"settings": {"skip_unchanged": True}, "services": {"app": {}}}, VARS, Path(CONFIG_NAME))
+
+
+def test_skip_unchanged_on_a_service_without_an_image_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"services": {"app": {"skip_unchanged": True}}}, VARS, Path(CONFIG_NAME))
+    assert str(info.value) == (
+        "dockercache.toml: services.app.skip_unchanged: needs services.app.image (a skipped build retags the image "
+        "it pushed before)"
+    )
+
+
+# ------------------------------------------------------- labels and attestations (issue 12, item 5)
+
+
+def test_labels_provenance_and_sbom_are_accepted() -> None:
+    config = parse_config(
+        {
+            "settings": {"provenance": "min", "sbom": True},
+            "services": {
+                "app": {"image": "reg/app", "labels": {"com.example.team": "${BUILDKITE_COMMIT}", "gone": ""}},
+                "web": {"image": "reg/web", "provenance": "max", "sbom": False},
+            },
+        },
+        VARS,
+        Path(CONFIG_NAME),
+    )
+    assert (config.settings.provenance, config.settings.sbom) == ("min", True)
+    assert dict(config.service("app").labels) == {"com.example.team": "abc123", "gone": ""}
+    assert (config.service("app").provenance, config.service("app").sbom) == (None, None)
+    assert (config.service("web").provenance, config.service("web").sbom) == ("max", False)
+    default = parse_config({"services": {"app": {}}}, VARS, Path(CONFIG_NAME))
+    assert (default.settings.provenance, default.settings.sbom) == ("off", False)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"services": {"app": {"labels": {"a=b": "x"}}}}, "services.app.labels.\"a=b\": a label key may hold no '='"),
+        ({"services": {"app": {"labels": {"a b": "x"}}}}, "a label key may hold no space or control character"),
+        ({"services": {"app": {"labels": {"": "x"}}}}, "services.app.labels: a label key must not be empty"),
+        ({"services": {"app": {"labels": {"k": True}}}}, "services.app.labels.k: expected a string"),
+        (
+            {"services": {"app": {"image": "reg/app", "provenance": "full"}}},
+            "services.app.provenance: 'full' is not one of 'off', 'min', 'max'",
+        ),
+        (
+            {"settings": {"provenance": True}, "services": {"app": {}}},
+            "settings.provenance: write 'off', 'min' or 'max', not true (here: 'min')",
+        ),
+        (
+            {"services": {"app": {"provenance": "min"}}},
+            "services.app.provenance: attestations go with pushed images; set services.app.image",
+        ),
+        ({"services": {"app": {"sbom": True}}}, "services.app.sbom: attestations go with pushed images"),
+        ({"settings": {"sbom": "yes"}, "services": {"app": {}}}, "settings.sbom: expected a boolean"),
+    ],
+)
+def test_label_and_attestation_mistakes_are_one_line_naming_the_key(document: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, VARS, Path(CONFIG_NAME))
+    assert message in str(info.value) and "\n" not in str(info.value)

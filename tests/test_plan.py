@@ -12,8 +12,8 @@ import pytest
 
 from dockercache.config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
 from dockercache.errors import ConfigError
-from dockercache.plan import BuildOptions, PlanInputs, Target, make_plan
-from dockercache.resolve import ResolvedService
+from dockercache.plan import BuildOptions, ImageOptions, PlanInputs, Target, make_plan
+from dockercache.resolve import ResolvedService, SecretSource
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -226,6 +226,7 @@ def test_bake_definition_and_argv() -> None:
         ],
         "output": ["type=registry"],
         "no-cache": True,
+        "attest": ["type=provenance,disabled=true"],  # no attestation manifest unless asked for
     }
     assert plan.bake_argv("/tmp/b.json", "/tmp/m.json") == [
         "buildx",
@@ -502,6 +503,7 @@ def test_plan_json_is_the_whole_plan() -> None:
                 "name": "ruby",
                 "image": None,
                 "store": "built-in local",
+                "skip_unchanged": None,
                 "targets": [
                     {
                         "name": "ruby-final",
@@ -519,6 +521,9 @@ def test_plan_json_is_the_whole_plan() -> None:
                         "write_refused": None,
                         "runs": True,
                         "built_by": "ruby-final",
+                        "secrets": [],
+                        "ssh": [],
+                        "platforms": [],
                         "store": {"name": "built-in local", "kind": "registry"},
                     }
                 ],
@@ -776,3 +781,167 @@ def test_a_commit_that_is_no_image_tag_cannot_be_the_default_tag() -> None:
     )
     plan = make_plan(inputs(service(tags=("v1",)), commit="abc,ref=evil"), BuildOptions())
     assert plan.targets[-1].tags == ("reg:5000/ruby:v1",)
+
+
+def test_secrets_and_ssh_are_bake_fields_of_every_target_naming_sources_never_values() -> None:
+    """README: the plan shows ``id=npm,env=NPM_TOKEN`` (BuildKit reads the variable) and ``id=...,src=/abs``
+    (CSV-quoted as buildx reads it), never a value; ``ssh`` is passed as given."""
+    secrets = (
+        SecretSource("npm", env="NPM_TOKEN"),
+        SecretSource("netrc", src=Path("/home/ci/.netrc")),
+        SecretSource("odd", src=Path("/a,b/${x}")),
+    )
+    plan = make_plan(inputs(service(secrets=secrets, ssh=("default", "gh=/k"))), BuildOptions())
+    expected = ["id=npm,env=NPM_TOKEN", "id=netrc,src=/home/ci/.netrc", 'id=odd,"src=/a,b/${x}"']
+    for target in plan.targets:
+        assert target.bake()["secret"] == [e.replace("${", "$${") for e in expected]
+        assert target.bake()["ssh"] == ["default", "gh=/k"]
+        assert target.to_json()["secrets"] == expected
+        assert target.to_json()["ssh"] == ["default", "gh=/k"]
+    assert "secret" not in make_plan(inputs(), BuildOptions()).bake_definition()["target"]["ruby-final"]
+
+
+# ------------------------------------------------------- labels and attestations (issue 12, item 5)
+
+OCI = {
+    "org.opencontainers.image.revision": "0123456789abcdef0123456789abcdef01234567",
+    "org.opencontainers.image.source": "https://github.com/acme/shop",
+    "org.opencontainers.image.created": "2026-11-02T09:20:30Z",
+}
+
+
+def test_labels_go_on_tagged_targets_and_attestations_on_pushed_ones_only() -> None:
+    own = ImageOptions(
+        labels={"org.opencontainers.image.source": "https://example.com/shop", "org.opencontainers.image.created": ""},
+        provenance="min",
+        sbom=True,
+    )
+    svc = service(push_stages=("deps",))
+    plan = make_plan(inputs(svc, labels=OCI, images={"ruby": own}), BuildOptions())
+    base, deps, final = (plan.bake_definition()["target"][t.name] for t in plan.targets)
+    expected = {
+        "org.opencontainers.image.revision": OCI["org.opencontainers.image.revision"],
+        "org.opencontainers.image.source": "https://example.com/shop",  # the service's own wins
+    }  # and an empty value removes a default
+    assert final["labels"] == deps["labels"] == expected
+    assert final["attest"] == deps["attest"] == ["type=provenance,mode=min", "type=sbom"]
+    assert "labels" not in base and "attest" not in base  # cache only: no image, nothing to label
+    # Loaded (--no-push), an image keeps its labels; attestations need the registry exporter.
+    loaded = make_plan(inputs(svc, labels=OCI, images={"ruby": own}), BuildOptions(push=False)).targets[-1]
+    assert loaded.output == "load" and loaded.labels == expected and loaded.attest == ()
+    assert "attest" not in loaded.bake()
+
+
+def test_provenance_is_disabled_explicitly_by_default() -> None:
+    """buildx adds a mode=min provenance attestation to pushed images unless told not to: the image becomes an
+    index with an unknown/unknown manifest, which Lambda and some registries' tools refuse."""
+    final = make_plan(inputs(labels=OCI), BuildOptions()).targets[-1]
+    assert final.bake()["attest"] == ["type=provenance,disabled=true"]
+    assert final.bake()["labels"] == OCI
+    assert ImageOptions(provenance="max").attest() == ("type=provenance,mode=max",)
+
+
+def test_labels_change_no_cache_entry() -> None:
+    plain = make_plan(inputs(), BuildOptions())
+    labelled = make_plan(inputs(labels=OCI, images={"ruby": ImageOptions(labels={"a": "b"})}), BuildOptions())
+    for a, b in zip(plain.targets, labelled.targets, strict=True):
+        assert (a.cache_from, a.cache_to, a.identity) == (b.cache_from, b.cache_to, b.identity)
+        assert {k: v for k, v in a.bake().items() if k != "labels"} == {
+            k: v for k, v in b.bake().items() if k != "labels"
+        }
+
+
+def test_image_options_take_the_service_then_the_settings() -> None:
+    from dockercache.loader import parse_config
+    from dockercache.plan import image_options
+
+    config = parse_config(
+        {
+            "settings": {"provenance": "min", "sbom": True},
+            "services": {
+                "app": {"image": "reg/app", "labels": {"k": "v"}},
+                "web": {"image": "reg/web", "provenance": "off", "sbom": False},
+            },
+        },
+        {},
+        Path("dockercache.toml"),
+    )
+    options = image_options(config)
+    assert options["app"] == ImageOptions(labels={"k": "v"}, provenance="min", sbom=True)
+    assert options["web"] == ImageOptions(labels={}, provenance="off", sbom=False)
+
+
+def test_labels_are_literal_in_the_bake_file() -> None:
+    final = make_plan(inputs(images={"ruby": ImageOptions(labels={"note": "${NOT_A_VARIABLE}"})}), BuildOptions())
+    assert final.targets[-1].bake()["labels"] == {"note": "$${NOT_A_VARIABLE}"}
+
+
+def skip_context(
+    tmp_path: Path, dockerfile: str = "ARG A\nFROM busybox:${A} AS base\nFROM base AS deps\nFROM deps AS final\n"
+) -> ResolvedService:
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    (tmp_path / "app.sh").write_text("echo\n")
+    return service(context=tmp_path, dockerfile=tmp_path / "Dockerfile", args={"A": "1", "TOKEN": "s3cret-value"})
+
+
+def test_skip_unchanged_is_off_unless_asked_for(tmp_path: Path) -> None:
+    svc = skip_context(tmp_path)
+    assert make_plan(inputs(svc), BuildOptions()).services[0].skip is None
+    assert make_plan(inputs(svc), BuildOptions()).to_json()["services"][0]["skip_unchanged"] is None
+    on = Settings(skip_unchanged=True)
+    own = make_plan(inputs(svc, settings=on, skip_unchanged={"ruby": False}), BuildOptions())
+    assert own.services[0].skip is None  # the service's own setting wins over [settings]
+
+
+def test_skip_unchanged_plans_the_inputs_of_the_key(tmp_path: Path) -> None:
+    svc = skip_context(tmp_path)
+    plan = make_plan(inputs(svc, skip_unchanged={"ruby": True}), BuildOptions())
+    skip = plan.services[0].skip
+    assert skip is not None and skip.enabled and skip.reason == "on (services.ruby.skip_unchanged)"
+    assert skip.bases == ("busybox:1",)
+    document = plan.to_json()["services"][0]["skip_unchanged"]
+    assert document["enabled"] is True
+    inputs_ = document["inputs"]
+    assert (inputs_["files"], inputs_["bytes"]) == (2, (tmp_path / "Dockerfile").stat().st_size + 5)
+    assert inputs_["args"] == ["A", "TOKEN"] and "s3cret-value" not in json.dumps(document)  # names, never values
+    assert inputs_["base_images"] == [{"ref": "busybox:1", "digest": None}]  # resolved when building
+    from dockercache.commands import render_plan
+
+    line = next(x for x in render_plan(plan).splitlines() if "skip unchanged" in x)
+    assert line.startswith("  skip unchanged: on (services.ruby.skip_unchanged): key over the Dockerfile, 2 files")
+    assert "base images busybox:1" in line and "dc-<key>" in line
+
+
+@pytest.mark.parametrize(
+    ("options", "kw", "reason"),
+    [
+        (
+            BuildOptions(push=False),
+            {},
+            "off (--no-push: a skip retags an image in the registry, and nothing is pushed)",
+        ),
+        (BuildOptions(stage="deps"), {}, "off (--stage builds one stage)"),
+        (BuildOptions(no_cache=True), {}, "off (--no-cache)"),
+        (BuildOptions(), {"image": None}, "off (services.ruby has no image to retag)"),
+    ],
+)
+def test_skip_unchanged_is_off_where_it_cannot_retag_or_was_not_asked_to_build_as_usual(
+    tmp_path: Path, options: BuildOptions, kw: dict[str, object], reason: str
+) -> None:
+    svc = dataclasses.replace(skip_context(tmp_path), **kw)  # type: ignore[arg-type]
+    plan = make_plan(inputs(svc, settings=Settings(skip_unchanged=True)), options)
+    skip = plan.services[0].skip
+    assert skip is not None and not skip.enabled and skip.reason == f"{reason}: building"
+    assert plan.to_json()["services"][0]["skip_unchanged"] == {"enabled": False, "reason": f"{reason}: building"}
+
+
+def test_skip_unchanged_is_off_when_the_dockerfile_fetches_what_it_cannot_pin(tmp_path: Path) -> None:
+    svc = skip_context(
+        tmp_path, "FROM busybox AS base\nADD https://example.com/x.tgz /x\nFROM base AS deps\nFROM deps AS final\n"
+    )
+    skip = make_plan(inputs(svc, settings=Settings(skip_unchanged=True)), BuildOptions()).services[0].skip
+    assert skip is not None and not skip.enabled
+    assert (
+        skip.reason
+        == "off (ADD https://example.com/x.tgz has no --checksum: what it fetches is known only by building): building"
+    )

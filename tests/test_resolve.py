@@ -263,3 +263,166 @@ def test_a_from_variable_takes_its_value_from_the_args_of_dockercache_toml_or_co
         return {"services": {"web": {"build": {"context": ".", "args": {"BASE_IMAGE": "busybox"}}}}}
 
     assert resolve_service(compose_config(compose_root), "web", {}, read).args == {"BASE_IMAGE": "busybox"}
+
+
+# ------------------------------------------------------------------------------------- secrets and ssh
+
+
+def secret_project(root: Path) -> Path:
+    (root / "Dockerfile").write_text("FROM busybox\nRUN --mount=type=secret,id=npm true\n")
+    (root / "netrc").write_text("machine example.com password netrc-value\n")
+    (root / "home" / ".ssh").mkdir(parents=True)
+    (root / "home" / ".ssh" / "id_ed25519").write_text("key\n")
+    (root / "home" / ".netrc").write_text("home-netrc\n")
+    return root
+
+
+def test_secrets_resolve_to_where_buildkit_reads_them_never_their_values(tmp_path: Path) -> None:
+    """README: ``env`` names a variable, ``file`` is relative to dockercache.toml, ``~`` is $HOME."""
+    root = secret_project(tmp_path)
+    raw = {
+        "services": {
+            "app": {
+                "secrets": {"npm": {"env": "NPM_TOKEN"}, "netrc": {"file": "netrc"}, "home": {"file": "~/.netrc"}},
+                "ssh": ["default", "gh=~/.ssh/id_ed25519"],
+            }
+        }
+    }
+    env = {**VARS, "NPM_TOKEN": "npm-value", "HOME": str(root / "home"), "SSH_AUTH_SOCK": str(root / "netrc")}
+    svc = resolve_service(config_in(root, raw), "app", env)
+    assert [(s.id, s.env, s.src) for s in svc.secrets] == [
+        ("npm", "NPM_TOKEN", None),
+        ("netrc", None, root / "netrc"),
+        ("home", None, root / "home" / ".netrc"),
+    ]
+    assert svc.ssh == ("default", f"gh={root / 'home' / '.ssh' / 'id_ed25519'}")
+    assert [s.value(env) for s in svc.secrets] == [
+        "npm-value",
+        "machine example.com password netrc-value\n",
+        "home-netrc\n",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("service", "env", "message"),
+    [
+        (
+            {"secrets": {"npm": {"env": "NPM_TOKEN"}}},
+            {},
+            "services.app.secrets.npm.env: $NPM_TOKEN is not set (it holds the value of secret 'npm')",
+        ),
+        (
+            {"secrets": {"netrc": {"file": "~/.no-netrc"}}},
+            {"HOME": "/nonexistent-home"},
+            "services.app.secrets.netrc.file: /nonexistent-home/.no-netrc does not exist or is not a file "
+            "(the value of secret 'netrc')",
+        ),
+        (
+            {"ssh": ["default"]},
+            {},
+            "services.app.ssh[0]: 'default' forwards the SSH agent, but $SSH_AUTH_SOCK is not set (start ssh-agent, "
+            "or give ID=PATH to a key or socket)",
+        ),
+        (
+            {"ssh": ["default"]},
+            {"SSH_AUTH_SOCK": "/nonexistent/agent.sock"},
+            "services.app.ssh[0]: 'default' forwards the SSH agent, but $SSH_AUTH_SOCK (/nonexistent/agent.sock) "
+            "does not exist",
+        ),
+        (
+            {"ssh": ["gh=/nonexistent/key"]},
+            {},
+            "services.app.ssh[0]: /nonexistent/key does not exist (the key or agent socket of ssh id 'gh')",
+        ),
+    ],
+)
+def test_a_secret_or_ssh_key_that_cannot_be_read_is_a_config_error_naming_the_key(
+    tmp_path: Path, service: dict[str, Any], env: dict[str, str], message: str
+) -> None:
+    secret_project(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        resolve_service(config_in(tmp_path, {"services": {"app": service}}), "app", {**VARS, **env})
+    assert str(info.value) == f"{tmp_path / CONFIG_NAME}: {message}"
+
+
+def compose_secrets(build: Mapping[str, Any], secrets: Mapping[str, Any]) -> Any:
+    def read(files: Sequence[Path], root: Path) -> Mapping[str, Any]:
+        return {"secrets": secrets, "services": {"web": {"build": {"context": str(root), **build}}}}
+
+    return read
+
+
+def test_compose_build_secrets_and_ssh_are_read_and_dockercache_toml_wins_by_id(compose_root: Path) -> None:
+    """As ``docker compose config --format json`` prints them: top-level secrets with ``file`` (absolute) or
+    ``environment``, referenced from ``build.secrets`` (the id is ``target`` when given, as Compose has it)."""
+    root = secret_project(compose_root)
+    read = compose_secrets(
+        {
+            "secrets": [{"source": "npm"}, {"source": "netrc", "target": "mynetrc"}, {"source": "other"}],
+            "ssh": ["default"],
+        },
+        {
+            "npm": {"name": "p_npm", "environment": "NPM_TOKEN"},
+            "netrc": {"name": "p_netrc", "file": str(root / "netrc")},
+            "other": {"environment": "OTHER"},
+        },
+    )
+    raw = {"services": {"web": {"compose_service": "web", "secrets": {"other": {"file": "netrc"}}}}}
+    env = {"NPM_TOKEN": "x", "SSH_AUTH_SOCK": str(root / "netrc")}
+    svc = resolve_service(config_in(root, raw), "web", env, read)
+    assert [(s.id, s.env, s.src) for s in svc.secrets] == [
+        ("npm", "NPM_TOKEN", None),
+        ("mynetrc", None, root / "netrc"),
+        ("other", None, root / "netrc"),
+    ]
+    assert svc.ssh == ("default",)
+
+
+@pytest.mark.parametrize(
+    ("build", "secrets", "message"),
+    [
+        (
+            {"secrets": [{"source": "npm"}]},
+            {"npm": {"environment": "NPM_TOKEN"}},
+            "compose.yaml: secrets.npm.environment: $NPM_TOKEN is not set (it holds the value of secret 'npm')",
+        ),
+        (
+            {"secrets": [{"source": "netrc"}]},
+            {"netrc": {"file": "/nonexistent/netrc"}},
+            "compose.yaml: secrets.netrc.file: /nonexistent/netrc does not exist or is not a file (the value of "
+            "secret 'netrc')",
+        ),
+        (
+            {"secrets": [{"source": "ext"}]},
+            {"ext": {"external": True}},
+            "compose.yaml: secrets.ext: a build secret needs file or environment (BuildKit cannot read others)",
+        ),
+        (
+            {"ssh": ["default"]},
+            {},
+            "compose.yaml: services.web.build.ssh[0]: 'default' forwards the SSH agent, but $SSH_AUTH_SOCK is not "
+            "set (start ssh-agent, or give ID=PATH to a key or socket)",
+        ),
+    ],
+)
+def test_a_compose_build_secret_that_cannot_be_read_is_a_config_error(
+    compose_root: Path, build: dict[str, Any], secrets: dict[str, Any], message: str
+) -> None:
+    config = config_in(compose_root, {"services": {"app": {"compose_service": "web"}}})
+    with pytest.raises(ConfigError) as info:
+        resolve_service(config, "app", {}, compose_secrets(build, secrets))
+    assert str(info.value) == f"{compose_root / CONFIG_NAME}: services.app.compose_service: {message}"
+
+
+def test_secret_values_are_added_to_the_runs_redactor(tmp_path: Path) -> None:
+    """What a build step prints passes the redactor: a secret's value (6 characters or more, from a variable of
+    any name or a file) is masked wherever it appears."""
+    root = secret_project(tmp_path)
+    (root / CONFIG_NAME).write_text(
+        '[services.app]\nsecrets = { npm = { env = "NPM_AUTH" }, netrc = { file = "netrc" } }\n'
+    )
+    environment = Environment(env={**VARS, "NPM_AUTH": "npm-value-1"}, cwd=root, console=Console())
+    config, ci = load(environment, None)
+    plan_for(environment, config, ci, BuildOptions())
+    text = "npm-value-1 / machine example.com password netrc-value"
+    assert environment.redact(text) == "[redacted] / [redacted]"

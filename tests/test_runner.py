@@ -7,6 +7,7 @@ where the sink is ``type=local``, the metadata file, and a failing step where th
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import signal
@@ -85,6 +86,13 @@ class FakeDocker:
 
     def read_manifest(self, ref: str) -> dict[str, Any] | None:
         return getattr(self, "manifests", {}).get(ref)
+
+    def builder_platforms(self, name: str) -> tuple[str, ...]:
+        self.log.add(f"docker buildx inspect {name}")
+        return getattr(self, "platforms", ("linux/amd64", "linux/amd64/v2"))
+
+    def containerd_image_store(self) -> bool:
+        return getattr(self, "containerd", True)
 
     def remove_builder(self, name: str) -> None:
         self.log.add(f"docker buildx rm {name}")
@@ -639,3 +647,40 @@ def test_an_interrupt_stops_bake_removes_what_the_run_made_and_records_nothing(
     host, port = endpoints[0].rsplit(":", 1)
     with pytest.raises(OSError):  # the endpoint no longer serves
         http.client.HTTPConnection(host, int(port), timeout=2).request("GET", "/v2/")
+
+
+def platform_plan(tmp_path: Path, *platforms: str, **builder: Any) -> Plan:
+    inputs = PlanInputs(
+        services=(dataclasses.replace(resolved(LocalCache(type="local", path="cache")), platforms=platforms),),
+        builder=BuilderConfig(**builder) if builder else BuilderConfig(name="default", driver="docker"),
+        settings=Settings(),
+        root=tmp_path,
+        commit="abc123",
+        branch="main",
+        default_branch="main",
+        on_ci=True,
+        pipeline="pipe",
+        job_id="job1",
+    )
+    return make_plan(inputs, BuildOptions())
+
+
+def test_a_platform_the_builder_cannot_build_is_exit_3_before_any_bake(world: World, tmp_path: Path) -> None:
+    plan = platform_plan(tmp_path, "linux/amd64", "linux/arm64", name="dc", driver="docker-container", ephemeral=True)
+    with pytest.raises(EnvironmentProblem, match=r"builder 'dc-job1' cannot build linux/arm64 \(it builds linux/amd64"):
+        world.runner.run(plan)
+    assert not world.docker.bakes
+    assert world.docker.builders == {}  # the ephemeral builder is removed on the way out
+
+
+def test_platforms_the_builder_lists_build(world: World, tmp_path: Path) -> None:
+    plan = platform_plan(tmp_path, "linux/amd64", "linux/amd64/v2")
+    assert world.runner.run(plan).exit_code == 0
+    assert world.docker.bakes[0]["target"]["app-final"]["platforms"] == ["linux/amd64", "linux/amd64/v2"]
+
+
+def test_several_platforms_on_the_classic_image_store_are_exit_3(world: World, tmp_path: Path) -> None:
+    world.docker.containerd = False  # type: ignore[attr-defined]
+    with pytest.raises(EnvironmentProblem, match="cannot build several platforms into one image on the classic"):
+        world.runner.run(platform_plan(tmp_path, "linux/amd64", "linux/amd64/v2"))
+    assert not world.docker.bakes

@@ -70,6 +70,9 @@ class CacheRequest:
     """The directory of dockercache.toml (local store paths are relative to it)."""
     exists: Callable[[str], bool]
     """Whether a local directory exists (injected, so planning stays pure)."""
+    siblings: tuple[str, ...] = ()
+    """For a matrix variant (``ruby[3.3]``): the names of the service's other variants, whose caches this one
+    must never overwrite."""
 
     @property
     def stages(self) -> tuple[str, ...]:

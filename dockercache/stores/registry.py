@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from ..ci import slugify
-from ..config import CacheStore, RegistryCache
+from ..config import CacheStore, RegistryCache, split_variant
 from ..errors import CacheError
 from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime, TargetCaches
 from .entry import CacheEntry
@@ -28,8 +28,12 @@ def _bool(value: bool) -> str:
 
 
 def registry_ref(store: RegistryCache, service: str, stage: str, branch_slug: str) -> str:
-    repo = store.ref.format(service=service)
-    tag = slugify(store.tag.format(service=service, stage=stage, branch=branch_slug), 128)
+    """A stage's cache ref; a matrix variant (``ruby[3.3]``) shares its service's repository, and its id ends the
+    tag (``final-main-3.3``), so variants never overwrite each other's caches."""
+    base, variant = split_variant(service)
+    repo = store.ref.format(service=base)
+    tag = store.tag.format(service=base, stage=stage, branch=branch_slug)
+    tag = slugify(f"{tag}-{variant}" if variant is not None else tag, 128)
     return f"{repo}:{tag}"
 
 
@@ -47,7 +51,7 @@ class RegistryKind:
         def ref(stage: str, branch: str) -> str:
             return registry_ref(store, request.service, stage, branch)
 
-        extra = [r.format(service=request.service, stage=request.stage) for r in store.extra_from]
+        extra = [r.format(service=split_variant(request.service)[0], stage=request.stage) for r in store.extra_from]
         refs = [r for s in request.stages for r in (ref(s, keys.branch), ref(s, keys.default_branch))]
         sources = tuple(CacheEntry.make("registry", ref=r) for r in dict.fromkeys([*refs, *extra]))
         plan = TargetCaches(self.name, request.store_name, sources, config=store)
@@ -57,6 +61,10 @@ class RegistryKind:
         if not keys.writes_shared:
             # Whatever the tag template says, an untrusted branch never writes a ref the default branch reads.
             shared = {ref(s, keys.default_branch) for s in request.stages} | set(extra)
+            # ... nor one another variant of the service reads there (branch 'main-3.3' + variant 'slim').
+            shared |= {
+                registry_ref(store, other, s, keys.default_branch) for other in request.siblings for s in request.stages
+            }
             if write_ref in shared:
                 why = f"'{write_ref}' is read by the default branch; branch '{keys.branch}' may not write it"
                 return dataclasses.replace(plan, refused=why)
