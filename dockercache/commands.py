@@ -123,16 +123,14 @@ def render_plan(plan: Plan) -> str:
             lines.append(f"  skip unchanged: {svc.skip.describe()}")
         for target in svc.targets:
             lines.append(f"  {target.stage}{' (final)' if target.final else ''}: bake target {target.name}")
-            if target.platforms:
-                lines.append(f"    {'platforms:':<11} {', '.join(target.platforms)}")
-            for secret in target.secrets:
-                lines.append(f"    {'secret:':<11} {secret}")
-            for ssh in target.ssh:
-                lines.append(f"    {'ssh:':<11} {ssh}")
-            if target.labels:
-                lines.append(f"    {'labels:':<11} {', '.join(f'{k}={v}' for k, v in target.labels.items())}")
-            for attest in target.attest:
-                lines.append(f"    {'attest:':<11} {attest}")
+            details = {
+                "platforms:": [", ".join(target.platforms)] if target.platforms else [],
+                "secret:": target.secrets,  # where BuildKit reads each value, never the value
+                "ssh:": target.ssh,
+                "labels:": [", ".join(f"{k}={v}" for k, v in target.labels.items())] if target.labels else [],
+                "attest:": target.attest,
+            }
+            lines += [f"    {label:<11} {value}" for label, values in details.items() for value in values]
             for i, source in enumerate(target.cache_from):
                 lines.append(f"    {'cache from:' if i == 0 else '':<11} {source.location}")
             step = target.caches.step

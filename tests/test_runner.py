@@ -650,19 +650,8 @@ def test_an_interrupt_stops_bake_removes_what_the_run_made_and_records_nothing(
 
 
 def platform_plan(tmp_path: Path, *platforms: str, **builder: Any) -> Plan:
-    inputs = PlanInputs(
-        services=(dataclasses.replace(resolved(LocalCache(type="local", path="cache")), platforms=platforms),),
-        builder=BuilderConfig(**builder) if builder else BuilderConfig(name="default", driver="docker"),
-        settings=Settings(),
-        root=tmp_path,
-        commit="abc123",
-        branch="main",
-        default_branch="main",
-        on_ci=True,
-        pipeline="pipe",
-        job_id="job1",
-    )
-    return make_plan(inputs, BuildOptions())
+    plan = plan_for(LocalCache(type="local", path="cache"), tmp_path, **builder)
+    return plan.with_targets(dataclasses.replace(t, platforms=platforms) for t in plan.targets)
 
 
 def test_a_platform_the_builder_cannot_build_is_exit_3_before_any_bake(world: World, tmp_path: Path) -> None:

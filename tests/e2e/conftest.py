@@ -6,12 +6,14 @@ every end-to-end test loudly, with the command that starts it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -403,3 +405,13 @@ def s3_project(stack: Stack, tmp_path: Path, s3_client: Any) -> S3Project:
     )
     project.write_config(s3_config(stack, name, name))
     return project
+
+
+def sample_cmdlines(stop: threading.Event, seen: list[str]) -> None:
+    """Every process's arguments, as often as possible, until ``stop`` (secrets must never be among them)."""
+    while not stop.is_set():
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                with contextlib.suppress(OSError):
+                    seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        time.sleep(0.02)

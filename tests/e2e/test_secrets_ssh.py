@@ -8,36 +8,24 @@ values of the service's secrets whatever their variables are called.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import Result, Stack, base_env, docker, run_dockercache
+from .conftest import Result, Stack, base_env, docker, run_dockercache, sample_cmdlines
 
 # Variables named like nothing secret: only the secrets' own entries tell the redactor about them.
 NPM_VALUE = "npm_" + "Zq81xTv0pLr7"
 NETRC_VALUE = "machine example.com login ci password " + "nEtRc-9f3k2"
 COMMIT12 = "0123456789ab"
-
-
-def sample_cmdlines(stop: threading.Event, seen: list[str]) -> None:
-    """Every process's arguments, as often as possible while the build runs (as tests/hardening does)."""
-    while not stop.is_set():
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                with contextlib.suppress(OSError):
-                    seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        time.sleep(0.02)
 
 
 def make_project(root: Path, stack: Stack, dockerfile: str, service: str) -> Path:

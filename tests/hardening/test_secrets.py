@@ -4,8 +4,6 @@ any process dockercache starts (sampled from /proc while the build runs)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
 import threading
 import time
@@ -16,7 +14,16 @@ from typing import Any
 
 import pytest
 
-from ..e2e.conftest import ACCESS_KEY, DOCKERCACHE, SECRET_KEY, S3Project, Stack, free_port, s3_config
+from ..e2e.conftest import (
+    ACCESS_KEY,
+    DOCKERCACHE,
+    SECRET_KEY,
+    S3Project,
+    Stack,
+    free_port,
+    s3_config,
+    sample_cmdlines,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hardening("secrets")]
 
@@ -50,15 +57,6 @@ def auth_registry(tmp_path: Path) -> Iterator[str]:
     yield f"localhost:{port}"
     process.terminate()
     process.wait(10)
-
-
-def sample_cmdlines(stop: threading.Event, seen: list[str]) -> None:
-    while not stop.is_set():
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                with contextlib.suppress(OSError):
-                    seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        time.sleep(0.02)
 
 
 def test_no_secret_anywhere(s3_project: S3Project, stack: Stack, auth_registry: str, tmp_path: Path) -> None:
