@@ -74,8 +74,8 @@ class BuilderPlan:
     def create_argv(self, config_file: str = "BUILDKITD.toml") -> list[str]:
         """``docker buildx create`` for this builder; ``config_file`` holds :attr:`buildkitd_config`."""
         argv = ["buildx", "create", "--name", self.name, "--driver", self.driver]
-        for key, value in self.driver_opts.items():
-            argv += ["--driver-opt", f"{key}={value}"]
+        for key, value in self.driver_opts.items():  # buildx reads each as a CSV record, as cache entries
+            argv += ["--driver-opt", _csv_field(f"{key}={value}")]
         if self.buildkitd_config is not None:
             argv += ["--buildkitd-config", config_file]
         if self.platforms:

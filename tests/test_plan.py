@@ -12,7 +12,7 @@ import pytest
 
 from dockercache.config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
 from dockercache.errors import ConfigError
-from dockercache.plan import BuildOptions, ImageOptions, PlanInputs, Target, make_plan
+from dockercache.plan import BuilderPlan, BuildOptions, ImageOptions, PlanInputs, Target, make_plan
 from dockercache.resolve import ResolvedService, SecretSource
 
 if sys.version_info >= (3, 11):
@@ -945,3 +945,18 @@ def test_skip_unchanged_is_off_when_the_dockerfile_fetches_what_it_cannot_pin(tm
         skip.reason
         == "off (ADD https://example.com/x.tgz has no --checksum: what it fetches is known only by building): building"
     )
+
+
+def test_a_driver_opt_with_a_comma_stays_one_option() -> None:
+    """buildx reads every --driver-opt as a CSV record: a comma in a value (a proxy list) is quoted, not split."""
+    builder = BuilderPlan(
+        name="b",
+        driver="docker-container",
+        driver_opts={"env.no_proxy": "localhost,127.0.0.1", "network": "host"},
+        endpoint=None,
+        platforms=(),
+        ephemeral=False,
+    )
+    argv = builder.create_argv()
+    assert argv[argv.index("--driver-opt") + 1] == '"env.no_proxy=localhost,127.0.0.1"'
+    assert "network=host" in argv
