@@ -1,11 +1,15 @@
 """Where the build runs: commit, branch, pipeline and default branch.
 
-Buildkite's variables win; on a laptop the same values come from git, so one dockercache.toml serves both.
-Git is only asked when a value is actually needed (``plan`` on a big repository stays fast).
+Each value comes from the first source that names it: a ``BUILDKITE_*`` variable (set by Buildkite, or by hand
+anywhere: it is also what ``${BUILDKITE_...}`` interpolates to, so the config and the cache keys agree), then
+GitHub Actions' variables (``GITHUB_ACTIONS=true``) or GitLab CI's (``GITLAB_CI=true``), then git on a laptop;
+one dockercache.toml serves them all. Git is only asked when a value is actually needed (``plan`` on a big
+repository stays fast).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
@@ -51,12 +56,85 @@ class CIContext:
         return self.env.get("BUILDKITE") == "true"
 
     @property
+    def provider(self) -> Literal["buildkite", "github", "gitlab"] | None:
+        """The CI service running this build, by precedence when several claim it; None on a laptop."""
+        if self.on_buildkite:
+            return "buildkite"
+        if self.env.get("GITHUB_ACTIONS") == "true":
+            return "github"
+        if self.env.get("GITLAB_CI") == "true":
+            return "gitlab"
+        return None
+
+    @property
     def on_ci(self) -> bool:
-        return self.on_buildkite or self.env.get("CI", "").lower() in ("true", "1", "yes")
+        return self.provider is not None or self.env.get("CI", "").lower() in ("true", "1", "yes")
+
+    def _github(self, name: str) -> str | None:
+        return (self.env.get(name) or None) if self.provider == "github" else None
+
+    def _gitlab(self, name: str) -> str | None:
+        return (self.env.get(name) or None) if self.provider == "gitlab" else None
+
+    @cached_property
+    def _github_event(self) -> Mapping[str, Any]:
+        """The webhook payload GitHub leaves at $GITHUB_EVENT_PATH ({} when absent or unreadable): the only
+        place naming the repository's default branch. It holds no token."""
+        path = self._github("GITHUB_EVENT_PATH")
+        try:
+            event = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+        except (OSError, ValueError):
+            return {}
+        return event if isinstance(event, dict) else {}
+
+    def _github_event_value(self, *keys: str) -> str | None:
+        value: Any = self._github_event
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None
+
+    @cached_property
+    def _github_pull_request(self) -> str | None:
+        """The pull request number of a GitHub run for one (``pull_request``, ``pull_request_target``, reviews)."""
+        if self.provider != "github":
+            return None
+        match = re.fullmatch(r"refs/pull/(\d+)/(?:merge|head)", self.env.get("GITHUB_REF", ""))
+        if match:
+            return match.group(1)
+        # pull_request_target runs on the base branch's ref: the number is in the payload only.
+        is_pr = self._github("GITHUB_HEAD_REF") or self.env.get("GITHUB_EVENT_NAME", "").startswith("pull_request")
+        if not is_pr:
+            return None
+        # Without a number it still is a pull request (an untrusted writer): name it by its branch.
+        return (
+            self._github_event_value("number")
+            or self._github_event_value("pull_request", "number")
+            or self._github("GITHUB_HEAD_REF")
+            or "unknown"
+        )
+
+    def _github_branch(self) -> str | None:
+        if self.provider != "github":
+            return None
+        if self._github_pull_request:
+            # GITHUB_REF_NAME is "N/merge" there: the branch is the pull request's own (head) branch.
+            return self._github("GITHUB_HEAD_REF") or self._github_event_value("pull_request", "head", "ref")
+        ref = self.env.get("GITHUB_REF", "")
+        for prefix in ("refs/heads/", "refs/tags/"):  # a tag's build is named by its tag, as on Buildkite
+            if ref.startswith(prefix) and ref != prefix:
+                return ref.removeprefix(prefix)
+        return None if ref.startswith("refs/") else self._github("GITHUB_REF_NAME")
 
     @cached_property
     def commit(self) -> str:
-        return self.env.get("BUILDKITE_COMMIT") or self.git(self.cwd, ["rev-parse", "HEAD"]) or "dev"
+        # On a GitHub pull request GITHUB_SHA is the merge commit actions/checkout checks out (and so is built).
+        return (
+            self.env.get("BUILDKITE_COMMIT")
+            or self._github("GITHUB_SHA")
+            or self._gitlab("CI_COMMIT_SHA")
+            or self.git(self.cwd, ["rev-parse", "HEAD"])
+            or "dev"
+        )
 
     @cached_property
     def short_commit(self) -> str:
@@ -64,12 +142,24 @@ class CIContext:
 
     @cached_property
     def branch(self) -> str:
-        branch = self.env.get("BUILDKITE_BRANCH") or self.git(self.cwd, ["rev-parse", "--abbrev-ref", "HEAD"])
+        branch = (
+            self.env.get("BUILDKITE_BRANCH")
+            or self._github_branch()
+            or self._gitlab("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME")
+            or self._gitlab("CI_COMMIT_BRANCH")
+            or self._gitlab("CI_COMMIT_REF_NAME")  # a tag pipeline: the tag's name
+            or self.git(self.cwd, ["rev-parse", "--abbrev-ref", "HEAD"])
+        )
         return branch if branch and branch != "HEAD" else "detached"
 
     @cached_property
     def pipeline(self) -> str:
-        slug = self.env.get("BUILDKITE_PIPELINE_SLUG")
+        repository = self._github("GITHUB_REPOSITORY")
+        slug = (
+            self.env.get("BUILDKITE_PIPELINE_SLUG")
+            or (repository.rsplit("/", 1)[-1] if repository else None)
+            or self._gitlab("CI_PROJECT_NAME")
+        )
         if slug:
             return slug
         top = self.git(self.cwd, ["rev-parse", "--show-toplevel"])
@@ -77,7 +167,11 @@ class CIContext:
 
     @cached_property
     def default_branch(self) -> str:
-        branch = self.env.get("BUILDKITE_PIPELINE_DEFAULT_BRANCH")
+        branch = (
+            self.env.get("BUILDKITE_PIPELINE_DEFAULT_BRANCH")
+            or self._github_event_value("repository", "default_branch")
+            or self._gitlab("CI_DEFAULT_BRANCH")
+        )
         if branch:
             return branch
         ref = self.git(self.cwd, ["symbolic-ref", "--quiet", "refs/remotes/origin/HEAD"])
@@ -85,17 +179,33 @@ class CIContext:
 
     @property
     def job_id(self) -> str | None:
-        return self.env.get("BUILDKITE_JOB_ID")
+        """Unique among the jobs running at once (an ephemeral builder's name). GitHub has no job id: its run,
+        attempt, job and runner (a runner runs one job at a time) together are one."""
+        github = [self._github(k) for k in ("GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "GITHUB_JOB", "RUNNER_NAME")]
+        return (
+            self.env.get("BUILDKITE_JOB_ID")
+            or ("-".join(p for p in github if p) if github[0] else None)
+            or self._gitlab("CI_JOB_ID")
+        )
 
     @property
     def pull_request(self) -> str | None:
-        """The pull request number on Buildkite (``BUILDKITE_PULL_REQUEST`` is ``false`` for other builds)."""
+        """The pull request (merge request) number, or None: Buildkite's ``BUILDKITE_PULL_REQUEST`` (``false`` for
+        other builds), GitHub's ``refs/pull/N/merge``, GitLab's ``CI_MERGE_REQUEST_IID``."""
         value = (self.env.get("BUILDKITE_PULL_REQUEST") or "").strip()
-        return value if value and value.lower() != "false" else None
+        if value and value.lower() != "false":
+            return value
+        return self._github_pull_request or self._gitlab("CI_MERGE_REQUEST_IID")
 
     @property
     def pull_request_base_branch(self) -> str | None:
-        return self.env.get("BUILDKITE_PULL_REQUEST_BASE_BRANCH") or None
+        """The branch a pull request merges into (whose caches it reads)."""
+        return (
+            self.env.get("BUILDKITE_PULL_REQUEST_BASE_BRANCH")
+            or self._github("GITHUB_BASE_REF")
+            or (self._github_event_value("pull_request", "base", "ref") if self._github_pull_request else None)
+            or self._gitlab("CI_MERGE_REQUEST_TARGET_BRANCH_NAME")
+        )
 
     @cached_property
     def revision(self) -> str | None:
@@ -108,9 +218,15 @@ class CIContext:
 
     @cached_property
     def repository_url(self) -> str | None:
-        """Where the source lives, as a URL safe to publish (see :func:`public_url`): $BUILDKITE_REPO, else
-        git's origin."""
-        url = self.env.get("BUILDKITE_REPO") or self.git(self.cwd, ["remote", "get-url", "origin"])
+        """Where the source lives, as a URL safe to publish (see :func:`public_url`): $BUILDKITE_REPO, GitHub's
+        $GITHUB_SERVER_URL/$GITHUB_REPOSITORY, GitLab's $CI_PROJECT_URL, else git's origin."""
+        server, repository = self._github("GITHUB_SERVER_URL"), self._github("GITHUB_REPOSITORY")
+        url = (
+            self.env.get("BUILDKITE_REPO")
+            or (f"{server.rstrip('/')}/{repository}" if server and repository else None)
+            or self._gitlab("CI_PROJECT_URL")
+            or self.git(self.cwd, ["remote", "get-url", "origin"])
+        )
         return public_url(url) if url else None
 
     @cached_property

@@ -48,7 +48,10 @@ class Settings:
 
     default_branch: str | None = field(
         default=None,
-        metadata=_doc("Branch whose cache is shared. Default: $BUILDKITE_PIPELINE_DEFAULT_BRANCH, git, 'main'."),
+        metadata=_doc(
+            "Branch whose cache is shared. Default: $BUILDKITE_PIPELINE_DEFAULT_BRANCH, GitHub's repository"
+            " default branch, $CI_DEFAULT_BRANCH (GitLab), git's origin/HEAD, 'main'."
+        ),
     )
     cache_write: Literal["auto", "always", "never"] = field(
         default="auto",

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .buildkite import image_metadata_key
 from .ci import slugify
 from .config import BuilderConfig, CacheStore, Config, LocalCache, S3Cache, Settings, split_variant
 from .errors import ConfigError
@@ -225,6 +226,13 @@ class ServicePlan:
     store: str
     skip: SkipSetting | None = None
     """skip_unchanged: whether this run may skip the service, why (not), and what its key covers."""
+    compose_files: tuple[str, ...] = ()
+    """The Compose files the docker-compose plugin's meta-data key is made of (``ResolvedService.compose_files``)."""
+
+    @property
+    def image_meta_data_key(self) -> str | None:
+        """The Buildkite meta-data key that receives the pushed image (None: no key)."""
+        return image_metadata_key(self.metadata_key, self.name, self.compose_files)
 
 
 @dataclass(frozen=True)
@@ -321,6 +329,7 @@ class Plan:
                 {
                     "name": s.name,
                     "image": s.image,
+                    "metadata_key": s.image_meta_data_key,
                     "store": s.store,
                     "skip_unchanged": s.skip.to_json() if s.skip else None,
                     "targets": [t.to_json() for t in s.targets],
@@ -537,6 +546,7 @@ def make_plan(
                 metadata_key=svc.metadata_key,
                 store=svc.store_name or "built-in local",
                 skip=_skip_setting(svc, marked, inputs, options, scan),
+                compose_files=svc.compose_files,
             )
         )
     _check_names(services, inputs.source)

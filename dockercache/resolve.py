@@ -63,6 +63,9 @@ class ResolvedService:
     """SSH agents and keys as bake's ``ssh`` field takes them: ``default``, ``ID`` or ``ID=/abs/path``."""
     platforms: tuple[str, ...] = ()
     """``os/arch[/variant]`` to build for (empty: the builder's own platform)."""
+    compose_files: tuple[str, ...] = ()
+    """A Compose service's files as the docker-compose plugin's ``config`` names them (see
+    ``compose_plugin_names``), for that plugin's meta-data key; empty for a service that is no Compose service."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,18 @@ def compose_files(config: Config, service: ServiceConfig, env: Mapping[str, str]
         f"{config.path}: compose_files: no Compose file given and none of {', '.join(COMPOSE_DEFAULTS)} "
         f"in {config.root}"
     )
+
+
+def compose_plugin_names(config: Config, service: ServiceConfig, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The files ``compose_files`` reads, named as the docker-compose plugin names them in its meta-data key:
+    as written in dockercache.toml (relative to it), $COMPOSE_FILE whole (the plugin does not split it at the
+    separator: lib/shared.bash, ``docker_compose_config_files``), or the default file found."""
+    names = service.compose_files or config.compose_files
+    if names:
+        return tuple(names)
+    if env.get("COMPOSE_FILE"):
+        return (env["COMPOSE_FILE"],)
+    return tuple(f.name for f in compose_files(config, service, env))
 
 
 def _from_compose(
@@ -321,6 +336,7 @@ def resolve_service(
         graphs={label: stage_graph(dockerfile_stages, label) for label in built},
         secrets=inputs.secrets,
         ssh=inputs.ssh,
+        compose_files=compose_plugin_names(config, svc, env) if svc.compose_service else (),
     )
 
 

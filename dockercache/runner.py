@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from .buildkite import Agent, AgentError, image_metadata_key
+from .buildkite import Agent, AgentError
 from .config import RegistryLogin
 from .errors import BuildFailed, CacheError, EnvironmentProblem
 from .plan import BuilderPlan, Plan, ServicePlan, Target
@@ -450,7 +450,7 @@ class Runner:
             return
         values: dict[str, str] = {}
         final = result.final
-        key = image_metadata_key(svc.metadata_key, svc.name)
+        key = svc.image_meta_data_key
         if key and final and final.tags and final.pushed:  # a later step (another agent) pulls it
             values[key] = final.tags[0]
         values.update(store_values)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dockercache.buildkite import Agent, AgentError
+from dockercache.buildkite import Agent, AgentError, compose_plugin_key, image_metadata_key
 
 from .conftest import ROOT
 
@@ -94,3 +94,120 @@ def test_annotate_sends_the_body_on_stdin(agent: Agent, tmp_path: Path) -> None:
     ]
     annotations = json.loads((tmp_path / "annotations.json").read_text())
     assert annotations == {"dockercache-ruby": {"style": "info", "body": "| stage |\nmore"}}
+
+
+# ------------------------------------------------------------------- the docker-compose plugin's meta-data key
+# buildkite-plugins/docker-compose-buildkite-plugin, lib/metadata.bash ``prebuilt_image_meta_data_key`` (commit
+# 69bd3fa5a94a9caacff1b6d90c2c7001fdf61e3a); its tests/metadata.bats checks the same cases.
+
+PLAIN = "docker-compose-plugin-built-image-tag-ruby"
+
+
+@pytest.mark.parametrize(
+    ("files", "key"),
+    [
+        pytest.param((), PLAIN, id="the plugin's default file (config unset)"),
+        pytest.param(("docker-compose.yml",), PLAIN, id="the default file given explicitly"),
+        pytest.param(("docker-compose.ci.yml",), f"{PLAIN}-docker-compose.ci.yml", id="one other file"),
+        pytest.param(
+            ("docker-compose.yml", "docker-compose.ci.yml"),
+            f"{PLAIN}-docker-compose.yml-docker-compose.ci.yml",
+            id="several files, the default one among them, in order",
+        ),
+        pytest.param(
+            ("ci/docker-compose.yml", "ci/compose.override.yaml"),
+            f"{PLAIN}-ci/docker-compose.yml-ci/compose.override.yaml",
+            id="paths with directories and extensions kept as written",
+        ),
+        pytest.param(("./docker-compose.yml",), f"{PLAIN}-./docker-compose.yml", id="no normalisation of paths"),
+        pytest.param(("compose.yaml",), f"{PLAIN}-compose.yaml", id="Compose's own default is not the plugin's"),
+        pytest.param(("a.yml:b.yml",), f"{PLAIN}-a.yml:b.yml", id="a COMPOSE_FILE value is kept whole"),
+        pytest.param(("my compose.yml",), f"{PLAIN}-my-compose.yml", id="names split at whitespace"),
+    ],
+)
+def test_compose_plugin_key_follows_the_plugins_derivation(files: tuple[str, ...], key: str) -> None:
+    assert compose_plugin_key("ruby", files) == key
+    assert image_metadata_key("docker-compose", "ruby", files) == key
+
+
+def test_compose_plugin_key_of_a_matrix_variant_uses_its_name() -> None:
+    assert compose_plugin_key("ruby[3.3]", ()) == "docker-compose-plugin-built-image-tag-ruby[3.3]"
+    assert (
+        compose_plugin_key("ruby[3.3]", ("docker-compose.ci.yml",))
+        == "docker-compose-plugin-built-image-tag-ruby[3.3]-docker-compose.ci.yml"
+    )
+
+
+def test_a_key_of_ones_own_ignores_the_compose_files() -> None:
+    assert image_metadata_key("ruby-image", "ruby", ("docker-compose.ci.yml",)) == "ruby-image"
+    assert image_metadata_key(None, "ruby", ("docker-compose.ci.yml",)) is None
+
+
+class ComposeOnly:
+    """Docker as ``plan`` uses it for a Compose service: ``docker compose config`` only."""
+
+    def __init__(self) -> None:
+        self.files: list[list[str]] = []
+
+    def compose_config(self, files: Any, root: Path) -> dict[str, Any]:
+        self.files.append([f.name for f in files])
+        return {"services": {"ruby": {"build": {"context": str(root)}}}}
+
+
+def plan_keys(
+    root: Path,
+    raw: dict[str, Any],
+    env: dict[str, str] | None = None,
+    files: tuple[str, ...] = ("docker-compose.yml", "docker-compose.ci.yml", "compose.yaml"),
+) -> dict[str, Any]:
+    """``plan --json``'s meta-data key per service, for dockercache.toml ``raw`` in ``root`` with ``files``."""
+    from dockercache.ci import CIContext
+    from dockercache.commands import Environment, plan_for
+    from dockercache.config import CONFIG_NAME
+    from dockercache.loader import parse_config
+    from dockercache.plan import BuildOptions
+    from dockercache.report import Console
+
+    variables = {"BUILDKITE_COMMIT": "0123456789abcdef0123456789abcdef01234567", "BUILDKITE_BRANCH": "main"}
+    env = {**variables, **(env or {})}
+    (root / "Dockerfile").write_text("FROM busybox\n")
+    for name in files:
+        (root / name).write_text("services: {}\n")
+    config = parse_config(raw, variables, root / CONFIG_NAME)
+    environment = Environment(env=env, cwd=root, docker=ComposeOnly(), console=Console())  # type: ignore[arg-type]
+    plan = plan_for(environment, config, CIContext(env=env, cwd=root), BuildOptions())
+    return {s["name"]: s["metadata_key"] for s in plan.to_json()["services"]}
+
+
+def test_plan_json_shows_the_key_from_the_compose_files_the_service_reads(tmp_path: Path) -> None:
+    """README's migration example: ``compose_files = ["docker-compose.ci.yml"]`` is the plugin's
+    ``config: docker-compose.ci.yml``, whose later steps look the image up under the suffixed key."""
+    compose = {"compose_service": "ruby", "image": "reg.test/ruby", "metadata_key": "docker-compose"}
+    top = {"compose_files": ["docker-compose.ci.yml"], "services": {"ruby": compose}}
+    assert plan_keys(tmp_path, top) == {"ruby": f"{PLAIN}-docker-compose.ci.yml"}
+    own = {"services": {"ruby": {**compose, "compose_files": ["docker-compose.yml", "docker-compose.ci.yml"]}}}
+    assert plan_keys(tmp_path, {**top, **own}) == {"ruby": f"{PLAIN}-docker-compose.yml-docker-compose.ci.yml"}
+    matrix = {**compose, "matrix": {"RUBY": ["3.3"]}}
+    assert plan_keys(tmp_path, {**top, "services": {"ruby": matrix}}) == {
+        "ruby[3.3]": "docker-compose-plugin-built-image-tag-ruby[3.3]-docker-compose.ci.yml"
+    }
+
+
+def test_plan_json_key_with_compose_file_or_the_default_file_found(tmp_path: Path) -> None:
+    """No compose_files: $COMPOSE_FILE as the plugin reads it (whole), else the file Compose found."""
+    raw = {"services": {"ruby": {"compose_service": "ruby", "metadata_key": "docker-compose"}}}
+    assert plan_keys(tmp_path, raw) == {"ruby": f"{PLAIN}-compose.yaml"}  # found before docker-compose.yml
+    (tmp_path / "compose.yaml").unlink()
+    assert plan_keys(tmp_path, raw, files=("docker-compose.yml",)) == {"ruby": PLAIN}
+    env = {"COMPOSE_FILE": "docker-compose.yml:docker-compose.ci.yml", "COMPOSE_PATH_SEPARATOR": ":"}
+    assert plan_keys(tmp_path, raw, env) == {"ruby": f"{PLAIN}-docker-compose.yml:docker-compose.ci.yml"}
+    assert plan_keys(tmp_path, raw, {"COMPOSE_FILE": "docker-compose.yml"}) == {"ruby": PLAIN}
+
+
+def test_plan_json_key_of_a_service_that_is_no_compose_service_is_the_plain_one(tmp_path: Path) -> None:
+    """Its image was built from context and dockerfile: the old plugin user's later steps read it with the
+    plugin's default file, so it goes under the plain key, even with top-level compose_files set."""
+    raw = {"compose_files": ["docker-compose.ci.yml"], "services": {"ruby": {"metadata_key": "docker-compose"}}}
+    assert plan_keys(tmp_path, raw) == {"ruby": PLAIN}
+    assert plan_keys(tmp_path, {"services": {"ruby": {"metadata_key": "ruby-image"}}}) == {"ruby": "ruby-image"}
+    assert plan_keys(tmp_path, {"services": {"ruby": {}}}) == {"ruby": None}

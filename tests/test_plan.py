@@ -502,6 +502,7 @@ def test_plan_json_is_the_whole_plan() -> None:
             {
                 "name": "ruby",
                 "image": None,
+                "metadata_key": None,
                 "store": "built-in local",
                 "skip_unchanged": None,
                 "targets": [

@@ -673,3 +673,14 @@ def test_several_platforms_on_the_classic_image_store_are_exit_3(world: World, t
     with pytest.raises(EnvironmentProblem, match="cannot build several platforms into one image on the classic"):
         world.runner.run(platform_plan(tmp_path, "linux/amd64", "linux/amd64/v2"))
     assert not world.docker.bakes
+
+
+def test_docker_compose_meta_data_key_carries_the_compose_files(world: World, tmp_path: Path) -> None:
+    """``metadata_key = "docker-compose"``: the pushed image goes under the docker-compose plugin's key for the
+    service's Compose files (tests/test_buildkite.py has every case of the derivation)."""
+    plan = plan_for(LocalCache(type="local", path="cache"), tmp_path)
+    svc = dataclasses.replace(plan.services[0], metadata_key="docker-compose", compose_files=("docker-compose.ci.yml",))
+    result = world.runner.run(dataclasses.replace(plan, services=(svc,)))
+    assert result.exit_code == 0, result.error
+    key = "docker-compose-plugin-built-image-tag-app-docker-compose.ci.yml"
+    assert world.agent.meta == {key: "reg.test/app:abc123"}
