@@ -22,12 +22,12 @@ from .ci import CIContext, slugify
 from .config import Config, S3Cache
 from .errors import ConfigError, DockercacheError
 from .loader import find_config, load_config
-from .plan import BuildOptions, Plan, PlanInputs, image_options, make_plan
+from .plan import BuildOptions, Plan, PlanInputs, image_options, make_plan, run_keys
 from .report import Console, RunResult, render_table
 from .resolve import ResolvedService, resolve_services
 from .secrets import Redactor, secret_values
 from .snapshots import Retention
-from .stores import Keys, may_write_shared
+from .stores import Keys
 from .stores.s3 import open_snapshots, save_key, snapshot_key
 
 if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check never need them
@@ -319,14 +319,14 @@ def _writer_keys(config: Config, ci: CIContext) -> Keys:
     """This run's key names and whether it may write what the default branch reads, as ``make_plan`` has
     them: a pull request writes as ``pr-N`` and never a shared key, a branch only when it is the default
     branch or a trusted one. Off CI the branch is git's, as for a build."""
-    default_branch = config.settings.default_branch or ci.default_branch
-    pr = ci.pull_request
-    return Keys(
-        pipeline=slugify(ci.pipeline),
-        commit=ci.short_commit,
-        branch=f"pr-{slugify(pr)}" if pr else slugify(ci.branch),
-        default_branch=slugify(ci.pull_request_base_branch or default_branch) if pr else slugify(default_branch),
-        writes_shared=not pr and may_write_shared(ci.branch, default_branch, config.settings),
+    return run_keys(
+        config.settings,
+        slugify(ci.pipeline),
+        ci.short_commit,
+        ci.branch,
+        ci.default_branch,
+        ci.pull_request,
+        ci.pull_request_base_branch,
     )
 
 

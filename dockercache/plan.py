@@ -474,6 +474,28 @@ def related_stages(svc: ResolvedService, selected: Sequence[str], stage: str) ->
     return (*below, *beside)
 
 
+def run_keys(
+    settings: Settings,
+    pipeline: str,
+    commit: str,
+    branch: str,
+    default_branch: str,
+    pull_request: str | None,
+    base_branch: str | None,
+) -> Keys:
+    """A run's key names and whether it may write what the default branch reads (builds, promote, prune):
+    a pull request writes as ``pr-N`` (a fork's branch may be called main) and never a shared key, reading its
+    base branch's; a branch writes shared keys only as the default branch or a trusted one."""
+    default_branch = settings.default_branch or default_branch
+    return Keys(
+        pipeline=pipeline,
+        commit=commit,
+        branch=f"pr-{slugify(pull_request)}" if pull_request else slugify(branch),
+        default_branch=slugify(base_branch or default_branch) if pull_request else slugify(default_branch),
+        writes_shared=not pull_request and may_write_shared(branch, default_branch, settings),
+    )
+
+
 def make_plan(
     inputs: PlanInputs,
     options: BuildOptions,
@@ -482,13 +504,8 @@ def make_plan(
 ) -> Plan:
     default_branch = inputs.settings.default_branch or inputs.default_branch
     pr = inputs.pull_request
-    keys = Keys(
-        pipeline=inputs.pipeline,
-        commit=inputs.commit,
-        # A pull request writes under its own name: a fork's branch may be called main.
-        branch=f"pr-{slugify(pr)}" if pr else slugify(inputs.branch),
-        default_branch=slugify(inputs.base_branch or default_branch) if pr else slugify(default_branch),
-        writes_shared=not pr and may_write_shared(inputs.branch, default_branch, inputs.settings),
+    keys = run_keys(
+        inputs.settings, inputs.pipeline, inputs.commit, inputs.branch, inputs.default_branch, pr, inputs.base_branch
     )
     local_only = all(isinstance(s.store, LocalCache) for s in inputs.services)
     cache_write, reason = cache_write_decision(inputs.settings, options, inputs.on_ci, local_only, pr)
