@@ -49,6 +49,7 @@ STRATEGIES = (
     "compose-plugin-v5",
     "hand-written-bake",
     "dockercache-registry",
+    "dockercache-registry-skip",
     "dockercache-s3",
     "warm-local",
 )
@@ -361,6 +362,14 @@ tags = ["${{BUILDKITE_COMMIT}}"]
             )
             + f'image = "{self.image("dockercache-registry")}"\n'
         )
+        (self.project / "registry-skip.toml").write_text(
+            common.replace(
+                "[services.app]",
+                f'[caches.default]\ntype = "registry"\n'
+                f'ref = "{self.registry.host}/bench/dockercache-skip-cache"\n\n[services.app]',
+            )
+            + f'image = "{self.image("dockercache-registry-skip")}"\nskip_unchanged = true\n'
+        )
         (self.project / "s3.toml").write_text(
             common.replace(
                 "[services.app]",
@@ -505,7 +514,9 @@ tags = ["${{BUILDKITE_COMMIT}}"]
         if strategy == "old-plugin-s3-tarball":
             m = self.old_plugin(change, seed, tag)
         elif strategy.startswith("dockercache-"):
-            config = "registry.toml" if strategy == "dockercache-registry" else "s3.toml"
+            config = {"dockercache-registry": "registry.toml", "dockercache-registry-skip": "registry-skip.toml"}.get(
+                strategy, "s3.toml"
+            )
             m.seconds, svc, document = self.dockercache(config, "main" if seed else f"bench-{tag}")
             m.cached, m.total = svc["steps_cached"], svc["steps_total"]
             # The stages' own seconds overlap (one bake session): the overhead is measured against the wall

@@ -29,17 +29,19 @@ LABELS = {
     "compose-plugin-v5": "docker-compose plugin v5 (one ref, final only)",
     "hand-written-bake": "hand-written bake (a registry ref per target)",
     "dockercache-registry": "**dockercache, registry**",
+    "dockercache-registry-skip": "**dockercache, registry, skip_unchanged**",
     "dockercache-s3": "**dockercache, S3**",
     "warm-local": "warm local rebuild",
 }
 CHANGE_LABELS = {"none": "no change", "one-file": "one-file change", "dependency": "dependency change"}
-WARM, HAND, REGISTRY, S3, INLINE, OLD = (
+WARM, HAND, REGISTRY, S3, INLINE, OLD, SKIP = (
     "warm-local",
     "hand-written-bake",
     "dockercache-registry",
     "dockercache-s3",
     "inline",
     "old-plugin-s3-tarball",
+    "dockercache-registry-skip",
 )
 
 
@@ -126,6 +128,13 @@ def figures(results: Results) -> str:
                 f"- S3 uploads after a one-file change: {_mb(cache_up)} of cache{registry_part}, against the old "
                 f"plugin's {_mb(old['up_bytes'])} tarball ({cache_up / old['up_bytes']:.1%})."
             )
+    if {SKIP, REGISTRY} <= have and "none" in results.changes:
+        skip, built = results.rows[(SKIP, "none")], results.rows[(REGISTRY, "none")]
+        ratio = _x(skip["median_s"], built["median_s"])
+        lines.append(
+            f"- Nothing changed, skip_unchanged on: {skip['median_s']:.1f}s (a retag, nothing built), against "
+            f"{built['median_s']:.1f}s for the registry store building from its cache ({ratio})."
+        )
     if {REGISTRY, INLINE} <= have and "none" in results.changes:
         nothing, inline = results.rows[(REGISTRY, "none")], results.rows[(INLINE, "none")]
         lines.append(

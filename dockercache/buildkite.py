@@ -6,6 +6,8 @@ same build skips these steps quietly. An agent that fails is a warning: it never
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -70,6 +72,27 @@ class Agent:
         if append:
             args.append("--append")
         self._run(args, stdin=body)
+
+
+def annotation_context(service: str, env: Mapping[str, str]) -> str:
+    """One annotation per service and job: parallel copies and matrix jobs of one step each get their own,
+    while a retried job (same step, index and matrix values) replaces its earlier annotation."""
+    parts = [f"dockercache-{service}"]
+    step = env.get("BUILDKITE_STEP_KEY") or env.get("BUILDKITE_STEP_ID") or env.get("BUILDKITE_JOB_ID")
+    if step:
+        parts.append(step)
+    if env.get("BUILDKITE_PARALLEL_JOB"):
+        parts.append(f"p{env['BUILDKITE_PARALLEL_JOB']}")
+    matrix = sorted((k, v) for k, v in env.items() if k == "BUILDKITE_MATRIX" or k.startswith("BUILDKITE_MATRIX_"))
+    if matrix:
+        parts.append("m" + hashlib.sha256(json.dumps(matrix).encode()).hexdigest()[:8])
+    return "-".join(parts)
+
+
+def job_log_url(env: Mapping[str, str]) -> str | None:
+    """The job's log on the build page (``BUILD_URL#JOB_ID`` opens it)."""
+    build, job = env.get("BUILDKITE_BUILD_URL"), env.get("BUILDKITE_JOB_ID")
+    return f"{build}#{job}" if build and job else None
 
 
 def image_metadata_key(configured: str | None, service: str, compose_files: Sequence[str] = ()) -> str | None:

@@ -127,18 +127,31 @@ class CIContext:
 
     @cached_property
     def commit(self) -> str:
+        """The CI's commit; else git's HEAD, with ``-dirty`` when the checkout has changes git would show (an
+        image of uncommitted work never goes out under the commit's own tag); else ``dev``."""
         # On a GitHub pull request GITHUB_SHA is the merge commit actions/checkout checks out (and so is built).
-        return (
-            self.env.get("BUILDKITE_COMMIT")
-            or self._github("GITHUB_SHA")
-            or self._gitlab("CI_COMMIT_SHA")
-            or self.git(self.cwd, ["rev-parse", "HEAD"])
-            or "dev"
-        )
+        named = self.env.get("BUILDKITE_COMMIT") or self._github("GITHUB_SHA") or self._gitlab("CI_COMMIT_SHA")
+        if named:
+            return named
+        head = self.git(self.cwd, ["rev-parse", "HEAD"])
+        if head is None:
+            return "dev"
+        return f"{head}-dirty" if self.git(self.cwd, ["status", "--porcelain"]) else head
 
     @cached_property
     def short_commit(self) -> str:
-        return self.commit[:12] if re.fullmatch(r"[0-9a-f]{40}", self.commit) else self.commit
+        match = re.fullmatch(r"([0-9a-f]{40})(-dirty)?", self.commit)
+        return match.group(1)[:12] + (match.group(2) or "") if match else self.commit
+
+    def notes(self) -> list[str]:
+        """What a person building off CI should know about the names this context gives their build."""
+        if self.provider is not None or self.env.get("BUILDKITE_COMMIT"):
+            return []
+        if self.commit == "dev":
+            return [f"{self.cwd} is not in a git repository: images are tagged 'dev' (set BUILDKITE_COMMIT to name it)"]
+        if self.commit.endswith("-dirty"):
+            return [f"uncommitted changes: tagged {self.short_commit}, never the commit's own tag (commit them first)"]
+        return []
 
     @cached_property
     def branch(self) -> str:
@@ -162,6 +175,12 @@ class CIContext:
         )
         if slug:
             return slug
+        # Off CI: the repository's name from its origin remote (what a CI pipeline is usually named after, and
+        # the same in every clone whatever its folder is called), else the checkout's folder name.
+        origin = self.git(self.cwd, ["remote", "get-url", "origin"])
+        name = re.sub(r"\.git$", "", origin.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]) if origin else ""
+        if name:
+            return slugify(name)
         top = self.git(self.cwd, ["rev-parse", "--show-toplevel"])
         return slugify(Path(top).name if top else self.cwd.resolve().name)
 

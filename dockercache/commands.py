@@ -12,7 +12,7 @@ import dataclasses
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from .ci import CIContext, slugify
 from .config import Config, S3Cache
-from .errors import ConfigError, DockercacheError
+from .ecr import credentials, login_user, token_registry
+from .errors import ConfigError, DockercacheError, EnvironmentProblem
 from .loader import find_config, load_config
 from .plan import BuildOptions, Plan, PlanInputs, image_options, make_plan, run_keys
 from .report import Console, RunResult, render_table
@@ -66,7 +67,7 @@ def load(environment: Environment, config: str | None) -> tuple[Config, CIContex
     path = find_config(environment.cwd, config, environment.env)
     ci = CIContext(env=environment.env, cwd=path.parent)
     cfg = load_config(path, ci.variables())
-    environment.redact.add(login.password for login in cfg.registries.values())
+    environment.redact.add(login.password for login in cfg.registries.values() if login.password is not None)
     return cfg, ci
 
 
@@ -95,12 +96,15 @@ def plan_for(environment: Environment, config: Config, ci: CIContext, options: B
         labels=ci.oci_labels(),
         images=image_options(config),
         skip_unchanged={n: s.skip_unchanged for n, s in config.services.items() if s.skip_unchanged is not None},
+        cache_mounts={n: s.cache_mounts for n, s in config.services.items() if s.cache_mounts is not None},
     )
     plan = make_plan(inputs, options)
-    return dataclasses.replace(plan, logins=tuple((h, r.username) for h, r in config.registries.items()))
+    return dataclasses.replace(plan, logins=tuple((h, login_user(h, r)) for h, r in config.registries.items()))
 
 
-def render_plan(plan: Plan) -> str:
+def render_plan(plan: Plan, token_logins: Collection[str] = ()) -> str:
+    """``plan``'s text form; ``token_logins``: the registries logged in to with an ECR token (asked of AWS at build
+    time, never here)."""
     b = plan.builder
     lines = [
         f"builder: {b.name} (driver {b.driver}{', ephemeral' if b.ephemeral else ''})",
@@ -116,11 +120,14 @@ def render_plan(plan: Plan) -> str:
     if plan.bake_env:
         lines.append(f"bake environment: {', '.join(f'{k}={v}' for k, v in plan.bake_env.items())}")
     for host, user in plan.logins:
-        lines.append(f"login: {user}@{host} (password on stdin)")
+        how = "ECR token from the AWS credential chain" if host in token_logins else "password on stdin"
+        lines.append(f"login: {user}@{host} ({how})")
     for svc in plan.services:
         lines.append(f"{svc.name} (cache store: {svc.store})")
         if svc.skip is not None:
             lines.append(f"  skip unchanged: {svc.skip.describe()}")
+        if svc.cache_mounts is not None:
+            lines += [f"  {line}" for line in svc.cache_mounts.summary()]
         for target in svc.targets:
             lines.append(f"  {target.stage}{' (final)' if target.final else ''}: bake target {target.name}")
             details = {
@@ -147,16 +154,106 @@ def render_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def cmd_check(environment: Environment, config: str | None, lint: bool = False) -> int:
+def cmd_check(
+    environment: Environment, config: str | None, lint: bool = False, as_json: bool = False, remote: bool = False
+) -> int:
     cfg, _ = load(environment, config)
     needs_compose = any(s.compose_service for s in cfg.services.values())
     reader = environment.get_docker().compose_config if needs_compose else None
     services = resolve_services(cfg, (), environment.env, reader)
-    environment.out.result(f"{cfg.path}: ok ({len(cfg.services)} service{'s' if len(cfg.services) != 1 else ''})")
-    return lint_services(environment, cfg, services) if lint else 0
+    _check_builder(environment, cfg)
+    reached = check_remote(cfg) if remote else {}
+    remote_code = 1 if any(problem for problem in reached.values()) else 0
+    if not as_json:
+        environment.out.result(f"{cfg.path}: ok ({len(cfg.services)} service{'s' if len(cfg.services) != 1 else ''})")
+        for what, problem in reached.items():
+            environment.out.result(f"{what}: {problem or 'reachable'}")
+        code = lint_services(environment, cfg, services) if lint else 0
+        return code or remote_code
+    findings: dict[str, list[str]] = {}
+    code = (lint_services(environment, cfg, services, findings) if lint else 0) or remote_code
+    document = {"exit_code": code, "config": str(cfg.path), "services": [s.name for s in services]}
+    remote_doc = {k: {"ok": not v, "problem": v} for k, v in reached.items()} if remote else None
+    environment.out.document({**document, "lint": findings if lint else None, "remote": remote_doc})
+    return code
 
 
-def lint_services(environment: Environment, cfg: Config, services: Sequence[ResolvedService]) -> int:
+def check_remote(cfg: Config) -> dict[str, str | None]:
+    """``check --remote``: every cache store and registry login this configuration names, tried without
+    building (a registry: an HTTP answer on /v2/; S3: its endpoint and bucket; a local store: a writable
+    directory). {what: None when reachable, else why not}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .config import LocalCache, RegistryCache
+    from .errors import StoreError
+    from .netcheck import registry_host, unreachable
+    from .stores.s3 import open_store
+
+    def try_store(name: str) -> str | None:
+        store = cfg.caches[name]
+        if isinstance(store, RegistryCache):
+            host, port = registry_host(store.ref)
+            why = unreachable(host, port)
+            return f"registry {host}:{port} unreachable ({why})" if why else None
+        if isinstance(store, S3Cache):
+            try:
+                open_store(name, store)
+            except StoreError as exc:
+                return str(exc)
+            return None
+        if isinstance(store, LocalCache):
+            directory = (cfg.path.parent / store.path).resolve()
+            existing = next((p for p in (directory, *directory.parents) if p.exists()), directory)
+            return None if os.access(existing, os.W_OK) else f"{existing} is not writable"
+        return None
+
+    def try_login(host: str) -> str | None:
+        server, _, port = host.rpartition(":") if ":" in host else (host, "", "443")
+        why = unreachable(server, int(port) if port.isdigit() else 443)
+        return f"unreachable ({why})" if why else None
+
+    jobs = {f"caches.{n}": (try_store, n) for n in cfg.caches} | {
+        f"registries.{h}": (try_login, h) for h in cfg.registries
+    }
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = {what: pool.submit(fn, arg) for what, (fn, arg) in jobs.items()}
+        return {what: future.result() for what, future in futures.items()}
+
+
+def cmd_init(environment: Environment) -> int:
+    """Write a commented dockercache.toml for the project in the working directory (never over one)."""
+    from .init import discover, render, write
+
+    found, source = discover(environment.cwd, environment.get_docker().compose_config)
+    path = write(environment.cwd, render(found, source))
+    names = ", ".join(f.name for f in found)
+    environment.out.result(f"wrote {path.name} from {source} (services: {names}); next: dockercache check")
+    return 0
+
+
+def _check_builder(environment: Environment, cfg: Config) -> None:
+    """A ``docker`` driver builder cannot be created: warn when the one named does not exist (the build would
+    stop with exit 3). Only then is Docker asked; an unreachable daemon leaves the question for the build."""
+    builder = cfg.builder
+    if builder.driver != "docker" or builder.name == "default":
+        return
+    try:
+        driver = environment.get_docker().builder_driver(builder.name)
+    except EnvironmentProblem:
+        return
+    if driver is None:
+        environment.out.warn(
+            f"{cfg.path}: builder.name: no builder '{builder.name}', and the 'docker' driver cannot be created "
+            "(the Docker context's own builder is 'default'): a build would stop with exit 3"
+        )
+
+
+def lint_services(
+    environment: Environment,
+    cfg: Config,
+    services: Sequence[ResolvedService],
+    collect: dict[str, list[str]] | None = None,
+) -> int:
     """``check --lint``: BuildKit's Dockerfile checks per service, where this buildx has them (0.15 and later);
     exit 1 when any service has a finding. Where it has not: one warning, exit 0 (the configuration is fine)."""
     docker = environment.get_docker()
@@ -171,9 +268,12 @@ def lint_services(environment: Environment, cfg: Config, services: Sequence[Reso
     found = 0
     for svc in services:
         findings = docker.check_dockerfile(svc.context, svc.dockerfile, svc.final_target, svc.args, builder)
+        found += len(findings)
+        if collect is not None:  # --json: the caller prints them in its document
+            collect[svc.name] = [str(f) for f in findings]
+            continue
         for finding in findings:
             environment.out.result(f"{svc.name}: {finding}")
-        found += len(findings)
         count = f"{len(findings)} finding{'s' if len(findings) != 1 else ''}" if findings else "no findings"
         environment.out.result(f"{svc.name}: Dockerfile checks: {count}")
     return 1 if found else 0
@@ -184,7 +284,8 @@ def cmd_plan(
 ) -> int:
     if not (as_json or bake):
         cfg, ci = load(environment, config)
-        environment.out.result(render_plan(plan_for(environment, cfg, ci, options)))
+        tokens = [h for h, login in cfg.registries.items() if token_registry(h, login)]
+        environment.out.result(render_plan(plan_for(environment, cfg, ci, options), tokens))
         return 0
     with environment.out.stdout_for_document():
         cfg, ci = load(environment, config)
@@ -193,19 +294,56 @@ def cmd_plan(
     return 0
 
 
-def cmd_build(environment: Environment, config: str | None, options: BuildOptions, as_json: bool) -> int:
+PROGRESS_MODES = ("auto", "tty", "plain", "quiet")
+
+
+def progress_mode(requested: str, console: Console, ci: CIContext) -> str:
+    """``auto``: the live display on a terminal off CI, else a line per finished step."""
+    if requested not in PROGRESS_MODES:
+        raise ConfigError(f"--progress: {requested!r} is not one of {', '.join(PROGRESS_MODES)}")
+    if requested != "auto":
+        return requested
+    try:
+        terminal = console.err.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    return "tty" if terminal and not ci.on_ci else "plain"
+
+
+def cmd_build(
+    environment: Environment, config: str | None, options: BuildOptions, as_json: bool, progress: str = "auto"
+) -> int:
+    if progress not in PROGRESS_MODES:  # a usage error, before the configuration is read
+        raise ConfigError(f"--progress: {progress!r} is not one of {', '.join(PROGRESS_MODES)}")
     cfg, ci = load(environment, config)
+    environment.out.progress = progress_mode(progress, environment.out, ci)
+    return build_config(environment, cfg, ci, options, as_json)
+
+
+def build_config(environment: Environment, cfg: Config, ci: CIContext, options: BuildOptions, as_json: bool) -> int:
+    """``build`` of a configuration loaded already (the Buildkite plugin's: its options over dockercache.toml)."""
     plan = plan_for(environment, cfg, ci, options)
     from .buildkite import Agent
     from .runner import Runner
 
     console = environment.out
+    for note in ci.notes():
+        console.warn(note)
+    if options.push is None and not ci.on_ci and any(s.image for s in plan.services):
+        console.info("not on CI: images are loaded, not pushed (--push to push them)")
     agent = Agent.detect(environment.env)
-    runner = Runner(environment.get_docker(), console, agent, cfg.registries)
+    runner = Runner(
+        environment.get_docker(),
+        console,
+        agent,
+        cfg.registries,
+        credentials=lambda host, login: credentials(host, login, environment.redact),
+    )
     with console.stdout_for_document() if as_json else contextlib.nullcontext():
         try:
             result = runner.run(plan)
         except DockercacheError as exc:
+            console.open_failed_group()  # the group it happened in: restore, logins, builder
             if not as_json:
                 raise
             result = RunResult(exit_code=exc.exit_code, error=str(exc))
@@ -220,10 +358,18 @@ def report(console: Console, result: RunResult, as_json: bool) -> None:
             console.info(f"dockercache: error: {result.error}")
         return
     if result.services:
-        console.info("")
+        if console.buildkite:
+            console.section(":bar_chart: dockercache report", "expanded")
+        else:
+            console.info("")
         console.result(render_table(result))
     for svc in result.services:
         console.result(svc.closing_line())
+    line = result.cache_write_line()
+    if line and result.services:
+        console.result(line)
+    if console.warned:
+        console.info(f"dockercache: {console.warned} warning{'s' if console.warned != 1 else ''} (above)")
     if result.error:
         console.info(f"dockercache: error: {result.error}")
 
@@ -256,11 +402,13 @@ def options_from(
     services: Sequence[str] | None,
     stage: str | None = None,
     no_cache: bool = False,
-    push: bool = True,
+    push: bool | None = None,
     cache_write: bool = False,
     no_cache_write: bool = False,
 ) -> BuildOptions:
     write: bool | None = None
+    if services is not None and any(not s.strip() for s in services):
+        raise ConfigError("--service needs a service name")
     if cache_write and no_cache_write:
         raise ConfigError("--cache-write and --no-cache-write contradict each other")
     if cache_write:
@@ -383,6 +531,7 @@ def cmd_promote(
     target: str | None,
     store: str | None,
     dry_run: bool = False,
+    as_json: bool = False,
 ) -> int:
     """Copy a snapshot key (default: this branch's) to another (default: the first cache_from key), if this
     run may write it as a save would (checked before S3 is touched)."""
@@ -397,6 +546,12 @@ def cmd_promote(
     if refused:
         raise ConfigError(f"{cfg.path}: {refused}")
     pairs = open_snapshots(name, s3).promote(source, target, dry_run)
+    if as_json:
+        copies = [{"snapshot": w, "from": c} for c, w in pairs]
+        environment.out.document(
+            {"exit_code": 0, "source": source, "target": target, "dry_run": dry_run, "written": copies}
+        )
+        return 0
     for copied, written in pairs:
         environment.out.result(f"  {'would write' if dry_run else 'wrote'} {written} (from {copied})")
     verb = "would promote" if dry_run else "promoted"
@@ -413,6 +568,7 @@ def cmd_prune(
     grace: str,
     dry_run: bool,
     delete: Sequence[str] = (),
+    as_json: bool = False,
 ) -> int:
     """Delete old snapshots, never those the default branch writes or reads unless named in ``delete``; then
     the blobs nothing kept needs."""
@@ -433,6 +589,18 @@ def cmd_prune(
     result = open_snapshots(name, s3).prune(
         keep, age, dry_run, grace=grace_period, retention=_retention(cfg, ci, s3, named)
     )
+    if as_json:
+        environment.out.document(
+            {
+                "exit_code": 0,
+                "dry_run": dry_run,
+                "deleted": [{"snapshot": n, "reason": result.reasons[n]} for n in result.snapshots],
+                "kept": [{"snapshot": n, "reason": result.reasons[n]} for n in result.kept],
+                "blobs_deleted": len(result.blobs),
+                "bytes_deleted": result.bytes,
+            }
+        )
+        return 0
     verb = "would delete" if dry_run else "deleted"
     for snapshot in result.kept:
         environment.out.result(f"  keep {snapshot} ({result.reasons[snapshot]})")
@@ -445,19 +613,62 @@ def cmd_prune(
     return 0
 
 
-def cmd_verify(environment: Environment, config: str | None, store: str | None, deep: bool) -> int:
+def cmd_verify(
+    environment: Environment, config: str | None, store: str | None, deep: bool, as_json: bool = False
+) -> int:
     """Check that every snapshot S3 lists restores completely (blobs present with the right size; --deep: sha256)."""
     snapshots, *_ = _snapshots(environment, config, store)
     problems = snapshots.verify(deep)
+    count = len(snapshots.store.list_snapshots())
+    checked = (
+        "every blob present with its size, downloaded and its sha256 compared with its name"
+        if deep
+        else ("every blob present with its size (--deep also hashes them)")
+    )
+    code = 1 if problems else 0
+    if as_json:
+        environment.out.document(
+            {"exit_code": code, "snapshots": count, "checked": checked, "deep": deep, "problems": problems}
+        )
+        return code
     for problem in problems:
         environment.out.info(f"  {problem}")
-    count = len(snapshots.store.list_snapshots())
-    environment.out.result(f"{count} snapshot(s), {len(problems)} problem(s)")
-    return 1 if problems else 0
+    environment.out.result(f"{count} snapshot(s), {len(problems)} problem(s); checked {checked}")
+    return code
 
 
-def cmd_list(environment: Environment, config: str | None, store: str | None) -> int:
+def cmd_list(environment: Environment, config: str | None, store: str | None, as_json: bool = False) -> int:
+    """The snapshots, newest first, with their age and the bytes of the blobs each names (one index read each)."""
+    from datetime import datetime, timezone
+
+    from .report import human_age, human_bytes
+    from .snapshots import parse_snapshot
+
     snapshots, *_ = _snapshots(environment, config, store)
-    for info in sorted(snapshots.store.list_snapshots(), key=lambda s: s.name):
-        environment.out.result(f"{info.modified:%Y-%m-%d %H:%M:%S}  {info.name}")
+    now = datetime.now(timezone.utc)
+    rows = []
+    for info in sorted(snapshots.store.list_snapshots(), key=lambda s: (s.modified, s.name), reverse=True):
+        body = snapshots.store.get_snapshot(info.name)
+        parsed = parse_snapshot(body) if body is not None else "is gone"
+        size = sum(parsed.blobs.values()) if not isinstance(parsed, str) else None
+        rows.append((info, size, (now - info.modified).total_seconds()))
+    if as_json:
+        environment.out.document(
+            {
+                "exit_code": 0,
+                "snapshots": [
+                    {"snapshot": i.name, "modified": i.modified.isoformat(), "age_seconds": round(a), "bytes": n}
+                    for i, n, a in rows
+                ],
+            }
+        )
+        return 0
+    table = [("modified", "age", "size", "snapshot")]
+    table += [
+        (f"{i.modified:%Y-%m-%d %H:%M:%S}", human_age(a), human_bytes(n) if n is not None else "broken", i.name)
+        for i, n, a in rows
+    ]
+    widths = [max(len(r[c]) for r in table) for c in range(3)]
+    for row in table:
+        environment.out.result("  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]]))
     return 0

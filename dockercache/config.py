@@ -91,6 +91,23 @@ class Settings:
         default=False,
         metadata=_doc("SBOM attestation on pushed images (BuildKit's syft scanner image must be pullable)."),
     )
+    cache_mounts: bool = field(
+        default=False,
+        metadata=_doc(
+            "Persist the content of every RUN --mount=type=cache a service's build uses in its cache store (per "
+            "branch, the default branch's as fallback), so a fresh agent starts with it (default for every service)."
+        ),
+    )
+    cache_mounts_max_mb: int = field(
+        default=512,
+        metadata=_doc("A cache mount whose archive is larger than this is not saved (one warning).", minimum=1),
+    )
+    cache_mounts_image: str = field(
+        default="busybox:stable",
+        metadata=_doc(
+            "Image (with sh and tar) of the helper builds that export and restore cache mounts.", min_length=1
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -304,14 +321,59 @@ class ServiceConfig:
     sbom: bool | None = field(
         default=None, metadata=_doc("SBOM attestation of this service's pushed images (default: settings).")
     )
+    cache_mounts: bool | None = field(
+        default=None,
+        metadata=_doc(
+            "Persist this service's RUN --mount=type=cache directories in its cache store (default: "
+            "settings.cache_mounts)."
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class RegistryLogin:
-    """Credentials dockercache logs in with (``docker login --password-stdin``) before building."""
+    """Credentials dockercache logs in with (``docker login --password-stdin``) before building.
 
-    username: str = field(metadata=_doc("User name.", min_length=1))
-    password: str = field(metadata=_doc("Password or token; write it as ${VARIABLE}, never literally.", min_length=1))
+    An ECR entry without a password logs in as AWS with a token from the AWS credential chain
+    (:mod:`dockercache.ecr`); ``ecr``, ``region``, ``profile`` and ``endpoint_url`` are for such entries only.
+    """
+
+    username: str | None = field(
+        default=None, metadata=_doc("User name (required with a password; ECR token logins are AWS).", min_length=1)
+    )
+    password: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Password or token; write it as ${VARIABLE}, never literally. Leave it out for an ECR host "
+            "(<account>.dkr.ecr.<region>.amazonaws.com, public.ecr.aws): a token comes from the AWS credential chain.",
+            min_length=1,
+        ),
+    )
+    ecr: bool | None = field(
+        default=None,
+        metadata=_doc(
+            "Log in with an ECR token (default: for ECR host names without a password); true for an ECR proxy or "
+            "a test registry whose name does not say ECR, false to never ask AWS."
+        ),
+    )
+    region: str | None = field(
+        default=None,
+        metadata=_doc(
+            "AWS region of the ECR token call (default: the host name's; us-east-1 for public.ecr.aws; else the "
+            "credential chain's).",
+            min_length=1,
+        ),
+    )
+    profile: str | None = field(
+        default=None, metadata=_doc("AWS profile of the ECR token call (default: the standard chain).", min_length=1)
+    )
+    endpoint_url: str | None = field(
+        default=None,
+        metadata=_doc(
+            "ECR API endpoint of the token call (default: AWS's, or $AWS_ENDPOINT_URL_ECR, $AWS_ENDPOINT_URL).",
+            min_length=1,
+        ),
+    )
 
 
 @dataclass(frozen=True)

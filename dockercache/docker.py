@@ -197,6 +197,14 @@ class Docker:
             except DockerException as exc:
                 raise EnvironmentProblem(f"cannot create builder '{plan.name}': {_reason(exc)}") from None
 
+    def bootstrap_builder(self, name: str) -> None:
+        """Boot builder ``name`` (``docker buildx inspect --bootstrap``): a docker-container builder pulls and starts
+        its BuildKit image here, so that one that cannot fails before the build, naming why."""
+        try:
+            run([*self.client.client_config.docker_cmd, "buildx", "inspect", "--bootstrap", name])
+        except DockerException as exc:
+            raise EnvironmentProblem(f"builder '{name}' cannot boot: {_reason(exc)}") from None
+
     def remove_builder(self, name: str) -> None:
         try:
             self.client.buildx.remove(name)
@@ -291,6 +299,23 @@ class Docker:
             raise EnvironmentProblem(f"cannot retag {source}: {_reason(exc)}") from None
         except FileNotFoundError:
             raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
+
+    def buildx_build(self, argv: Sequence[str], timeout: float = 600.0) -> str:
+        """``docker buildx build --progress plain <argv>`` (a small helper build, such as the cache-mount export
+        and restore), its output captured and returned; EnvironmentProblem with buildx's last line on failure."""
+        command = [*self.client.client_config.docker_cmd, "buildx", "build", "--progress", "plain", *argv]
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        except FileNotFoundError:
+            raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
+        except subprocess.TimeoutExpired:
+            raise EnvironmentProblem(f"docker buildx build did not finish in {timeout:.0f} s") from None
+        text = f"{out.stdout}\n{out.stderr}"
+        if out.returncode != 0:
+            lines = [line for line in out.stderr.splitlines() if line.strip()]
+            reason = lines[-1].removeprefix("ERROR: ").strip() if lines else f"exit code {out.returncode}"
+            raise EnvironmentProblem(f"docker buildx build failed: {reason}")
+        return text
 
     def check_support(self) -> str | None:
         """None when this buildx runs Dockerfile checks (``build --call``, buildx 0.15); else its version line."""

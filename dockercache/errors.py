@@ -19,9 +19,20 @@ class DockercacheError(Exception):
 
 
 class ConfigError(DockercacheError):
-    """dockercache.toml (or a Compose file it names) is broken: exit 2, before any Docker command runs."""
+    """dockercache.toml (or a Compose file it names) is broken: exit 2, before any Docker command runs.
+
+    ``more``: further errors found in the same pass (every broken key of a file is reported at once, as pytest
+    reports every collection error); each is a line of its own.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", more: tuple[ConfigError, ...] = ()) -> None:
+        super().__init__(message)
+        self.more = more
+
+    def lines(self) -> list[str]:
+        return [str(self), *(str(m) for m in self.more)]
 
 
 class BuildFailed(DockercacheError):

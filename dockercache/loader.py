@@ -8,7 +8,9 @@ and the dotted key.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import difflib
 import os
 import re
 import sys
@@ -23,6 +25,7 @@ from .config import (
     ENV_CONFIG,
     Config,
     RegistryCache,
+    RegistryLogin,
     S3Cache,
     ServiceConfig,
     default_cache_name,
@@ -33,6 +36,8 @@ from .config import (
     type_name,
     union_members,
 )
+from .ecr import USERNAME as ECR_USERNAME
+from .ecr import token_registry
 from .errors import ConfigError
 from .interpolation import interpolate_tree, variables_used
 from .reference import TAG, reference_problem, repository_problem, unsafe_character
@@ -73,16 +78,22 @@ def _display(path: Path) -> Path:
 
 def load_config(path: Path, variables: Mapping[str, str]) -> Config:
     """Read, interpolate and check ``path``. Raises ConfigError with a one-line message."""
+    raw, shown = read_document(path)
+    return parse_config(raw, variables, shown)
+
+
+def read_document(path: Path) -> tuple[dict[str, Any], Path]:
+    """``path``'s TOML as a raw document, unchecked, and the path to name in messages (the Buildkite plugin
+    merges its options over it before :func:`parse_config`)."""
     shown = _display(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8")), shown
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{shown}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
-    return parse_config(raw, variables, shown)
 
 
 def parse_config(raw: Mapping[str, Any], variables: Mapping[str, str], path: Path) -> Config:
@@ -99,11 +110,39 @@ def parse_config(raw: Mapping[str, Any], variables: Mapping[str, str], path: Pat
     _check_secret_names(raw, path)
     _check_provenance_values(raw, path)
     expanded = interpolate_tree(raw, variables, path, "")
-    config: Config = _convert(expanded, Config, path, "")
+    found: list[ConfigError] = []
+    token = _COLLECTED.set(found)
+    try:
+        config: Config = _convert(expanded, Config, path, "")
+    except _Abandoned:
+        pass
+    finally:
+        _COLLECTED.reset(token)
+    if found:
+        raise ConfigError(str(found[0]), more=tuple(found[1:MAX_ERRORS]))
     config = dataclasses.replace(config, path=path)
     _check_references(config)
     _check_encoded(config, raw, variables)
     return config
+
+
+MAX_ERRORS = 20
+"""At most this many configuration errors are reported at once."""
+
+_COLLECTED: contextvars.ContextVar[list[ConfigError] | None] = contextvars.ContextVar("collected", default=None)
+
+
+class _Abandoned(ConfigError):
+    """A table or array with errors (recorded already) that cannot be built: its parent skips it too."""
+
+
+def _record(exc: ConfigError) -> None:
+    """Keep ``exc`` with the others when :func:`parse_config` collects them all; else raise it at once."""
+    found = _COLLECTED.get()
+    if found is None:
+        raise exc
+    if not isinstance(exc, _Abandoned):
+        found.append(exc)
 
 
 def _convert(value: Any, tp: Any, path: Path, where: str) -> Any:
@@ -128,16 +167,32 @@ def _convert(value: Any, tp: Any, path: Path, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{at}: expected an array, got {type_name(value)}")
         (item,) = typing.get_args(tp)[:1]
-        return tuple(_convert(v, item, path, f"{where}[{i}]") for i, v in enumerate(value))
+        items, failed = [], False
+        for i, v in enumerate(value):
+            try:
+                items.append(_convert(v, item, path, f"{where}[{i}]"))
+            except ConfigError as exc:
+                _record(exc)
+                failed = True
+        if failed:
+            raise _Abandoned()
+        return tuple(items)
     if origin in (Mapping, dict) or tp is Mapping:
         if not isinstance(value, dict):
             raise ConfigError(f"{at}: expected a table, got {type_name(value)}")
         _, item = typing.get_args(tp)
         out = {}
+        broken = False
         for k, v in value.items():
             if item is str and isinstance(v, (int, float, bool)) and not isinstance(v, bool):
                 v = str(v)  # build args like PYTHON_VERSION = 3.12 are meant as strings
-            out[k] = _convert(v, item, path, dotted(where, k))
+            try:
+                out[k] = _convert(v, item, path, dotted(where, k))
+            except ConfigError as exc:
+                _record(exc)
+                broken = True
+        if broken:
+            raise _Abandoned()
         return types.MappingProxyType(out)
     if tp is bool:
         if not isinstance(value, bool):
@@ -173,21 +228,35 @@ def _convert_table(value: Any, cls: type[Any], path: Path, where: str) -> Any:
     if not isinstance(value, dict):
         raise ConfigError(f"{at}: expected a table, got {type_name(value)}")
     known = fields_of(cls)
+    failed = False
+    misspelt: set[str] = set()
     for key in value:
         if key not in known:
             gone = REMOVED.get((cls.__name__, key))
             if gone:
-                raise ConfigError(f"{path}: {dotted(where, key)}: {gone}")
-            raise ConfigError(f"{path}: {dotted(where, key)}: unknown key{suggest(key, known)}")
+                _record(ConfigError(f"{path}: {dotted(where, key)}: {gone}"))
+            else:
+                _record(ConfigError(f"{path}: {dotted(where, key)}: unknown key{suggest(key, known)}"))
+                misspelt.update(difflib.get_close_matches(key, list(known), n=1))
+            failed = True
     kwargs = {}
     for name, (f, tp) in known.items():
         if name not in value:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{path}: {dotted(where, name)}: missing (required)")
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if required and name not in misspelt:  # "servics: did you mean 'services'?" says it already
+                _record(ConfigError(f"{path}: {dotted(where, name)}: missing (required)"))
+            failed = failed or required
             continue
-        converted = _convert(value[name], tp, path, dotted(where, name))
-        _check_limits(converted, f, path, dotted(where, name))
+        try:
+            converted = _convert(value[name], tp, path, dotted(where, name))
+            _check_limits(converted, f, path, dotted(where, name))
+        except ConfigError as exc:
+            _record(exc)
+            failed = True
+            continue
         kwargs[name] = converted
+    if failed:
+        raise _Abandoned()
     return cls(**kwargs)
 
 
@@ -210,6 +279,29 @@ def _check_limits(value: Any, f: dataclasses.Field[Any], path: Path, where: str)
 
 
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_login(host: str, login: RegistryLogin, path: Path) -> None:
+    """A registry entry logs in with a user name and password, or (an ECR host, ``ecr = true``) with a token."""
+    where = f"registries.{host}"
+    if login.ecr and login.password is not None:
+        raise ConfigError(f"{path}: {where}.ecr: an entry with a password does not log in with an ECR token")
+    if token_registry(host, login) is None:
+        if login.password is None:
+            raise ConfigError(
+                f"{path}: {where}.password: missing (required; only an ECR host, or ecr = true, logs in without "
+                "one, with a token from the AWS credential chain)"
+            )
+        if login.username is None:
+            raise ConfigError(f"{path}: {where}.username: missing (required with a password)")
+        for key in ("region", "profile", "endpoint_url"):
+            if getattr(login, key) is not None:
+                raise ConfigError(f"{path}: {where}.{key}: only for ECR token logins (an ECR host without a password)")
+        return
+    if login.username not in (None, ECR_USERNAME):
+        raise ConfigError(f"{path}: {where}.username: an ECR token logs in as '{ECR_USERNAME}' (leave it out)")
+    if login.endpoint_url and not re.match(r"https?://[^/]+", login.endpoint_url):
+        raise ConfigError(f"{path}: {where}.endpoint_url: not an http(s) URL: {login.endpoint_url!r}")
 
 
 def _check_references(config: Config) -> None:
@@ -247,14 +339,19 @@ def _check_references(config: Config) -> None:
                 f"{path}: caches.{name}.ref: give a repository without a tag ({store.ref!r}); "
                 f"the tag comes from caches.{name}.tag"
             )
-    for host in config.registries:
+    for host, login in config.registries.items():
         if "/" in host or not host:
             raise ConfigError(f"{path}: registries.{host}: give a registry host (and port), not a repository")
+        _check_login(host, login, path)
     builder = config.builder
     if builder.driver == "remote" and not builder.endpoint:
         raise ConfigError(f"{path}: builder.endpoint: required with driver 'remote' (e.g. tcp://buildkitd:1234)")
     if builder.driver == "docker" and builder.ephemeral:
         raise ConfigError(f"{path}: builder.ephemeral: the 'docker' driver cannot create builders")
+    helper = config.settings.cache_mounts_image
+    problem = reference_problem(helper)
+    if problem:
+        raise ConfigError(f"{path}: settings.cache_mounts_image: {helper!r} is not a valid image reference: {problem}")
     for name, svc in config.services.items():
         where = f"services.{name}"
         if not _SERVICE_NAME.fullmatch(name):

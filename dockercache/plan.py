@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .buildkite import image_metadata_key
+from .cachemounts import MountsPlan, plan_mounts
 from .ci import slugify
 from .config import BuilderConfig, CacheStore, Config, LocalCache, S3Cache, Settings, split_variant
 from .errors import ConfigError
@@ -51,7 +52,8 @@ class BuildOptions:
     services: tuple[str, ...] = ()
     stage: str | None = None
     no_cache: bool = False
-    push: bool = True
+    push: bool | None = None
+    """None: push on CI only (a laptop loads its images unless asked: --push); True/False: --push/--no-push."""
     cache_write: bool | None = None
     """None: follow settings.cache_write; True/False: the --cache-write/--no-cache-write flags."""
 
@@ -228,6 +230,8 @@ class ServicePlan:
     """skip_unchanged: whether this run may skip the service, why (not), and what its key covers."""
     compose_files: tuple[str, ...] = ()
     """The Compose files the docker-compose plugin's meta-data key is made of (``ResolvedService.compose_files``)."""
+    cache_mounts: MountsPlan | None = None
+    """cache_mounts: the service's ``RUN --mount=type=cache`` directories, where they are restored from and saved to."""
 
     @property
     def image_meta_data_key(self) -> str | None:
@@ -271,7 +275,11 @@ class Plan:
             base, variant = split_variant(svc.name)
             if variant is not None:
                 groups.setdefault(base, {"targets": []})["targets"] += groups[group_name(svc.name)]["targets"]
-        return {"group": groups, "target": {t.name: t.bake() for t in self.targets}}
+        definition: dict[str, Any] = {"group": groups, "target": {t.name: t.bake() for t in self.targets}}
+        mounts = {s.name: s.cache_mounts.to_json() for s in self.services if s.cache_mounts is not None}
+        if mounts:  # bake ignores keys it does not know: what dockercache's helper builds do around the bake run
+            definition["x-dockercache-cache-mounts"] = _literal(mounts)
+        return definition
 
     def bake_argv(self, file: str = BAKE_FILE, metadata_file: str = METADATA_FILE) -> list[str]:
         """The ``docker buildx bake`` arguments: written here only, shown by ``plan``, run by ``build``."""
@@ -332,6 +340,7 @@ class Plan:
                     "metadata_key": s.image_meta_data_key,
                     "store": s.store,
                     "skip_unchanged": s.skip.to_json() if s.skip else None,
+                    "cache_mounts": s.cache_mounts.to_json() if s.cache_mounts else None,
                     "targets": [t.to_json() for t in s.targets],
                 }
                 for s in self.services
@@ -388,6 +397,8 @@ class PlanInputs:
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Labels every tagged image gets (the OCI labels the CI context knows), under each service's own."""
     images: Mapping[str, ImageOptions] = dataclasses.field(default_factory=dict)
+    cache_mounts: Mapping[str, bool] = dataclasses.field(default_factory=dict)
+    """Per service (by name) that sets it: ``cache_mounts``; the others follow ``settings.cache_mounts``."""
     """Per service (by name): its labels and attestations; a service not named has none of its own."""
 
 
@@ -504,6 +515,8 @@ def make_plan(
 ) -> Plan:
     default_branch = inputs.settings.default_branch or inputs.default_branch
     pr = inputs.pull_request
+    if options.push is None:
+        options = dataclasses.replace(options, push=inputs.on_ci)
     keys = run_keys(
         inputs.settings, inputs.pipeline, inputs.commit, inputs.branch, inputs.default_branch, pr, inputs.base_branch
     )
@@ -564,6 +577,7 @@ def make_plan(
                 store=svc.store_name or "built-in local",
                 skip=_skip_setting(svc, marked, inputs, options, scan),
                 compose_files=svc.compose_files,
+                cache_mounts=_cache_mounts(svc, marked, inputs, keys, cache_write),
             )
         )
     _check_names(services, inputs.source)
@@ -604,7 +618,7 @@ def _skip_setting(
     elif options.no_cache:
         why_not = "--no-cache"
     elif not options.push:
-        why_not = "--no-push: a skip retags an image in the registry, and nothing is pushed"
+        why_not = "nothing is pushed (--no-push, or off CI without --push), and a skip retags an image in the registry"
     if why_not:
         return SkipSetting(False, f"off ({why_not}): building")
     try:
@@ -617,6 +631,24 @@ def _skip_setting(
     except Unavailable as exc:
         return SkipSetting(False, f"off ({exc}): building")
     return SkipSetting(True, f"on ({source})", found, bases, tuple(sorted(svc.args)))
+
+
+def _cache_mounts(
+    svc: ResolvedService, targets: Sequence[Target], inputs: PlanInputs, keys: Keys, cache_write: bool
+) -> MountsPlan | None:
+    """cache_mounts for one service: off unless asked for; the mounts of the stages its running targets build."""
+    name = split_variant(svc.name)[0]
+    if not inputs.cache_mounts.get(name, inputs.settings.cache_mounts):
+        return None
+    try:
+        text = svc.dockerfile.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{inputs.source}: services.{name}.cache_mounts: cannot read {svc.dockerfile}: {exc}"
+        ) from None
+    stages = {s for t in targets if t.runs for s in t.graph}
+    image, max_mb = inputs.settings.cache_mounts_image, inputs.settings.cache_mounts_max_mb
+    return plan_mounts(svc.name, text, stages, svc.args, svc.store, keys, cache_write, inputs.root, image, max_mb)
 
 
 def _bake_env(services: Sequence[ResolvedService]) -> dict[str, str]:

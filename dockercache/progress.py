@@ -373,6 +373,18 @@ class Tally:
                 out[obs.target].append(f"{obs.name}: {first_line(v.error or '')}")
         return out
 
+    def imported(self, run: int = -1) -> dict[str, list[str]]:
+        """Per target: the cache refs whose manifest BuildKit read in a run (the sources its hits can come from),
+        in the order it read them."""
+        out: dict[str, list[str]] = {t.name: [] for t in self.targets}
+        _, observations = self.runs[run]
+        for obs in observations:
+            if obs.name.startswith(_CACHE_IMPORT) and obs.vertex.completed and not obs.vertex.error:
+                ref = obs.name.removeprefix(_CACHE_IMPORT).strip()
+                if ref not in out[obs.target]:
+                    out[obs.target].append(ref)
+        return out
+
     def exported(self, run: int = -1) -> dict[str, bool]:
         """Per target: whether a cache export finished without error in a run."""
         out = dict.fromkeys(self._by_name, False)

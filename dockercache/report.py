@@ -7,13 +7,14 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from .secrets import redact_data
 
 if TYPE_CHECKING:
+    from .live import LiveDisplay
     from .progress import StepCount, Vertex
 
 _INTERNAL = re.compile(r"^\[(?:[A-Za-z0-9_-]+ )?internal\]")
@@ -41,6 +42,8 @@ class StageResult:
     pushed: bool = False
     error: str | None = None
     restored_from: str | None = None
+    cache_read: list[str] = field(default_factory=list)
+    """The cache refs whose manifest BuildKit read for this target (where its cached steps came from)."""
     s3_saved: str | None = None
     down_objects: int = 0
     """Blobs BuildKit fetched from S3 (redirects to presigned URLs) and their bytes."""
@@ -78,6 +81,7 @@ class StageResult:
             "dockerfile_stages": {
                 k: {"total": v.total, "cached": v.cached, "seconds": round(v.seconds, 3)} for k, v in self.steps.items()
             },
+            "cache_read": self.cache_read,
             "cache_written": self.cache_written,
             "cache_warnings": self.cache_warnings,
             "s3": {
@@ -126,6 +130,8 @@ class ServiceResult:
     stages: list[StageResult] = field(default_factory=list)
     seconds: float = 0.0
     skip: SkipReport | None = None
+    cache_mounts: dict[str, Any] | None = None
+    """What cache_mounts restored and saved (:class:`dockercache.cachemounts.MountsReport`), when it is on."""
 
     @property
     def status(self) -> str:
@@ -184,6 +190,7 @@ class ServiceResult:
             "steps_cached": sum(s.cached for s in self.stages),
             "image": final.to_json()["image"] if final else None,
             "skip": self.skip.to_json() if self.skip else None,
+            "cache_mounts": self.cache_mounts,
             "stages": [s.to_json() for s in self.stages],
         }
 
@@ -196,6 +203,14 @@ class RunResult:
     error: str | None = None
     buildx_seconds: float = 0.0
     """Wall time of the buildx runs (the rest of a build's time is dockercache's own)."""
+    cache_write: bool | None = None
+    cache_write_reason: str | None = None
+    """Whether this run wrote caches, and why, in one phrase (the plan's decision)."""
+
+    def cache_write_line(self) -> str | None:
+        if self.cache_write is None:
+            return None
+        return f"cache writes: {'on' if self.cache_write else 'off'} ({self.cache_write_reason})"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -203,8 +218,14 @@ class RunResult:
             "error": self.error,
             "warnings": self.warnings,
             "buildx_seconds": round(self.buildx_seconds, 3),
+            "cache_write": {"on": self.cache_write, "reason": self.cache_write_reason},
             "services": [s.to_json() for s in self.services],
         }
+
+
+GroupKind = Literal["collapsed", "quiet", "expanded"]
+# Buildkite's log group headers (https://buildkite.com/docs/pipelines/managing-log-output).
+GROUP_MARKS: dict[str, str] = {"collapsed": "---", "quiet": "~~~", "expanded": "+++"}
 
 
 class Console:
@@ -221,6 +242,11 @@ class Console:
         self.err = err or sys.stderr
         self.buildkite = buildkite
         self.redact = redact
+        self.failure_opened = False
+        self.warned = 0
+        """Warnings printed so far (the report's count is this one)."""
+        self.progress = "plain"
+        """plain: a line per finished step; tty: the live display (see dockercache.live); quiet: neither."""
 
     def _print(self, text: str, stream: TextIO) -> None:
         print(self.redact(text), file=stream, flush=True)
@@ -270,21 +296,39 @@ class Console:
                 os.dup2(document.fileno(), out_fd)
                 document.close()
 
-    def section(self, title: str, collapsed: bool = False) -> None:
-        """A log group: Buildkite folds ``--- `` (open) and ``~~~ `` (collapsed) headers."""
+    def section(self, title: str, kind: GroupKind = "collapsed") -> None:
+        """A log group. Buildkite folds ``--- `` (collapsed), ``~~~ `` (collapsed, de-emphasised) and opens
+        ``+++ `` (expanded); elsewhere a plain ``==>`` header."""
         if self.buildkite:
-            self._print(f"{'~~~' if collapsed else '---'} {title}", self.err)
+            self._print(f"{GROUP_MARKS[kind]} {title}", self.err)
         else:
             self._print(f"==> {title}", self.err)
+
+    def open_failed_group(self) -> None:
+        """Expand the group printed last, which holds a failure (Buildkite's ``^^^ +++``), once per run."""
+        if self.buildkite and not self.failure_opened:
+            self.failure_opened = True
+            self._print("^^^ +++", self.err)
 
     def info(self, message: str) -> None:
         self._print(message, self.err)
 
     def warn(self, message: str) -> None:
+        self.warned += 1
         self._print(f"dockercache: warning: {message}", self.err)
+
+    def live(self, targets: Sequence[str]) -> LiveDisplay | None:
+        """The live display for a bake run of ``targets``, when progress is ``tty``."""
+        if self.progress != "tty":
+            return None
+        from .live import LiveDisplay
+
+        return LiveDisplay(targets, self.err)
 
     def step(self, vertex: Vertex) -> None:
         """One line per vertex as it finishes (its name carries the bake target when several run)."""
+        if self.progress != "plain":
+            return
         if _INTERNAL.match(vertex.name) and not vertex.error:
             return
         if vertex.error and "importing cache manifest" in vertex.name and vertex.error.endswith("not found"):
@@ -299,8 +343,29 @@ class Console:
         self._print(f"  {state:<11} {name}", self.err)
 
 
+def human_bytes(size: int) -> str:
+    """``11 KB``, ``3.2 MB``, ``1.5 GB`` (decimal units, as registries and S3 consoles show them)."""
+    if size < 1000:
+        return f"{size} B"
+    for unit, scale in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12)):
+        value = size / scale
+        text = f"{value:.0f}" if value >= 99.95 else f"{value:.1f}"
+        if float(text) < 1000 or unit == "TB":
+            return f"{text} {unit}"
+    raise AssertionError("unreachable")
+
+
+def human_age(seconds: float) -> str:
+    """``45s``, ``12m``, ``3h``, ``5d``."""
+    seconds = max(0.0, seconds)
+    for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= scale:
+            return f"{int(seconds // scale)}{unit}"
+    return f"{int(seconds)}s"
+
+
 def _transfer(objects: int, size: int) -> str:
-    return f"{objects} / {size / 1e6:.1f} MB" if objects else "-"
+    return f"{objects} / {human_bytes(size)}" if objects else "-"
 
 
 def render_table(result: RunResult) -> str:
@@ -330,21 +395,37 @@ def render_table(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(svc: ServiceResult) -> str:
-    """The cache report as a Markdown table (Buildkite annotations)."""
-    lines = [
-        f"**{svc.closing_line()}**",
-        "",
-        "| stage | steps cached | time | cache written | restored from | s3 down | s3 up |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def render_markdown(svc: ServiceResult, log_url: str | None = None) -> str:
+    """The cache report of one service as a Buildkite annotation: one line that says how it went, a table of
+    its stages, then what went wrong with a link to the job's log (its failing group is the open one)."""
+    warnings = [(s.stage, w) for s in svc.stages for w in s.cache_warnings]
+    icon = {"ok": ":warning:" if warnings else ":white_check_mark:", "skipped": ":fast_forward:", "failed": ":x:"}
+    lines = [f"{icon.get(svc.status, ':grey_question:')} **{svc.closing_line()}**", ""]
+    s3 = any(s.restored_from or s.s3_saved or s.down_objects or s.up_objects for s in svc.stages)
+    header = ["stage", "steps cached", "time", "cache", *(["s3 down", "s3 up"] if s3 else [])]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in svc.stages:
-        lines.append(
-            f"| {s.stage} | {s.cached}/{s.total} | {s.seconds:.1f}s | {s.s3_saved or s.cache_written or '-'} "
-            f"| {s.restored_from or '-'} | {_transfer(s.down_objects, s.down_bytes)} "
-            f"| {_transfer(s.up_objects, s.up_bytes)} |"
-        )
-    for s in svc.stages:
-        for w in s.cache_warnings:
-            lines.append(f"\n:warning: {s.stage}: {w}")
+        if s.status == "skipped" and svc.skip is not None:
+            cached = "skipped (unchanged)"
+        else:
+            cached = f"{s.cached}/{s.total}" if s.status != "pending" else "-"
+            if s.status in ("failed", "cancelled"):
+                cached = f"{cached} **{s.status}**"
+        source = s.restored_from or (s.cache_read[0] if s.cache_read else None)
+        cache = [f"from `{source}`"] if source else []
+        written = s.s3_saved or s.cache_written
+        if written:
+            cache.append(f"wrote `{written}`")
+        row = [s.stage, cached, f"{s.seconds:.1f}s", ", ".join(cache) or "-"]
+        if s3:
+            row += [_transfer(s.down_objects, s.down_bytes), _transfer(s.up_objects, s.up_bytes)]
+        lines.append("| " + " | ".join(row) + " |")
+    failed = next((s for s in svc.stages if s.status == "failed"), None)
+    if failed is not None:
+        link = f" ([the job's log]({log_url}) opens at the failing step)" if log_url else ""
+        error = " ".join((failed.error or "see the log").replace("`", "'").split())[:300]
+        lines += ["", f":rotating_light: **{failed.stage}** failed: `{error}`{link}"]
+    if warnings:
+        lines.append("")
+        lines += [f"- :warning: {stage}: {w}" for stage, w in warnings]
     return "\n".join(lines)

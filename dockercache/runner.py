@@ -11,17 +11,19 @@ import dataclasses
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from .buildkite import Agent, AgentError
+from .buildkite import Agent, AgentError, annotation_context, job_log_url
+from .cachemounts import CacheMounts
 from .config import RegistryLogin
 from .errors import BuildFailed, CacheError, EnvironmentProblem
+from .live import Ticker
 from .plan import BuilderPlan, Plan, ServicePlan, Target
 from .progress import BuildEvents, RawJsonDecoder, Tally, TargetInfo, first_line
-from .report import Console, RunResult, ServiceResult, SkipReport, StageResult, render_markdown
+from .report import Console, GroupKind, RunResult, ServiceResult, SkipReport, StageResult, render_markdown
 from .skip import KeyInputs, SkipSetting, Unavailable, context_digest, key_tag, sha256_bytes
 from .stores import BlobStoreFactory, RunContext, Stores
 
@@ -34,12 +36,14 @@ class DockerPort(Protocol):
     def builder_driver(self, name: str) -> str | None: ...
     def create_builder(self, plan: BuilderPlan) -> None: ...
     def remove_builder(self, name: str) -> None: ...
+    def bootstrap_builder(self, name: str) -> None: ...
     def bake(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]: ...
     def read_manifest(self, ref: str) -> Mapping[str, Any] | None: ...
     def builder_platforms(self, name: str) -> tuple[str, ...]: ...
     def containerd_image_store(self) -> bool: ...
     def manifest_digest(self, ref: str) -> str | None: ...
     def retag(self, source: str, tags: Sequence[str]) -> None: ...
+    def buildx_build(self, argv: Sequence[str], timeout: float = ...) -> str: ...
 
 
 @contextlib.contextmanager
@@ -96,14 +100,26 @@ def ensure_builder(docker: DockerPort, plan: BuilderPlan, console: Console) -> b
                 f"builder '{plan.name}' exists with driver '{driver}', but builder.driver is '{plan.driver}' "
                 f"(remove it with `docker buildx rm {plan.name}` or choose another builder.name)"
             )
+        if driver != "docker":
+            docker.bootstrap_builder(plan.name)  # a stopped one starts here (or says why it cannot)
         return False
     if not plan.creatable:
         raise EnvironmentProblem(
             f"no builder '{plan.name}': the 'docker' driver cannot be created; use the Docker context's "
             "builder (builder.name = 'default') or another driver"
         )
+    console.section(f":hammer_and_wrench: builder {plan.name}", "quiet")
     docker.create_builder(plan)
     console.info(f"created builder '{plan.name}' (driver {plan.driver})")
+    try:
+        docker.bootstrap_builder(plan.name)
+    except EnvironmentProblem:
+        # One this run made and that cannot boot (its BuildKit image cannot be pulled, no privileges): leave
+        # nothing behind, and stop here with exit 3 rather than fail the build with a stage showing 0/0.
+        with contextlib.suppress(EnvironmentProblem):
+            docker.remove_builder(plan.name)
+            console.info(f"removed builder '{plan.name}' (it could not boot)")
+        raise
     return True
 
 
@@ -129,6 +145,17 @@ class BakeRun:
     stderr: str = ""
 
 
+#: The user name and password to log in to a registry with (commands.py passes :func:`dockercache.ecr.credentials`).
+Credentials = Callable[[str, RegistryLogin], tuple[str, str]]
+
+
+def given_credentials(host: str, login: RegistryLogin) -> tuple[str, str]:
+    """The entry's own user name and password."""
+    if login.username is None or login.password is None:
+        raise EnvironmentProblem(f"no user name and password to log in to {host} with")
+    return login.username, login.password
+
+
 class Runner:
     def __init__(
         self,
@@ -137,15 +164,17 @@ class Runner:
         agent: Agent | None = None,
         logins: Mapping[str, RegistryLogin] | None = None,
         blob_store: BlobStoreFactory | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.docker = docker
         self.console = console
         self.agent = agent
         self.logins = logins or {}
         self.blob_store = blob_store
+        self.credentials = credentials or given_credentials
 
     def run(self, plan: Plan) -> RunResult:
-        run = RunResult()
+        run = RunResult(cache_write=plan.cache_write, cache_write_reason=plan.cache_write_reason)
         context = RunContext(
             console=self.console,
             commit=plan.commit,
@@ -160,9 +189,12 @@ class Runner:
         stores = Stores(context)
         stores.open(plan.targets)
         self.docker.ping()
+        if self.logins:
+            self.console.section(":key: registry logins", "quiet")
         for host, login in self.logins.items():
-            self.console.info(f"logging in to {host} as {login.username} (password on stdin)")
-            self.docker.login(host, login.username, login.password)
+            username, password = self.credentials(host, login)  # an ECR token is asked for here, just in time
+            self.console.info(f"logging in to {host} as {username} (password on stdin)")
+            self.docker.login(host, username, password)
         started = time.monotonic()
         results = {
             t.name: StageResult(t.service, t.stage, t.dockerfile_target, t.final, name=t.name, tags=t.tags)
@@ -170,6 +202,7 @@ class Runner:
         }
         full = plan
         skips: dict[str, SkipReport] = {}
+        mounts = CacheMounts(self.docker, self.console, run.warnings)
         try:
             plan, skips = self._skip_unchanged(plan, results)
             plan = plan.with_targets(stores.before(plan.targets, results))
@@ -177,7 +210,9 @@ class Runner:
             if plan.running:  # nothing to build when every service was skipped
                 with builder_session(self.docker, plan.builder, self.console):
                     check_platforms(self.docker, plan)
+                    mounts.restore(plan)
                     self._build(plan, tally, run, results, stores)
+                    mounts.save(plan, results)
         except BaseException:  # SIGINT, SIGTERM (buildx is stopped by now) or a run that cannot go on: save nothing
             stores.abort(plan.targets)
             raise
@@ -192,6 +227,7 @@ class Runner:
             stages = [results[t.name] for t in svc.targets]
             seconds = sum(s.seconds for s in stages) if svc.name in skips and skips[svc.name].skipped else elapsed
             run.services.append(ServiceResult(svc.name, stages, seconds, skips.get(svc.name)))
+        mounts.attach(run.services)
         if run.exit_code == 0 and plan.cache_errors == "fail":
             problem = next(
                 (f"{s.service}/{s.stage}: {w}" for r in run.services for s in r.stages for w in s.cache_warnings), None
@@ -244,11 +280,11 @@ class Runner:
         else:
             self._after_failure(plan, first, tally, run, results, stores)
 
-    def _bake(self, plan: Plan, tally: Tally, run: RunResult, what: str) -> BakeRun:
+    def _bake(self, plan: Plan, tally: Tally, run: RunResult, what: str, group: GroupKind = "expanded") -> BakeRun:
         targets = plan.running
         names = ", ".join(f"{s.name} ({', '.join(t.stage for t in s.targets if t.runs)})" for s in plan.services)
         pushes = any(t.push for t in targets)
-        self.console.section(f":docker: {what}{' and push' if pushes else ''}: {names}")
+        self.console.section(f":docker: {what}{' and push' if pushes else ''}: {names}", group)
         events = BuildEvents()
         decoder = RawJsonDecoder()
         succeeded, stderr = True, ""
@@ -260,17 +296,25 @@ class Runner:
             bake_file.write_text(json.dumps(plan.bake_definition(), indent=2))
             metadata_file = Path(tmp) / "metadata.json"
             chunks = self.docker.bake(plan.bake_argv(str(bake_file), str(metadata_file)), plan.bake_env)
+            live = self.console.live([t.name for t in targets])
+            ticker = Ticker(live) if live is not None else contextlib.nullcontext()
             try:
-                for chunk in chunks:
-                    for item in decoder.feed(chunk):
-                        for vertex in events.apply(item):
-                            self.console.step(vertex)
+                with ticker:
+                    for chunk in chunks:
+                        for item in decoder.feed(chunk):
+                            for vertex in events.apply(item):
+                                self.console.step(vertex)
+                            if live is not None:
+                                live.update(events)
             except BuildFailed as exc:
                 succeeded, stderr = False, exc.stderr
             finally:
                 _close(chunks)  # an interrupt stops buildx here and now, not when the generator is collected
                 for item in decoder.close():
                     events.apply(item)
+                if live is not None:
+                    live.update(events)
+                    live.finish({t.name: succeeded for t in targets})
                 run.buildx_seconds += time.monotonic() - started
             metadata = _read_json(metadata_file)
         tally.add(events, [t.name for t in targets])
@@ -282,8 +326,10 @@ class Runner:
         """What one bake run did for each target it ran: status, image, cache export, cache problems."""
         exported = tally.exported()
         problems = tally.cache_problems()
+        imported = tally.imported()
         for target in targets:
             result = results[target.name]
+            result.cache_read = imported[target.name]
             for problem in problems[target.name]:
                 result.warn(self.console, problem)
             result.exported = bool(target.caches.sink) and exported[target.name]
@@ -328,9 +374,10 @@ class Runner:
                 if target.name in failure.targets or target.stage == failure.stage:
                     results[target.name].error = failure.describe()
             if failure.logs:
-                self.console.info(f"--- output of {failure.name} (target {', '.join(failure.targets)})")
+                self.console.section(f":rotating_light: output of {failure.name} (target {', '.join(failure.targets)})")
                 for line in failure.logs:
                     self.console.info(f"    {line}")
+                self.console.open_failed_group()
         step_failures = [f for f in failures if f.stage]
         if not step_failures:
             # Not a Dockerfile step (booting the builder, pushing the image): nothing to tell apart, no rescue.
@@ -352,7 +399,7 @@ class Runner:
             f"keeping the caches of what did build: {', '.join(t.name for t in rescue)} (cache only, nothing pushed)"
         )
         stores.fresh_sinks(rescue)
-        again = self._bake(plan.only(rescue), tally, run, "save the caches of")
+        again = self._bake(plan.only(rescue), tally, run, "save the caches of", "collapsed")
         self._record(rescue, dataclasses.replace(again, succeeded=False), tally, results)
         if not again.succeeded:
             self.console.warn("saving the caches of the targets that did not fail failed too")
@@ -369,7 +416,7 @@ class Runner:
             if svc.skip is None or not svc.skip.enabled or not svc.image:
                 continue
             started = time.monotonic()
-            self.console.section(f":mag: {svc.name}: skip if unchanged", collapsed=True)
+            self.console.section(f":mag: {svc.name}: skip if unchanged", "quiet")
             report = reports[svc.name] = self._unchanged(svc, svc.skip)
             self.console.info(f"{svc.name}: {report.reason}")
             pushed = [t for t in svc.targets if t.runs and t.push]
@@ -468,7 +515,8 @@ class Runner:
             result.status, "info"
         )
         try:
-            self.agent.annotate(render_markdown(result), style, f"dockercache-{result.name}")
+            env = self.agent.env or {}
+            self.agent.annotate(render_markdown(result, job_log_url(env)), style, annotation_context(result.name, env))
         except AgentError as exc:
             self.console.warn(str(exc))
 

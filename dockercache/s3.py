@@ -73,6 +73,14 @@ def _reason(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def _no_bucket(exc: Exception) -> bool:
+    """S3 said the bucket is not there (a HEAD of the bucket answers a bare 404)."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    code = exc.response.get("Error", {}).get("Code")
+    return code == "NoSuchBucket" or (code in ("404", "NotFound") and exc.operation_name == "HeadBucket")
+
+
 def _not_found(exc: Exception) -> bool:
     return isinstance(exc, botocore.exceptions.ClientError) and exc.response.get("Error", {}).get("Code") in (
         "404",
@@ -115,6 +123,9 @@ class S3Store:
         try:
             yield
         except BOTO_ERRORS as exc:
+            if _no_bucket(exc):
+                region = self.client.meta.region_name or "default"
+                raise StoreError(f"{self.url}: bucket {self.bucket} does not exist (region {region})") from None
             raise StoreError(f"{self.url}: {what}: {_reason(exc)}") from None
 
     def _list(self, prefix: str) -> Iterator[dict[str, Any]]:

@@ -6,11 +6,13 @@ become ``invoke.Exit`` with a one-line message and the documented exit code; onl
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -18,20 +20,39 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from . import commands
-from .errors import DockercacheError, Interrupted
+from .errors import ConfigError, DockercacheError, Interrupted
 
 HELP = {
-    "config": "Path to dockercache.toml (default: $DOCKERCACHE_CONFIG, else the nearest one upwards).",
+    "config": "dockercache.toml (default: dockercache.config in invoke.yaml, $DOCKERCACHE_CONFIG, the nearest).",
     "service": "Service to build, or one matrix variant: 'ruby[3.3]' (repeatable; default: all services).",
     "stage": "Build this stage and the service's stages it builds on (not the whole service).",
     "dry-run": "Print the plan instead of building.",
     "no-cache": "Build without any cache (passes --no-cache to buildx).",
-    "push": "Push images to the service's repository (--no-push: load them locally).",
+    "push": "Push images to the service's repository (default: on CI only; a laptop loads them).",
+    "no-push": "Load images locally, also on CI.",
     "json": "Print a machine-readable result on stdout.",
     "cache-write": "Write caches even where the policy would not (a laptop).",
     "no-cache-write": "Read caches only; never write them (untrusted builds).",
     "bake": "Print the bake file that build runs (docker buildx bake -f FILE), and nothing else.",
+    "progress": "auto (a live display on a terminal off CI), tty, plain (a line per step) or quiet.",
 }
+
+
+def push_flag(push: bool, no_push: bool) -> bool | None:
+    """--push / --no-push, else None: push on CI only."""
+    if push and no_push:
+        raise Exit("dockercache: error: --push and --no-push contradict each other", code=2)
+    return True if push else False if no_push else None
+
+
+def configured(c: Context, config: str | None) -> str | None:
+    """``--config``, else ``dockercache.config`` from Invoke's configuration (invoke.yaml, a collection's
+    ``configure``), else None: $DOCKERCACHE_CONFIG or the nearest dockercache.toml."""
+    if config:
+        return config
+    section: Any = c.config.get("dockercache") if hasattr(c, "config") else None
+    value = section.get("config") if section is not None and hasattr(section, "get") else None
+    return str(value) if value else None
 
 
 def _help(*names: str) -> dict[str, str]:
@@ -72,22 +93,56 @@ def _boundary() -> Iterator[None]:
         with _signals():
             yield
     except DockercacheError as exc:
-        raise Exit(f"dockercache: error: {exc}", code=exc.exit_code) from None
+        lines = exc.lines() if isinstance(exc, ConfigError) else [str(exc)]
+        message = "\n".join(f"dockercache: error: {line}" for line in lines)
+        if len(lines) > 1:
+            message += f"\ndockercache: {len(lines)} configuration errors"
+        raise Exit(message, code=exc.exit_code) from None
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         raise Exit(f"dockercache: interrupted by {SIGNAL_NAMES.get(signum, signum)}", code=128 + signum) from None
 
 
-def _run(command: Callable[[], int]) -> None:
-    with _boundary():
-        exit_code = command()
+def error_document(code: int, message: str | None) -> str:
+    """``--json`` when the command stops with an error: still one JSON document on stdout (``errors``: every
+    configuration error when there were several)."""
+    lines = [line for line in (message or "").splitlines() if line.startswith("dockercache: error: ")]
+    errors = [line.removeprefix("dockercache: error: ") for line in lines]
+    if not errors and message:
+        errors = [message.removeprefix("dockercache: ")]
+    document: dict[str, object] = {"exit_code": code, "error": errors[0] if errors else None}
+    if len(errors) > 1:
+        document["errors"] = errors
+    return json.dumps(document, indent=2)
+
+
+def _run(command: Callable[[], int], as_json: bool = False) -> None:
+    try:
+        with _boundary():
+            exit_code = command()
+    except Exit as exc:
+        if as_json and exc.message:  # an error before the command could print its own document
+            print(error_document(exc.code, exc.message), flush=True)
+        raise
     if exit_code:
         raise Exit(code=exit_code)
 
 
 @task(
     iterable=["service"],
-    help=_help("service", "stage", "config", "dry-run", "no-cache", "push", "json", "cache-write", "no-cache-write"),
+    help=_help(
+        "service",
+        "stage",
+        "config",
+        "dry-run",
+        "no-cache",
+        "push",
+        "no-push",
+        "json",
+        "cache-write",
+        "no-cache-write",
+        "progress",
+    ),
 )
 def build(
     c: Context,
@@ -96,26 +151,31 @@ def build(
     config: str | None = None,
     dry_run: bool = False,
     no_cache: bool = False,
-    push: bool = True,
+    push: bool = False,
+    no_push: bool = False,
     json: bool = False,
     cache_write: bool = False,
     no_cache_write: bool = False,
+    progress: str = "auto",
 ) -> None:
     """Build services in one bake run with per-stage caches, push, and report cache hits."""
     env = commands.Environment()
+    config = configured(c, config)
 
     def run() -> int:
-        options = commands.options_from(service, stage, no_cache, push, cache_write, no_cache_write)
+        options = commands.options_from(service, stage, no_cache, push_flag(push, no_push), cache_write, no_cache_write)
         if dry_run:
             return commands.cmd_plan(env, config, options, json)
-        return commands.cmd_build(env, config, options, json)
+        return commands.cmd_build(env, config, options, json, progress)
 
-    _run(run)
+    _run(run, json)
 
 
 @task(
     iterable=["service"],
-    help=_help("service", "stage", "config", "no-cache", "push", "json", "bake", "cache-write", "no-cache-write"),
+    help=_help(
+        "service", "stage", "config", "no-cache", "push", "no-push", "json", "bake", "cache-write", "no-cache-write"
+    ),
 )
 def plan(
     c: Context,
@@ -123,7 +183,8 @@ def plan(
     stage: str | None = None,
     config: str | None = None,
     no_cache: bool = False,
-    push: bool = True,
+    push: bool = False,
+    no_push: bool = False,
     json: bool = False,
     bake: bool = False,
     cache_write: bool = False,
@@ -131,33 +192,45 @@ def plan(
 ) -> None:
     """Show the resolved plan and the exact bake command (no Docker daemon needed)."""
     env = commands.Environment()
+    config = configured(c, config)
     _run(
         lambda: commands.cmd_plan(
             env,
             config,
-            commands.options_from(service, stage, no_cache, push, cache_write, no_cache_write),
+            commands.options_from(service, stage, no_cache, push_flag(push, no_push), cache_write, no_cache_write),
             json,
             bake,
-        )
+        ),
+        json or bake,
     )
 
 
 @task(
     help={
-        **_help("config"),
+        **_help("config", "json"),
         "lint": "Also run BuildKit's Dockerfile checks per service (buildx 0.15+; exit 1 on findings).",
+        "remote": "Also try every cache store and registry it names, without building (exit 1 if one fails).",
     }
 )
-def check(c: Context, config: str | None = None, lint: bool = False) -> None:
+def check(c: Context, config: str | None = None, lint: bool = False, json: bool = False, remote: bool = False) -> None:
     """Validate dockercache.toml (and the Dockerfiles and Compose files it names)."""
     env = commands.Environment()
-    _run(lambda: commands.cmd_check(env, config, lint))
+    config = configured(c, config)
+    _run(lambda: commands.cmd_check(env, config, lint, json, remote), json)
+
+
+@task
+def init(c: Context) -> None:
+    """Write a commented dockercache.toml for the project here (from its Dockerfile or Compose file)."""
+    env = commands.Environment()
+    _run(lambda: commands.cmd_init(env))
 
 
 @task(name="create", help=_help("config"))
 def builder_create(c: Context, config: str | None = None) -> None:
     """Create the configured buildx builder if it does not exist."""
     env = commands.Environment()
+    config = configured(c, config)
     _run(lambda: commands.cmd_builder_create(env, config))
 
 
@@ -165,10 +238,15 @@ def builder_create(c: Context, config: str | None = None) -> None:
 def builder_remove(c: Context, config: str | None = None, name: str | None = None) -> None:
     """Remove the configured (or named) buildx builder."""
     env = commands.Environment()
+    config = configured(c, config)
     _run(lambda: commands.cmd_builder_remove(env, config, name))
 
 
-STORE_HELP = {"config": HELP["config"], "store": "The S3 cache store (default: the only one)."}
+STORE_HELP = {
+    "config": HELP["config"],
+    "store": "The S3 cache store (default: the only one).",
+    "json": HELP["json"],
+}
 
 
 @task(
@@ -187,10 +265,12 @@ def cache_promote(
     dry_run: bool = False,
     store: str | None = None,
     config: str | None = None,
+    json: bool = False,
 ) -> None:
     """Copy an S3 snapshot key to another key (no blobs move); shared keys only from trusted branches."""
     env = commands.Environment()
-    _run(lambda: commands.cmd_promote(env, config, source, target, store, dry_run))
+    config = configured(c, config)
+    _run(lambda: commands.cmd_promote(env, config, source, target, store, dry_run, json), json)
 
 
 @task(
@@ -214,29 +294,38 @@ def cache_prune(
     delete: list[str] | None = None,
     store: str | None = None,
     config: str | None = None,
+    json: bool = False,
 ) -> None:
     """Delete old S3 snapshots (never the default branch's or cache_from keys), then unreferenced blobs."""
     env = commands.Environment()
-    _run(lambda: commands.cmd_prune(env, config, store, keep or None, older_than, grace, dry_run, delete or ()))
+    config = configured(c, config)
+    _run(
+        lambda: commands.cmd_prune(env, config, store, keep or None, older_than, grace, dry_run, delete or (), json),
+        json,
+    )
 
 
 @task(name="verify", help={**STORE_HELP, "deep": "Download every blob and check its sha256 too."})
-def cache_verify(c: Context, deep: bool = False, store: str | None = None, config: str | None = None) -> None:
+def cache_verify(
+    c: Context, deep: bool = False, store: str | None = None, config: str | None = None, json: bool = False
+) -> None:
     """Check that every snapshot in the S3 store would restore completely (exit 1 if not)."""
     env = commands.Environment()
-    _run(lambda: commands.cmd_verify(env, config, store, deep))
+    config = configured(c, config)
+    _run(lambda: commands.cmd_verify(env, config, store, deep, json), json)
 
 
 @task(name="list", help=STORE_HELP)
-def cache_list(c: Context, store: str | None = None, config: str | None = None) -> None:
-    """List the snapshots in the S3 store."""
+def cache_list(c: Context, store: str | None = None, config: str | None = None, json: bool = False) -> None:
+    """List the snapshots in the S3 store, newest first, with their age and size."""
     env = commands.Environment()
-    _run(lambda: commands.cmd_list(env, config, store))
+    config = configured(c, config)
+    _run(lambda: commands.cmd_list(env, config, store, json), json)
 
 
 def collection() -> Collection:
     """A fresh collection of dockercache's tasks (add your own to it freely)."""
-    ns = Collection(build, plan, check)
+    ns = Collection(build, plan, check, init)
     ns.add_collection(Collection("builder", builder_create, builder_remove))
     ns.add_collection(Collection("cache", cache_promote, cache_prune, cache_verify, cache_list))
     return ns

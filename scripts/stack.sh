@@ -40,6 +40,7 @@ need_apt() {
   docker compose version >/dev/null 2>&1 || return 0
   command -v docker-registry >/dev/null 2>&1 || return 0
   command -v htpasswd >/dev/null 2>&1 || return 0
+  command -v bats >/dev/null 2>&1 || return 0 # the plugin hook's tests
   [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" || return 0
   return 1
 }
@@ -72,7 +73,7 @@ EOF
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${extra[@]}" docker-registry busybox-static apache2-utils iproute2 >/dev/null
+    "${extra[@]}" docker-registry busybox-static apache2-utils iproute2 bats >/dev/null
 }
 
 start_docker() {

@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -266,3 +266,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         write(f"{name:<12} {g['tried']:>6} {g['passed']:>7} {g['failed']:>7}{extra}")
         totals = [totals[0] + g["tried"], totals[1] + g["passed"], totals[2] + g["failed"]]
     write(f"{'total':<12} {totals[0]:>6} {totals[1]:>7} {totals[2]:>7}")
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """A real S3/AWS endpoint (moto's server) on loopback, in this process, for the unit tests that need one."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

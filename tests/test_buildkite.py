@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from dockercache.buildkite import Agent, AgentError, compose_plugin_key, image_metadata_key
+from dockercache.buildkite import (
+    Agent,
+    AgentError,
+    annotation_context,
+    compose_plugin_key,
+    image_metadata_key,
+    job_log_url,
+)
 
 from .conftest import ROOT
 
@@ -211,3 +218,34 @@ def test_plan_json_key_of_a_service_that_is_no_compose_service_is_the_plain_one(
     assert plan_keys(tmp_path, raw) == {"ruby": PLAIN}
     assert plan_keys(tmp_path, {"services": {"ruby": {"metadata_key": "ruby-image"}}}) == {"ruby": "ruby-image"}
     assert plan_keys(tmp_path, {"services": {"ruby": {}}}) == {"ruby": None}
+
+
+@pytest.mark.parametrize(
+    ("env", "context"),
+    [
+        ({}, "dockercache-ruby"),
+        ({"BUILDKITE_JOB_ID": "j1"}, "dockercache-ruby-j1"),
+        ({"BUILDKITE_JOB_ID": "j1", "BUILDKITE_STEP_ID": "s1"}, "dockercache-ruby-s1"),
+        ({"BUILDKITE_STEP_ID": "s1", "BUILDKITE_STEP_KEY": "build"}, "dockercache-ruby-build"),
+        ({"BUILDKITE_STEP_ID": "s1", "BUILDKITE_PARALLEL_JOB": "0"}, "dockercache-ruby-s1-p0"),
+    ],
+)
+def test_annotation_context_is_per_service_and_job(env: dict[str, str], context: str) -> None:
+    assert annotation_context("ruby", env) == context
+
+
+def test_matrix_jobs_of_one_step_get_contexts_of_their_own_and_a_retry_keeps_its_own() -> None:
+    step = {"BUILDKITE_STEP_ID": "s1"}
+    a = annotation_context("ruby", {**step, "BUILDKITE_JOB_ID": "j1", "BUILDKITE_MATRIX": "3.2"})
+    b = annotation_context("ruby", {**step, "BUILDKITE_JOB_ID": "j2", "BUILDKITE_MATRIX": "3.3"})
+    retry = annotation_context("ruby", {**step, "BUILDKITE_JOB_ID": "j3", "BUILDKITE_MATRIX": "3.2"})
+    setup = annotation_context("ruby", {**step, "BUILDKITE_MATRIX_SETUP_OS": "linux"})
+    assert len({a, b, setup}) == 3 and a == retry and a.startswith("dockercache-ruby-s1-m")
+
+
+def test_job_log_url_needs_the_build_url_and_the_job() -> None:
+    assert (
+        job_log_url({"BUILDKITE_BUILD_URL": "https://b/x/builds/1", "BUILDKITE_JOB_ID": "j"})
+        == "https://b/x/builds/1#j"
+    )
+    assert job_log_url({"BUILDKITE_BUILD_URL": "https://b/x/builds/1"}) is None

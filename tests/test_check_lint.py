@@ -208,3 +208,17 @@ def test_output_that_is_no_check_result_is_an_environment_problem(tmp_path: Path
     docker, _ = fake_docker(tmp_path, HELP_015, "")
     with pytest.raises(EnvironmentProblem, match=r"Dockerfile checks of .*Dockerfile failed: some progress"):
         docker.check_dockerfile(tmp_path, tmp_path / "Dockerfile", None, {})
+
+
+def test_check_warns_when_a_docker_driver_builder_does_not_exist(tmp_path: Path) -> None:
+    """The 'docker' driver cannot be created: check says so for a name that is not there (a build: exit 3)."""
+    out, err = io.StringIO(), io.StringIO()
+    environment = Environment(env={}, cwd=tmp_path, docker=FakeDocker(), console=Console(out, err))  # type: ignore[arg-type]
+    assert cmd_check(environment, str(write_project(tmp_path, builder="ci"))) == 0
+    assert err.getvalue() == (
+        f"dockercache: warning: {tmp_path / 'dockercache.toml'}: builder.name: no builder 'ci', and the 'docker' "
+        "driver cannot be created (the Docker context's own builder is 'default'): a build would stop with exit 3\n"
+    )
+    quiet = io.StringIO()
+    environment = Environment(env={}, cwd=tmp_path, docker=FakeDocker(), console=Console(io.StringIO(), quiet))  # type: ignore[arg-type]
+    assert cmd_check(environment, str(write_project(tmp_path))) == 0 and quiet.getvalue() == ""

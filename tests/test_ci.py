@@ -47,7 +47,7 @@ def test_git_fallback_is_lazy() -> None:
     assert "HOME" not in variables
     assert asked == []
     assert variables["BUILDKITE_COMMIT"] == "f" * 40
-    assert asked == [["rev-parse", "HEAD"]]
+    assert asked == [["rev-parse", "HEAD"], ["status", "--porcelain"]]
     assert ci.branch == "dev"
     assert ci.default_branch == "develop"
     assert not ci.on_ci
@@ -56,6 +56,41 @@ def test_git_fallback_is_lazy() -> None:
 def test_no_git_at_all() -> None:
     ci = CIContext({}, Path("/tmp/my project"), git=lambda cwd, args: None)
     assert (ci.commit, ci.branch, ci.default_branch, ci.pipeline) == ("dev", "detached", "main", "my-project")
+    assert ci.notes() == [
+        "/tmp/my project is not in a git repository: images are tagged 'dev' (set BUILDKITE_COMMIT to name it)"
+    ]
+
+
+def test_a_dirty_checkout_never_gets_the_commits_own_tag(clone: Path) -> None:
+    clean = CIContext({}, clone)
+    head = clean.commit
+    assert re.fullmatch(r"[0-9a-f]{40}", head) and clean.notes() == [] and clean.revision == head
+    (clone / "Dockerfile").write_text("FROM busybox\n")  # untracked files count: the build context sends them
+    dirty = CIContext({}, clone)
+    assert dirty.commit == f"{head}-dirty" and dirty.short_commit == f"{head[:12]}-dirty"
+    assert dirty.variables()["BUILDKITE_COMMIT"] == f"{head}-dirty"
+    assert dirty.revision is None  # no label claims the commit for an image of other content
+    assert dirty.notes() == [
+        f"uncommitted changes: tagged {head[:12]}-dirty, never the commit's own tag (commit them first)"
+    ]
+    # CI names its own commit: no git question, no note.
+    on_ci = CIContext({"BUILDKITE": "true", "BUILDKITE_COMMIT": "a" * 40}, clone)
+    assert on_ci.commit == "a" * 40 and on_ci.notes() == []
+
+
+def test_off_ci_pipeline_is_the_origin_repositorys_name() -> None:
+    for url, name in [
+        ("git@github.com:acme/app.git", "app"),
+        ("https://github.com/acme/app", "app"),
+        ("https://github.com/acme/app.git/", "app"),
+        ("ssh://git@host/acme/shop.git", "shop"),
+    ]:
+
+        def git(cwd: Path, args: list[str], url: str = url) -> str | None:
+            return url if args == ["remote", "get-url", "origin"] else "/work/s3app"
+
+        assert CIContext({}, Path("/work/s3app"), git=git).pipeline == name
+    assert CIContext({"BUILDKITE_PIPELINE_SLUG": "x"}, Path("/work/s3app")).pipeline == "x"
 
 
 def test_slugify() -> None:
@@ -80,9 +115,9 @@ def git(cwd: Path, *args: str) -> None:
 
 @pytest.fixture
 def clone(tmp_path: Path) -> Path:
-    """A real clone, in a folder named ``shop-app``, of a repository whose default branch is ``develop``; the
-    clone has ``feature/x`` checked out."""
-    origin = tmp_path / "origin"
+    """A real clone, in a folder named ``shop-app``, of a repository ``shop.git`` whose default branch is
+    ``develop``; the clone has ``feature/x`` checked out."""
+    origin = tmp_path / "shop.git"
     origin.mkdir()
     git(origin, "init", "-q", "-b", "develop")
     git(origin, "commit", "-q", "--allow-empty", "-m", "first")
@@ -94,11 +129,12 @@ def clone(tmp_path: Path) -> Path:
 
 
 def test_off_ci_pipeline_slug_and_default_branch_come_from_git(clone: Path) -> None:
-    """README: off CI ``${BUILDKITE_PIPELINE_SLUG}`` is the repository's folder name (also when run from a
-    sub-directory) and ``${BUILDKITE_PIPELINE_DEFAULT_BRANCH}`` the remote's default branch, from git."""
+    """README: off CI ``${BUILDKITE_PIPELINE_SLUG}`` is the name of the repository origin points at (not the
+    clone's folder name, also when run from a sub-directory) and ``${BUILDKITE_PIPELINE_DEFAULT_BRANCH}`` the
+    remote's default branch, from git."""
     ci = CIContext({}, clone / "services" / "web")
     variables = ci.variables()
-    assert variables["BUILDKITE_PIPELINE_SLUG"] == "shop-app"
+    assert variables["BUILDKITE_PIPELINE_SLUG"] == "shop"
     assert variables["BUILDKITE_PIPELINE_DEFAULT_BRANCH"] == "develop"
     assert variables["BUILDKITE_BRANCH"] == "feature/x"
     assert re.fullmatch(r"[0-9a-f]{40}", variables["BUILDKITE_COMMIT"])
@@ -112,7 +148,7 @@ def test_off_ci_pipeline_slug_and_default_branch_come_from_git(clone: Path) -> N
         variables,
         clone / "dockercache.toml",
     )
-    assert (config.service("web").image, config.service("web").tags) == ("reg/shop-app", ("develop",))
+    assert (config.service("web").image, config.service("web").tags) == ("reg/shop", ("develop",))
 
 
 def test_buildkite_values_win_over_git(clone: Path) -> None:

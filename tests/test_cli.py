@@ -290,3 +290,158 @@ def test_a_refused_promote_is_one_line_and_exit_2(tmp_path: Path, docker_shim: t
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("dockercache: error: ") and proc.stderr.count("\n") == 1, proc.stderr
         assert "branch 'feature/x'" in proc.stderr and "'app/latest'" in proc.stderr and calls == []
+
+
+def test_an_error_in_a_collapsed_group_opens_it_in_buildkite(tmp_path: Path) -> None:
+    """cache_errors = "fail" with S3 unreachable stops in the restore group: Buildkite's "^^^ +++" opens it."""
+    import io
+
+    import pytest
+
+    from dockercache import commands
+    from dockercache.errors import DockercacheError
+    from dockercache.plan import BuildOptions
+    from dockercache.report import Console
+
+    class Daemon:
+        def ping(self) -> None:
+            pass
+
+        def read_manifest(self, ref: str) -> None:
+            return None
+
+    path = s3_project(tmp_path, 'cache_errors = "fail"')
+    err = io.StringIO()
+    console = Console(io.StringIO(), err, buildkite=True)
+    environment = commands.Environment(env=ci_env("main"), cwd=path, docker=Daemon(), console=console)  # type: ignore[arg-type]
+    with pytest.raises(DockercacheError):
+        commands.cmd_build(environment, None, BuildOptions(), as_json=False)
+    assert err.getvalue().splitlines()[-1] == "^^^ +++", err.getvalue()
+
+
+USAGE_ERRORS = [
+    (["bulid"], "dockercache: error: no task 'bulid' (did you mean 'build'?); dockercache --list lists the tasks"),
+    (
+        ["build", "ruby"],
+        "dockercache: error: 'ruby' is not a task; to build one service: dockercache build --service ruby",
+    ),
+    (
+        ["build", "--servise", "ruby"],
+        "dockercache: error: unknown option --servise for build (did you mean --service?); "
+        "dockercache build --help lists its options",
+    ),
+    (
+        ["plan", "--bogus"],
+        "dockercache: error: unknown option --bogus for plan; dockercache plan --help lists its options",
+    ),
+    (["build", "--service"], "dockercache: error: build --service needs a value"),
+    (["build", "--service", "--push"], "dockercache: error: build --service needs a value"),
+    (["plan", "--service", ""], "dockercache: error: plan --service needs a value"),
+    (["--bogus", "plan"], "dockercache: error: unknown option --bogus (dockercache --help lists the options)"),
+    (["build", "--push", "--no-push"], "dockercache: error: --push and --no-push contradict each other"),
+    (
+        ["build", "--progress", "fancy"],
+        "dockercache: error: --progress: 'fancy' is not one of auto, tty, plain, quiet",
+    ),
+    (
+        ["plan", "--cache-write", "--no-cache-write"],
+        "dockercache: error: --cache-write and --no-cache-write contradict each other",
+    ),
+]
+
+
+def test_usage_errors_are_one_line_with_a_hint_and_exit_2(docker_shim: tuple[Path, Path]) -> None:
+    for argv, line in USAGE_ERRORS:
+        proc, calls = run([str(BIN / "dockercache"), *argv], ROOT / "examples" / "ruby", *docker_shim)
+        assert (proc.returncode, proc.stderr.strip()) == (2, line), argv
+        assert calls == []  # nothing built: `build --service` with no value used to build every service
+
+
+def test_config_before_the_task_is_dockercaches_config(tmp_path: Path, docker_shim: tuple[Path, Path]) -> None:
+    (tmp_path / "ci.toml").write_text((FIXTURES / "good" / "minimal.toml").read_text())
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS final\n")
+    for argv in (["--config", "ci.toml", "check"], ["-f", "ci.toml", "check"], ["--config=ci.toml", "check"]):
+        proc, _ = run([str(BIN / "dockercache"), *argv], tmp_path, *docker_shim)
+        assert (proc.returncode, proc.stdout.strip()) == (0, "ci.toml: ok (1 service)"), proc.stderr
+    missing, _ = run([str(BIN / "dockercache"), "--config", "nope.toml", "plan"], tmp_path, *docker_shim)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "dockercache: error: nope.toml: no such configuration file (from --config)"
+
+
+def test_help_shows_dockercaches_tasks_and_options_not_invokes_runner_options(docker_shim: tuple[Path, Path]) -> None:
+    proc, _ = run([str(BIN / "dockercache"), "--help"], ROOT / "examples" / "ruby", *docker_shim)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("Usage: dockercache [--config FILE] TASK [--task-options] ...")
+    for shown in ("--config FILE", "--version", "build ", "cache.prune", "check "):
+        assert shown in proc.stdout
+    for hidden in ("--prompt-for-sudo-password", "--pty", "--echo", "--hide", "--warn-only", "--write-pyc"):
+        assert hidden not in proc.stdout
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly(docker_shim: tuple[Path, Path]) -> None:
+    """`dockercache plan | head -1`: no BrokenPipeError traceback, the status of a tool stopped by SIGPIPE."""
+    script = f"set -o pipefail; {BIN / 'dockercache'} plan --json | true"
+    proc, _ = run(["bash", "-c", script], ROOT / "examples" / "ruby", *docker_shim)
+    assert proc.stderr == "" and proc.returncode in (0, 141)
+
+
+def test_your_own_tasks_beside_dockercaches_and_its_config_in_invoke_yaml(
+    tmp_path: Path, docker_shim: tuple[Path, Path]
+) -> None:
+    """README "Your own tasks": a tasks.py that adds a task to dockercache's collection lists and runs both;
+    ``dockercache.config`` in invoke.yaml (or the collection's configure) is the default --config."""
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "ci" / "dockercache.toml").write_text((FIXTURES / "good" / "minimal.toml").read_text())
+    (tmp_path / "ci" / "Dockerfile").write_text("FROM busybox AS final\n")
+    (tmp_path / "tasks.py").write_text(
+        "from invoke import task\n"
+        "from dockercache.tasks import collection\n\n\n"
+        "@task\n"
+        "def lint(c):\n"
+        '    print("linted")\n\n\n'
+        "ns = collection()\n"
+        "ns.add_task(lint)\n"
+    )
+    listing, _ = run([str(BIN / "invoke"), "--list"], tmp_path, *docker_shim)
+    assert listing.returncode == 0, listing.stderr
+    names = {line.split()[0] for line in listing.stdout.splitlines()[1:] if line.strip()}
+    assert {"lint", "build", "plan", "check", "cache.prune"} <= names
+    lint, _ = run([str(BIN / "invoke"), "lint"], tmp_path, *docker_shim)
+    assert (lint.returncode, lint.stdout) == (0, "linted\n")
+    lost, _ = run([str(BIN / "invoke"), "check"], tmp_path, *docker_shim)
+    assert lost.returncode == 2 and "dockercache.toml: not found" in lost.stderr
+    (tmp_path / "invoke.yaml").write_text("dockercache:\n  config: ci/dockercache.toml\n")
+    found, _ = run([str(BIN / "invoke"), "check"], tmp_path, *docker_shim)
+    assert (found.returncode, found.stdout.strip()) == (0, "ci/dockercache.toml: ok (1 service)"), found.stderr
+    given, _ = run([str(BIN / "invoke"), "check", "--config", "nope.toml"], tmp_path, *docker_shim)
+    assert given.returncode == 2 and "nope.toml: no such configuration file" in given.stderr  # the flag wins
+
+
+def test_json_is_always_one_document_on_stdout_also_on_errors(tmp_path: Path, docker_shim: tuple[Path, Path]) -> None:
+    """README: with --json, stdout is one JSON document whatever happens: usage and configuration errors too
+    (with their exit_code and error); stderr keeps the one-line error."""
+    import json
+
+    example = ROOT / "examples" / "ruby"
+    cases = [
+        (["build", "--json", "--bogus"], example, 2, "unknown option --bogus for build"),
+        (["build", "--json", "--service"], example, 2, "build --service needs a value"),
+        (["plan", "--json", "--service", "nope"], example, 2, "no service 'nope'"),
+        (["build", "--json", "--push", "--no-push"], example, 2, "--push and --no-push contradict each other"),
+        (["check", "--json"], tmp_path, 2, "dockercache.toml: not found"),
+        (["cache.list", "--json"], example, 2, "no S3 cache store"),
+    ]
+    for argv, cwd, code, error in cases:
+        proc, calls = run([str(BIN / "dockercache"), *argv], cwd, *docker_shim)
+        document = json.loads(proc.stdout)
+        assert proc.returncode == code == document["exit_code"], (argv, proc.stdout, proc.stderr)
+        assert error in document["error"] and error in proc.stderr, (argv, document)
+        assert calls == []
+    ok, _ = run([str(BIN / "dockercache"), "check", "--json"], example, *docker_shim)
+    assert json.loads(ok.stdout) == {
+        "exit_code": 0,
+        "config": "dockercache.toml",
+        "services": ["ruby"],
+        "lint": None,
+        "remote": None,
+    }

@@ -571,3 +571,46 @@ def test_label_and_attestation_mistakes_are_one_line_naming_the_key(document: di
     with pytest.raises(ConfigError) as info:
         parse_config(document, VARS, Path(CONFIG_NAME))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_every_broken_key_is_reported_at_once(tmp_path: Path) -> None:
+    """README: all of a file's key and type errors in one run (as pytest reports every collection error), each
+    a line of its own, in the file's order of tables; at most MAX_ERRORS."""
+    raw = {
+        "services": {
+            "app": {"imgae": "x", "tags": [1, "ok", 2]},
+            "web": {"target": 3},
+        },
+        "settings": {"cache_wirte": "auto", "skip_unchanged": "yes"},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {}, Path("dockercache.toml"))
+    assert caught.value.lines() == [
+        "dockercache.toml: services.app.imgae: unknown key (did you mean 'image'?)",
+        "dockercache.toml: services.app.tags[0]: expected a string, got an integer",
+        "dockercache.toml: services.app.tags[2]: expected a string, got an integer",
+        "dockercache.toml: services.web.target: expected a string, got an integer",
+        "dockercache.toml: settings.cache_wirte: unknown key (did you mean 'cache_write'?)",
+        "dockercache.toml: settings.skip_unchanged: expected a boolean, got a string",
+    ]
+    many = {"services": {f"s{i}": {"bogus": 1} for i in range(30)}}
+    with pytest.raises(ConfigError) as capped:
+        parse_config(many, {}, Path("dockercache.toml"))
+    assert len(capped.value.lines()) == 20
+
+
+def test_several_errors_on_the_command_line_are_a_line_each_and_a_count(tmp_path: Path) -> None:
+    import subprocess
+
+    from .conftest import BIN
+
+    (tmp_path / "dockercache.toml").write_text('[settings]\ncache_wirte = "auto"\n\n[services.app]\nimgae = "x"\n')
+    proc = subprocess.run(
+        [str(BIN / "dockercache"), "check"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "dockercache: error: dockercache.toml: services.app.imgae: unknown key (did you mean 'image'?)",
+        "dockercache: error: dockercache.toml: settings.cache_wirte: unknown key (did you mean 'cache_write'?)",
+        "dockercache: 2 configuration errors",
+    ]

@@ -172,6 +172,23 @@ def test_no_push_loads() -> None:
     assert final.output == "load" and final.bake()["output"] == ["type=docker"]
 
 
+def test_push_by_default_on_ci_only() -> None:
+    """README: on a laptop ``build`` loads its images unless --push; on CI it pushes unless --no-push."""
+    outputs = {
+        (on_ci, push): make_plan(inputs(on_ci=on_ci), BuildOptions(push=push)).targets[-1].output
+        for on_ci in (True, False)
+        for push in (None, True, False)
+    }
+    assert outputs == {
+        (True, None): "push",
+        (True, True): "push",
+        (True, False): "load",
+        (False, None): "load",
+        (False, True): "push",
+        (False, False): "load",
+    }
+
+
 def test_push_stages_get_stage_tags() -> None:
     svc = service(push_stages=("deps",), tags=("abc123", "latest"))
     deps = make_plan(inputs(svc), BuildOptions()).targets[1]
@@ -505,6 +522,7 @@ def test_plan_json_is_the_whole_plan() -> None:
                 "metadata_key": None,
                 "store": "built-in local",
                 "skip_unchanged": None,
+                "cache_mounts": None,
                 "targets": [
                     {
                         "name": "ruby-final",
@@ -919,7 +937,7 @@ def test_skip_unchanged_plans_the_inputs_of_the_key(tmp_path: Path) -> None:
         (
             BuildOptions(push=False),
             {},
-            "off (--no-push: a skip retags an image in the registry, and nothing is pushed)",
+            "off (nothing is pushed (--no-push, or off CI without --push), and a skip retags an image in the registry)",
         ),
         (BuildOptions(stage="deps"), {}, "off (--stage builds one stage)"),
         (BuildOptions(no_cache=True), {}, "off (--no-cache)"),

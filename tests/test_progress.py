@@ -275,3 +275,21 @@ def test_a_cache_export_that_fails_with_not_found_is_a_problem_and_not_written()
         "t": ["exporting cache to registry: failed to push reg.test/app/cache:final-main: not found"]
     }
     assert tally.exported() == {"t": False}
+
+
+def test_the_cache_refs_a_target_read_are_its_imports_that_succeeded() -> None:
+    """README: the report's ``cache_read`` names the refs whose manifest BuildKit read (a missing ref is not)."""
+    events = BuildEvents()
+    stamp = "2026-11-26T00:00:01Z"
+    for name, error in (
+        ("[t] importing cache manifest from reg.test/app/cache:final-feature-x", "final-feature-x: not found"),
+        ("[t] importing cache manifest from reg.test/app/cache:final-main", None),
+        ("[u] importing cache manifest from reg.test/app/cache:test-main", None),
+    ):
+        raw = {"digest": f"sha256:{name}", "name": name, "started": stamp, "completed": stamp}
+        if error:
+            raw["error"] = error
+        events.apply({"vertexes": [raw]})
+    tally = Tally([TargetInfo("t", "final", "i", ("final",)), TargetInfo("u", "test", "i", ("test",))])
+    tally.add(events, ["t", "u"])
+    assert tally.imported() == {"t": ["reg.test/app/cache:final-main"], "u": ["reg.test/app/cache:test-main"]}

@@ -13,7 +13,7 @@ from dockercache.commands import report
 from dockercache.config import BuilderConfig, LocalCache, Settings
 from dockercache.plan import BuilderPlan, BuildOptions, PlanInputs, make_plan
 from dockercache.progress import StepCount
-from dockercache.report import Console, RunResult, ServiceResult, StageResult, render_table
+from dockercache.report import Console, RunResult, ServiceResult, StageResult, render_markdown, render_table
 from dockercache.resolve import ResolvedService
 from dockercache.runner import Runner
 
@@ -69,9 +69,10 @@ def test_a_failed_run_says_failed_or_cancelled_in_each_stages_row() -> None:
 
 
 def test_s3_columns_show_objects_and_megabytes_down_and_up() -> None:
-    """With an S3 store the table gains ``s3 down`` and ``s3 up`` (objects / MB, ``-`` for none), and the
-    cache written is the S3 snapshot."""
+    """With an S3 store the table gains ``s3 down`` and ``s3 up`` (objects / size in human units, ``-`` for
+    none: 11 KB shows as such, not as ``0.0 MB``), and the cache written is the S3 snapshot."""
     stages = [
+        stage("base", {"base": (2, 2)}, 0.1, restored_from="shop/main", down_objects=1, down_bytes=11_264),
         stage("deps", {"deps": (3, 3)}, 0.5, restored_from="shop/main", down_objects=3, down_bytes=1_500_000),
         stage(
             "final",
@@ -86,9 +87,10 @@ def test_s3_columns_show_objects_and_megabytes_down_and_up() -> None:
     ]
     table = render_table(RunResult(services=[ServiceResult("ruby", stages)]))
     assert table == (
-        "service  stage  cached  time  cache written              s3 down     s3 up\n"
-        "ruby     deps   3/3     0.5s  -                          3 / 1.5 MB  -\n"
-        "ruby     final  1/3     2.3s  shop/feature-x/ruby/final  -           2 / 12.3 MB"
+        "service  stage  cached  time  cache written              s3 down      s3 up\n"
+        "ruby     base   2/2     0.1s  -                          1 / 11.3 KB  -\n"
+        "ruby     deps   3/3     0.5s  -                          3 / 1.5 MB   -\n"
+        "ruby     final  1/3     2.3s  shop/feature-x/ruby/final  -            2 / 12.3 MB"
     )
 
 
@@ -224,3 +226,85 @@ def test_the_document_guard_leaves_a_callers_own_stream_alone() -> None:
     with console.stdout_for_document():
         console.document({"a": 1})
     assert console.out is out and json.loads(out.getvalue()) == {"a": 1}
+
+
+def test_the_annotation_says_how_it_went_in_one_line_then_a_stage_table() -> None:
+    stages = [
+        stage("deps", {"deps": (3, 3)}, 0.2, cache_written=REF),
+        stage("final", {"final": (1, 3)}, 1.6, cache_written=REF, tags=("localhost:5000/ruby:abc",), pushed=True),
+    ]
+    body = render_markdown(ServiceResult("ruby", stages, 1.8))
+    assert body.splitlines() == [
+        ":white_check_mark: **ruby: 2 stages, 4/6 steps cached, pushed localhost:5000/ruby:abc in 1.8s**",
+        "",
+        "| stage | steps cached | time | cache |",
+        "|---|---|---|---|",
+        f"| deps | 3/3 | 0.2s | wrote `{REF}` |",
+        f"| final | 1/3 | 1.6s | wrote `{REF}` |",
+    ]
+
+
+def test_a_failed_annotation_names_the_stage_and_links_the_jobs_log() -> None:
+    stages = [
+        stage("deps", {"deps": (2, 2)}, 0.5, status="cancelled", restored_from="app/main", s3_saved="app/pr-1"),
+        stage("test", {"test": (0, 1)}, 1.0, status="failed", error="[test 2/2] RUN `make` | exit code: 2"),
+    ]
+    stages[0].cache_warnings.append("export failed: 500")
+    body = render_markdown(ServiceResult("ruby", stages, 2.0), "https://buildkite.com/a/b/builds/3#job-1")
+    lines = body.splitlines()
+    assert lines[0].startswith(":x: **ruby: 2 stages, 2/3 steps cached, FAILED at test")
+    assert lines[2] == "| stage | steps cached | time | cache | s3 down | s3 up |"
+    assert lines[4] == "| deps | 2/2 **cancelled** | 0.5s | from `app/main`, wrote `app/pr-1` | - | - |"
+    assert ":rotating_light: **test** failed: `[test 2/2] RUN 'make' | exit code: 2` ([the job's log]" in body
+    assert "(https://buildkite.com/a/b/builds/3#job-1) opens at the failing step)" in body
+    assert lines[-1] == "- :warning: deps: export failed: 500"
+
+
+def test_log_groups_use_buildkites_headers_and_open_a_failed_group_once() -> None:
+    err = io.StringIO()
+    console = Console(out=io.StringIO(), err=err, buildkite=True)
+    console.section("restore")
+    console.section("logins", "quiet")
+    console.section("build", "expanded")
+    console.open_failed_group()
+    console.open_failed_group()
+    assert err.getvalue().splitlines() == ["--- restore", "~~~ logins", "+++ build", "^^^ +++"]
+    plain = io.StringIO()
+    console = Console(out=io.StringIO(), err=plain)
+    console.section("build", "expanded")
+    console.open_failed_group()
+    assert plain.getvalue() == "==> build\n"
+
+
+def test_sizes_and_ages_in_human_units() -> None:
+    from dockercache.report import human_age, human_bytes
+
+    sizes = [0, 999, 11_000, 11_264, 999_999, 3_200_000, 123_456_789, 1_500_000_000]
+    assert [human_bytes(n) for n in sizes] == [
+        "0 B",
+        "999 B",
+        "11.0 KB",
+        "11.3 KB",
+        "1.0 MB",
+        "3.2 MB",
+        "123 MB",
+        "1.5 GB",
+    ]
+    assert [human_age(s) for s in (-1, 45, 60, 3599, 3600, 86400 * 5 + 7)] == ["0s", "45s", "1m", "59m", "1h", "5d"]
+
+
+def test_the_report_ends_with_the_cache_write_decision_and_the_warnings_printed() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(out=out, err=err)
+    stages = [stage("final", {"final": (1, 1)}, 0.1, cache_written=REF)]
+    stages[0].warn(console, "export failed")
+    console.warn("BuildKit lost track of a shared step: building again")
+    result = RunResult(services=[ServiceResult("ruby", stages, 0.2)], cache_write=False)
+    result.cache_write_reason = "not in CI (a laptop reads shared caches; pass --cache-write to write)"
+    report(console, result, as_json=False)
+    assert out.getvalue().splitlines()[-1] == (
+        "cache writes: off (not in CI (a laptop reads shared caches; pass --cache-write to write))"
+    )
+    warnings = [line for line in err.getvalue().splitlines() if line.startswith("dockercache: warning:")]
+    assert len(warnings) == 2 and err.getvalue().splitlines()[-1] == "dockercache: 2 warnings (above)"
+    assert result.to_json()["cache_write"] == {"on": False, "reason": result.cache_write_reason}

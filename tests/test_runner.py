@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from dockercache.config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
+from dockercache.config import BuilderConfig, LocalCache, RegistryCache, RegistryLogin, S3Cache, Settings
 from dockercache.endpoint import Endpoint
 from dockercache.errors import BuildFailed, CacheError, EnvironmentProblem, Interrupted, StoreError
 from dockercache.plan import BuilderPlan, BuildOptions, Plan, PlanInputs, make_plan
@@ -97,6 +97,11 @@ class FakeDocker:
     def remove_builder(self, name: str) -> None:
         self.log.add(f"docker buildx rm {name}")
         self.builders.pop(name, None)
+
+    def bootstrap_builder(self, name: str) -> None:
+        self.log.add(f"docker buildx inspect --bootstrap {name}")
+        if getattr(self, "boot_fails", False):
+            raise EnvironmentProblem(f"builder '{name}' cannot boot: failed to pull moby/buildkit:buildx-stable-1")
 
     def bake(self, argv: Sequence[str], env: Any = None) -> Iterator[str]:
         self.bake_envs.append(env)
@@ -217,6 +222,7 @@ class FakeAgent:
     log: Log
     meta: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, tuple[str, str]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
     def meta_data_get(self, key: str) -> str | None:
         self.log.add(f"agent meta-data get {key}")
@@ -371,7 +377,7 @@ def test_a_failing_target_keeps_the_caches_of_what_succeeded(world: World, tmp_p
     assert world.agent.meta == {}
     assert world.agent.annotations["dockercache-app"][0] == "error"
     err = world.err.getvalue()  # type: ignore[attr-defined]
-    assert "--- output of [test 2/2] RUN step 1 (target app-test)" in err and "tests failed" in err
+    assert "==> :rotating_light: output of [test 2/2] RUN step 1 (target app-test)" in err and "tests failed" in err
     closing = result.services[0].closing_line()
     assert "FAILED at test" in closing and "caches kept: base, deps, final" in closing
     from dockercache.report import render_table
@@ -470,6 +476,23 @@ def test_ephemeral_builder_is_removed_after_a_failure(world: World, tmp_path: Pa
         < log.index("docker buildx rm dc-job1")
     )
     assert world.docker.builders == {}
+
+
+def test_a_builder_this_run_made_that_cannot_boot_is_exit_3_and_removed(world: World, tmp_path: Path) -> None:
+    """README: a docker-container builder whose BuildKit image cannot be pulled fails before the build (exit 3,
+    one line naming why), and the builder the run created is removed; a builder that was there is kept."""
+    world.docker.boot_fails = True  # type: ignore[attr-defined]
+    plan = plan_for(LocalCache(type="local", path="cache"), tmp_path, name="dc", driver="docker-container")
+    with pytest.raises(EnvironmentProblem, match=r"^builder 'dc' cannot boot: failed to pull moby/buildkit"):
+        world.runner.run(plan)
+    log = world.log
+    assert log.index("docker buildx create dc") < log.index("docker buildx inspect --bootstrap dc")
+    assert log.index("docker buildx inspect --bootstrap dc") < log.index("docker buildx rm dc")
+    assert not any(e.startswith("docker buildx bake") for e in log.events) and world.docker.builders == {}
+    world.docker.builders["dc"] = "docker-container"  # someone's own builder, stopped and unable to start
+    with pytest.raises(EnvironmentProblem, match="cannot boot"):
+        world.runner.run(plan)
+    assert world.docker.builders == {"dc": "docker-container"}
 
 
 def test_ephemeral_builder_is_removed_after_a_success_too(world: World, tmp_path: Path) -> None:
@@ -684,3 +707,40 @@ def test_docker_compose_meta_data_key_carries_the_compose_files(world: World, tm
     assert result.exit_code == 0, result.error
     key = "docker-compose-plugin-built-image-tag-app-docker-compose.ci.yml"
     assert world.agent.meta == {key: "reg.test/app:abc123"}
+
+
+def test_buildkite_log_groups_collapse_all_but_the_build_and_open_the_failing_one(world: World, tmp_path: Path) -> None:
+    world.docker.fail_stage = "test"
+    world.runner.console.buildkite = True
+    world.runner.logins = {"reg.test": RegistryLogin(username="ci", password="pw")}
+    world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    headers = [line for line in world.err.getvalue().splitlines() if line[:3] in ("---", "~~~", "+++", "^^^")]  # type: ignore[attr-defined]
+    assert headers == [
+        "~~~ :key: registry logins",
+        "+++ :docker: build and push: app (test, final)",
+        "--- :rotating_light: output of [test 2/2] RUN step 1 (target app-test)",
+        "^^^ +++",
+        "--- :docker: save the caches of: app (final)",
+    ]
+
+
+def test_a_successful_buildkite_run_opens_only_the_build_group(world: World, tmp_path: Path) -> None:
+    world.runner.console.buildkite = True
+    world.runner.run(plan_for(S3, tmp_path))
+    headers = [line for line in world.err.getvalue().splitlines() if line[:3] in ("---", "~~~", "+++", "^^^")]  # type: ignore[attr-defined]
+    assert headers == ["--- :s3: app: restore caches", "+++ :docker: build and push: app (test, final)"]
+
+
+def test_annotations_are_per_service_and_job_and_link_the_log_on_failure(world: World, tmp_path: Path) -> None:
+    world.docker.fail_stage = "test"
+    world.agent.env = {
+        "BUILDKITE_STEP_ID": "step-1",
+        "BUILDKITE_PARALLEL_JOB": "2",
+        "BUILDKITE_JOB_ID": "job-9",
+        "BUILDKITE_BUILD_URL": "https://buildkite.com/acme/app/builds/7",
+    }
+    world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    ((context, (style, body)),) = world.agent.annotations.items()
+    assert context == "dockercache-app-step-1-p2" and style == "error"
+    assert "[the job's log](https://buildkite.com/acme/app/builds/7#job-9)" in body
+    assert ":rotating_light: **test** failed: `[test 2/2] RUN step 1" in body

@@ -78,13 +78,24 @@ def restore_keys(store: S3Cache, keys: Keys) -> tuple[str, ...]:
     )
 
 
+def per_commit(template: str, keys: Keys) -> bool:
+    """A key of one commit: ``{commit}`` in its template, or this build's full commit as one of its segments (the
+    old plugin's ``s3_key: "${BUILDKITE_PIPELINE_SLUG}/${BUILDKITE_COMMIT}"`` arrives expanded by the agent)."""
+    if "{commit}" in template:
+        return True
+    return len(keys.commit) >= 7 and any(
+        re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", segment) and segment.startswith(keys.commit)
+        for segment in template.split("/")
+    )
+
+
 def save_key(store: S3Cache, keys: Keys) -> tuple[str | None, str | None]:
     """The key this build saves to, or None and why not (an untrusted branch and a key the default reads)."""
     save = snapshot_key(store.key, keys, keys.default_branch if keys.writes_shared else keys.branch)
     # Keys the default branch reads: an untrusted branch never writes them, whatever the templates say.
     # (A per-commit key is not among them: the default branch reads its own commits' keys.)
     protected = {
-        snapshot_key(t, keys, keys.default_branch) for t in (store.key, *store.cache_from) if "{commit}" not in t
+        snapshot_key(t, keys, keys.default_branch) for t in (store.key, *store.cache_from) if not per_commit(t, keys)
     }
     if not keys.writes_shared and save in protected:
         return None, f"'{save}' is read by the default branch; branch '{keys.branch}' may not write it"

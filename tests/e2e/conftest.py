@@ -316,6 +316,8 @@ class S3Project(Project):
             "BUILDKITE": "true",
             "BUILDKITE_AGENT_STUB_DIR": str(self.stub_dir),
             "BUILDKITE_JOB_ID": uuid.uuid4().hex,
+            "BUILDKITE_STEP_ID": "build-step",
+            "BUILDKITE_BUILD_URL": "https://buildkite.com/acme/example/builds/1",
             "PATH": f"{STUB_AGENT}:{os.environ['PATH']}",
         }
         values.update(extra)

@@ -34,17 +34,28 @@ target = "final"
 """
 
 
-def test_builder_create_then_reuse_then_remove(project: Project) -> None:
+@pytest.mark.hardening("faults")
+def test_a_builder_that_cannot_boot_is_exit_3_and_the_one_made_is_removed(project: Project) -> None:
+    """The README's [builder] example where the BuildKit image cannot be pulled: exit 3, one line naming why,
+    no build attempted, and the builder this run created removed (a builder that was there is kept)."""
     name = f"dc-{uuid.uuid4().hex[:8]}"
     project.write_config(container_config(name, ephemeral=False))
-    created = run_dockercache("builder.create", cwd=project.path)
-    assert created.returncode == 0, created.stderr
-    assert f"builder '{name}' created" in created.stdout
-    assert builders().get(name) == "docker-container"
-    again = run_dockercache("builder.create", cwd=project.path)
-    assert f"builder '{name}' already exists" in again.stdout
-    removed = run_dockercache("builder.remove", cwd=project.path)
-    assert removed.returncode == 0 and name not in builders()
+    for command in ("builder.create", "build"):
+        result = run_dockercache(command, cwd=project.path)
+        assert result.returncode == 3, result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("dockercache: error:")]
+        assert len(errors) == 1 and errors[0].startswith(f"dockercache: error: builder '{name}' cannot boot: "), errors
+        assert f"removed builder '{name}' (it could not boot)" in result.stderr
+        assert "base 0/0" not in result.stdout and name not in builders()
+    docker("buildx", "create", "--name", name, "--driver", "docker-container")  # someone's own, never booted
+    try:
+        kept = run_dockercache("build", cwd=project.path)
+        assert kept.returncode == 3 and f"builder '{name}' cannot boot" in kept.stderr
+        assert builders().get(name) == "docker-container"
+        removed = run_dockercache("builder.remove", cwd=project.path)
+        assert removed.returncode == 0 and name not in builders()
+    finally:
+        docker("buildx", "rm", name, check=False)
 
 
 @pytest.mark.hardening("faults")
@@ -53,10 +64,10 @@ def test_ephemeral_builder_is_removed_when_the_build_fails(project: Project) -> 
     job = uuid.uuid4().hex[:8]
     before = set(builders())
     result = run_dockercache("build", cwd=project.path, env=base_env(BUILDKITE_JOB_ID=job))
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 3, result.stderr
     assert f"created builder 'dc-job-{job}' (driver docker-container)" in result.stderr
     assert f"removed builder 'dc-job-{job}'" in result.stderr
-    assert "dockercache: error: ruby: build failed: [internal] booting buildkit" in result.stderr
+    assert f"dockercache: error: builder 'dc-job-{job}' cannot boot: " in result.stderr
     assert "keeping the caches" not in result.stderr  # nothing built, nothing to keep
     assert set(builders()) == before
 

@@ -124,7 +124,7 @@ def test_a_failing_test_stage_keeps_the_dependency_cache(project: Project, stack
     stages = {s["stage"]: s for s in failed.json["services"][0]["stages"]}
     assert stages["test"]["status"] == "failed" and "exit code: 4" in stages["test"]["error"], failed.stderr
     assert failed.stderr.strip().splitlines()[-1].startswith("dockercache: error: ruby/test: build failed:")
-    assert "--- output of [test 2/2] RUN sh /app/tests.sh (target ruby-test)" in failed.stderr
+    assert "==> :rotating_light: output of [test 2/2] RUN sh /app/tests.sh (target ruby-test)" in failed.stderr
     assert "test failed" in failed.stderr
     # The dependencies were installed once; their cache was written although the run failed (in the final
     # image's cache, the largest that does not build on the failed stage) ...

@@ -48,7 +48,7 @@ def test_two_variants_build_in_one_bake_run_with_their_own_tags_args_and_caches(
     # One bake run: both variants' steps are in one progress stream, each under its own bake target.
     assert "[ruby-3_2-final " in result.stderr and "[ruby-3_3-final " in result.stderr
     assert result.stderr.count(":docker: build and push:") == 1, result.stderr
-    assert "--- :docker: build and push: ruby[3.2] (final), ruby[3.3] (final)\n" in result.stderr
+    assert "+++ :docker: build and push: ruby[3.2] (final), ruby[3.3] (final)\n" in result.stderr
 
     # Each variant pushed under its own tag, with its own build arg inside.
     repo = f"{project.name}/ruby"

@@ -244,8 +244,10 @@ def test_docker_container_builder_reaches_the_endpoint(s3_project: S3Project, tm
     )
     try:
         created = s3_project.run("builder.create", PATH=f"{shim}:{os.environ['PATH']}")
-        assert created.returncode == 0, created.stderr
+        # Created, then booted (which pulls moby/buildkit: exit 3 here, and the builder is removed again).
+        assert created.returncode == 3 and f"builder '{name}' cannot boot" in created.stderr, created.stderr
         calls = (shim / "calls").read_text().splitlines()
+        assert f"buildx inspect --bootstrap {name}" in calls and f"buildx rm {name}" in calls
         create = next(c for c in calls if c.startswith("buildx create"))
         assert create.split()[:9] == [
             "buildx",
@@ -261,6 +263,5 @@ def test_docker_container_builder_reaches_the_endpoint(s3_project: S3Project, tm
         toml = (shim / "buildkitd.toml").read_text()
         assert '[registry."127.0.0.1:47310"]\n  http = true\n  insecure = true\n' in toml
         assert toml.count("[registry.") == 16
-        assert docker("buildx", "inspect", name).stdout.count('network="host"') == 1
     finally:
         docker("buildx", "rm", "--force", name, check=False)

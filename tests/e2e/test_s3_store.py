@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import tarfile
 import time
 from typing import Any
@@ -142,31 +143,42 @@ def test_promote_and_prune_keep_remaining_snapshots_restorable(s3_project: S3Pro
     assert feature.stage("ruby", "final")["s3"]["restored_from"] == "example/latest"
     assert feature.stage("ruby", "final")["s3"]["saved"] == "example/feature-x/ruby/final"
     listing = s3_project.run("cache.list").stdout
-    assert {line.split()[-1] for line in listing.splitlines()} == {
-        f"example/{k}/ruby/final" for k in ("main", "latest", "feature-x")
-    }
+    header, *rows = listing.splitlines()
+    assert header.split() == ["modified", "age", "size", "snapshot"]
+    assert {line.split()[-1] for line in rows} == {f"example/{k}/ruby/final" for k in ("main", "latest", "feature-x")}
+    assert rows[0].split()[-1] == "example/feature-x/ruby/final"  # newest first
+    assert all(re.fullmatch(r"\d+(\.\d)? (B|KB|MB)", " ".join(r.split()[3:5])) for r in rows), rows
+    listed = json.loads(s3_project.run("cache.list", "--json").stdout)["snapshots"]
+    assert [s["snapshot"] for s in listed] == [r.split()[-1] for r in rows] and all(s["bytes"] > 0 for s in listed)
+    listing = "\n".join(sorted(r.split()[-1] for r in rows))
+
+    def names() -> str:
+        return "\n".join(sorted(r.split()[-1] for r in s3_project.run("cache.list").stdout.splitlines()[1:]))
+
     blobs = blob_keys(s3_client, s3_project.bucket)
     # --older-than keeps every key younger than the age, beyond the newest --keep: all three are minutes old.
     young = s3_project.run("cache.prune", "--keep", "1", "--older-than", "1h", "--grace", "0s")
     assert young.returncode == 0, young.stderr
-    assert s3_project.run("cache.list").stdout == listing and blob_keys(s3_client, s3_project.bucket) == blobs
+    assert names() == listing and blob_keys(s3_client, s3_project.bucket) == blobs
     # --keep counts per branch (the key template's groups: one key each here) and never touches what the
     # default branch writes or reads (example/main, example/latest).
     dry = s3_project.run("cache.prune", "--keep", "1", "--grace", "0s", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "keep example/feature-x/ruby/final (newest 1 of example/feature-x)" in dry.stdout
-    assert s3_project.run("cache.list").stdout == listing
+    assert names() == listing
     assert blob_keys(s3_client, s3_project.bucket) == blobs  # a dry run deletes nothing
     time.sleep(1)
     pruned = s3_project.run("cache.prune", "--older-than", "1s", "--grace", "0s")
     assert pruned.returncode == 0, pruned.stderr
     assert "deleted example/feature-x/ruby/final (older than 1s)" in pruned.stdout
-    remaining = {line.split()[-1] for line in s3_project.run("cache.list").stdout.splitlines()}
+    remaining = set(names().splitlines())
     assert remaining == {"example/main/ruby/final", "example/latest/ruby/final"}
     assert len(blob_keys(s3_client, s3_project.bucket)) < len(blobs)  # unreferenced blobs went
-    verify = s3_project.run("cache.verify", "--deep")
+    verify = s3_project.run("cache.verify", "--deep", "--json")
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "2 snapshot(s), 0 problem(s)" in verify.stdout
+    checked = json.loads(verify.stdout)
+    assert (checked["snapshots"], checked["problems"], checked["deep"]) == (2, [], True)
+    assert "sha256" in checked["checked"]
 
 
 def test_meta_data_after_success_only_and_read_back(s3_project: S3Project, stack: Stack) -> None:
@@ -177,17 +189,20 @@ def test_meta_data_after_success_only_and_read_back(s3_project: S3Project, stack
     failed = s3_project.build()
     assert failed.returncode == 1
     assert s3_project.meta_data() == {}  # nothing recorded for a failed build
-    assert s3_project.annotations()["dockercache-ruby"]["style"] == "error"
+    annotation = s3_project.annotations()["dockercache-ruby-build-step"]
+    assert annotation["style"] == "error" and "https://buildkite.com/acme/example/builds/1#" in annotation["body"]
+    # The failing step's output is a group of its own, opened (Buildkite's "^^^ +++") right after it.
+    assert "--- :rotating_light: output of [final " in failed.stderr and "\n^^^ +++\n" in failed.stderr
     selftest.write_text(good)
     ok = s3_project.build(BUILDKITE_BRANCH="feature/y")
     assert ok.returncode == 0, ok.stderr
     meta = s3_project.meta_data()
     assert meta["docker-compose-plugin-built-image-tag-ruby"] == f"{stack.host}/{s3_project.name}/ruby:0123456789ab"
     assert meta["dockercache-s3-key-ruby"] == "example/feature-y"
-    annotation = s3_project.annotations()["dockercache-ruby"]
+    annotation = s3_project.annotations()["dockercache-ruby-build-step"]
     assert annotation["style"] in ("success", "warning")
     assert "| stage | steps cached |" in annotation["body"] and "| deps |" in annotation["body"]
-    assert "--- :s3: ruby: restore caches" in ok.stderr and "--- :docker: build and push: ruby (final)" in ok.stderr
+    assert "--- :s3: ruby: restore caches" in ok.stderr and "+++ :docker: build and push: ruby (final)" in ok.stderr
     # A later step of the same build (another agent) restores the key recorded in meta-data first.
     s3_project.fresh_agent()
     later = s3_project.build(BUILDKITE_BRANCH="main")

@@ -78,7 +78,7 @@ def test_nothing_changed_retags_the_image_and_a_change_builds(project: Project, 
     assert skip["enabled"] is True and skip["inputs"]["files"] >= 5, skip
     assert skip["inputs"]["base_images"] == [{"ref": stack.base_image, "digest": None}]
     no_push = run_dockercache("plan", "--no-push", cwd=project.path, env=base_env())
-    assert "skip unchanged: off (--no-push" in no_push.stdout, no_push.stdout
+    assert "skip unchanged: off (nothing is pushed (--no-push" in no_push.stdout, no_push.stdout
     commits = iter(f"{n:x}{uuid.uuid4().hex}{COMMIT}"[:40] for n in range(1, 10))
 
     # 1. A first build pushes the image and, beside it, the key's tag.

@@ -1,0 +1,526 @@
+"""Cache mounts that survive a fresh agent: ``RUN --mount=type=cache`` directories, saved after a build and
+restored before the next one.
+
+BuildKit exports no cache-mount content with a cache (moby/buildkit#1474), so a fresh agent runs every
+package-manager step with an empty cache. With ``cache_mounts = true`` dockercache:
+
+- finds every ``RUN --mount=type=cache`` of the stages a service builds (:func:`find_cache_mounts`; the id
+  defaults to the target path, as in the Dockerfile frontend; uid, gid and mode are kept, since they are part of
+  the cache's identity in BuildKit; mounts with ``from=``/``source=`` are left out with a note);
+- after a successful build, runs a helper build (:func:`export_dockerfile`) that mounts the same cache ids and
+  writes one tar archive per non-empty mount, exported to the host (``--output type=local``), plus an
+  ``index.json``; then saves them in the service's cache store, keyed per branch (:class:`MountsPlan`): a
+  registry store pushes them as an image (``FROM scratch`` + ``COPY . /``) tagged ``mounts-<service>-<branch>``
+  in the store's repository, a local store keeps them in ``<path>.mounts/<service>/<branch>`` (a symlink to a
+  complete version, swapped in one step);
+- before the build, restores them with a second helper build (:func:`restore_dockerfile`) that extracts each
+  archive into its cache mount, only when that mount is empty (a warm agent keeps its own, newer content): from
+  this branch's archives, else the default branch's. A registry store's image is bind-mounted straight from
+  the registry (``from=<ref>@<digest>``), nothing is downloaded to the host.
+
+Nothing here ever fails a build: every problem is one warning and the build goes on without the mounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import tempfile
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from .ci import slugify
+from .config import CacheStore, LocalCache, RegistryCache, S3Cache, split_variant
+from .dockerfile import expand, from_values, global_args, logical_lines, parse_stages
+from .errors import EnvironmentProblem
+from .stores.entry import _csv_field
+
+if TYPE_CHECKING:
+    from .plan import Plan
+    from .report import Console, ServiceResult, StageResult
+    from .stores import Keys
+
+#: What the helper builds print per mount, so the progress output says what happened.
+MARK = "dockercache-mount"
+_MARK_LINE = re.compile(
+    rf"^#\d+ [\d.]+ {MARK} (?P<file>\S+) (?P<what>restored|kept|absent)(?: (?P<bytes>\d+))?\s*$", re.M
+)
+INDEX = "index.json"
+PUSH_DOCKERFILE = "FROM scratch\nCOPY . /\n"
+"""The image a registry store keeps a service's archives in: the export directory as one layer."""
+
+_INSTRUCTION = re.compile(r"^(?P<keyword>[A-Za-z]+)(?:\s+(?P<rest>.*))?$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class CacheMount:
+    """One cache of a Dockerfile: BuildKit keys it by id and, when set, uid, gid and mode."""
+
+    id: str
+    target: str
+    stage: str
+    """The stage where it is first mounted."""
+    uid: str | None = None
+    gid: str | None = None
+    mode: str | None = None
+
+    @property
+    def file(self) -> str:
+        """The archive's name: stable for the same cache whatever the Dockerfile's order."""
+        identity = json.dumps([self.id, self.uid, self.gid, self.mode])
+        return f"m-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.tar"
+
+    def mount(self, target: str) -> str:
+        """``--mount=...`` of this cache at ``target`` (the same id, uid, gid and mode: the same cache)."""
+        parts = ["type=cache", f"id={self.id}", f"target={target}"]
+        parts += [f"{k}={v}" for k, v in (("uid", self.uid), ("gid", self.gid), ("mode", self.mode)) if v is not None]
+        return "--mount=" + ",".join(_csv_field(p) for p in parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None} | {"file": self.file}
+
+
+def _mount_options(word: str) -> dict[str, str] | None:
+    """The options of one ``--mount=`` flag (CSV, as BuildKit reads it); None for another flag."""
+    if not word.startswith("--mount="):
+        return None
+    try:
+        fields = next(csv.reader([word.removeprefix("--mount=")]))
+    except (csv.Error, StopIteration):
+        return {}
+    options: dict[str, str] = {}
+    for item in fields:
+        key, _, value = item.partition("=")
+        options[key.strip().lower()] = value
+    return options
+
+
+def find_cache_mounts(
+    text: str, stages: Collection[str] | None = None, args: Mapping[str, str] | None = None
+) -> tuple[tuple[CacheMount, ...], tuple[str, ...]]:
+    """The cache mounts of ``RUN`` instructions in the stages labelled ``stages`` (None: every stage), each
+    once, in Dockerfile order; and notes on the mounts left out (with ``from=``/``source=``, an option whose
+    build argument has no value, an id with whitespace)."""
+    labels = [s.label for s in parse_stages(text)]
+    build_args = dict(args or {})
+    declared = from_values(global_args(text), build_args)
+    values: dict[str, str] = {}
+    found: dict[tuple[str, str | None, str | None, str | None], CacheMount] = {}
+    notes: list[str] = []
+    index = -1
+    for line in logical_lines(text):
+        instruction = _INSTRUCTION.match(line)
+        if instruction is None:
+            continue
+        keyword = instruction.group("keyword").upper()
+        if keyword == "FROM":
+            index += 1
+            values = {}  # a stage sees the ARGs it declares, as the Dockerfile frontend has it
+            continue
+        if keyword == "ARG" and index >= 0:
+            for word in (instruction.group("rest") or "").split():
+                name, equals, default = word.partition("=")
+                if name in build_args:
+                    values[name] = build_args[name]
+                elif equals:
+                    values[name] = expand(default.strip("\"'"), values)[0]
+                elif name in declared:
+                    values[name] = declared[name]
+            continue
+        if keyword != "RUN" or index < 0 or index >= len(labels):
+            continue
+        stage = labels[index]
+        if stages is not None and stage not in stages:
+            continue
+        rest = instruction.group("rest") or ""
+        try:
+            words = shlex.split(rest, posix=False)
+        except ValueError:
+            words = rest.split()
+        for word in words:
+            if not word.startswith("--"):
+                break
+            options = _mount_options(word)
+            if options is None or options.get("type", "bind").lower() != "cache":
+                continue
+            missing: list[str] = []
+            for key, value in list(options.items()):
+                options[key], empty = expand(value, values)
+                missing += empty
+            target = options.get("target") or options.get("dst") or options.get("destination") or ""
+            mount_id = options.get("id") or target
+            where = f"{stage}: cache mount {mount_id or '?'}"
+            if options.get("from") or options.get("source") or options.get("src"):
+                notes.append(f"{where}: left out (it has from= or source=: its content comes from another stage)")
+                continue
+            if missing:
+                notes.append(f"{where}: left out (build argument {missing[0]} has no value)")
+                continue
+            if not mount_id or any(c.isspace() for c in mount_id):
+                notes.append(f"{where}: left out (no usable id or target)")
+                continue
+            mount = CacheMount(mount_id, target, stage, options.get("uid"), options.get("gid"), options.get("mode"))
+            found.setdefault((mount.id, mount.uid, mount.gid, mount.mode), mount)
+    return tuple(found.values()), tuple(notes)
+
+
+def _in(index: int) -> str:
+    return f"/dc/{index}"
+
+
+def export_dockerfile(image: str, mounts: Sequence[CacheMount]) -> str:
+    """The helper that writes ``/out/<file>`` (a tar of the mount, ``tar -C mount -cf``) for every non-empty
+    mount; its last stage holds ``/out`` only, for ``--output type=local``."""
+    flags = " ".join(m.mount(_in(i)) for i, m in enumerate(mounts))
+    script = ["mkdir -p /out"]
+    script += [
+        f'if [ -n "$(ls -A {_in(i)})" ]; then tar -C {_in(i)} -cf /out/{m.file} .; fi' for i, m in enumerate(mounts)
+    ]
+    return f"FROM {image}\nRUN {flags} {' && '.join(script)}\nFROM scratch\nCOPY --from=0 /out /\n"
+
+
+def restore_dockerfile(image: str, mounts: Sequence[CacheMount], source: str | None = None) -> str:
+    """The helper that extracts each archive into its cache mount when that mount is empty; the archives are
+    the build context, or the image ``source`` (bind-mounted: read from the registry, not downloaded)."""
+    bind = "--mount=" + ",".join(
+        _csv_field(p) for p in ("type=bind", "target=/dc-in", *([f"from={source}"] if source else ()))
+    )
+    lines = [f"FROM {image}"]
+    for i, m in enumerate(mounts):
+        archive = f"/dc-in/{m.file}"
+        script = (
+            f'if [ ! -f {archive} ]; then echo "{MARK} {m.file} absent"; '
+            f'elif [ -n "$(ls -A {_in(i)})" ]; then echo "{MARK} {m.file} kept"; '
+            f'else tar -C {_in(i)} -xf {archive} && echo "{MARK} {m.file} restored $(wc -c < {archive})"; fi'
+        )
+        lines.append(f"RUN {m.mount(_in(i))} {bind} {script}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_restore_output(text: str) -> dict[str, tuple[str, int]]:
+    """{archive file: (restored | kept | absent, bytes)} from a restore helper's ``--progress plain`` output."""
+    return {m["file"]: (m["what"], int(m["bytes"] or 0)) for m in _MARK_LINE.finditer(text)}
+
+
+# ----------------------------------------------------------------------------------------------- plan
+
+Kind = Literal["registry", "local"]
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where one branch's archives of a service live: a registry ref, or a local directory."""
+
+    branch: str
+    location: str
+
+    def __str__(self) -> str:
+        return f"{self.location} (branch {self.branch})"
+
+
+@dataclass(frozen=True)
+class MountsPlan:
+    """A service's cache mounts: which, where they are restored from (in order) and saved to."""
+
+    service: str
+    kind: Kind | None
+    """The store kind keeping them (None: this store cannot keep them; see :attr:`no_save`)."""
+    mounts: tuple[CacheMount, ...]
+    image: str
+    max_bytes: int
+    restore_from: tuple[Place, ...] = ()
+    save_to: Place | None = None
+    no_save: str | None = None
+    """Why nothing is saved (cache writes off, a store that cannot keep them)."""
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mounts": [m.to_json() for m in self.mounts],
+            "store": self.kind,
+            "image": self.image,
+            "max_mb": self.max_bytes // (1 << 20),
+            "restore_from": [dataclasses.asdict(p) for p in self.restore_from],
+            "save_to": dataclasses.asdict(self.save_to) if self.save_to else None,
+            "no_save": self.no_save,
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> list[str]:
+        """Lines for the printed plan."""
+        found = ", ".join(f"{m.id} ({m.stage})" for m in self.mounts) or "none found"
+        lines = [f"cache mounts: {found}"]
+        lines += [f"  {'restore from:' if i == 0 else '':<13} {p}" for i, p in enumerate(self.restore_from)]
+        if self.save_to:
+            lines.append(f"  {'save to:':<13} {self.save_to} (after a successful build)")
+        elif self.no_save:
+            lines.append(f"  {'no save:':<13} {self.no_save}")
+        lines += [f"  {'note:':<13} {n}" for n in self.notes]
+        return lines
+
+
+def registry_mounts_ref(store: RegistryCache, service: str, branch: str) -> str:
+    """``<the store's repository>:mounts-<service>-<branch>`` (a variant's name in the tag)."""
+    return f"{store.ref.format(service=split_variant(service)[0])}:{slugify(f'mounts-{service}-{branch}', 128)}"
+
+
+def local_mounts_dir(store: LocalCache, root: Path, service: str, branch: str) -> str:
+    """``<the store's directory>.mounts/<service>/<branch>``, beside the store's own."""
+    return str((root / store.path).resolve().with_name(Path(store.path).name + ".mounts") / service / branch)
+
+
+def plan_mounts(
+    service: str,
+    dockerfile_text: str,
+    stages: Collection[str],
+    args: Mapping[str, str],
+    store: CacheStore,
+    keys: Keys,
+    cache_write: bool,
+    root: Path,
+    image: str,
+    max_mb: int,
+) -> MountsPlan:
+    """A service's cache mounts (in the stages its running targets build) and where they go: this branch's
+    archives, then the default branch's, are read; this branch writes its own, or the default branch's when it
+    may write what the default branch reads (as the store's caches)."""
+    mounts, notes = find_cache_mounts(dockerfile_text, stages, args)
+    base = MountsPlan(service, None, mounts, image, max_mb << 20, notes=notes)
+    branches = tuple(dict.fromkeys((keys.branch, keys.default_branch)))
+    write = keys.default_branch if keys.writes_shared else keys.branch
+
+    place: Callable[[str], str]
+    if isinstance(store, RegistryCache):
+        kind: Kind = "registry"
+
+        def place(branch: str) -> str:
+            return registry_mounts_ref(store, service, branch)
+    elif isinstance(store, LocalCache):
+        kind = "local"
+
+        def place(branch: str) -> str:
+            return local_mounts_dir(store, root, service, branch)
+    else:
+        assert isinstance(store, S3Cache)
+        why = "the S3 store does not keep cache mounts yet (registry and local stores do)"
+        return dataclasses.replace(base, no_save=why, notes=(*notes, f"not restored: {why}"))
+    if not mounts:
+        return dataclasses.replace(base, kind=kind, no_save="no cache mounts in the stages built")
+    plan = dataclasses.replace(base, kind=kind, restore_from=tuple(Place(b, place(b)) for b in branches))
+    bare = [m.id for m in mounts if m.uid is None and m.gid is None and m.mode is None]
+    if bare:
+        # Seen on Docker 26's own BuildKit (driver docker, containerd image store): such a cache is not reached
+        # by another build with the same id, so the helper builds export and restore nothing for it.
+        note = f"{', '.join(bare)}: no uid/gid/mode; with builder driver 'docker' add uid=0 (see README)"
+        plan = dataclasses.replace(plan, notes=(*plan.notes, note))
+    if not cache_write:
+        return dataclasses.replace(plan, no_save="cache writes are off")
+    return dataclasses.replace(plan, save_to=Place(write, place(write)))
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+class HelperDocker(Protocol):
+    """What the helper builds need of Docker (:class:`dockercache.docker.Docker`)."""
+
+    def buildx_build(self, argv: Sequence[str], timeout: float = ...) -> str: ...
+    def manifest_digest(self, ref: str) -> str | None: ...
+
+
+@dataclass
+class MountsReport:
+    """What happened to one service's cache mounts in this run (``--json``: the service's ``cache_mounts``)."""
+
+    restored_from: str | None = None
+    restored: dict[str, int] = field(default_factory=dict)
+    """Mount id -> bytes extracted into it."""
+    kept: list[str] = field(default_factory=list)
+    """Mounts that were not empty (a warm agent): left as they were."""
+    saved_to: str | None = None
+    saved: dict[str, int] = field(default_factory=dict)
+    """Mount id -> bytes of its archive, saved."""
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "restored_from": self.restored_from,
+            "restored": dict(self.restored),
+            "restored_bytes": sum(self.restored.values()),
+            "kept": list(self.kept),
+            "saved_to": self.saved_to,
+            "saved": dict(self.saved),
+            "saved_bytes": sum(self.saved.values()),
+            "warnings": list(self.warnings),
+        }
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def _dockerfile(directory: Path, text: str) -> str:
+    path = directory / "Dockerfile"
+    path.write_text(text)
+    return str(path)
+
+
+class CacheMounts:
+    """The runner's side: :meth:`restore` before the bake run, :meth:`save` after it, in the same builder."""
+
+    def __init__(self, docker: HelperDocker, console: Console, warnings: list[str]) -> None:
+        self.docker = docker
+        self.console = console
+        self.warnings = warnings
+        self.reports: dict[str, MountsReport] = {}
+
+    def _warn(self, service: str, text: str) -> None:
+        message = f"{service}: cache mounts: {text}"
+        self.reports.setdefault(service, MountsReport()).warnings.append(message)
+        self.warnings.append(message)
+        self.console.warn(message)
+
+    @staticmethod
+    def _planned(plan: Plan) -> list[MountsPlan]:
+        return [s.cache_mounts for s in plan.services if s.cache_mounts is not None and s.cache_mounts.kind]
+
+    def restore(self, plan: Plan) -> None:
+        """Fill every empty cache mount of the services that persist them, from the first place that has them."""
+        for mounts in self._planned(plan):
+            if mounts.mounts and mounts.restore_from:
+                report = self.reports.setdefault(mounts.service, MountsReport())
+                try:
+                    self._restore(plan.builder.name, mounts, report)
+                except (EnvironmentProblem, OSError) as exc:
+                    self._warn(mounts.service, f"restore failed, building without them: {exc}")
+
+    def _restore(self, builder: str, mounts: MountsPlan, report: MountsReport) -> None:
+        with tempfile.TemporaryDirectory(prefix="dockercache-mounts-") as tmp:
+            context, source, found = Path(tmp) / "context", None, None
+            context.mkdir()
+            for place in mounts.restore_from:
+                if mounts.kind == "registry":
+                    digest = self.docker.manifest_digest(place.location)
+                    if digest:
+                        found, source = place, f"{place.location}@{digest}"
+                        break
+                elif (Path(place.location) / INDEX).is_file():
+                    found, context = place, Path(place.location).resolve()  # a version: never written again
+                    break
+            if found is None:
+                self.console.info(f"{mounts.service}: cache mounts: none saved yet ({mounts.restore_from[0]})")
+                return
+            dockerfile = _dockerfile(Path(tmp), restore_dockerfile(mounts.image, mounts.mounts, source))
+            argv = ["--builder", builder, "--no-cache", "--file", dockerfile, "--output", "type=cacheonly"]
+            output = self.docker.buildx_build([*argv, str(context)])
+        report.restored_from = str(found)
+        outcome = parse_restore_output(output)
+        for mount in mounts.mounts:
+            what, size = outcome.get(mount.file, ("absent", 0))
+            if what == "restored":
+                report.restored[mount.id] = size
+            elif what == "kept":
+                report.kept.append(mount.id)
+        total = sum(report.restored.values())
+        kept = f", {len(report.kept)} kept (not empty)" if report.kept else ""
+        self.console.info(
+            f"{mounts.service}: cache mounts: restored {len(report.restored)} of {len(mounts.mounts)} "
+            f"({_size(total)}) from {found}{kept}"
+        )
+
+    def save(self, plan: Plan, results: Mapping[str, StageResult]) -> None:
+        """Export and save the cache mounts of every service that built successfully."""
+        for mounts in self._planned(plan):
+            svc = next(s for s in plan.services if s.name == mounts.service)
+            if not mounts.save_to or not all(results[t.name].status == "ok" for t in svc.targets if t.runs):
+                continue
+            report = self.reports.setdefault(mounts.service, MountsReport())
+            try:
+                self._save(plan.builder.name, mounts, report)
+            except (EnvironmentProblem, OSError) as exc:
+                self._warn(mounts.service, f"not saved: {exc}")
+
+    def _save(self, builder: str, mounts: MountsPlan, report: MountsReport) -> None:
+        assert mounts.save_to is not None
+        with tempfile.TemporaryDirectory(prefix="dockercache-mounts-") as tmp:
+            out, empty = Path(tmp) / "out", Path(tmp) / "empty"
+            empty.mkdir()
+            helper = Path(tmp) / "helper"
+            helper.mkdir()
+            dockerfile = _dockerfile(helper, export_dockerfile(mounts.image, mounts.mounts))
+            argv = ["--builder", builder, "--no-cache", "--file", dockerfile, "--output", f"type=local,dest={out}"]
+            self.docker.buildx_build([*argv, str(empty)])
+            index: dict[str, Any] = {}
+            for mount in mounts.mounts:
+                archive = out / mount.file
+                if not archive.is_file():
+                    continue  # empty: the previous archive (if any) is the better one to keep
+                size = archive.stat().st_size
+                if size > mounts.max_bytes:
+                    archive.unlink()
+                    self._warn(
+                        mounts.service,
+                        f"{mount.id} not saved: {_size(size)} is over settings.cache_mounts_max_mb "
+                        f"({mounts.max_bytes >> 20})",
+                    )
+                    continue
+                index[mount.id] = {"file": mount.file, "bytes": size, **mount.to_json()}
+            if not index:
+                self.console.info(f"{mounts.service}: cache mounts: nothing to save (every mount empty or too large)")
+                return
+            (out / INDEX).write_text(json.dumps({"version": 1, "mounts": index}, indent=2))
+            if mounts.kind == "registry":
+                push = Path(tmp) / "push"
+                push.mkdir()
+                argv = ["--builder", builder, "--file", _dockerfile(push, PUSH_DOCKERFILE)]
+                self.docker.buildx_build([*argv, "--output", f"type=registry,name={mounts.save_to.location}", str(out)])
+            else:
+                swap_into_place(out, Path(mounts.save_to.location))
+        report.saved_to = str(mounts.save_to)
+        report.saved = {k: v["bytes"] for k, v in index.items()}
+        self.console.info(
+            f"{mounts.service}: cache mounts: saved {len(index)} of {len(mounts.mounts)} "
+            f"({_size(sum(report.saved.values()))}) to {mounts.save_to}"
+        )
+
+    def attach(self, services: Iterable[ServiceResult]) -> None:
+        """Put each service's report in its result (``--json``)."""
+        for result in services:
+            if result.name in self.reports:
+                result.cache_mounts = self.reports[result.name].to_json()
+
+
+def swap_into_place(source: Path, final: Path) -> None:
+    """Copy ``source`` to a new version beside ``final`` and point the symlink ``final`` at it in one step:
+    a reader sees the previous version or this one, never half of one. Versions but the live one and the one
+    it replaced are removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    version = final.with_name(f"{final.name}.v-{token}")
+    incoming = final.with_name(f"{final.name}.incoming-{token}")
+    shutil.copytree(source, incoming)
+    incoming.rename(version)
+    previous = final.resolve() if final.is_symlink() else None
+    link = final.with_name(f"{final.name}.link-{token}")
+    link.symlink_to(version.name)
+    if final.exists() and not final.is_symlink():
+        shutil.rmtree(final)  # not a layout of ours
+    os.replace(link, final)
+    for old in final.parent.glob(f"{glob_escape(final.name)}.v-*"):
+        if old != version and old != previous:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(old)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)

@@ -1,0 +1,118 @@
+"""dockercache.live: on a terminal, one line per bake target with its running step and a timer, redrawn in
+place; a finished target collapses to its cached/total line."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+from pathlib import Path
+
+from dockercache.ci import CIContext
+from dockercache.commands import progress_mode
+from dockercache.config import LocalCache
+from dockercache.live import CLEAR_LINE, LiveDisplay, owner
+from dockercache.progress import BuildEvents
+from dockercache.report import Console
+
+from .test_runner import World, plan_for, world  # noqa: F401  (the runner's fakes)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def vertex(digest: str, name: str, started: bool = True, completed: bool = False, cached: bool = False) -> str:
+    raw = {"digest": digest, "name": name, "cached": cached}
+    if started:
+        raw["started"] = "2026-11-26T00:00:01Z"
+    if completed:
+        raw["completed"] = "2026-11-26T00:00:02Z"
+    return json.dumps({"vertexes": [raw]})
+
+
+def test_owner_reads_the_target_from_the_vertex_name() -> None:
+    targets = ["ruby-final", "ruby-test"]
+    assert owner("[ruby-final deps 2/3] RUN bundle", targets) == "ruby-final"
+    assert owner("[ruby-test] exporting cache to registry", targets) == "ruby-test"
+    assert owner("[internal] load build definition", targets) is None
+    assert owner("[deps 2/3] RUN bundle", ["ruby-final"]) == "ruby-final"  # one target: names carry none
+
+
+def test_a_running_target_shows_its_step_and_timer_and_a_finished_one_its_cached_line() -> None:
+    clock, stream = Clock(), io.StringIO()
+    display = LiveDisplay(["app-final", "app-test"], stream, clock=clock)
+    events = BuildEvents()
+    for item in (
+        vertex("a", "[app-final base 2/2] RUN a", completed=True, cached=True),
+        vertex("b", "[app-final deps 2/3] RUN bundle install"),
+        vertex("c", "[app-test test 2/2] RUN rspec", completed=True),
+    ):
+        events.apply(json.loads(item))
+    display.update(events)
+    clock.now = 112.34
+    assert display.render() == [
+        " | app-final  12.3s  [deps 2/3] RUN bundle install",
+        " + app-test  0/1 steps cached  0.0s",
+    ]
+    display.draw()
+    display.draw()
+    frames = stream.getvalue()
+    # Redrawn in place: the second frame moves the cursor up over the two lines it replaces.
+    assert frames.count(CLEAR_LINE) == 4 and "\x1b[2F" in frames
+    events.apply(json.loads(vertex("b", "[app-final deps 2/3] RUN bundle install", completed=True)))
+    clock.now = 115.0
+    display.update(events)
+    display.finish({"app-final": True, "app-test": True})
+    assert display.render() == [" + app-final  1/2 steps cached  15.0s", " + app-test  0/1 steps cached  0.0s"]
+
+
+def test_progress_auto_is_the_live_display_on_a_terminal_off_ci_only(tmp_path: Path) -> None:
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as terminal:
+            console = Console(out=io.StringIO(), err=terminal)
+            laptop, ci = CIContext({}, tmp_path), CIContext({"CI": "true"}, tmp_path)
+            assert progress_mode("auto", console, laptop) == "tty"
+            assert progress_mode("auto", console, ci) == "plain"
+            assert progress_mode("quiet", console, laptop) == "quiet"
+        piped = Console(out=io.StringIO(), err=io.StringIO())
+        assert progress_mode("auto", piped, CIContext({}, tmp_path)) == "plain"
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_a_build_under_a_pseudo_terminal_draws_the_live_display(world: World, tmp_path: Path) -> None:  # noqa: F811
+    master, slave = pty.openpty()
+    try:
+        terminal = os.fdopen(slave, "w", closefd=False)
+        console = Console(out=io.StringIO(), err=terminal)
+        console.progress = progress_mode("auto", console, CIContext({}, tmp_path))
+        world.runner.console = console
+        result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+        terminal.flush()
+        assert result.exit_code == 0
+        output = b""
+        while True:
+            os.set_blocking(master, False)
+            try:
+                chunk = os.read(master, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        text = output.decode()
+        assert CLEAR_LINE in text
+        lines = [line.replace(CLEAR_LINE, "").strip() for line in text.replace("\r", "").split("\n")]
+        assert "+ app-test  0/5 steps cached" in " ".join(lines) and "+ app-final" in " ".join(lines)
+        assert "DONE" not in text  # no per-step lines on a terminal
+    finally:
+        os.close(master)
+        os.close(slave)
