@@ -72,7 +72,8 @@ def test_human_report_has_table_and_closing_line(project: Project, stack: Stack)
     assert plain.returncode == 0, plain.stderr
     lines = plain.stdout.strip().splitlines()
     assert lines[0].split() == ["service", "stage", "cached", "time", "cache", "written"]
-    assert lines[-1].startswith(f"ruby: 3 stages, 8/8 steps cached, pushed {stack.host}/{project.name}/ruby:")
+    assert lines[-2].startswith(f"ruby: 3 stages, 8/8 steps cached, pushed {stack.host}/{project.name}/ruby:")
+    assert lines[-1] == "cache writes: on (running in CI)"
     assert "CACHED" in plain.stderr
 
 
