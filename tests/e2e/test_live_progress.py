@@ -13,7 +13,7 @@ import time
 
 from dockercache.live import CLEAR_LINE
 
-from .conftest import DOCKERCACHE, Project, base_env, fresh_agent, run_dockercache
+from .conftest import DOCKERCACHE, Project, Stack, base_env, fresh_agent, run_dockercache
 
 
 def on_a_terminal(project: Project, *args: str) -> tuple[int, str]:
@@ -42,10 +42,13 @@ def on_a_terminal(project: Project, *args: str) -> tuple[int, str]:
     return code, output.decode(errors="replace")
 
 
-def test_a_terminal_gets_the_live_display_and_a_pipe_the_step_lines(project: Project) -> None:
+def test_a_terminal_gets_the_live_display_and_a_pipe_the_step_lines(project: Project, stack: Stack) -> None:
     fresh_agent()
     code, text = on_a_terminal(project, "--service", "ruby")
     assert code == 0, text
+    # Off CI the image is loaded, not pushed (--push pushes), and the run says so once.
+    assert "not on CI: images are loaded, not pushed (--push to push them)" in text
+    assert stack.registry.tags(f"{project.name}/ruby") == []
     assert CLEAR_LINE in text and "\x1b[1F" in text  # one target, redrawn in place
     frames = [re.sub(r"\x1b\[[0-9]*[A-Za-z]", "", line).strip() for line in text.replace("\r", "").split("\n")]
     finished = [line for line in frames if line.startswith("+ ruby-final") or line.startswith("+ ruby ")]
@@ -53,4 +56,5 @@ def test_a_terminal_gets_the_live_display_and_a_pipe_the_step_lines(project: Pro
     assert "DONE " not in text and "CACHED " not in text  # no per-step lines on a terminal
     piped = run_dockercache("build", "--service", "ruby", cwd=project.path, env=base_env())
     assert piped.returncode == 0, piped.stderr
+    assert stack.registry.tags(f"{project.name}/ruby") != []  # CI pushes
     assert CLEAR_LINE not in piped.stderr and "CACHED " in piped.stderr
