@@ -25,10 +25,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .buildkite import image_metadata_key
-from .cachemounts import MountsPlan, plan_mounts
 from .ci import slugify
 from .config import BuilderConfig, CacheStore, Config, LocalCache, S3Cache, Settings, split_variant
 from .errors import ConfigError
@@ -37,6 +36,9 @@ from .resolve import ResolvedService, SecretSource
 from .skip import ContextScan, SkipSetting, Unavailable, base_images, remote_sources, scan_context
 from .stores import CacheEntry, CacheRequest, Keys, TargetCaches, kind_for, may_write_shared
 from .stores.entry import _csv_field
+
+if TYPE_CHECKING:
+    from .cachemounts import MountsPlan
 
 Output = Literal["push", "load", "cacheonly"]
 #: How each output is written in a bake file (the image exporter with push, the docker exporter, none).
@@ -646,6 +648,8 @@ def _cache_mounts(
         raise ConfigError(
             f"{inputs.source}: services.{name}.cache_mounts: cannot read {svc.dockerfile}: {exc}"
         ) from None
+    from .cachemounts import plan_mounts  # only when a service asks: not on every plan's start-up path
+
     stages = {s for t in targets if t.runs for s in t.graph}
     image, max_mb = inputs.settings.cache_mounts_image, inputs.settings.cache_mounts_max_mb
     return plan_mounts(svc.name, text, stages, svc.args, svc.store, keys, cache_write, inputs.root, image, max_mb)
