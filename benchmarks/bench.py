@@ -99,6 +99,19 @@ def stack_values() -> dict[str, str]:
     return values
 
 
+def s3_client(values: dict[str, str]) -> Any:
+    """A boto3 client of the stack's S3 server (moto takes any key)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=values["DOCKERCACHE_S3_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench-secret",
+    )
+
+
 _warned_in_use = False
 
 
@@ -811,19 +824,11 @@ def main(argv: list[str] | None = None) -> int:
     headline_repeats = max(repeats, args.headline_repeats or (1 if args.quick else 5))
     scale = 1 if args.quick else 4
     values = stack_values()
-    import boto3
-
     work = Path(tempfile.mkdtemp(prefix="dockercache-bench-"))
     registry = Registry(work / "registry", free_port())
     registry.start()
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=values["DOCKERCACHE_S3_ENDPOINT"],
-        region_name="us-east-1",
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench-secret",
-    )
+    s3 = s3_client(values)
     s3.create_bucket(Bucket=bucket)
     bench = Bench(
         scale, work, registry, values["DOCKERCACHE_S3_ENDPOINT"], values["DOCKERCACHE_BASE_IMAGE"], bucket, s3

@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import run_dockercache, stack_values, wipe_agent  # noqa: E402
+from bench import run_dockercache, s3_client, stack_values, wipe_agent  # noqa: E402
 
 
 def build(project: Path, config: str, agent: Path, commit: str) -> tuple[float, dict[str, Any]]:
@@ -52,8 +52,6 @@ def tarball_size(s3: Any, bucket: str, digests: list[str]) -> int:
 
 
 def main() -> int:
-    import boto3
-
     values = stack_values()
     registry = values.get("DOCKERCACHE_REGISTRY", "localhost:5000")
     work = Path(tempfile.mkdtemp(prefix="dockercache-figures-"))
@@ -61,13 +59,7 @@ def main() -> int:
     shutil.copytree(ROOT / "examples" / "ruby", project, ignore=shutil.ignore_patterns(".dockercache"))
     name = f"fig{uuid.uuid4().hex[:6]}"
     bucket = name
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=values["DOCKERCACHE_S3_ENDPOINT"],
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-    )
+    s3 = s3_client(values)
     s3.create_bucket(Bucket=bucket)
     common = f"""[builder]
 name = "default"

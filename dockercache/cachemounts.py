@@ -7,16 +7,20 @@ package-manager step with an empty cache. With ``cache_mounts = true`` dockercac
 - finds every ``RUN --mount=type=cache`` of the stages a service builds (:func:`find_cache_mounts`; the id
   defaults to the target path, as in the Dockerfile frontend; uid, gid and mode are kept, since they are part of
   the cache's identity in BuildKit; mounts with ``from=``/``source=`` are left out with a note);
-- after a successful build, runs a helper build (:func:`export_dockerfile`) that mounts the same cache ids and
-  writes one tar archive per non-empty mount, exported to the host (``--output type=local``), plus an
-  ``index.json``; then saves them in the service's cache store, keyed per branch (:class:`MountsPlan`): a
-  registry store pushes them as an image (``FROM scratch`` + ``COPY . /``) tagged ``mounts-<service>-<branch>``
-  in the store's repository, a local store keeps them in ``<path>.mounts/<service>/<branch>`` (a symlink to a
-  complete version, swapped in one step);
+- after a successful build, runs one helper build (:func:`export_dockerfile`) that mounts the same cache ids,
+  writes one tar archive per non-empty mount under the size cap, and saves them in the service's cache store,
+  keyed per branch (:class:`MountsPlan`): a registry store gets them pushed by that build as a one-layer image
+  (zstd) tagged ``mounts-<service>-<branch>`` in the store's repository, a local store exported to
+  ``<path>.mounts/<service>/<branch>`` with an ``index.json`` (a symlink to a complete version, swapped in one
+  step), an S3 store keeps the same image as the snapshot
+  ``<key>/<service>/_mounts``, pushed through the run's endpoint (:mod:`dockercache.endpoint`): its blobs are
+  content-addressed beside the caches', its index written last, and promote, prune and verify see it as any
+  snapshot;
 - before the build, restores them with a second helper build (:func:`restore_dockerfile`) that extracts each
   archive into its cache mount, only when that mount is empty (a warm agent keeps its own, newer content): from
-  this branch's archives, else the default branch's. A registry store's image is bind-mounted straight from
-  the registry (``from=<ref>@<digest>``), nothing is downloaded to the host.
+  this branch's archives, else the default branch's (S3: the store's restore keys, in order). A registry
+  store's image is bind-mounted straight from the registry (``from=<ref>@<digest>``), an S3 store's from the
+  endpoint (BuildKit fetches its blobs from presigned S3 URLs): nothing is downloaded to the host.
 
 Nothing here ever fails a build: every problem is one warning and the build goes on without the mounts.
 """
@@ -42,22 +46,27 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from .ci import slugify
 from .config import CacheStore, LocalCache, RegistryCache, S3Cache, split_variant
 from .dockerfile import expand, from_values, global_args, logical_lines, parse_stages
-from .errors import EnvironmentProblem
+from .errors import EnvironmentProblem, HelperBuildFailed
 from .stores.entry import _csv_field
+from .stores.layout import MOUNTS_STAGE, S3Layout, SnapshotName
 
 if TYPE_CHECKING:
     from .plan import Plan
     from .report import Console, ServiceResult, StageResult
+    from .snapshots import Snapshot
     from .stores import Keys
 
 #: What the helper builds print per mount, so the progress output says what happened.
 MARK = "dockercache-mount"
+NOTHING = "nothing-to-save"
+"""The export helper's last word when every mount is empty or over the cap: it then fails on purpose, so that
+nothing is pushed over the archives saved before."""
 _MARK_LINE = re.compile(
-    rf"^#\d+ [\d.]+ {MARK} (?P<file>\S+) (?P<what>restored|kept|absent)(?: (?P<bytes>\d+))?\s*$", re.M
+    rf"^#\d+ [\d.]+ {MARK} (?P<file>\S+) (?P<what>restored|kept|absent|saved|over|empty|{NOTHING})"
+    r"(?: (?P<bytes>\d+))?\s*$",
+    re.M,
 )
 INDEX = "index.json"
-PUSH_DOCKERFILE = "FROM scratch\nCOPY . /\n"
-"""The image a registry store keeps a service's archives in: the export directory as one layer."""
 
 _INSTRUCTION = re.compile(r"^(?P<keyword>[A-Za-z]+)(?:\s+(?P<rest>.*))?$", re.DOTALL)
 
@@ -178,14 +187,22 @@ def _in(index: int) -> str:
     return f"/dc/{index}"
 
 
-def export_dockerfile(image: str, mounts: Sequence[CacheMount]) -> str:
+def export_dockerfile(image: str, mounts: Sequence[CacheMount], max_bytes: int) -> str:
     """The helper that writes ``/out/<file>`` (a tar of the mount, ``tar -C mount -cf``) for every non-empty
-    mount; its last stage holds ``/out`` only, for ``--output type=local``."""
+    mount not over ``max_bytes``, saying which (:func:`parse_mark_lines`); its last stage holds ``/out`` only,
+    exported as it is (``type=local``) or pushed as a one-layer image (``type=registry``, in the same build).
+    With nothing to save it fails on purpose (:data:`NOTHING`): no empty image replaces the last good one."""
     flags = " ".join(m.mount(_in(i)) for i, m in enumerate(mounts))
     script = ["mkdir -p /out"]
-    script += [
-        f'if [ -n "$(ls -A {_in(i)})" ]; then tar -C {_in(i)} -cf /out/{m.file} .; fi' for i, m in enumerate(mounts)
-    ]
+    for i, m in enumerate(mounts):
+        archive = f"/out/{m.file}"
+        script.append(
+            f'if [ -z "$(ls -A {_in(i)})" ]; then echo "{MARK} {m.file} empty"; '
+            f"else tar -C {_in(i)} -cf {archive} . && n=$(wc -c < {archive}) && "
+            f'if [ "$n" -gt {max_bytes} ]; then rm {archive}; echo "{MARK} {m.file} over $n"; '
+            f'else echo "{MARK} {m.file} saved $n"; fi; fi'
+        )
+    script.append(f'if [ -z "$(ls -A /out)" ]; then echo "{MARK} - {NOTHING}"; exit 3; fi')
     return f"FROM {image}\nRUN {flags} {' && '.join(script)}\nFROM scratch\nCOPY --from=0 /out /\n"
 
 
@@ -207,25 +224,32 @@ def restore_dockerfile(image: str, mounts: Sequence[CacheMount], source: str | N
     return "\n".join(lines) + "\n"
 
 
-def parse_restore_output(text: str) -> dict[str, tuple[str, int]]:
-    """{archive file: (restored | kept | absent, bytes)} from a restore helper's ``--progress plain`` output."""
+def parse_mark_lines(text: str) -> dict[str, tuple[str, int]]:
+    """{archive file: (what, bytes)} from a helper's ``--progress plain`` output: restored, kept or absent
+    (restore); saved, over or empty (export)."""
     return {m["file"]: (m["what"], int(m["bytes"] or 0)) for m in _MARK_LINE.finditer(text)}
 
 
 # ----------------------------------------------------------------------------------------------- plan
 
-Kind = Literal["registry", "local"]
+Kind = Literal["registry", "local", "s3"]
 
 
 @dataclass(frozen=True)
 class Place:
-    """Where one branch's archives of a service live: a registry ref, or a local directory."""
+    """Where one branch's archives of a service live: a registry ref, a local directory, or an S3 snapshot
+    (``key``: its snapshot key; ``location`` is then the index's object URL; ``branch`` is empty for a
+    ``cache_from`` key)."""
 
     branch: str
     location: str
+    key: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.location} (branch {self.branch})"
+        return f"{self.location} (branch {self.branch})" if self.branch else self.location
+
+    def to_json(self) -> dict[str, str]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -243,6 +267,8 @@ class MountsPlan:
     no_save: str | None = None
     """Why nothing is saved (cache writes off, a store that cannot keep them)."""
     notes: tuple[str, ...] = ()
+    store: str = ""
+    """The cache store's name (an S3 store's mounts go through that store's endpoint)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -250,8 +276,8 @@ class MountsPlan:
             "store": self.kind,
             "image": self.image,
             "max_mb": self.max_bytes // (1 << 20),
-            "restore_from": [dataclasses.asdict(p) for p in self.restore_from],
-            "save_to": dataclasses.asdict(self.save_to) if self.save_to else None,
+            "restore_from": [p.to_json() for p in self.restore_from],
+            "save_to": self.save_to.to_json() if self.save_to else None,
             "no_save": self.no_save,
             "notes": list(self.notes),
         }
@@ -279,6 +305,33 @@ def local_mounts_dir(store: LocalCache, root: Path, service: str, branch: str) -
     return str((root / store.path).resolve().with_name(Path(store.path).name + ".mounts") / service / branch)
 
 
+def s3_mounts_place(store: S3Cache, service: str, key: str, branch: str) -> Place:
+    """The S3 snapshot ``<key>/<service>/_mounts``: where an S3 store keeps a service's cache mounts."""
+    index = S3Layout(store.prefix.strip("/")).snapshot(SnapshotName(key, service, MOUNTS_STAGE))
+    location = f"s3://{store.bucket}/{index}"
+    return Place(branch, location, key)
+
+
+def _s3_places(
+    store: S3Cache, service: str, keys: Keys, cache_write: bool
+) -> tuple[tuple[Place, ...], Place | None, str | None]:
+    """An S3 store's mounts follow its caches: read under its restore keys in order, saved under the key its
+    caches are saved under (or not, and why)."""
+    from .stores.s3 import restore_keys, save_key, snapshot_key
+
+    def branch(key: str) -> str:
+        named = (b for b in (keys.branch, keys.default_branch) if key == snapshot_key(store.key, keys, b))
+        return next(named, "")  # a cache_from key: no branch of its own
+
+    restore = tuple(s3_mounts_place(store, service, k, branch(k)) for k in restore_keys(store, keys))
+    if not cache_write:
+        return restore, None, "cache writes are off"
+    save, refused = save_key(store, keys)
+    if save is None:
+        return restore, None, refused
+    return restore, s3_mounts_place(store, service, save, branch(save)), None
+
+
 def plan_mounts(
     service: str,
     dockerfile_text: str,
@@ -290,12 +343,13 @@ def plan_mounts(
     root: Path,
     image: str,
     max_mb: int,
+    store_name: str = "",
 ) -> MountsPlan:
     """A service's cache mounts (in the stages its running targets build) and where they go: this branch's
     archives, then the default branch's, are read; this branch writes its own, or the default branch's when it
     may write what the default branch reads (as the store's caches)."""
     mounts, notes = find_cache_mounts(dockerfile_text, stages, args)
-    base = MountsPlan(service, None, mounts, image, max_mb << 20, notes=notes)
+    base = MountsPlan(service, None, mounts, image, max_mb << 20, notes=notes, store=store_name)
     branches = tuple(dict.fromkeys((keys.branch, keys.default_branch)))
     write = keys.default_branch if keys.writes_shared else keys.branch
 
@@ -312,17 +366,29 @@ def plan_mounts(
             return local_mounts_dir(store, root, service, branch)
     else:
         assert isinstance(store, S3Cache)
-        why = "the S3 store does not keep cache mounts yet (registry and local stores do)"
-        return dataclasses.replace(base, no_save=why, notes=(*notes, f"not restored: {why}"))
+        if store.native:
+            why = "a native S3 store (BuildKit's type=s3) cannot keep cache mounts; the registry endpoint can"
+            return dataclasses.replace(base, no_save=why, notes=(*notes, f"not restored: {why}"))
+        kind = "s3"
     if not mounts:
         return dataclasses.replace(base, kind=kind, no_save="no cache mounts in the stages built")
-    plan = dataclasses.replace(base, kind=kind, restore_from=tuple(Place(b, place(b)) for b in branches))
+    if isinstance(store, S3Cache):
+        restore, save_to, no_save = _s3_places(store, service, keys, cache_write)
+        plan = dataclasses.replace(base, kind=kind, restore_from=restore, save_to=save_to, no_save=no_save)
+    else:
+        plan = dataclasses.replace(base, kind=kind, restore_from=tuple(Place(b, place(b)) for b in branches))
     bare = [m.id for m in mounts if m.uid is None and m.gid is None and m.mode is None]
     if bare:
-        # Seen on Docker 26's own BuildKit (driver docker, containerd image store): such a cache is not reached
-        # by another build with the same id, so the helper builds export and restore nothing for it.
-        note = f"{', '.join(bare)}: no uid/gid/mode; with builder driver 'docker' add uid=0 (see README)"
+        # Docker 26's own BuildKit (driver docker, containerd image store) keeps no such cache from one build to
+        # the next, dockercache or not (two plain builds of one such RUN: the second sees it empty); so the
+        # helper builds cannot reach it either. With uid=0 (the same directory, owned by root) it is kept.
+        note = (
+            f"{', '.join(bare)}: no uid/gid/mode: builder driver 'docker' keeps no such cache between builds; "
+            "add uid=0 (see README)"
+        )
         plan = dataclasses.replace(plan, notes=(*plan.notes, note))
+    if kind == "s3":
+        return plan
     if not cache_write:
         return dataclasses.replace(plan, no_save="cache writes are off")
     return dataclasses.replace(plan, save_to=Place(write, place(write)))
@@ -336,6 +402,21 @@ class HelperDocker(Protocol):
 
     def buildx_build(self, argv: Sequence[str], timeout: float = ...) -> str: ...
     def manifest_digest(self, ref: str) -> str | None: ...
+
+
+class MountsEndpoint(Protocol):
+    """What an S3 store's mounts need of the run's endpoint (:class:`dockercache.endpoint.Endpoint`)."""
+
+    @property
+    def address(self) -> str: ...
+    def snapshot(self, name: SnapshotName) -> Snapshot | str | None: ...
+
+
+def endpoint_ref(endpoint: MountsEndpoint, key: str, service: str) -> str:
+    """The mounts image of snapshot key ``key`` as the endpoint serves it (``<address>/<repository>:_mounts``)."""
+    from .endpoint import repository_name
+
+    return f"{endpoint.address}/{repository_name(key, service)}:{MOUNTS_STAGE}"
 
 
 @dataclass
@@ -378,10 +459,18 @@ def _dockerfile(directory: Path, text: str) -> str:
 class CacheMounts:
     """The runner's side: :meth:`restore` before the bake run, :meth:`save` after it, in the same builder."""
 
-    def __init__(self, docker: HelperDocker, console: Console, warnings: list[str]) -> None:
+    def __init__(
+        self,
+        docker: HelperDocker,
+        console: Console,
+        warnings: list[str],
+        endpoints: Callable[[str], MountsEndpoint | None] | None = None,
+    ) -> None:
         self.docker = docker
         self.console = console
         self.warnings = warnings
+        self.endpoints = endpoints or (lambda _store: None)
+        """The endpoint serving an S3 store in this run, by store name (None: the store is unavailable)."""
         self.reports: dict[str, MountsReport] = {}
 
     def _warn(self, service: str, text: str) -> None:
@@ -404,12 +493,29 @@ class CacheMounts:
                 except (EnvironmentProblem, OSError) as exc:
                     self._warn(mounts.service, f"restore failed, building without them: {exc}")
 
+    def _endpoint(self, mounts: MountsPlan) -> MountsEndpoint | None:
+        endpoint = self.endpoints(mounts.store)
+        if endpoint is None:  # the store said why when it was opened
+            self.console.info(f"{mounts.service}: cache mounts: cache store '{mounts.store}' unavailable")
+        return endpoint
+
     def _restore(self, builder: str, mounts: MountsPlan, report: MountsReport) -> None:
+        endpoint = self._endpoint(mounts) if mounts.kind == "s3" else None
+        if mounts.kind == "s3" and endpoint is None:
+            return
         with tempfile.TemporaryDirectory(prefix="dockercache-mounts-") as tmp:
             context, source, found = Path(tmp) / "context", None, None
             context.mkdir()
             for place in mounts.restore_from:
-                if mounts.kind == "registry":
+                if endpoint is not None:
+                    assert place.key is not None
+                    snapshot = endpoint.snapshot(SnapshotName(place.key, mounts.service, MOUNTS_STAGE))
+                    if isinstance(snapshot, str):
+                        self._warn(mounts.service, f"{snapshot}: ignored")
+                    elif snapshot is not None:  # by tag: the endpoint serves what it just checked
+                        found, source = place, endpoint_ref(endpoint, place.key, mounts.service)
+                        break
+                elif mounts.kind == "registry":
                     digest = self.docker.manifest_digest(place.location)
                     if digest:
                         found, source = place, f"{place.location}@{digest}"
@@ -424,7 +530,7 @@ class CacheMounts:
             argv = ["--builder", builder, "--no-cache", "--file", dockerfile, "--output", "type=cacheonly"]
             output = self.docker.buildx_build([*argv, str(context)])
         report.restored_from = str(found)
-        outcome = parse_restore_output(output)
+        outcome = parse_mark_lines(output)
         for mount in mounts.mounts:
             what, size = outcome.get(mount.file, ("absent", 0))
             if what == "restored":
@@ -451,40 +557,48 @@ class CacheMounts:
                 self._warn(mounts.service, f"not saved: {exc}")
 
     def _save(self, builder: str, mounts: MountsPlan, report: MountsReport) -> None:
+        """One helper build: archive the mounts and push them (a registry or S3 store: zstd, one layer) or
+        export them to the agent (a local store, then swapped into place whole)."""
         assert mounts.save_to is not None
+        ref = mounts.save_to.location
+        if mounts.kind == "s3":
+            endpoint = self._endpoint(mounts)
+            if endpoint is None:
+                return
+            assert mounts.save_to.key is not None
+            ref = endpoint_ref(endpoint, mounts.save_to.key, mounts.service)
         with tempfile.TemporaryDirectory(prefix="dockercache-mounts-") as tmp:
-            out, empty = Path(tmp) / "out", Path(tmp) / "empty"
+            out, empty, helper = Path(tmp) / "out", Path(tmp) / "empty", Path(tmp) / "helper"
             empty.mkdir()
-            helper = Path(tmp) / "helper"
             helper.mkdir()
-            dockerfile = _dockerfile(helper, export_dockerfile(mounts.image, mounts.mounts))
-            argv = ["--builder", builder, "--no-cache", "--file", dockerfile, "--output", f"type=local,dest={out}"]
-            self.docker.buildx_build([*argv, str(empty)])
+            if mounts.kind == "local":
+                output = f"type=local,dest={out}"
+            else:
+                output = f"type=registry,name={ref},compression=zstd,oci-mediatypes=true"
+            dockerfile = _dockerfile(helper, export_dockerfile(mounts.image, mounts.mounts, mounts.max_bytes))
+            argv = ["--builder", builder, "--no-cache", "--provenance=false", "--file", dockerfile, "--output", output]
+            try:
+                outcome = parse_mark_lines(self.docker.buildx_build([*argv, str(empty)]))
+            except HelperBuildFailed as exc:
+                if f"{MARK} - {NOTHING}" not in exc.output:
+                    raise
+                outcome = {**parse_mark_lines(exc.output), "-": (NOTHING, 0)}
             index: dict[str, Any] = {}
             for mount in mounts.mounts:
-                archive = out / mount.file
-                if not archive.is_file():
-                    continue  # empty: the previous archive (if any) is the better one to keep
-                size = archive.stat().st_size
-                if size > mounts.max_bytes:
-                    archive.unlink()
+                what, size = outcome.get(mount.file, ("empty", 0))
+                if what == "over":
                     self._warn(
                         mounts.service,
                         f"{mount.id} not saved: {_size(size)} is over settings.cache_mounts_max_mb "
                         f"({mounts.max_bytes >> 20})",
                     )
-                    continue
-                index[mount.id] = {"file": mount.file, "bytes": size, **mount.to_json()}
-            if not index:
+                elif what == "saved":
+                    index[mount.id] = {"file": mount.file, "bytes": size, **mount.to_json()}
+            if not index or "-" in outcome:  # every mount empty: the archives saved before are the better ones
                 self.console.info(f"{mounts.service}: cache mounts: nothing to save (every mount empty or too large)")
                 return
-            (out / INDEX).write_text(json.dumps({"version": 1, "mounts": index}, indent=2))
-            if mounts.kind == "registry":
-                push = Path(tmp) / "push"
-                push.mkdir()
-                argv = ["--builder", builder, "--file", _dockerfile(push, PUSH_DOCKERFILE)]
-                self.docker.buildx_build([*argv, "--output", f"type=registry,name={mounts.save_to.location}", str(out)])
-            else:
+            if mounts.kind == "local":
+                (out / INDEX).write_text(json.dumps({"version": 1, "mounts": index}, indent=2))
                 swap_into_place(out, Path(mounts.save_to.location))
         report.saved_to = str(mounts.save_to)
         report.saved = {k: v["bytes"] for k, v in index.items()}

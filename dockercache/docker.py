@@ -25,7 +25,7 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run
 
-from .errors import BuildFailed, ConfigError, EnvironmentProblem
+from .errors import BuildFailed, ConfigError, EnvironmentProblem, HelperBuildFailed
 from .plan import BuilderPlan
 
 
@@ -314,7 +314,7 @@ class Docker:
         if out.returncode != 0:
             lines = [line for line in out.stderr.splitlines() if line.strip()]
             reason = lines[-1].removeprefix("ERROR: ").strip() if lines else f"exit code {out.returncode}"
-            raise EnvironmentProblem(f"docker buildx build failed: {reason}")
+            raise HelperBuildFailed(f"docker buildx build failed: {reason}", text)
         return text
 
     def check_support(self) -> str | None:

@@ -61,6 +61,14 @@ class EnvironmentProblem(DockercacheError):
     exit_code = 3
 
 
+class HelperBuildFailed(EnvironmentProblem):
+    """A small helper build (``docker buildx build``) exited non-zero; ``output`` is all it printed."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
 class StoreError(DockercacheError):
     """An S3 cache store operation failed (unreachable endpoint, denied, corrupt snapshot)."""
 

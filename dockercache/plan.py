@@ -652,7 +652,9 @@ def _cache_mounts(
 
     stages = {s for t in targets if t.runs for s in t.graph}
     image, max_mb = inputs.settings.cache_mounts_image, inputs.settings.cache_mounts_max_mb
-    return plan_mounts(svc.name, text, stages, svc.args, svc.store, keys, cache_write, inputs.root, image, max_mb)
+    return plan_mounts(
+        svc.name, text, stages, svc.args, svc.store, keys, cache_write, inputs.root, image, max_mb, svc.store_name or ""
+    )
 
 
 def _bake_env(services: Sequence[ResolvedService]) -> dict[str, str]:

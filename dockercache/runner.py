@@ -202,7 +202,7 @@ class Runner:
         }
         full = plan
         skips: dict[str, SkipReport] = {}
-        mounts = CacheMounts(self.docker, self.console, run.warnings)
+        mounts = CacheMounts(self.docker, self.console, run.warnings, stores.endpoint)
         try:
             plan, skips = self._skip_unchanged(plan, results)
             plan = plan.with_targets(stores.before(plan.targets, results))

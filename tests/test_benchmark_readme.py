@@ -84,3 +84,18 @@ def test_the_order_of_strategies_rotates_every_repeat() -> None:
     assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
     assert {o[0] for o in orders[:3]} == set(names)  # each runs first once in three repeats
     assert bench.rotated([], 2) == []
+
+
+def test_the_cache_mounts_block_is_computed_from_its_samples() -> None:
+    mounts = load("cache_mounts")
+    rows = [
+        {"store": s, "variant": v, "deps_s": d, "wall_s": w, "restored_mb": r, "saved_mb": r}
+        for s in mounts.STORES
+        for v, d, w, r in (("with cache mounts", [1.0, 2.0, 1.5], [8.0, 8.0, 9.0], 14.7), ("without", [6.0], [12.0], 0))
+    ]
+    text = mounts.markdown({"finished": "now", "repeats": 3, "packages": 13, "rows": rows})
+    assert "| registry | with cache mounts | 1.5s (1.0-2.0) | 8.0s | 14.7 MB | 14.7 MB |" in text
+    assert "- s3: with cache mounts the dependency step is 4.0x faster, the build 1.5x." in text
+    assert text.startswith("# Cache mounts figures\n\nFull run, now, 3 repeats")
+    generated = readme.blocks(results(), readme.EXAMPLE.read_text(), text)
+    assert readme.render(readme.README.read_text(), generated).count("4.0x faster") == 2

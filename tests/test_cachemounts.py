@@ -5,6 +5,10 @@ from __future__ import annotations
 import io
 import json
 import re
+import shlex
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,19 +17,20 @@ import pytest
 from dockercache.cachemounts import (
     INDEX,
     MARK,
+    NOTHING,
     CacheMount,
     CacheMounts,
     MountsPlan,
     Place,
     export_dockerfile,
     find_cache_mounts,
-    parse_restore_output,
+    parse_mark_lines,
     restore_dockerfile,
     swap_into_place,
 )
 from dockercache.commands import render_plan
 from dockercache.config import LocalCache, RegistryCache, S3Cache, Settings
-from dockercache.errors import ConfigError, EnvironmentProblem
+from dockercache.errors import ConfigError, EnvironmentProblem, HelperBuildFailed
 from dockercache.loader import load_config
 from dockercache.plan import BuildOptions, make_plan
 from dockercache.report import Console, ServiceResult, StageResult
@@ -86,16 +91,38 @@ MOUNTS = (
 )
 
 
-def test_the_export_helper_tars_every_non_empty_mount_into_its_last_stage() -> None:
-    text = export_dockerfile("busybox:stable", MOUNTS)
+def test_the_export_helper_tars_every_non_empty_mount_under_the_cap_into_its_last_stage() -> None:
+    text = export_dockerfile("busybox:stable", MOUNTS, 1000)
     a, b = (m.file for m in MOUNTS)
-    assert text == (
-        "FROM busybox:stable\n"
+    lines = text.splitlines()
+    assert lines[0] == "FROM busybox:stable" and lines[2:] == ["FROM scratch", "COPY --from=0 /out /"]
+    assert lines[1].startswith(
         'RUN --mount=type=cache,id=/var/cache/apt,target=/dc/0 --mount=type=cache,"id=p,ip",target=/dc/1,uid=1000,'
-        'mode=0755 mkdir -p /out && if [ -n "$(ls -A /dc/0)" ]; then tar -C /dc/0 -cf /out/' + a + " .; fi && "
-        'if [ -n "$(ls -A /dc/1)" ]; then tar -C /dc/1 -cf /out/' + b + " .; fi\n"
-        "FROM scratch\nCOPY --from=0 /out /\n"
+        "mode=0755 mkdir -p /out && "
     )
+    assert f'if [ -z "$(ls -A /dc/0)" ]; then echo "{MARK} {a} empty"; else tar -C /dc/0 -cf /out/{a} . ' in text
+    assert f'if [ "$n" -gt 1000 ]; then rm /out/{b}; echo "{MARK} {b} over $n"; else echo "{MARK} {b} saved $n"' in text
+    assert lines[1].endswith(f'if [ -z "$(ls -A /out)" ]; then echo "{MARK} - {NOTHING}"; exit 3; fi')
+
+
+def test_the_export_helper_script_itself_saves_caps_and_says_when_there_is_nothing(tmp_path: Path) -> None:
+    """The helper's shell, run here (sh, tar, wc): what it prints is what the runner reads."""
+    a, b = (m.file for m in MOUNTS)
+    docker = HelperDocker({a: 20000, b: 3000})
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(export_dockerfile("busybox:stable", MOUNTS, 50000))
+    output = docker.buildx_build(["--file", str(dockerfile), "--output", "type=registry,name=r:5000/x:m", "."])
+    said = parse_mark_lines(output)
+    pushed = docker.pushed["type=registry,name=r:5000/x:m"]
+    assert said == {a: ("saved", pushed[a]), b: ("saved", pushed[b])} and pushed[a] > 20000
+    docker = HelperDocker({a: 45000, b: 3000})
+    said = parse_mark_lines(docker.buildx_build(["--file", str(dockerfile), "--output", "type=registry,name=r", "."]))
+    assert said[a][0] == "over" and said[a][1] > 50000 and said[b][0] == "saved"
+    assert list(docker.pushed["type=registry,name=r"]) == [b]
+    docker = HelperDocker({a: 45000})
+    with pytest.raises(HelperBuildFailed) as failed:
+        docker.buildx_build(["--file", str(dockerfile), "--output", "type=registry,name=r2", "."])  # all over or empty
+    assert f"{MARK} - {NOTHING}" in failed.value.output and "type=registry,name=r2" not in docker.pushed
 
 
 def test_the_restore_helper_fills_only_empty_mounts_from_the_context_or_an_image() -> None:
@@ -119,7 +146,7 @@ def test_the_restore_output_is_read_from_the_steps_own_lines_not_its_command() -
         f"#7 0.301 {MARK} m-1.tar restored 20480\n"
         f"#8 0.120 {MARK} m-2.tar kept\n"
     )
-    assert parse_restore_output(output) == {"m-1.tar": ("restored", 20480), "m-2.tar": ("kept", 0)}
+    assert parse_mark_lines(output) == {"m-1.tar": ("restored", 20480), "m-2.tar": ("kept", 0)}
 
 
 # --------------------------------------------------------------------------------------------- plan
@@ -171,11 +198,43 @@ def test_local_store_keeps_mounts_beside_its_directory(tmp_path: Path) -> None:
     assert mounts.save_to == Place("main", str(tmp_path / "cache" / "dir.mounts" / "ruby" / "main"))
 
 
-def test_the_s3_store_says_it_keeps_no_mounts_yet(tmp_path: Path) -> None:
-    svc = mounts_service(tmp_path, S3Cache(type="s3", bucket="b"))
+def test_the_s3_store_keeps_mounts_as_a_snapshot_under_its_own_keys(tmp_path: Path) -> None:
+    svc = mounts_service(tmp_path, S3Cache(type="s3", bucket="b", prefix="p/"))
+    topic = make_plan(inputs(svc, branch="topic", cache_mounts={"ruby": True}), BuildOptions()).services[0]  # type: ignore[arg-type]
+    mounts = topic.cache_mounts
+    assert mounts is not None and mounts.kind == "s3" and mounts.store == "reg"
+    place = "s3://b/p/snapshots/pipeline/{}/ruby/_mounts.json"
+    # The store's restore keys, in its order: cache_from, this branch's, the default branch's.
+    assert mounts.restore_from == (
+        Place("", place.format("latest"), "pipeline/latest"),
+        Place("topic", place.format("topic"), "pipeline/topic"),
+        Place("main", place.format("main"), "pipeline/main"),
+    )
+    assert mounts.save_to == Place("topic", place.format("topic"), "pipeline/topic")
+    shown = [str(p) for p in mounts.restore_from[:2]]
+    assert shown == [place.format("latest"), f"{place.format('topic')} (branch topic)"]
+    saved = mounts.to_json()["save_to"]
+    assert saved == {"branch": "topic", "location": place.format("topic"), "key": "pipeline/topic"}
+    # The same key the store's caches are saved under: a pull request writes its own, never the default's.
+    pr = make_plan(inputs(svc, pull_request="7", cache_mounts={"ruby": True}), BuildOptions()).services[0]  # type: ignore[arg-type]
+    assert pr.cache_mounts is not None
+    assert pr.cache_mounts.save_to == Place("pr-7", place.format("pr-7"), "pipeline/pr-7")
+    assert str(pr.targets[-1].caches.step.save).startswith("pipeline/pr-7/")  # type: ignore[union-attr]
+    fixed = S3Cache(type="s3", bucket="b", prefix="p", key="shared", cache_from=())
+    on_topic = inputs(mounts_service(tmp_path, fixed), branch="topic", cache_mounts={"ruby": True})  # type: ignore[arg-type]
+    refused = make_plan(on_topic, BuildOptions())
+    shared = refused.services[0].cache_mounts
+    assert shared is not None and shared.save_to is None and shared.no_save is not None
+    assert "may not write" in shared.no_save and shared.restore_from[0].key == "shared"
+    off = make_plan(inputs(svc, cache_mounts={"ruby": True}), BuildOptions(cache_write=False)).services[0]  # type: ignore[arg-type]
+    assert off.cache_mounts is not None and off.cache_mounts.no_save == "cache writes are off"
+
+
+def test_a_native_s3_store_keeps_no_mounts_and_says_why(tmp_path: Path) -> None:
+    svc = mounts_service(tmp_path, S3Cache(type="s3", bucket="b", native=True))
     mounts = make_plan(inputs(svc, cache_mounts={"ruby": True}), BuildOptions()).services[0].cache_mounts  # type: ignore[arg-type]
     assert mounts is not None and mounts.kind is None and mounts.save_to is None and not mounts.restore_from
-    assert mounts.no_save and "S3" in mounts.no_save
+    assert mounts.no_save and "native S3 store" in mounts.no_save
 
 
 def test_plan_and_plan_bake_show_the_mounts_and_where_they_go(tmp_path: Path) -> None:
@@ -220,32 +279,55 @@ def test_config_keys_and_their_defaults(tmp_path: Path) -> None:
 
 
 class HelperDocker:
-    """Answers the helper builds as BuildKit would: the export writes archives of the given sizes."""
+    """Answers the helper builds as BuildKit would. The export helper's own script runs, with ``sh`` on this
+    machine: each cache mount is a directory holding one file of the given size (by the mount's archive name),
+    ``/out`` a directory that is then exported (``type=local``) or kept as ``pushed`` (``type=registry``)."""
 
     def __init__(self, sizes: dict[str, int], restore_output: str = "", fail: str | None = None) -> None:
         self.sizes = sizes
         self.restore_output = restore_output
         self.fail = fail
         self.builds: list[list[str]] = []
+        self.dockerfiles: list[str] = []
         self.digests: dict[str, str] = {}
+        self.pushed: dict[str, dict[str, int]] = {}
 
     def buildx_build(self, argv: Sequence[str], timeout: float = 600.0) -> str:
         self.builds.append(list(argv))
+        dockerfile = Path(argv[argv.index("--file") + 1]).read_text()
+        self.dockerfiles.append(dockerfile)
         if self.fail:
             raise EnvironmentProblem(self.fail)
-        output = argv[argv.index("--output") + 1]
-        if output.startswith("type=local,dest="):
-            dest = Path(output.removeprefix("type=local,dest="))
-            dest.mkdir(parents=True)
-            for name, size in self.sizes.items():
-                (dest / name).write_bytes(b"x" * size)
-        return self.restore_output
+        if "COPY --from=0 /out /" not in dockerfile:
+            return self.restore_output
+        return self._export(dockerfile, argv[argv.index("--output") + 1])
+
+    def _export(self, dockerfile: str, output: str) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = dockerfile.splitlines()[1].removeprefix("RUN ")
+            script = " ".join(w for w in shlex.split(run, posix=False) if not w.startswith("--mount="))
+            script = script.replace("/dc/", f"{tmp}/dc/").replace("/out", f"{tmp}/out")
+            for index, file in re.findall(r"tar -C /dc/(\d+) -cf /out/(\S+) ", run):
+                directory = Path(tmp) / "dc" / index
+                directory.mkdir(parents=True)
+                if self.sizes.get(file):
+                    (directory / "data").write_bytes(b"x" * self.sizes[file])
+            proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+            text = "".join(f"#5 0.1 {line}\n" for line in proc.stdout.splitlines())
+            if proc.returncode != 0:
+                raise HelperBuildFailed(f"docker buildx build failed: exit code: {proc.returncode}", text)
+            out = Path(tmp) / "out"
+            if output.startswith("type=local,dest="):
+                shutil.copytree(out, output.removeprefix("type=local,dest="))
+            else:
+                self.pushed[output] = {p.name: p.stat().st_size for p in out.iterdir()}
+        return text
 
     def manifest_digest(self, ref: str) -> str | None:
         return self.digests.get(ref)
 
 
-def run_plan(tmp_path: Path, store: RegistryCache | LocalCache, max_mb: int = 1) -> object:
+def run_plan(tmp_path: Path, store: RegistryCache | LocalCache | S3Cache, max_mb: int = 1) -> object:
     svc = mounts_service(tmp_path, store)
     settings = Settings(cache_mounts=True, cache_mounts_max_mb=max_mb)
     return make_plan(inputs(svc, root=tmp_path, settings=settings), BuildOptions())  # type: ignore[arg-type]
@@ -265,16 +347,19 @@ def test_a_mount_over_the_cap_is_not_saved_with_one_warning_and_the_others_are(t
     helper = CacheMounts(docker, Console(out=io.StringIO(), err=err), warnings)
     helper.save(plan, ok_results(plan))  # type: ignore[arg-type]
     assert warnings == ["ruby: cache mounts: /var/cache/apt not saved: 2.1 MB is over settings.cache_mounts_max_mb (1)"]
-    export, push = docker.builds
-    assert export[:3] == ["--builder", "dockercache", "--no-cache"] and "--output" in export
-    assert push[push.index("--output") + 1] == "type=registry,name=reg:5000/cache/ruby:mounts-ruby-main"
+    (export,) = docker.builds  # one build archives and pushes
+    assert export[:4] == ["--builder", "dockercache", "--no-cache", "--provenance=false"]
+    output = "type=registry,name=reg:5000/cache/ruby:mounts-ruby-main,compression=zstd,oci-mediatypes=true"
+    assert export[export.index("--output") + 1] == output
+    assert list(docker.pushed[output]) == [pip.file]  # not the one over the cap, not the empty one
+    size = docker.pushed[output][pip.file]
     report = helper.reports["ruby"].to_json()
-    assert report["saved"] == {"pip": 300} and report["saved_bytes"] == 300
+    assert report["saved"] == {"pip": size} and report["saved_bytes"] == size
     assert report["saved_to"] == "reg:5000/cache/ruby:mounts-ruby-main (branch main)"
     result = ServiceResult("ruby")
     helper.attach([result])
-    assert result.to_json()["cache_mounts"]["saved"] == {"pip": 300}
-    assert "ruby: cache mounts: saved 1 of 3 (0.3 kB)" in err.getvalue()
+    assert result.to_json()["cache_mounts"]["saved"] == {"pip": size}
+    assert f"ruby: cache mounts: saved 1 of 3 ({size / 1e3:.1f} kB)" in err.getvalue()
 
 
 def test_nothing_is_saved_after_a_failed_build_or_when_every_mount_is_empty(tmp_path: Path) -> None:
@@ -285,8 +370,12 @@ def test_nothing_is_saved_after_a_failed_build_or_when_every_mount_is_empty(tmp_
     failed["ruby-final"].status = "failed"
     helper.save(plan, failed)  # type: ignore[arg-type]
     assert docker.builds == []
+    err = io.StringIO()
+    helper = CacheMounts(docker, Console(out=io.StringIO(), err=err), [])
     helper.save(plan, ok_results(plan))  # type: ignore[arg-type]
-    assert len(docker.builds) == 1  # the export, and no push of nothing
+    assert len(docker.builds) == 1 and docker.pushed == {}  # the helper stopped itself: no empty image pushed
+    assert "ruby: cache mounts: nothing to save (every mount empty or too large)" in err.getvalue()
+    assert helper.reports["ruby"].saved_to is None
 
 
 def test_the_local_store_swaps_a_complete_version_into_place_and_restores_from_it(tmp_path: Path) -> None:
@@ -299,9 +388,10 @@ def test_the_local_store_swaps_a_complete_version_into_place_and_restores_from_i
     helper.save(plan, ok_results(plan))  # type: ignore[arg-type]
     helper.save(plan, ok_results(plan))  # type: ignore[arg-type]
     final = tmp_path / "store.mounts" / "ruby" / "main"
-    assert final.is_symlink() and (final / pip.file).stat().st_size == 1000
+    size = (final / pip.file).stat().st_size
+    assert final.is_symlink() and size > 1000  # a tar of the mount's 1000-byte file
     index = json.loads((final / INDEX).read_text())
-    assert index["mounts"]["pip"]["bytes"] == 1000 and index["mounts"]["pip"]["file"] == pip.file
+    assert index["mounts"]["pip"]["bytes"] == size and index["mounts"]["pip"]["file"] == pip.file
     versions = sorted(p.name for p in final.parent.iterdir() if p.name != "main")
     assert len(versions) == 2 and all(v.startswith("main.v-") for v in versions)  # the live one and the one before
     docker.restore_output = f"#9 0.2 {MARK} {pip.file} restored 1000\n"
@@ -332,6 +422,53 @@ def test_a_registry_restore_takes_this_branch_then_the_default_branchs_image_pin
     docker.digests.clear()
     helper.restore(plan)
     assert len(docker.builds) == 1 and "none saved yet" in err.getvalue()
+
+
+class FakeEndpoint:
+    """The run's endpoint as the mounts see it: an address, and the snapshots it found (or why not)."""
+
+    address = "127.0.0.1:47311"
+
+    def __init__(self, snapshots: dict[str, object]) -> None:
+        self.snapshots = snapshots
+        self.asked: list[str] = []
+
+    def snapshot(self, name: object) -> object:
+        self.asked.append(str(name))
+        return self.snapshots.get(str(name))
+
+
+def test_an_s3_store_restores_and_saves_the_mounts_through_the_runs_endpoint(tmp_path: Path) -> None:
+    plan = run_plan(tmp_path, S3Cache(type="s3", bucket="b"), max_mb=10)
+    mounts: MountsPlan = plan.services[0].cache_mounts  # type: ignore[attr-defined]
+    pip = mounts.mounts[1]
+    broken = "snapshot pipeline/latest/ruby/_mounts: blob sha256:00 is missing from s3://b/dockercache"
+    endpoint = FakeEndpoint({"pipeline/latest/ruby/_mounts": broken, "pipeline/main/ruby/_mounts": object()})
+    docker = HelperDocker({pip.file: 1000}, restore_output=f"#9 0.2 {MARK} {pip.file} restored 1000\n")
+    warnings: list[str] = []
+    console = Console(out=io.StringIO(), err=io.StringIO())
+    helper = CacheMounts(docker, console, warnings, lambda name: endpoint if name == "reg" else None)  # type: ignore[arg-type,return-value]
+    helper.restore(plan)  # type: ignore[arg-type]
+    assert endpoint.asked == ["pipeline/latest/ruby/_mounts", "pipeline/main/ruby/_mounts"]
+    assert warnings == [f"ruby: cache mounts: {broken}: ignored"]  # a broken snapshot is a miss, said once
+    # Bind-mounted from the endpoint by tag (BuildKit then fetches the blobs from S3), nothing in the context.
+    assert "from=127.0.0.1:47311/pipeline/main/ruby:_mounts" in docker.dockerfiles[0]
+    report = helper.reports["ruby"].to_json()
+    assert report["restored_from"] == "s3://b/dockercache/snapshots/pipeline/main/ruby/_mounts.json (branch main)"
+    assert report["restored"] == {"pip": 1000}
+    helper.save(plan, ok_results(plan))  # type: ignore[arg-type]
+    (push,) = docker.builds[1:]
+    output = "type=registry,name=127.0.0.1:47311/pipeline/main/ruby:_mounts,compression=zstd,oci-mediatypes=true"
+    assert push[push.index("--output") + 1] == output
+    assert "--provenance=false" in push  # one image manifest: the snapshot names only the archives' blobs
+    # The store could not be opened (it warned then): no helper build, one line each way.
+    docker.builds.clear()
+    err = io.StringIO()
+    gone = CacheMounts(docker, Console(out=io.StringIO(), err=err), warnings, lambda name: None)
+    gone.restore(plan)  # type: ignore[arg-type]
+    gone.save(plan, ok_results(plan))  # type: ignore[arg-type]
+    assert docker.builds == [] and err.getvalue().count("ruby: cache mounts: cache store 'reg' unavailable") == 2
+    assert len(warnings) == 1
 
 
 def test_a_helper_build_that_fails_is_a_warning_never_a_failed_build(tmp_path: Path) -> None:

@@ -113,6 +113,24 @@ def test_the_reports_lookups_are_the_heads_buildkit_sent(endpoint: Endpoint, sto
     assert store.lists == 1 and store.heads == []
 
 
+def test_a_cache_mount_archive_fetched_counts_in_no_stage_row(store: CountingStore) -> None:
+    """The mounts snapshot's blobs are the service's cache_mounts report's, not the first stage's download."""
+    archive = b"cache mount archive"
+    save_snapshot(store, "shop/main/app/_mounts", b'{"manifest": "mounts"}', archive)
+    with Endpoint(store, {REPO: Repository("shop/main", "app")}) as endpoint:
+        assert request(endpoint, "GET", f"/v2/{REPO}/manifests/_mounts").status == 200
+        assert request(endpoint, "GET", f"/v2/{REPO}/blobs/{digest_of(archive)}").status == 307
+        assert request(endpoint, "GET", f"/v2/{REPO}/manifests/final").status == 200
+        assert request(endpoint, "GET", f"/v2/{REPO}/blobs/{digest_of(LAYERS[0])}").status == 307
+    plan = make_plan(s3_inputs(), BuildOptions())
+    results = {t.name: StageResult(t.service, t.stage, t.dockerfile_target, t.final, name=t.name) for t in plan.targets}
+    report_traffic(endpoint, plan.targets, results)
+    assert [(r.stage, r.down_objects, r.down_bytes) for r in results.values()] == [
+        ("deps", 0, 0),
+        ("final", 1, len(LAYERS[0])),
+    ]
+
+
 def s3_inputs() -> PlanInputs:
     svc = ResolvedService(
         name="app",

@@ -25,6 +25,7 @@ from .base import (
 from .entry import CacheEntry
 
 if TYPE_CHECKING:
+    from ..endpoint import Endpoint
     from ..plan import Target
     from ..report import StageResult
 
@@ -102,6 +103,11 @@ class Stores:
         for kind, group in self._by_kind(targets).items():
             found.update(self._runtime(kind).import_failed(group, error))
         return found
+
+    def endpoint(self, store_name: str) -> Endpoint | None:
+        """The registry endpoint serving S3 store ``store_name`` in this run (between before and after), if any."""
+        runtime = self._runtimes.get(s3.KIND.name)
+        return runtime.endpoint(store_name) if isinstance(runtime, s3.S3Runtime) else None
 
     def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
         values: dict[str, str] = {}

@@ -4,7 +4,8 @@ Under ``s3://BUCKET/PREFIX/``:
 
 - ``blobs/sha256/<hex>``: content-addressed blobs, stored once and shared by every snapshot;
 - ``snapshots/<key>/<service>/<stage>.json``: a snapshot's index (BuildKit's index.json plus its blob list),
-  written only after all its blobs are in place;
+  written only after all its blobs are in place; the stage ``_mounts`` holds the service's cache mounts (see
+  :mod:`dockercache.cachemounts`), so promote, prune, verify and list treat them as any snapshot;
 - ``leases/<id>.json``: the blobs a save in progress relies on (written before it checks they are all there,
   removed after its index); prune keeps them;
 - ``locks/prune-<id>.json``: a prune in progress (a save that began meanwhile waits for it to end);
@@ -18,6 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SNAPSHOT_SUFFIX = ".json"
+MOUNTS_STAGE = "_mounts"
+"""The snapshot "stage" holding a service's cache-mount archives (an image: ``FROM scratch`` + the archives).
+No Dockerfile stage can have this name (stage names begin with a letter), so it never meets a real stage's."""
 
 
 @dataclass(frozen=True, order=True)

@@ -21,7 +21,7 @@ from ..config import CacheStore, S3Cache
 from ..errors import CacheError, StoreError
 from .base import CacheRequest, Keys, RunContext, StoreRuntime, StoreStep, TargetCaches
 from .entry import CacheEntry
-from .layout import SnapshotName
+from .layout import MOUNTS_STAGE, SnapshotName
 
 if TYPE_CHECKING:
     from ..endpoint import Endpoint, Repository
@@ -304,6 +304,11 @@ class S3Runtime:
             self.context.console.info(f"  {target.stage}: no snapshot under {keys} (cache miss)")
         return dataclasses.replace(target, caches=dataclasses.replace(target.caches, sources=tuple(sources), sink=sink))
 
+    def endpoint(self, name: str) -> Endpoint | None:
+        """The endpoint serving store ``name`` (None before :meth:`before`, after :meth:`after`, or when the
+        store could not be opened)."""
+        return self._endpoints.get(name)
+
     def fresh_sinks(self, targets: Sequence[Target]) -> None:
         pass  # BuildKit writes through the endpoint; a second run writes again
 
@@ -391,9 +396,12 @@ def report_traffic(endpoint: Endpoint, targets: Sequence[Target], results: Mappi
 
     def row(repo: str, digest: str) -> StageResult | None:
         service = repos.get(repo, "")
-        candidates = sorted((k for k in holders.get((service, digest), []) if k in rows), key=order.__getitem__)
+        held = holders.get((service, digest), [])
+        candidates = sorted((k for k in held if k in rows), key=order.__getitem__)
         if candidates:
             return rows[candidates[0]]
+        if held and all(stage == MOUNTS_STAGE for _, stage in held):
+            return None  # a cache-mount archive: the service's cache_mounts report counts it
         firsts = [t for t in targets if t.service == service and t.runs]
         return results[firsts[0].name] if firsts else None
 

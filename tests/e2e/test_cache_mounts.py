@@ -8,11 +8,13 @@ cache misses that step, and builds again: the step must find its cache mount fil
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
-from .conftest import Result, Stack, base_env, docker, fresh_agent, run_dockercache
+from .conftest import ACCESS_KEY, SECRET_KEY, Result, Stack, base_env, docker, fresh_agent, run_dockercache
 
 SLEEP = 8
 
@@ -84,25 +86,25 @@ def mounts(result: Result) -> dict[str, object]:
     return value
 
 
-def persisted_and_not(path: Path, stack: Stack, name: str, store: str) -> Result:
+def persisted_and_not(path: Path, stack: Stack, name: str, store: str, **env: str) -> Result:
     """Build, fresh agent, dependency change, build again (with persistence); then the same without it."""
     target = write_project(path, name)
     (path / "dockercache.toml").write_text(config(stack, name, store))
     fresh_agent()
-    first = build(path)
+    first = build(path, **env)
     assert seen(name) == "MISS"
     saved = mounts(first)
     assert list(saved["saved"]) == [target] and saved["saved_bytes"] > 0, first.stderr  # type: ignore[index,operator,call-overload]
     fresh_agent()
     change_dependencies(path)
-    second = build(path, BUILDKITE_BRANCH="topic")
+    second = build(path, BUILDKITE_BRANCH="topic", **env)
     assert seen(name) == "HIT", second.stderr  # the functional check: the step found its cache filled
     with_mounts = step_seconds(second)
     # Without persistence, on a fresh agent after another dependency change: the step starts empty.
     (path / "dockercache.toml").write_text(config(stack, name, store, enabled=False))
     fresh_agent()
     change_dependencies(path)
-    third = build(path)
+    third = build(path, **env)
     assert seen(name) == "MISS"
     assert third.json["services"][0]["cache_mounts"] is None
     without = step_seconds(third)
@@ -132,6 +134,43 @@ def test_local_store_restores_cache_mounts_on_a_fresh_agent(stack: Stack, tmp_pa
     assert main.is_symlink() and (main / "index.json").is_file()
     assert (tmp_path / ".dockercache" / "cache.mounts" / "app" / "topic").is_symlink()
     assert not [p for p in main.parent.iterdir() if ".incoming-" in p.name]  # never half-written
+
+
+def test_s3_store_keeps_cache_mounts_as_a_snapshot_that_prune_and_verify_know(
+    stack: Stack, tmp_path: Path, s3_client: Any
+) -> None:
+    name = f"m{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(Bucket=name)
+    store = f'type = "s3"\nbucket = "{name}"\nprefix = "cache"\nendpoint_url = "{stack.s3_endpoint}"\n'
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+    second = persisted_and_not(tmp_path, stack, name, store, **env)
+    report = mounts(second)
+    index = "cache/snapshots/example/{}/app/_mounts.json"
+    assert report["restored_from"] == f"s3://{name}/{index.format('main')} (branch main)", second.stderr
+    assert report["restored_bytes"] > 0 and report["saved_to"] == f"s3://{name}/{index.format('topic')} (branch topic)"  # type: ignore[operator]
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=name)["Contents"]}
+    assert {index.format("main"), index.format("topic")} <= keys
+    # The archives were fetched by BuildKit from S3 through the endpoint; they count in no stage's download.
+    assert "cache mounts: restored 1 of 1" in second.stderr
+    assert not any(k.startswith("cache/leases/") for k in keys)
+    # A snapshot like any other: verify reads its blobs back, prune keeps them (they are referenced) ...
+    run = lambda *a: run_dockercache(*a, cwd=tmp_path, env=base_env(**env))  # noqa: E731
+    verify = run("cache.verify", "--deep")
+    assert verify.returncode == 0, verify.stderr
+    pruned = run("cache.prune", "--keep", "5", "--grace", "0s", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.json["blobs_deleted"] > 0, pruned.stdout  # the layers the last build replaced: it did prune
+    body = s3_client.get_object(Bucket=name, Key=index.format("main"))["Body"].read()
+    archives = [f"cache/blobs/sha256/{d.removeprefix('sha256:')}" for d in json.loads(body)["blobs"]]
+    left = {o["Key"] for o in s3_client.list_objects_v2(Bucket=name)["Contents"]}
+    assert len(archives) >= 2 and set(archives) <= left  # the mounts image: its config, layer and manifest
+    # ... so a fresh agent on the default branch, after another dependency change, still finds them.
+    fresh_agent()
+    change_dependencies(tmp_path)
+    (tmp_path / "dockercache.toml").write_text(config(stack, name, store))
+    fourth = build(tmp_path, **env)
+    assert seen(name) == "HIT", fourth.stderr
+    assert mounts(fourth)["restored_from"] == f"s3://{name}/{index.format('main')} (branch main)"
 
 
 def test_plan_shows_the_cache_mounts_and_where_they_go(stack: Stack, tmp_path: Path) -> None:
