@@ -89,3 +89,35 @@ def test_a_pull_request_from_a_branch_called_main_writes_only_its_own_refs(proje
     assert result.stage("ruby", "deps")["steps_cached"] == result.stage("ruby", "deps")["steps_total"]  # restored
     shown = run_dockercache("plan", cwd=project.path, env=base_env(**pr))
     assert "pull request #17: its own refs and keys only (pr-17)" in shown.stdout
+
+
+def test_a_pull_request_build_through_the_s3_endpoint_writes_only_its_own_key(
+    s3_project: S3Project, s3_client: Any
+) -> None:
+    """The S3 store's side of the same rule: a pull request from a fork's `main` reads the default branch's
+    snapshots through the endpoint, and BuildKit's exports land under example/pr-17 only."""
+    assert s3_project.build().returncode == 0
+    bucket = s3_project.bucket
+    shared = {
+        o["Key"]: o["ETag"]
+        for o in s3_client.list_objects_v2(Bucket=bucket, Prefix="cache/snapshots/example/main/")["Contents"]
+    }
+    assert "cache/snapshots/example/main/ruby/final.json" in shared
+    s3_project.new_build()
+    s3_project.fresh_agent()
+    s3_project.touch_source("from a fork")
+    pr = {"BUILDKITE_BRANCH": "main", "BUILDKITE_PULL_REQUEST": "17", "BUILDKITE_PULL_REQUEST_BASE_BRANCH": "main"}
+    result = s3_project.build(**pr)
+    assert result.returncode == 0, result.stderr
+    deps = result.stage("ruby", "deps")
+    assert deps["steps_cached"] == deps["steps_total"]  # main's snapshots, read through the endpoint
+    assert sum(s["s3"]["down"]["objects"] for s in result.json["services"][0]["stages"]) > 0
+    assert result.stage("ruby", "final")["s3"]["saved"] == "example/pr-17/ruby/final"
+    after = {
+        o["Key"]: o["ETag"]
+        for o in s3_client.list_objects_v2(Bucket=bucket, Prefix="cache/snapshots/example/main/")["Contents"]
+    }
+    assert after == shared  # not one index of the default branch's key rewritten
+    own = s3_client.list_objects_v2(Bucket=bucket, Prefix="cache/snapshots/example/pr-17/")["Contents"]
+    assert "cache/snapshots/example/pr-17/ruby/final.json" in {o["Key"] for o in own}
+    assert s3_project.meta_data().get("dockercache-s3-key-ruby") == "example/pr-17"
