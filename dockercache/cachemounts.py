@@ -52,6 +52,7 @@ from .stores.layout import MOUNTS_STAGE, S3Layout, SnapshotName
 
 if TYPE_CHECKING:
     from .plan import Plan
+    from .progress import StepCount
     from .report import Console, ServiceResult, StageResult
     from .snapshots import Snapshot
     from .stores import Keys
@@ -120,12 +121,22 @@ def find_cache_mounts(
     """The cache mounts of ``RUN`` instructions in the stages labelled ``stages`` (None: every stage), each
     once, in Dockerfile order; and notes on the mounts left out (with ``from=``/``source=``, an option whose
     build argument has no value, an id with whitespace)."""
+    mounts, notes, _ = scan_cache_mounts(text, stages, args)
+    return mounts, notes
+
+
+def scan_cache_mounts(
+    text: str, stages: Collection[str] | None = None, args: Mapping[str, str] | None = None
+) -> tuple[tuple[CacheMount, ...], tuple[str, ...], tuple[str, ...]]:
+    """:func:`find_cache_mounts`, and every stage with a ``RUN`` that mounts one of them (in Dockerfile order):
+    when none of those stages ran a step, nothing in the mounts changed."""
     labels = [s.label for s in parse_stages(text)]
     build_args = dict(args or {})
     declared = from_values(global_args(text), build_args)
     values: dict[str, str] = {}
     found: dict[tuple[str, str | None, str | None, str | None], CacheMount] = {}
     notes: list[str] = []
+    mounting: dict[str, None] = {}
     index = -1
     for line in logical_lines(text):
         instruction = _INSTRUCTION.match(line)
@@ -180,7 +191,8 @@ def find_cache_mounts(
                 continue
             mount = CacheMount(mount_id, target, stage, options.get("uid"), options.get("gid"), options.get("mode"))
             found.setdefault((mount.id, mount.uid, mount.gid, mount.mode), mount)
-    return tuple(found.values()), tuple(notes)
+            mounting[stage] = None
+    return tuple(found.values()), tuple(notes), tuple(mounting)
 
 
 def _in(index: int) -> str:
@@ -269,6 +281,8 @@ class MountsPlan:
     notes: tuple[str, ...] = ()
     store: str = ""
     """The cache store's name (an S3 store's mounts go through that store's endpoint)."""
+    stages: tuple[str, ...] = ()
+    """The stages whose ``RUN`` steps mount these caches."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -348,8 +362,8 @@ def plan_mounts(
     """A service's cache mounts (in the stages its running targets build) and where they go: this branch's
     archives, then the default branch's, are read; this branch writes its own, or the default branch's when it
     may write what the default branch reads (as the store's caches)."""
-    mounts, notes = find_cache_mounts(dockerfile_text, stages, args)
-    base = MountsPlan(service, None, mounts, image, max_mb << 20, notes=notes, store=store_name)
+    mounts, notes, mounting = scan_cache_mounts(dockerfile_text, stages, args)
+    base = MountsPlan(service, None, mounts, image, max_mb << 20, notes=notes, store=store_name, stages=mounting)
     branches = tuple(dict.fromkeys((keys.branch, keys.default_branch)))
     write = keys.default_branch if keys.writes_shared else keys.branch
 
@@ -431,6 +445,8 @@ class MountsReport:
     saved_to: str | None = None
     saved: dict[str, int] = field(default_factory=dict)
     """Mount id -> bytes of its archive, saved."""
+    unchanged: bool = False
+    """Not saved: no step that mounts them ran (every one came from the layer cache)."""
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -442,6 +458,7 @@ class MountsReport:
             "saved_to": self.saved_to,
             "saved": dict(self.saved),
             "saved_bytes": sum(self.saved.values()),
+            "unchanged": self.unchanged,
             "warnings": list(self.warnings),
         }
 
@@ -544,13 +561,23 @@ class CacheMounts:
             f"({_size(total)}) from {found}{kept}"
         )
 
-    def save(self, plan: Plan, results: Mapping[str, StageResult]) -> None:
-        """Export and save the cache mounts of every service that built successfully."""
+    def save(
+        self, plan: Plan, results: Mapping[str, StageResult], steps: Mapping[str, Mapping[str, StepCount]] | None = None
+    ) -> None:
+        """Export and save the cache mounts of every service that built successfully, unless ``steps`` (per
+        target, per stage: what the bake run did) shows that no step mounting them ran."""
         for mounts in self._planned(plan):
             svc = next(s for s in plan.services if s.name == mounts.service)
             if not mounts.save_to or not all(results[t.name].status == "ok" for t in svc.targets if t.runs):
                 continue
             report = self.reports.setdefault(mounts.service, MountsReport())
+            if steps is not None and _all_cached(mounts.stages, [steps.get(t.name, {}) for t in svc.targets]):
+                report.unchanged = True
+                self.console.info(
+                    f"{mounts.service}: cache mounts: not saved again: every step that mounts them came from the "
+                    "layer cache, so nothing in them changed"
+                )
+                continue
             try:
                 self._save(plan.builder.name, mounts, report)
             except (EnvironmentProblem, OSError) as exc:
@@ -612,6 +639,13 @@ class CacheMounts:
         for result in services:
             if result.name in self.reports:
                 result.cache_mounts = self.reports[result.name].to_json()
+
+
+def _all_cached(stages: Collection[str], counts: Iterable[Mapping[str, StepCount]]) -> bool:
+    """Whether every step of ``stages`` came from the cache (and there was at least one, so that a run whose
+    steps could not be attributed is never taken for one that changed nothing)."""
+    seen = [count for per_stage in counts for stage, count in per_stage.items() if stage in stages]
+    return bool(seen) and all(c.total > 0 and c.cached == c.total for c in seen)
 
 
 def swap_into_place(source: Path, final: Path) -> None:

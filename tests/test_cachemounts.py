@@ -26,6 +26,7 @@ from dockercache.cachemounts import (
     find_cache_mounts,
     parse_mark_lines,
     restore_dockerfile,
+    scan_cache_mounts,
     swap_into_place,
 )
 from dockercache.commands import render_plan
@@ -33,6 +34,7 @@ from dockercache.config import LocalCache, RegistryCache, S3Cache, Settings
 from dockercache.errors import ConfigError, EnvironmentProblem, HelperBuildFailed
 from dockercache.loader import load_config
 from dockercache.plan import BuildOptions, make_plan
+from dockercache.progress import StepCount
 from dockercache.report import Console, ServiceResult, StageResult
 
 from .test_plan import inputs, service
@@ -68,6 +70,9 @@ def test_every_cache_mount_of_the_stages_built_once_with_its_identity() -> None:
         "base: cache mount /seeded: left out (it has from= or source=: its content comes from another stage)",
     )
     assert "/test-only" in {m.id for m in find_cache_mounts(DOCKERFILE)[0]}  # None: every stage
+    # Every stage that mounts one: deps mounts apt again (already found in base) and gems.
+    assert scan_cache_mounts(DOCKERFILE, {"base", "deps", "final"})[2] == ("base", "deps")
+    assert scan_cache_mounts(DOCKERFILE)[2] == ("base", "deps", "test")
 
 
 def test_a_cache_mount_whose_build_argument_has_no_value_is_left_out_with_a_note() -> None:
@@ -376,6 +381,28 @@ def test_nothing_is_saved_after_a_failed_build_or_when_every_mount_is_empty(tmp_
     assert len(docker.builds) == 1 and docker.pushed == {}  # the helper stopped itself: no empty image pushed
     assert "ruby: cache mounts: nothing to save (every mount empty or too large)" in err.getvalue()
     assert helper.reports["ruby"].saved_to is None
+
+
+def test_mounts_are_not_saved_again_when_every_step_mounting_them_came_from_cache(tmp_path: Path) -> None:
+    plan = run_plan(tmp_path, RegistryCache(type="registry", ref="reg:5000/cache/{service}"), max_mb=10)
+    mounts: MountsPlan = plan.services[0].cache_mounts  # type: ignore[attr-defined]
+    assert mounts.stages == ("base", "deps")
+    docker = HelperDocker({mounts.mounts[1].file: 1000})
+    err = io.StringIO()
+    helper = CacheMounts(docker, Console(out=io.StringIO(), err=err), [])
+    cached = {"ruby-final": {"base": StepCount(2, 2), "deps": StepCount(3, 3), "final": StepCount(1, 0)}}
+    helper.save(plan, ok_results(plan), cached)  # type: ignore[arg-type]
+    assert docker.builds == [] and helper.reports["ruby"].to_json()["unchanged"] is True
+    assert "not saved again: every step that mounts them came from the layer cache" in err.getvalue()
+    # One step of a stage that mounts them ran (the final stage's does not count): saved.
+    for ran in ({"ruby-deps": {"deps": StepCount(3, 2)}}, {"ruby-base": {"base": StepCount(2, 1)}}):
+        helper = CacheMounts(docker, Console(out=io.StringIO(), err=io.StringIO()), [])
+        helper.save(plan, ok_results(plan), {**cached, **ran})  # type: ignore[arg-type]
+        assert helper.reports["ruby"].saved_to is not None and not helper.reports["ruby"].unchanged
+    # Nothing attributed to those stages (steps unknown): saved, never taken for "unchanged".
+    helper = CacheMounts(docker, Console(out=io.StringIO(), err=io.StringIO()), [])
+    helper.save(plan, ok_results(plan), {"ruby-final": {"final": StepCount(1, 1)}})  # type: ignore[arg-type]
+    assert helper.reports["ruby"].saved_to is not None
 
 
 def test_the_local_store_swaps_a_complete_version_into_place_and_restores_from_it(tmp_path: Path) -> None:
