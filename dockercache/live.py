@@ -101,8 +101,8 @@ class LiveDisplay:
             for line in self.lines.values():
                 if line.finished is None:
                     line.finished = now
-                if succeeded is not None and not succeeded.get(line.name, True):
-                    line.failed = True
+                if succeeded is not None:  # bake's own verdict: a vertex error (a cache import miss) is not one
+                    line.failed = not succeeded.get(line.name, True)
                 line.current = None
         self.draw()
 

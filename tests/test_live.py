@@ -72,6 +72,21 @@ def test_a_running_target_shows_its_step_and_timer_and_a_finished_one_its_cached
     assert display.render() == [" + app-final  1/2 steps cached  15.0s", " + app-test  0/1 steps cached  0.0s"]
 
 
+def test_the_last_frame_follows_bakes_verdict_not_a_vertex_error() -> None:
+    """A cache import that misses carries an error on its vertex while the build succeeds: the target is `+`."""
+    display = LiveDisplay(["app-final"], io.StringIO(), clock=Clock())
+    events = BuildEvents()
+    miss = {"digest": "m", "name": "importing cache manifest from reg:5000/c:final-main", "error": "not found"}
+    miss |= {"started": "2026-11-26T00:00:01Z", "completed": "2026-11-26T00:00:02Z"}
+    events.apply({"vertexes": [miss]})
+    events.apply(json.loads(vertex("a", "[base 1/1] RUN a", completed=True)))
+    display.update(events)
+    display.finish({"app-final": True})
+    assert display.render()[0].startswith(" + app-final  0/1 steps cached")
+    display.finish({"app-final": False})
+    assert display.render()[0].startswith(" x app-final")
+
+
 def test_progress_auto_is_the_live_display_on_a_terminal_off_ci_only(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     try:
