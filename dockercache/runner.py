@@ -212,7 +212,8 @@ class Runner:
                     check_platforms(self.docker, plan)
                     mounts.restore(plan)
                     self._build(plan, tally, run, results, stores)
-                    mounts.save(plan, results, tally.steps())
+                    if any(s.cache_mounts is not None for s in plan.services):  # attribution only when used
+                        mounts.save(plan, results, tally.steps())
         except BaseException:  # SIGINT, SIGTERM (buildx is stopped by now) or a run that cannot go on: save nothing
             stores.abort(plan.targets)
             raise
