@@ -2,16 +2,22 @@
 
 Used only when running under Buildkite (``BUILDKITE=true``) with ``buildkite-agent`` on PATH; elsewhere the
 same build skips these steps quietly. An agent that fails is a warning: it never fails a build.
+
+What goes to the agent (annotations, meta-data) and what it answers in an error is masked first: Buildkite
+shows annotations and meta-data to everyone who can see the build.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .secrets import Redactor, secret_values
 
 COMPOSE_PLUGIN_KEY = "docker-compose-plugin-built-image-tag-{service}"
 COMPOSE_PLUGIN_DEFAULT_FILE = "docker-compose.yml"
@@ -27,13 +33,24 @@ class Agent:
     binary: str
     env: Mapping[str, str] | None = None
     timeout: float = 30.0
+    redact: Callable[[str], str] | None = field(default=None, repr=False)
+    """Masks what is sent and what comes back; by default the values of ``env`` named like secrets."""
+
+    def __post_init__(self) -> None:
+        if self.redact is None:
+            self.redact = Redactor(secret_values(self.env if self.env is not None else os.environ))
 
     @classmethod
-    def detect(cls, env: Mapping[str, str]) -> Agent | None:
+    def detect(cls, env: Mapping[str, str], redact: Callable[[str], str] | None = None) -> Agent | None:
+        """The agent, under Buildkite with ``buildkite-agent`` on PATH. ``redact``: the command's redactor (it
+        also knows registry passwords and secret files), else one for ``env``'s secrets."""
         if env.get("BUILDKITE") != "true":
             return None
         binary = shutil.which("buildkite-agent", path=env.get("PATH"))
-        return cls(binary, dict(env)) if binary else None
+        return cls(binary, dict(env), redact=redact) if binary else None
+
+    def _mask(self, text: str) -> str:
+        return self.redact(text) if self.redact is not None else text
 
     def _run(
         self, args: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,)
@@ -49,9 +66,12 @@ class Agent:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise AgentError(f"buildkite-agent {args[0]} {args[1] if len(args) > 1 else ''}: {exc}") from None
+            raise AgentError(
+                self._mask(f"buildkite-agent {args[0]} {args[1] if len(args) > 1 else ''}: {exc}")
+            ) from None
         if proc.returncode not in ok:
-            reason = (proc.stderr or proc.stdout).strip().splitlines()
+            # Masked before its last line is taken: a cut between lines would leave part of a secret.
+            reason = self._mask((proc.stderr or proc.stdout).strip()).splitlines()
             raise AgentError(
                 f"buildkite-agent {' '.join(args[:2])} exited {proc.returncode}{': ' + reason[-1] if reason else ''}"
             )
@@ -59,7 +79,7 @@ class Agent:
 
     def meta_data_set(self, key: str, value: str) -> None:
         # The value goes on stdin ("meta-data set KEY" reads it when no VALUE argument is given).
-        self._run(["meta-data", "set", key], stdin=value)
+        self._run(["meta-data", "set", self._mask(key)], stdin=self._mask(value))
 
     def meta_data_get(self, key: str) -> str | None:
         """The value, or None when the key was never set (``meta-data exists`` exits 100)."""
@@ -71,7 +91,7 @@ class Agent:
         args = ["annotate", "--style", style, "--context", context]
         if append:
             args.append("--append")
-        self._run(args, stdin=body)
+        self._run(args, stdin=self._mask(body))
 
 
 def annotation_context(service: str, env: Mapping[str, str]) -> str:

@@ -48,7 +48,7 @@ from .config import CacheStore, LocalCache, RegistryCache, S3Cache, split_varian
 from .dockerfile import expand, from_values, global_args, logical_lines, parse_stages
 from .errors import EnvironmentProblem, HelperBuildFailed
 from .stores.entry import _csv_field
-from .stores.layout import MOUNTS_STAGE, S3Layout, SnapshotName
+from .stores.layout import MOUNTS_STAGE, S3Layout, SnapshotName, repository_name
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -414,7 +414,7 @@ def plan_mounts(
 class HelperDocker(Protocol):
     """What the helper builds need of Docker (:class:`dockercache.docker.Docker`)."""
 
-    def buildx_build(self, argv: Sequence[str], timeout: float = ...) -> str: ...
+    def buildx_build(self, argv: Sequence[str], timeout: float = ..., env: Mapping[str, str] | None = None) -> str: ...
     def manifest_digest(self, ref: str) -> str | None: ...
 
 
@@ -424,12 +424,11 @@ class MountsEndpoint(Protocol):
     @property
     def address(self) -> str: ...
     def snapshot(self, name: SnapshotName) -> Snapshot | str | None: ...
+    def permit(self, pairs: Iterable[tuple[str, str]]) -> None: ...
 
 
 def endpoint_ref(endpoint: MountsEndpoint, key: str, service: str) -> str:
     """The mounts image of snapshot key ``key`` as the endpoint serves it (``<address>/<repository>:_mounts``)."""
-    from .endpoint import repository_name
-
     return f"{endpoint.address}/{repository_name(key, service)}:{MOUNTS_STAGE}"
 
 
@@ -489,6 +488,8 @@ class CacheMounts:
         self.endpoints = endpoints or (lambda _store: None)
         """The endpoint serving an S3 store in this run, by store name (None: the store is unavailable)."""
         self.reports: dict[str, MountsReport] = {}
+        self.env: Mapping[str, str] = {}
+        """The environment of the helper builds (the run's Docker configuration, with the stores' logins)."""
 
     def _warn(self, service: str, text: str) -> None:
         message = f"{service}: cache mounts: {text}"
@@ -545,7 +546,7 @@ class CacheMounts:
                 return
             dockerfile = _dockerfile(Path(tmp), restore_dockerfile(mounts.image, mounts.mounts, source))
             argv = ["--builder", builder, "--no-cache", "--file", dockerfile, "--output", "type=cacheonly"]
-            output = self.docker.buildx_build([*argv, str(context)])
+            output = self.docker.buildx_build([*argv, str(context)], env=self.env)
         report.restored_from = str(found)
         outcome = parse_mark_lines(output)
         for mount in mounts.mounts:
@@ -594,6 +595,7 @@ class CacheMounts:
                 return
             assert mounts.save_to.key is not None
             ref = endpoint_ref(endpoint, mounts.save_to.key, mounts.service)
+            endpoint.permit([(repository_name(mounts.save_to.key, mounts.service), MOUNTS_STAGE)])
         with tempfile.TemporaryDirectory(prefix="dockercache-mounts-") as tmp:
             out, empty, helper = Path(tmp) / "out", Path(tmp) / "empty", Path(tmp) / "helper"
             empty.mkdir()
@@ -605,11 +607,11 @@ class CacheMounts:
             dockerfile = _dockerfile(helper, export_dockerfile(mounts.image, mounts.mounts, mounts.max_bytes))
             argv = ["--builder", builder, "--no-cache", "--provenance=false", "--file", dockerfile, "--output", output]
             try:
-                outcome = parse_mark_lines(self.docker.buildx_build([*argv, str(empty)]))
+                outcome = parse_mark_lines(self.docker.buildx_build([*argv, str(empty)], env=self.env))
             except HelperBuildFailed as exc:
-                if f"{MARK} - {NOTHING}" not in exc.output:
+                outcome = parse_mark_lines(exc.output)  # the script's own lines, not the command echoed above them
+                if outcome.get("-", ("",))[0] != NOTHING:
                     raise
-                outcome = {**parse_mark_lines(exc.output), "-": (NOTHING, 0)}
             index: dict[str, Any] = {}
             for mount in mounts.mounts:
                 what, size = outcome.get(mount.file, ("empty", 0))

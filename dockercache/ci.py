@@ -9,6 +9,7 @@ repository stays fast).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -300,12 +301,26 @@ class _Variables(Mapping[str, str]):
         return len(set(self._ci.env) | set(DERIVED))
 
 
+def branch_slug(name: str, limit: int = 100) -> str:
+    """A branch's name in refs, tags and keys, one-to-one: the name itself when it is safe there, else its slug
+    and the first 8 hex digits of the name's sha256 (``feature/x`` -> ``feature-x-5b3e1c2a``), so two branches
+    never share a cache (``feature/x`` and ``feature-x``, ``.`` and ``..``, ``ünïcode`` and ``n-code``). A safe
+    name that already ends like such a suffix gets one of its own too, so no name can pass for another's slug."""
+    if len(name) <= limit and _SAFE_BRANCH.fullmatch(name) and not _HASH_SUFFIX.search(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-")[: limit - 9].rstrip(".-")
+    return f"{slug}-{digest}" if slug else f"x-{digest}"
+
+
+_SAFE_BRANCH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_HASH_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
+
+
 def slugify(value: str, limit: int = 100) -> str:
     """A string safe as (part of) an image tag: [A-Za-z0-9_.-], not starting with . or -."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", value).strip(".-") or "x"
     if len(slug) > limit:
-        import hashlib
-
         digest = hashlib.sha256(value.encode()).hexdigest()[:8]
         slug = f"{slug[: limit - 9]}-{digest}"
     return slug

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .ci import CIContext, slugify
+from .ci import CIContext, branch_slug, slugify
 from .config import Config, S3Cache
 from .ecr import credentials, login_user, token_registry
 from .errors import ConfigError, DockercacheError, EnvironmentProblem
@@ -117,6 +117,9 @@ def render_plan(plan: Plan, token_logins: Collection[str] = ()) -> str:
         if b.buildkitd_config:
             lines.append("  BUILDKITD.toml (the S3 store's endpoint is a plain-HTTP registry on the agent):")
             lines += [f"    {line}" for line in b.buildkitd_config.splitlines() if line.strip()]
+    prune = b.prune_argv()
+    if prune:
+        lines.append(f"  after a successful build: $ docker {shlex.join(prune)}")
     if plan.bake_env:
         lines.append(f"bake environment: {', '.join(f'{k}={v}' for k, v in plan.bake_env.items())}")
     for host, user in plan.logins:
@@ -331,7 +334,7 @@ def build_config(environment: Environment, cfg: Config, ci: CIContext, options: 
         console.warn(note)
     if options.push is None and not ci.on_ci and any(s.image for s in plan.services):
         console.info("not on CI: images are loaded, not pushed (--push to push them)")
-    agent = Agent.detect(environment.env)
+    agent = Agent.detect(environment.env, environment.redact)
     runner = Runner(
         environment.get_docker(),
         console,
@@ -368,8 +371,7 @@ def report(console: Console, result: RunResult, as_json: bool) -> None:
     line = result.cache_write_line()
     if line and result.services:
         console.result(line)
-    if console.warned:
-        console.info(f"dockercache: {console.warned} warning{'s' if console.warned != 1 else ''} (above)")
+    console.warnings_footer()
     if result.error:
         console.info(f"dockercache: error: {result.error}")
 
@@ -480,7 +482,7 @@ def _writer_keys(config: Config, ci: CIContext) -> Keys:
 
 def _retention(config: Config, ci: CIContext, s3: S3Cache, delete: frozenset[str] = frozenset()) -> Retention:
     """What prune keeps: the store's templates, and the default branch (never a pull request's base)."""
-    default_branch = slugify(config.settings.default_branch or ci.default_branch)
+    default_branch = branch_slug(config.settings.default_branch or ci.default_branch)
     return Retention(key=s3.key, cache_from=s3.cache_from, default_branch=default_branch, delete=delete)
 
 

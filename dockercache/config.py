@@ -129,6 +129,15 @@ class BuilderConfig:
         default=False,
         metadata=_doc("Create a builder for this job only and remove it afterwards, even when the build fails."),
     )
+    keep_storage: str | None = field(
+        default=None,
+        metadata=_doc(
+            "After each successful build, prune the builder's build cache down to this size (docker buildx prune --all "
+            "--keep-storage), e.g. '5GB': a bound for long-lived agents. Unset: BuildKit's own garbage collection.",
+            pattern=r"^[0-9]+(\.[0-9]+)? ?[kKmMgGtT]?[iI]?[bB]?$",
+            form="a size such as 5GB or 512MB",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,15 @@ class S3Cache:
             "and a free port); needed for remote and kubernetes builders, which cannot reach the agent's loopback.",
             pattern=r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
             form="HOST:PORT",
+        ),
+    )
+    spool_dir: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Directory (relative to dockercache.toml) where layers BuildKit uploads wait while they are hashed, "
+            "before they go to S3 (default: the system's temporary directory, $TMPDIR). Needs room for the "
+            "largest layer; when it fills up the save is a warning, never a failed build.",
+            min_length=1,
         ),
     )
     transfers: int = field(default=8, metadata=_doc("Parallel S3 requests (blob checks, uploads).", minimum=1))

@@ -205,6 +205,16 @@ class Docker:
         except DockerException as exc:
             raise EnvironmentProblem(f"builder '{name}' cannot boot: {_reason(exc)}") from None
 
+    def prune_builder(self, argv: Sequence[str]) -> str:
+        """``docker <argv>`` (a plan's ``buildx prune --keep-storage``); buildx's last line, which says what it
+        reclaimed. EnvironmentProblem when it fails."""
+        try:
+            text = str(run([*self.client.client_config.docker_cmd, *argv]))
+        except DockerException as exc:
+            raise EnvironmentProblem(f"docker buildx prune failed: {_reason(exc)}") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
     def remove_builder(self, name: str) -> None:
         try:
             self.client.buildx.remove(name)
@@ -300,12 +310,14 @@ class Docker:
         except FileNotFoundError:
             raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
 
-    def buildx_build(self, argv: Sequence[str], timeout: float = 600.0) -> str:
+    def buildx_build(self, argv: Sequence[str], timeout: float = 600.0, env: Mapping[str, str] | None = None) -> str:
         """``docker buildx build --progress plain <argv>`` (a small helper build, such as the cache-mount export
-        and restore), its output captured and returned; EnvironmentProblem with buildx's last line on failure."""
+        and restore; ``env`` added to the environment), its output captured and returned; EnvironmentProblem
+        with buildx's last line on failure."""
         command = [*self.client.client_config.docker_cmd, "buildx", "build", "--progress", "plain", *argv]
+        environ = {**os.environ, **env} if env else None
         try:
-            out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+            out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=environ)
         except FileNotFoundError:
             raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
         except subprocess.TimeoutExpired:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from .progress import BuildEvents, Step, Vertex
+from .secrets import shorten
 
 UP_AND_CLEAR = "\x1b[{n}F"
 CLEAR_LINE = "\x1b[2K"
@@ -53,10 +54,15 @@ def _strip_target(name: str, target: str) -> str:
 
 @dataclass
 class LiveDisplay:
-    """Folds the run's vertexes into one line per target and redraws them in place."""
+    """Folds the run's vertexes into one line per target and redraws them in place.
+
+    Every line is masked by ``redact`` (the console's redactor) before it is cut to ``width``: a step's name
+    can carry a build arg's value.
+    """
 
     targets: Sequence[str]
     stream: TextIO
+    redact: Callable[[str], str]
     clock: Callable[[], float] = time.monotonic
     width: int = 120
     lines: dict[str, TargetLine] = field(default_factory=dict)
@@ -107,6 +113,7 @@ class LiveDisplay:
         self.draw()
 
     def render(self) -> list[str]:
+        """The frame: a line per target, masked, then cut to ``width``."""
         now = self.clock()
         out = []
         for line in self.lines.values():
@@ -120,7 +127,7 @@ class LiveDisplay:
                 spin = SPINNER[self.frame % len(SPINNER)]
                 step = f"  {line.current}" if line.current else ""
                 text = f" {spin} {line.name}  {elapsed:.1f}s{step}"
-            out.append(text if len(text) <= self.width else text[: self.width - 3] + "...")
+            out.append(shorten(text, self.width, self.redact))
         return out
 
     def draw(self) -> None:

@@ -87,13 +87,37 @@ def read_document(path: Path) -> tuple[dict[str, Any], Path]:
     merges its options over it before :func:`parse_config`)."""
     shown = _display(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8")), shown
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{shown}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
+    except RecursionError:  # the TOML parser recurses once per level of nested arrays and inline tables
+        raise ConfigError(f"{shown}: invalid TOML: nested more than {MAX_DEPTH} levels deep") from None
+    check_depth(document, str(shown))
+    return document, shown
+
+
+MAX_DEPTH = 32
+"""The deepest nesting of tables and arrays a configuration may have (the model needs five; every later step
+walks the document recursively, so a deeper one is refused before any of them runs)."""
+
+
+def check_depth(document: Any, source: str) -> None:
+    """ConfigError naming the key where ``document`` is nested more than :data:`MAX_DEPTH` levels deep
+    (walked without recursion; array levels count but add nothing to the key's name)."""
+    stack: list[tuple[Any, tuple[str, ...], int]] = [(document, (), 0)]
+    while stack:
+        value, key, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            name = ".".join(key[:6]) + ("..." if len(key) > 6 else "")
+            raise ConfigError(f"{source}: {name or 'the document'}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, Mapping):
+            stack.extend((v, (*key, str(k)), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, key, depth + 1) for v in value)
 
 
 def parse_config(raw: Mapping[str, Any], variables: Mapping[str, str], path: Path) -> Config:

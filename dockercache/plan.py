@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .buildkite import image_metadata_key
-from .ci import slugify
+from .ci import branch_slug, slugify
 from .config import BuilderConfig, CacheStore, Config, LocalCache, S3Cache, Settings, split_variant
 from .errors import ConfigError
 from .reference import TAG
@@ -70,6 +70,8 @@ class BuilderPlan:
     ephemeral: bool
     buildkitd_config: str | None = None
     """buildkitd.toml for a builder dockercache creates (the S3 store's endpoint as a plain-HTTP registry)."""
+    keep_storage: str | None = None
+    """The size a successful build prunes the builder's build cache down to (None: BuildKit's own GC)."""
 
     @property
     def creatable(self) -> bool:
@@ -88,6 +90,14 @@ class BuilderPlan:
         if self.endpoint:
             argv.append(self.endpoint)
         return argv
+
+    def prune_argv(self) -> list[str] | None:
+        """``docker buildx prune`` down to :attr:`keep_storage`, or None when there is no bound (or the builder is
+        removed after the build anyway)."""
+        if self.keep_storage is None or self.ephemeral:
+            return None
+        size = self.keep_storage.replace(" ", "")
+        return ["buildx", "prune", "--builder", self.name, "--force", "--all", "--keep-storage", size]
 
 
 def endpoint_builder(builder: BuilderPlan, stores: Sequence[CacheStore]) -> BuilderPlan:
@@ -324,6 +334,7 @@ class Plan:
                 "ephemeral": self.builder.ephemeral,
                 "create": self.builder.create_argv() if self.builder.creatable else None,
                 "buildkitd_config": self.builder.buildkitd_config,
+                "prune": self.builder.prune_argv(),
             },
             "commit": self.commit,
             "branch": self.branch,
@@ -367,7 +378,7 @@ def cache_write_decision(
     if local_store:
         return True, "local cache store"
     if on_ci and pull_request:
-        return True, f"pull request #{pull_request}: its own refs and keys only (pr-{slugify(pull_request)})"
+        return True, f"pull request #{pull_request}: its own refs and keys only (pr-{branch_slug(pull_request)})"
     if on_ci:
         return True, "running in CI"
     return False, "not in CI (a laptop reads shared caches; pass --cache-write to write)"
@@ -503,8 +514,8 @@ def run_keys(
     return Keys(
         pipeline=pipeline,
         commit=commit,
-        branch=f"pr-{slugify(pull_request)}" if pull_request else slugify(branch),
-        default_branch=slugify(base_branch or default_branch) if pull_request else slugify(default_branch),
+        branch=f"pr-{branch_slug(pull_request)}" if pull_request else branch_slug(branch),
+        default_branch=branch_slug(base_branch or default_branch) if pull_request else branch_slug(default_branch),
         writes_shared=not pull_request and may_write_shared(branch, default_branch, settings),
     )
 
@@ -534,6 +545,7 @@ def make_plan(
         endpoint=inputs.builder.endpoint,
         platforms=inputs.builder.platforms,
         ephemeral=inputs.builder.ephemeral,
+        keep_storage=inputs.builder.keep_storage,
     )
     builder = endpoint_builder(builder, [s.store for s in inputs.services])
     untagged = next((s for s in inputs.services if not s.tags), None)

@@ -23,7 +23,7 @@ from . import commands
 from .ci import CIContext
 from .config import CONFIG_NAME, ENV_CONFIG, Config, split_variant, suggest, type_name
 from .errors import ConfigError
-from .loader import find_config, parse_config, read_document
+from .loader import MAX_DEPTH, check_depth, find_config, parse_config, read_document
 from .plan import BuildOptions
 
 
@@ -67,6 +67,9 @@ def read_options(env: Mapping[str, str]) -> tuple[dict[str, Any], Namer]:
             options = json.loads(text)
         except ValueError as exc:
             raise ConfigError(f"BUILDKITE_PLUGIN_CONFIGURATION: not JSON ({exc})") from None
+        except RecursionError:
+            raise ConfigError(f"BUILDKITE_PLUGIN_CONFIGURATION: nested more than {MAX_DEPTH} levels deep") from None
+        check_depth(options, "BUILDKITE_PLUGIN_CONFIGURATION")
         if options is None:
             options = {}
         if not isinstance(options, dict):

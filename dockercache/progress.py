@@ -42,12 +42,28 @@ class Vertex:
     cached: bool = False
     error: str | None = None
     logs: list[str] = field(default_factory=list)
+    """The last MAX_LOG_LINES whole lines of the step's output."""
+    partial: dict[int, str] = field(default_factory=dict)
+    """Per output stream, a line still arriving (no line break yet)."""
 
     @property
     def seconds(self) -> float:
         if self.started and self.completed:
             return max(0.0, (self.completed - self.started).total_seconds())
         return 0.0
+
+    def add_log(self, stream: int, data: str) -> None:
+        """Fold in a chunk of output. BuildKit sends output in chunks that may end mid-line; a line is kept
+        whole, so that a value in it (a secret the redactor masks) is never split across two lines."""
+        lines = (self.partial.pop(stream, "") + data).splitlines(keepends=True)
+        if lines and lines[-1].splitlines()[0] == lines[-1]:  # no line break yet: more of it may follow
+            self.partial[stream] = lines.pop()
+        self.logs.extend(line.splitlines()[0] for line in lines)
+        del self.logs[:-MAX_LOG_LINES]
+
+    def output(self) -> list[str]:
+        """The last MAX_LOG_LINES lines of output, a line still without its line break included."""
+        return [*self.logs, *self.partial.values()][-MAX_LOG_LINES:]
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,8 @@ def is_cache_vertex(name: str) -> bool:
 
 
 def first_line(text: str) -> str:
+    """The first line of ``text`` (an error's). A cut at a line break only: a secret of one line is kept whole
+    or dropped whole, and the redactor masks each line of a secret of several on its own."""
     return text.strip().splitlines()[0] if text.strip() else text
 
 
@@ -179,8 +197,8 @@ class BuildEvents:
                 data = base64.b64decode(log.get("data") or "").decode(errors="replace")
             except (binascii.Error, ValueError):
                 continue
-            target.logs.extend(data.splitlines())
-            del target.logs[:-MAX_LOG_LINES]
+            stream = log.get("stream")
+            target.add_log(stream if isinstance(stream, int) else 1, data)
         return done
 
     def last_error_line(self) -> str | None:
@@ -409,7 +427,7 @@ class Tally:
             failure = by_vertex.get(v.digest)
             if failure is None:
                 step = Step.parse(obs.name)
-                failure = Failure([], obs.name, v.error, list(v.logs), step.stage if step else None)
+                failure = Failure([], obs.name, v.error, v.output(), step.stage if step else None)
                 by_vertex[v.digest] = failure
             failure.targets.append(obs.target)
         return list(by_vertex.values())

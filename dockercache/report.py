@@ -11,13 +11,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from .secrets import redact_data
+from .secrets import redact_data, shorten
 
 if TYPE_CHECKING:
     from .live import LiveDisplay
     from .progress import StepCount, Vertex
 
 _INTERNAL = re.compile(r"^\[(?:[A-Za-z0-9_-]+ )?internal\]")
+STEP_WIDTH = 110
+"""The longest step name a progress line shows (longer ones end in ``...``)."""
+ERROR_WIDTH = 300
+"""The longest error an annotation quotes."""
+
+
+def plural(count: int, word: str) -> str:
+    """``1 warning``, ``3 warnings``."""
+    return f"{count} {word}{'s' if count != 1 else ''}"
 
 
 @dataclass
@@ -54,10 +63,15 @@ class StageResult:
     up_bytes: int = 0
     exported: bool = False
     """BuildKit finished this target's cache export without error (stores then say what they wrote)."""
+    printed: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    """The cache warnings :meth:`warn` printed for this stage (a store may add others to ``cache_warnings``
+    that it printed once for all the stages they concern)."""
 
     def warn(self, console: Console, message: str) -> None:
-        """A cache warning: kept in the report and printed at once."""
-        self.cache_warnings.append(message)
+        """A cache warning of this stage: kept in the report (once) and printed at once."""
+        if message not in self.cache_warnings:
+            self.cache_warnings.append(message)
+        self.printed.add(message)
         console.warn(f"{self.service}/{self.stage}: {message}")
 
     @property
@@ -150,6 +164,25 @@ class ServiceResult:
     def final(self) -> StageResult | None:
         return next((s for s in self.stages if s.final), None)
 
+    @property
+    def warnings(self) -> list[tuple[list[str], str]]:
+        """The service's warnings as its log printed them, each once, with the stages each concerns.
+
+        The one count of a service's warnings (its closing line's, its annotation's). A stage's own warning
+        (:meth:`StageResult.warn`, printed as ``service/stage: message``) is one per stage. A store's warning
+        is printed once, in the store's words, and recorded in every stage it concerns (an S3 store that could
+        not be opened, a save that S3 refused): one warning, of all those stages. Then the cache mounts' own.
+        """
+        found: dict[tuple[str | None, str], list[str]] = {}
+        for s in self.stages:
+            for message in s.cache_warnings:
+                stages = found.setdefault((s.stage if message in s.printed else None, message), [])
+                if s.stage not in stages:
+                    stages.append(s.stage)
+        out = [(stages, message) for (_, message), stages in found.items()]
+        mounts = (self.cache_mounts or {}).get("warnings") or []
+        return out + [([], str(message)) for message in dict.fromkeys(mounts)]
+
     def closing_line(self) -> str:
         if self.status == "skipped" and self.skip is not None:
             final = self.final
@@ -175,9 +208,9 @@ class ServiceResult:
             parts.append(f"{verb} {final.tags[0]}")
         elif len(done) == len(self.stages):
             parts.append("cache only")
-        warnings = sum(len(s.cache_warnings) for s in self.stages)
+        warnings = len(self.warnings)
         if warnings:
-            parts.append(f"{warnings} cache warning{'s' if warnings != 1 else ''}")
+            parts.append(plural(warnings, "cache warning"))
         return f"{self.name}: {', '.join(parts)} in {self.seconds:.1f}s"
 
     def to_json(self) -> dict[str, Any]:
@@ -243,8 +276,8 @@ class Console:
         self.buildkite = buildkite
         self.redact = redact
         self.failure_opened = False
-        self.warned = 0
-        """Warnings printed so far (the report's count is this one)."""
+        self.warnings: list[str] = []
+        """The warnings printed so far, each once."""
         self.progress = "plain"
         """plain: a line per finished step; tty: the live display (see dockercache.live); quiet: neither."""
 
@@ -313,17 +346,31 @@ class Console:
     def info(self, message: str) -> None:
         self._print(message, self.err)
 
+    @property
+    def warned(self) -> int:
+        """How many warnings were printed: the count the report ends with (``N warnings (above)``)."""
+        return len(self.warnings)
+
     def warn(self, message: str) -> None:
-        self.warned += 1
+        """A warning on stderr, once: the same warning again is neither printed nor counted again."""
+        if message in self.warnings:
+            return
+        self.warnings.append(message)
         self._print(f"dockercache: warning: {message}", self.err)
 
+    def warnings_footer(self) -> None:
+        """The report's last word on warnings, when any was printed: how many (``dockercache: 3 warnings (above)``)."""
+        if self.warned:
+            self.info(f"dockercache: {plural(self.warned, 'warning')} (above)")
+
     def live(self, targets: Sequence[str]) -> LiveDisplay | None:
-        """The live display for a bake run of ``targets``, when progress is ``tty``."""
+        """The live display for a bake run of ``targets``, when progress is ``tty`` (it masks what it draws
+        with this console's redactor)."""
         if self.progress != "tty":
             return None
         from .live import LiveDisplay
 
-        return LiveDisplay(targets, self.err)
+        return LiveDisplay(targets, self.err, self.redact)
 
     def step(self, vertex: Vertex) -> None:
         """One line per vertex as it finishes (its name carries the bake target when several run)."""
@@ -339,8 +386,7 @@ class Console:
             state = "CACHED"
         else:
             state = f"DONE {vertex.seconds:.1f}s"
-        name = vertex.name if len(vertex.name) <= 110 else vertex.name[:107] + "..."
-        self._print(f"  {state:<11} {name}", self.err)
+        self._print(f"  {state:<11} {shorten(vertex.name, STEP_WIDTH, self.redact)}", self.err)
 
 
 def human_bytes(size: int) -> str:
@@ -395,15 +441,34 @@ def render_table(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(svc: ServiceResult, log_url: str | None = None) -> str:
+def render_markdown(svc: ServiceResult, log_url: str | None = None, redact: Callable[[str], str] = str) -> str:
     """The cache report of one service as a Buildkite annotation: one line that says how it went, a table of
-    its stages, then what went wrong with a link to the job's log (its failing group is the open one)."""
-    warnings = [(s.stage, w) for s in svc.stages for w in s.cache_warnings]
+    its stages, then what went wrong with a link to the job's log (its failing group is the open one).
+
+    Masked by ``redact``, every field before it is shortened; the agent masks the body again
+    (:class:`dockercache.buildkite.Agent`), which also masks what a cut left of a secret before its ``...``.
+    """
+    warnings = svc.warnings
     icon = {"ok": ":warning:" if warnings else ":white_check_mark:", "skipped": ":fast_forward:", "failed": ":x:"}
     lines = [f"{icon.get(svc.status, ':grey_question:')} **{svc.closing_line()}**", ""]
+    lines += _markdown_table(svc)
+    failed = next((s for s in svc.stages if s.status == "failed"), None)
+    if failed is not None:
+        link = f" ([the job's log]({log_url}) opens at the failing step)" if log_url else ""
+        # Masked before a backtick is replaced or a line joined: either would hide a secret from the redactor.
+        error = " ".join(redact(failed.error or "see the log").replace("`", "'").split())
+        lines += ["", f":rotating_light: **{failed.stage}** failed: `{shorten(error, ERROR_WIDTH, redact)}`{link}"]
+    if warnings:
+        lines.append("")
+        lines += [f"- :warning: {', '.join(stages) + ': ' if stages else ''}{message}" for stages, message in warnings]
+    return redact("\n".join(lines))
+
+
+def _markdown_table(svc: ServiceResult) -> list[str]:
+    """The annotation's table: a row per stage (steps cached, time, the cache read and written, S3 traffic)."""
     s3 = any(s.restored_from or s.s3_saved or s.down_objects or s.up_objects for s in svc.stages)
     header = ["stage", "steps cached", "time", "cache", *(["s3 down", "s3 up"] if s3 else [])]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in svc.stages:
         if s.status == "skipped" and svc.skip is not None:
             cached = "skipped (unchanged)"
@@ -420,12 +485,4 @@ def render_markdown(svc: ServiceResult, log_url: str | None = None) -> str:
         if s3:
             row += [_transfer(s.down_objects, s.down_bytes), _transfer(s.up_objects, s.up_bytes)]
         lines.append("| " + " | ".join(row) + " |")
-    failed = next((s for s in svc.stages if s.status == "failed"), None)
-    if failed is not None:
-        link = f" ([the job's log]({log_url}) opens at the failing step)" if log_url else ""
-        error = " ".join((failed.error or "see the log").replace("`", "'").split())[:300]
-        lines += ["", f":rotating_light: **{failed.stage}** failed: `{error}`{link}"]
-    if warnings:
-        lines.append("")
-        lines += [f"- :warning: {stage}: {w}" for stage, w in warnings]
-    return "\n".join(lines)
+    return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from .buildkite import Agent, AgentError, annotation_context, job_log_url
 from .cachemounts import CacheMounts
 from .config import RegistryLogin
+from .dockerconfig import run_config
 from .errors import BuildFailed, CacheError, EnvironmentProblem
 from .live import Ticker
 from .plan import BuilderPlan, Plan, ServicePlan, Target
@@ -36,6 +38,7 @@ class DockerPort(Protocol):
     def builder_driver(self, name: str) -> str | None: ...
     def create_builder(self, plan: BuilderPlan) -> None: ...
     def remove_builder(self, name: str) -> None: ...
+    def prune_builder(self, argv: Sequence[str]) -> str: ...
     def bootstrap_builder(self, name: str) -> None: ...
     def bake(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]: ...
     def read_manifest(self, ref: str) -> Mapping[str, Any] | None: ...
@@ -43,7 +46,7 @@ class DockerPort(Protocol):
     def containerd_image_store(self) -> bool: ...
     def manifest_digest(self, ref: str) -> str | None: ...
     def retag(self, source: str, tags: Sequence[str]) -> None: ...
-    def buildx_build(self, argv: Sequence[str], timeout: float = ...) -> str: ...
+    def buildx_build(self, argv: Sequence[str], timeout: float = ..., env: Mapping[str, str] | None = None) -> str: ...
 
 
 @contextlib.contextmanager
@@ -172,6 +175,8 @@ class Runner:
         self.logins = logins or {}
         self.blob_store = blob_store
         self.credentials = credentials or given_credentials
+        self.docker_env: Mapping[str, str] = {}
+        """What Docker commands of the build run with (:func:`dockercache.dockerconfig.run_config`)."""
 
     def run(self, plan: Plan) -> RunResult:
         run = RunResult(cache_write=plan.cache_write, cache_write_reason=plan.cache_write_reason)
@@ -185,6 +190,7 @@ class Runner:
             builder_driver=plan.builder.driver,
             warnings=run.warnings,
             read_manifest=self.docker.read_manifest,
+            secret=self._secret,
         )
         stores = Stores(context)
         stores.open(plan.targets)
@@ -208,12 +214,14 @@ class Runner:
             plan = plan.with_targets(stores.before(plan.targets, results))
             tally = Tally([TargetInfo(t.name, t.stage, t.identity, t.graph) for t in plan.targets])
             if plan.running:  # nothing to build when every service was skipped
-                with builder_session(self.docker, plan.builder, self.console):
+                with builder_session(self.docker, plan.builder, self.console), run_config(stores.logins()) as env:
+                    self.docker_env = mounts.env = env  # the stores' own logins, for this run's buildx alone
                     check_platforms(self.docker, plan)
                     mounts.restore(plan)
                     self._build(plan, tally, run, results, stores)
                     if any(s.cache_mounts is not None for s in plan.services):  # attribution only when used
                         mounts.save(plan, results, tally.steps())
+                    self._prune(plan.builder, results)
         except BaseException:  # SIGINT, SIGTERM (buildx is stopped by now) or a run that cannot go on: save nothing
             stores.abort(plan.targets)
             raise
@@ -247,13 +255,11 @@ class Runner:
     def _build(
         self, plan: Plan, tally: Tally, run: RunResult, results: Mapping[str, StageResult], stores: Stores
     ) -> None:
-        """The bake run (again once after BuildKit's shared-vertex race), then the rescue if it failed."""
+        """The bake run (again once after a race that is not the build's fault), then the rescue if it failed."""
         first = self._bake(plan, tally, run, "build")
-        race = _solver_race(first) if not first.succeeded else None
+        race = _race(first) if not first.succeeded else None
         if race:
-            # BuildKit 0.13's solver can fail a solve of concurrent targets that share vertices
-            # (moby/buildkit#3635): not the build's fault, and gone on a second try.
-            message = f"BuildKit lost track of a shared step ({race}): building again"
+            message = f"{race}: building again"
             run.warnings.append(message)
             self.console.warn(message)
             tally.drop_last()
@@ -278,8 +284,26 @@ class Runner:
         if first.succeeded:
             for target in plan.targets:
                 results[target.name].status = "ok"
+            self._save_again(plan, tally, run, results, stores)
         else:
             self._after_failure(plan, first, tally, run, results, stores)
+
+    def _save_again(
+        self, plan: Plan, tally: Tally, run: RunResult, results: Mapping[str, StageResult], stores: Stores
+    ) -> None:
+        """Saves a store refused for a passing reason (a prune that deleted a blob meanwhile): once more, cache
+        only; everything is in BuildKit's local cache by now, and it uploads what the prune took again."""
+        refused = stores.refused_saves(plan.running)
+        if not refused:
+            return
+        retry = [dataclasses.replace(t, output="cacheonly", tags=()) for t in plan.running if t.name in refused]
+        for target in retry:
+            self.console.info(f"{target.name}: {refused[target.name]}: saving again")
+        stores.fresh_sinks(retry)
+        again = self._bake(plan.only(retry), tally, run, "save again", "collapsed")
+        exported = tally.exported()
+        for target in retry:
+            results[target.name].exported = again.succeeded and exported[target.name]
 
     def _bake(self, plan: Plan, tally: Tally, run: RunResult, what: str, group: GroupKind = "expanded") -> BakeRun:
         targets = plan.running
@@ -296,7 +320,8 @@ class Runner:
             bake_file.touch(mode=0o600)
             bake_file.write_text(json.dumps(plan.bake_definition(), indent=2))
             metadata_file = Path(tmp) / "metadata.json"
-            chunks = self.docker.bake(plan.bake_argv(str(bake_file), str(metadata_file)), plan.bake_env)
+            env = {**plan.bake_env, **self.docker_env}
+            chunks = self.docker.bake(plan.bake_argv(str(bake_file), str(metadata_file)), env)
             live = self.console.live([t.name for t in targets])
             ticker = Ticker(live) if live is not None else contextlib.nullcontext()
             try:
@@ -481,6 +506,24 @@ class Runner:
         reason = f"unchanged: {source} was built from the same inputs; retagged as {retagged} (nothing built)"
         return dataclasses.replace(report, skipped=True, reason=reason, digest=digest)
 
+    def _prune(self, builder: BuilderPlan, results: Mapping[str, StageResult]) -> None:
+        """Bound the builder's build cache (``builder.keep_storage``) once everything built: a long-lived agent
+        otherwise keeps every record of every build until BuildKit's own collector runs."""
+        argv = builder.prune_argv()
+        if argv is None or not all(r.status in ("ok", "skipped") for r in results.values()):
+            return
+        try:
+            said = self.docker.prune_builder(argv)
+        except EnvironmentProblem as exc:
+            self.console.warn(f"builder '{builder.name}': {exc}")
+            return
+        self.console.info(f"builder '{builder.name}': build cache pruned to {builder.keep_storage} ({said or 'done'})")
+
+    def _secret(self, value: str) -> None:
+        add = getattr(self.console.redact, "add", None)  # a Redactor (commands.py); tests may pass plain str
+        if callable(add):
+            add((value,))
+
     # ------------------------------------------------------------------------------------------ Buildkite
 
     def _meta_data_get(self, key: str) -> str | None:
@@ -517,7 +560,11 @@ class Runner:
         )
         try:
             env = self.agent.env or {}
-            self.agent.annotate(render_markdown(result, job_log_url(env)), style, annotation_context(result.name, env))
+            self.agent.annotate(
+                render_markdown(result, job_log_url(env), self.console.redact),
+                style,
+                annotation_context(result.name, env),
+            )
         except AgentError as exc:
             self.console.warn(str(exc))
 
@@ -535,12 +582,25 @@ def _credit_holders(plan: Plan, results: Mapping[str, StageResult]) -> None:
 
 
 _SOLVER_RACE = "failed to get state for index"
+#: The containerd image store refusing a name another job of the same commit stored an instant before.
+_IMAGE_RACE = re.compile(r'image "[^"\n]+"[^\n]*already exists')
 
 
-def _solver_race(bake: BakeRun) -> str | None:
-    """The error line when a run failed on BuildKit's shared-vertex race rather than on the build itself."""
+def _race(bake: BakeRun) -> str | None:
+    """What went wrong when a run failed on a race that a second try does not meet, rather than on the build:
+
+    - BuildKit 0.13's solver can fail a solve of concurrent targets that share vertices (moby/buildkit#3635);
+    - two jobs of one commit on one agent store the same image name at once, and the containerd image store
+      refuses the second (``exporting to image: image "app:<commit>": already exists``).
+    """
     texts = [*(v.error or "" for v in bake.events.vertexes.values()), *bake.events.text, bake.stderr]
-    return next((first_line(t[t.index(_SOLVER_RACE) :]) for t in texts if _SOLVER_RACE in t), None)
+    for text in texts:
+        if _SOLVER_RACE in text:
+            return f"BuildKit lost track of a shared step ({first_line(text[text.index(_SOLVER_RACE) :])})"
+        match = _IMAGE_RACE.search(text)
+        if match:
+            return f"another job stored the same image at the same moment ({match.group()})"
+    return None
 
 
 def _close(chunks: Iterator[str]) -> None:

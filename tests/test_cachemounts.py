@@ -9,7 +9,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -183,8 +183,9 @@ def test_registry_store_keeps_mounts_per_branch_with_the_default_branch_as_fallb
     feature = make_plan(inputs(svc, branch="feature/x", cache_mounts={"ruby": True}), BuildOptions())  # type: ignore[arg-type]
     mounts = feature.services[0].cache_mounts
     assert mounts is not None
-    assert mounts.restore_from == (Place("feature-x", ref.format("feature-x")), Place("main", ref.format("main")))
-    assert mounts.save_to == Place("feature-x", ref.format("feature-x"))  # never what the default branch reads
+    feature_x = "feature-x-217d2bf5"
+    assert mounts.restore_from == (Place(feature_x, ref.format(feature_x)), Place("main", ref.format("main")))
+    assert mounts.save_to == Place(feature_x, ref.format(feature_x))  # never what the default branch reads
     pr = make_plan(inputs(svc, pull_request="7", cache_mounts={"ruby": True}), BuildOptions()).services[0]  # type: ignore[arg-type]
     assert pr.cache_mounts is not None and pr.cache_mounts.save_to == Place("pr-7", ref.format("pr-7"))
     trusted = Settings(trusted_branches=("release/*",), cache_mounts=True)
@@ -288,16 +289,21 @@ class HelperDocker:
     machine: each cache mount is a directory holding one file of the given size (by the mount's archive name),
     ``/out`` a directory that is then exported (``type=local``) or kept as ``pushed`` (``type=registry``)."""
 
-    def __init__(self, sizes: dict[str, int], restore_output: str = "", fail: str | None = None) -> None:
+    def __init__(
+        self, sizes: dict[str, int], restore_output: str = "", fail: str | None = None, push_fails: bool = False
+    ) -> None:
         self.sizes = sizes
         self.restore_output = restore_output
         self.fail = fail
+        self.push_fails = push_fails
+        """The archive step ran (and said so), then the push failed: the plain progress output echoes the RUN
+        command, the words of the "nothing to save" line included."""
         self.builds: list[list[str]] = []
         self.dockerfiles: list[str] = []
         self.digests: dict[str, str] = {}
         self.pushed: dict[str, dict[str, int]] = {}
 
-    def buildx_build(self, argv: Sequence[str], timeout: float = 600.0) -> str:
+    def buildx_build(self, argv: Sequence[str], timeout: float = 600.0, env: Mapping[str, str] | None = None) -> str:
         self.builds.append(list(argv))
         dockerfile = Path(argv[argv.index("--file") + 1]).read_text()
         self.dockerfiles.append(dockerfile)
@@ -318,7 +324,10 @@ class HelperDocker:
                 if self.sizes.get(file):
                     (directory / "data").write_bytes(b"x" * self.sizes[file])
             proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
-            text = "".join(f"#5 0.1 {line}\n" for line in proc.stdout.splitlines())
+            text = f"#5 [stage-0 2/2] RUN {run}\n" + "".join(f"#5 0.1 {line}\n" for line in proc.stdout.splitlines())
+            if self.push_fails and proc.returncode == 0:
+                text += "ERROR: failed to push: unexpected status from PUT request: 403 Forbidden\n"
+                raise HelperBuildFailed("docker buildx build failed: 403 Forbidden", text)
             if proc.returncode != 0:
                 raise HelperBuildFailed(f"docker buildx build failed: exit code: {proc.returncode}", text)
             out = Path(tmp) / "out"
@@ -459,10 +468,14 @@ class FakeEndpoint:
     def __init__(self, snapshots: dict[str, object]) -> None:
         self.snapshots = snapshots
         self.asked: list[str] = []
+        self.permits: list[tuple[str, str]] = []
 
     def snapshot(self, name: object) -> object:
         self.asked.append(str(name))
         return self.snapshots.get(str(name))
+
+    def permit(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.permits.extend(pairs)
 
 
 def test_an_s3_store_restores_and_saves_the_mounts_through_the_runs_endpoint(tmp_path: Path) -> None:
@@ -488,6 +501,7 @@ def test_an_s3_store_restores_and_saves_the_mounts_through_the_runs_endpoint(tmp
     output = "type=registry,name=127.0.0.1:47311/pipeline/main/ruby:_mounts,compression=zstd,oci-mediatypes=true"
     assert push[push.index("--output") + 1] == output
     assert "--provenance=false" in push  # one image manifest: the snapshot names only the archives' blobs
+    assert endpoint.permits == [("pipeline/main/ruby", "_mounts")]  # the one tag the save may write, granted
     # The store could not be opened (it warned then): no helper build, one line each way.
     docker.builds.clear()
     err = io.StringIO()
@@ -496,6 +510,19 @@ def test_an_s3_store_restores_and_saves_the_mounts_through_the_runs_endpoint(tmp
     gone.save(plan, ok_results(plan))  # type: ignore[arg-type]
     assert docker.builds == [] and err.getvalue().count("ruby: cache mounts: cache store 'reg' unavailable") == 2
     assert len(warnings) == 1
+
+
+def test_a_push_that_fails_after_the_archive_is_not_taken_for_nothing_to_save(tmp_path: Path) -> None:
+    """The helper's output echoes its own RUN line, which holds the "nothing to save" mark's words: only the
+    script's own lines count, so a failed push is a warning naming it, not "nothing to save"."""
+    plan = run_plan(tmp_path, RegistryCache(type="registry", ref="reg:5000/cache"))
+    mounts: MountsPlan = plan.services[0].cache_mounts  # type: ignore[attr-defined]
+    warnings: list[str] = []
+    err = io.StringIO()
+    docker = HelperDocker({m.file: 1000 for m in mounts.mounts}, push_fails=True)
+    CacheMounts(docker, Console(err=err), warnings).save(plan, ok_results(plan))  # type: ignore[arg-type]
+    assert warnings == ["ruby: cache mounts: not saved: docker buildx build failed: 403 Forbidden"]
+    assert "nothing to save" not in err.getvalue()
 
 
 def test_a_helper_build_that_fails_is_a_warning_never_a_failed_build(tmp_path: Path) -> None:

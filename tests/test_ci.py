@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.ci import CIContext, slugify
+from dockercache.ci import CIContext, branch_slug, slugify
 from dockercache.errors import ConfigError
 from dockercache.loader import parse_config
+from dockercache.reference import TAG
 
 
 def no_git(cwd: Path, args: list[str]) -> str | None:
@@ -91,6 +92,18 @@ def test_off_ci_pipeline_is_the_origin_repositorys_name() -> None:
 
         assert CIContext({}, Path("/work/s3app"), git=git).pipeline == name
     assert CIContext({"BUILDKITE_PIPELINE_SLUG": "x"}, Path("/work/s3app")).pipeline == "x"
+
+
+def test_branch_names_map_one_to_one_onto_keys() -> None:
+    """Names that slugify to one string (``feature/x`` and ``feature-x``, ``.`` and ``..``) keep distinct keys:
+    one untrusted branch can never write another's cache."""
+    names = ["main", "feature/x", "feature-x", "feature--x", ".", "..", "ünïcode", "n-code", "a/b/c", "a-b/c", "x"]
+    names += ["feature-x-217d2bf5", "release/1.x", "release-1.x", "b" * 300, "b" * 299, "-x", "x-"]
+    slugs = [branch_slug(n) for n in names]
+    assert len(set(slugs)) == len(names), dict(zip(names, slugs, strict=True))
+    assert branch_slug("main") == "main" and branch_slug("release-1.x") == "release-1.x"  # safe names unchanged
+    assert branch_slug("feature/x") == "feature-x-217d2bf5"
+    assert all(TAG.fullmatch(s) and len(s) <= 100 for s in slugs)
 
 
 def test_slugify() -> None:

@@ -6,6 +6,7 @@ Talks HTTP to a started endpoint on 127.0.0.1; tests/e2e/test_endpoint.py does t
 from __future__ import annotations
 
 import http.client
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,9 +16,12 @@ import pytest
 
 from dockercache.config import BuilderConfig, S3Cache, Settings
 from dockercache.endpoint import PRESIGN_SECONDS, Endpoint, Repository, repository_name
+from dockercache.errors import StoreError
 from dockercache.plan import BuildOptions, PlanInputs, make_plan
 from dockercache.report import StageResult
 from dockercache.resolve import ResolvedService
+from dockercache.snapshots import Snapshot, parse_snapshot
+from dockercache.stores.layout import SnapshotName
 from dockercache.stores.s3 import report_traffic
 
 from .conftest import MemoryStore, digest_of, save_snapshot
@@ -169,3 +173,131 @@ def test_the_manifest_is_served_from_the_snapshot_without_another_listing(
     assert answer.status == 200 and answer.getheader("Docker-Content-Digest") == digest_of(b'{"manifest": "final"}')
     request(endpoint, "HEAD", f"/v2/{REPO}/blobs/{digest_of(LAYERS[0])}")
     assert store.lists == 1 and store.heads == []
+
+
+# ---------------------------------------------------------------------------------- held index writes
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+
+
+def cache_manifest(*blobs: bytes) -> bytes:
+    """What BuildKit PUTs for a cache with image-manifest=true (the first blob as its config)."""
+    document = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": "application/vnd.buildkit.cacheconfig.v0", "digest": digest_of(blobs[0]), "size": 1},
+        "layers": [
+            {"mediaType": "application/octet-stream", "digest": digest_of(b), "size": len(b)} for b in blobs[1:]
+        ],
+    }
+    return json.dumps(document).encode()
+
+
+def put(endpoint: Endpoint, path: str, body: bytes) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection(endpoint.address, timeout=10)
+    conn.request("PUT", path, body=body, headers={"Content-Type": MANIFEST_TYPE})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
+WRITABLE = {REPO: Repository("shop/main", "app", writable=True, tags=frozenset({"deps", "final"}))}
+NEW = cache_manifest(*LAYERS[:3])
+
+
+def snapshot_digest(store: MemoryStore, stage: str = "final") -> str:
+    found = parse_snapshot(store.snapshots[f"shop/main/app/{stage}"][0])
+    assert isinstance(found, Snapshot)
+    return str(found.manifest["digest"])
+
+
+def test_a_held_save_writes_its_index_only_when_published(store: CountingStore) -> None:
+    """hold: the PUT answers 201 and stores the manifest blob, but the index waits (with its lease) for
+    publish(), after which the traffic is what an unheld save leaves."""
+    old = snapshot_digest(store)
+    with Endpoint(store, WRITABLE, hold=True) as endpoint:
+        assert put(endpoint, f"/v2/{REPO}/manifests/final", NEW).status == 201
+        assert snapshot_digest(store) == old and digest_of(NEW) in store.blobs
+        assert len(store.leases_held) == 1 and endpoint.pending() == [(REPO, "final")]
+        assert endpoint.traffic.saved == {} and (REPO, "final") not in endpoint.traffic.manifests
+        assert endpoint.publish() == []
+        assert snapshot_digest(store) == digest_of(NEW) and store.leases_held == {} and endpoint.pending() == []
+        assert endpoint.publish() == []
+    unheld_store = CountingStore()
+    save_snapshot(unheld_store, "shop/main/app/final", b'{"manifest": "final"}', *LAYERS)
+    with Endpoint(unheld_store, WRITABLE) as unheld:
+        assert put(unheld, f"/v2/{REPO}/manifests/final", NEW).status == 201
+    assert endpoint.traffic == unheld.traffic
+    assert endpoint.traffic.saved == {(REPO, "final"): SnapshotName("shop/main", "app", "final")}
+
+
+@pytest.mark.parametrize("how", ["discard", "stop"])
+def test_held_writes_dropped_by_discard_or_stop_leave_no_trace(store: CountingStore, how: str) -> None:
+    old = snapshot_digest(store)
+    endpoint = Endpoint(store, WRITABLE, hold=True)
+    with endpoint:
+        assert put(endpoint, f"/v2/{REPO}/manifests/final", NEW).status == 201
+        if how == "discard":
+            endpoint.discard()
+            assert endpoint.publish() == []
+    assert snapshot_digest(store) == old and store.leases_held == {} and endpoint.pending() == []
+    assert endpoint.traffic.saved == {} and endpoint.traffic.problems == []
+
+
+def test_publish_checks_the_blobs_again_and_says_what_it_could_not_write(store: CountingStore) -> None:
+    old = snapshot_digest(store)
+    with Endpoint(store, WRITABLE, hold=True) as endpoint:
+        assert put(endpoint, f"/v2/{REPO}/manifests/final", NEW).status == 201
+        assert put(endpoint, f"/v2/{REPO}/manifests/deps", cache_manifest(LAYERS[0], LAYERS[1])).status == 201
+        del store.blobs[digest_of(LAYERS[2])]  # gone although leased (a lease older than a day, say)
+        problem = (
+            f"save of snapshot shop/main/app/final not written: blob {digest_of(LAYERS[2])} is no longer in mem://"
+        )
+        assert endpoint.publish() == [problem]
+        assert problem in endpoint.traffic.problems and store.leases_held == {}
+        assert snapshot_digest(store) == old and snapshot_digest(store, "deps") == digest_of(
+            cache_manifest(*LAYERS[:2])
+        )
+        assert list(endpoint.traffic.saved) == [(REPO, "deps")]
+        # Nothing was written under "final": its permit is back, and a later save of it goes through.
+        store.blobs[digest_of(LAYERS[2])] = LAYERS[2]
+        assert put(endpoint, f"/v2/{REPO}/manifests/final", NEW).status == 201
+        assert put(endpoint, f"/v2/{REPO}/manifests/deps", NEW).status == 403
+        assert endpoint.publish() == [] and snapshot_digest(store) == digest_of(NEW)
+
+
+def test_publish_reports_a_store_that_fails(store: CountingStore) -> None:
+    with Endpoint(store, WRITABLE, hold=True) as endpoint:
+        assert put(endpoint, f"/v2/{REPO}/manifests/final", NEW).status == 201
+
+        def refuse(name: str, body: bytes) -> None:
+            raise StoreError(f"mem://: writing snapshot {name}: AccessDenied")
+
+        store.put_snapshot = refuse  # type: ignore[method-assign]
+        assert endpoint.publish() == [
+            "save of snapshot shop/main/app/final not written: mem://: writing snapshot shop/main/app/final: "
+            "AccessDenied"
+        ]
+        assert store.leases_held == {} and endpoint.traffic.saved == {}
+
+
+def test_a_tag_held_then_written_again_keeps_only_the_later_write(store: CountingStore) -> None:
+    with Endpoint(store, WRITABLE, hold=True) as endpoint:
+        assert put(endpoint, f"/v2/{REPO}/manifests/final", cache_manifest(*LAYERS[:2])).status == 201
+        endpoint.allow_again([(REPO, "final")])  # the runner's second bake of the same targets
+        assert put(endpoint, f"/v2/{REPO}/manifests/final", NEW).status == 201
+        assert endpoint.pending() == [(REPO, "final")] and len(store.leases_held) == 1
+        assert endpoint.publish() == [] and snapshot_digest(store) == digest_of(NEW)
+
+
+@pytest.mark.parametrize("published", [True, False])
+def test_the_report_counts_a_held_save_once_published(store: CountingStore, published: bool) -> None:
+    with Endpoint(store, WRITABLE, hold=True) as endpoint:
+        assert put(endpoint, f"/v2/{REPO}/manifests/final", NEW).status == 201
+        if published:
+            endpoint.publish()
+    plan = make_plan(s3_inputs(), BuildOptions())
+    results = {t.name: StageResult(t.service, t.stage, t.dockerfile_target, t.final, name=t.name) for t in plan.targets}
+    report_traffic(endpoint, plan.targets, results)
+    assert bool(results["app-final"].s3_saved) is published

@@ -15,8 +15,10 @@ from dockercache.config import LocalCache
 from dockercache.live import CLEAR_LINE, LiveDisplay, owner
 from dockercache.progress import BuildEvents
 from dockercache.report import Console
+from dockercache.secrets import Redactor
 
 from .test_runner import World, plan_for, world  # noqa: F401  (the runner's fakes)
+from .test_secrets import SECRET, WIDTHS, leaks
 
 
 class Clock:
@@ -46,7 +48,7 @@ def test_owner_reads_the_target_from_the_vertex_name() -> None:
 
 def test_a_running_target_shows_its_step_and_timer_and_a_finished_one_its_cached_line() -> None:
     clock, stream = Clock(), io.StringIO()
-    display = LiveDisplay(["app-final", "app-test"], stream, clock=clock)
+    display = LiveDisplay(["app-final", "app-test"], stream, str, clock=clock)
     events = BuildEvents()
     for item in (
         vertex("a", "[app-final base 2/2] RUN a", completed=True, cached=True),
@@ -74,7 +76,7 @@ def test_a_running_target_shows_its_step_and_timer_and_a_finished_one_its_cached
 
 def test_the_last_frame_follows_bakes_verdict_not_a_vertex_error() -> None:
     """A cache import that misses carries an error on its vertex while the build succeeds: the target is `+`."""
-    display = LiveDisplay(["app-final"], io.StringIO(), clock=Clock())
+    display = LiveDisplay(["app-final"], io.StringIO(), str, clock=Clock())
     events = BuildEvents()
     miss = {"digest": "m", "name": "importing cache manifest from reg:5000/c:final-main", "error": "not found"}
     miss |= {"started": "2026-11-26T00:00:01Z", "completed": "2026-11-26T00:00:02Z"}
@@ -131,3 +133,30 @@ def test_a_build_under_a_pseudo_terminal_draws_the_live_display(world: World, tm
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_the_live_display_masks_each_line_before_it_cuts_it_to_its_width() -> None:
+    """A running step's name carries build args' values: the display masks a line, then cuts it to its width,
+    whatever the width and wherever the secret sits against the cut."""
+    redact = Redactor([SECRET])
+    for width in WIDTHS:
+        for start in range(width + 2):
+            stream = io.StringIO()
+            display = LiveDisplay(["app-final"], stream, redact, clock=Clock(), width=width)
+            events = BuildEvents()
+            name = f'[deps 2/3] RUN echo "{("padding " * 40)[:start]}{SECRET} and the rest, {"tail " * 12}"'
+            events.apply(json.loads(vertex("b", name)))
+            display.update(events)
+            display.draw()
+            (line,) = display.render()
+            assert len(line) == width and line.endswith("...")
+            assert leaks(SECRET, stream.getvalue() + line) == [], (width, start, line)
+
+
+def test_the_consoles_live_display_uses_its_redactor() -> None:
+    redact = Redactor([SECRET])
+    console = Console(out=io.StringIO(), err=io.StringIO(), redact=redact)
+    assert console.live(["app-final"]) is None  # plain progress: no display
+    console.progress = "tty"
+    display = console.live(["app-final"])
+    assert display is not None and display.redact is redact and display.stream is console.err

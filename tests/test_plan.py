@@ -85,14 +85,15 @@ def test_default_branch_reads_and_writes_shared_refs() -> None:
 def test_feature_branch_reads_own_then_default_and_writes_only_own() -> None:
     deps = make_plan(inputs(branch="feature/login"), BuildOptions()).targets[1]
     assert refs(deps) == [
-        "reg:5000/cache/ruby:deps-feature-login",
+        "reg:5000/cache/ruby:deps-feature-login-df7c7aeb",
         "reg:5000/cache/ruby:deps-main",
-        "reg:5000/cache/ruby:base-feature-login",
+        "reg:5000/cache/ruby:base-feature-login-df7c7aeb",
         "reg:5000/cache/ruby:base-main",
-        "reg:5000/cache/ruby:final-feature-login",
+        "reg:5000/cache/ruby:final-feature-login-df7c7aeb",
         "reg:5000/cache/ruby:final-main",
     ]
-    assert deps.cache_to is not None and deps.cache_to.location == "reg:5000/cache/ruby:deps-feature-login"
+    assert deps.cache_to is not None
+    assert deps.cache_to.location == "reg:5000/cache/ruby:deps-feature-login-df7c7aeb"
 
 
 def test_a_target_reads_its_graph_then_the_stages_that_share_it() -> None:
@@ -393,19 +394,19 @@ def test_s3_restore_order_and_save_key() -> None:
     deps = make_plan(s3_inputs("feature/x"), BuildOptions()).targets[1]
     step = deps.caches.step
     assert step is not None and deps.caches.kind == "s3"
-    assert step.to_json()["restore_keys"] == ["shop/latest", "shop/feature-x", "shop/main"]
-    assert step.to_json()["save"] == "shop/feature-x/ruby/deps"
+    assert step.to_json()["restore_keys"] == ["shop/latest", "shop/feature-x-217d2bf5", "shop/main"]
+    assert step.to_json()["save"] == "shop/feature-x-217d2bf5/ruby/deps"
     # Every key in restore order, each for this stage and then its graph's, served by the run's endpoint
     # (whose address replaces the placeholder host once it listens).
     host = "s3-endpoint.dockercache.invalid"
     assert [c.encode() for c in deps.cache_from] == [
         f"type=registry,ref={host}/{repo}:{stage}"
-        for repo in ("shop/latest/ruby", "shop/feature-x/ruby", "shop/main/ruby")
+        for repo in ("shop/latest/ruby", "shop/feature-x-217d2bf5/ruby", "shop/main/ruby")
         for stage in ("deps", "base", "final")
     ]
     assert deps.cache_to is not None
     assert deps.cache_to.encode() == (
-        f"type=registry,ref={host}/shop/feature-x/ruby:deps,mode=max,image-manifest=true,oci-mediatypes=true,"
+        f"type=registry,ref={host}/shop/feature-x-217d2bf5/ruby:deps,mode=max,image-manifest=true,oci-mediatypes=true,"
         "compression=zstd,ignore-error=true"
     )
 
@@ -426,10 +427,38 @@ def test_s3_untrusted_branch_never_writes_a_key_the_default_branch_reads() -> No
     assert on_main.caches.step is not None and on_main.caches.step.to_json()["save"] == "shop/latest/ruby/base"
 
 
-def test_s3_commit_keys_are_safe_for_any_branch() -> None:
+def test_s3_per_commit_keys_are_written_by_trusted_builds_only() -> None:
+    """The default branch reads ``{pipeline}/<commit>`` when it builds a commit (a fast-forward merge): an
+    untrusted build of that commit writes its branch's key instead, and restores from it."""
     per_commit = S3Cache(type="s3", bucket="b", key="{pipeline}/{commit}")
     target = make_plan(s3_inputs("feature/x", per_commit), BuildOptions()).targets[0]
-    assert target.caches.step is not None and target.caches.step.to_json()["save"] == "shop/abc123/ruby/base"
+    step = target.caches.step
+    assert step is not None and step.to_json()["save"] == "shop/feature-x-217d2bf5/ruby/base"
+    assert step.to_json()["restore_keys"] == ["shop/latest", "shop/feature-x-217d2bf5", "shop/abc123"]
+    on_main = make_plan(s3_inputs("main", per_commit), BuildOptions()).targets[0]
+    assert on_main.caches.step is not None and on_main.caches.step.to_json()["save"] == "shop/abc123/ruby/base"
+
+
+def test_s3_a_pull_request_writes_only_its_own_key_whatever_the_template_says() -> None:
+    """The README's migration example, ``{pipeline}/{commit}``, on pull request 42: the plan's word (its own refs
+    and keys only, pr-42) is what it saves."""
+    per_commit = S3Cache(type="s3", bucket="b", key="{pipeline}/{commit}")
+    plan = make_plan(s3_inputs("main", per_commit, pull_request="42"), BuildOptions())
+    assert "(pr-42)" in plan.cache_write_reason
+    for target in plan.targets:
+        assert target.caches.step is not None
+        assert target.caches.step.to_json()["save"] == f"shop/pr-42/ruby/{target.stage}"
+    expanded = S3Cache(type="s3", bucket="b", key="shop/" + "abc123" + "d" * 34)  # the agent expanded the commit
+    target = make_plan(s3_inputs("main", expanded, pull_request="42", commit="abc123" + "d" * 34), BuildOptions())
+    assert target.targets[0].caches.step is not None
+    assert target.targets[0].caches.step.to_json()["save"] == "shop/pr-42/ruby/base"
+
+
+def test_s3_an_untrusted_branch_named_like_a_commit_writes_nothing_a_commit_key_reads() -> None:
+    per_commit = S3Cache(type="s3", bucket="b", key="{pipeline}/{commit}")
+    target = make_plan(s3_inputs("f" * 40, per_commit), BuildOptions()).targets[0]
+    assert target.cache_to is None and target.caches.refused is not None
+    assert "named like a commit" in target.caches.refused
 
 
 def test_s3_native_uses_buildkit_s3_cache_without_credentials() -> None:
@@ -504,6 +533,7 @@ def test_plan_json_is_the_whole_plan() -> None:
             "ephemeral": False,
             "create": ["buildx", "create", "--name", "dockercache", "--driver", "docker-container"],
             "buildkitd_config": None,
+            "prune": None,
         },
         "commit": "abc123",
         "branch": "feature/x",
@@ -533,7 +563,7 @@ def test_plan_json_is_the_whole_plan() -> None:
                         "tags": ["ruby:abc123"],
                         "output": "load",
                         "cache_from": [
-                            "type=registry,ref=reg:5000/cache/ruby:final-feature-x",
+                            "type=registry,ref=reg:5000/cache/ruby:final-feature-x-217d2bf5",
                             "type=registry,ref=reg:5000/cache/ruby:final-main",
                         ],
                         "cache_to": None,
@@ -691,10 +721,10 @@ def test_the_default_branch_setting_decides_who_writes_the_shared_refs() -> None
     [
         (S3Cache(type="s3", bucket="b", key="{pipeline}/shared", cache_from=()), "shop/shared"),  # its key
         (S3Cache(type="s3", bucket="b", key="{pipeline}/shared", cache_from=("{pipeline}/shared",)), "shop/shared"),
-        # only cache_from names it: the default branch reads shop/feature-x, so feature/x may not write it
+        # only cache_from names it: the default branch reads it, so feature/x may not write it
         (
-            S3Cache(type="s3", bucket="b", key="{pipeline}/{branch}", cache_from=("{pipeline}/feature-x",)),
-            "shop/feature-x",
+            S3Cache(type="s3", bucket="b", key="{pipeline}/{branch}", cache_from=("{pipeline}/feature-x-217d2bf5",)),
+            "shop/feature-x-217d2bf5",
         ),
     ],
     ids=["default-branch-key", "key-and-cache-from", "cache-from-only"],
@@ -743,7 +773,7 @@ def test_a_pull_request_never_writes_shared_refs_whatever_its_branch_is_called()
     plan = make_plan(pr, BuildOptions())
     final = plan.targets[-1]
     assert final.cache_to is not None and final.cache_to.location == "reg:5000/cache/ruby:final-pr-123"
-    assert refs(final)[:2] == ["reg:5000/cache/ruby:final-pr-123", "reg:5000/cache/ruby:final-release-1.x"]
+    assert refs(final)[:2] == ["reg:5000/cache/ruby:final-pr-123", "reg:5000/cache/ruby:final-release-1.x-81caa6e9"]
     assert not any(ref.endswith("-main") for t in plan.targets for ref in refs(t))
     assert plan.cache_write and "pull request #123" in plan.cache_write_reason
     # Without a base branch it reads the default branch's refs; trusted_branches do not make it a writer.

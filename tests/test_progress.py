@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
-from dockercache.progress import BuildEvents, RawJsonDecoder, Step, Tally, TargetInfo
+from dockercache.progress import BuildEvents, Failure, RawJsonDecoder, Step, Tally, TargetInfo
+from dockercache.secrets import Redactor
 
 from .conftest import FIXTURES
 
@@ -293,3 +295,39 @@ def test_the_cache_refs_a_target_read_are_its_imports_that_succeeded() -> None:
     tally = Tally([TargetInfo("t", "final", "i", ("final",)), TargetInfo("u", "test", "i", ("test",))])
     tally.add(events, ["t", "u"])
     assert tally.imported() == {"t": ["reg.test/app/cache:final-main"], "u": ["reg.test/app/cache:test-main"]}
+
+
+def log(vertex: str, text: str, stream: int = 1) -> dict[str, object]:
+    return {"logs": [{"vertex": vertex, "stream": stream, "data": base64.b64encode(text.encode()).decode()}]}
+
+
+def test_output_that_arrives_in_chunks_is_kept_in_whole_lines() -> None:
+    """BuildKit sends a step's output in chunks that may end mid-line. Split there, a secret in the line would be
+    printed as two pieces (the redactor masks the first, at the end of its line; the rest showed)."""
+    secret = "npm_q8Zr3uT1wP0sYk2mX7"
+    events = BuildEvents()
+    failed = {"digest": "v", "name": "[final 2/2] RUN make", "error": "exit code: 2"}
+    events.apply({"vertexes": [failed | {"started": "2026-11-26T00:00:01Z", "completed": "2026-11-26T00:00:02Z"}]})
+    for chunk in ("first line\nusing tok", "en npm_q8Zr3u", "T1wP0sYk2mX7 now\nlast line without a break"):
+        events.apply(log("v", chunk))
+    events.apply(log("v", "an error\n", stream=2))
+    tally = Tally([TargetInfo("t", "final", "x", ("final",))])
+    tally.add(events, ["t"])
+    (failure,) = tally.failures()
+    assert failure.logs == [
+        "first line",
+        f"using token {secret} now",
+        "an error",
+        "last line without a break",
+    ]
+    redact = Redactor([secret])
+    assert [redact(line) for line in failure.logs][1] == "using token [redacted] now"
+
+
+def test_a_failures_first_line_cuts_only_at_a_line_break() -> None:
+    """An error of several lines is described by its first: a secret of several lines leaves its first line
+    there, which the redactor masks on its own."""
+    key = "-----BEGIN TEST KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END TEST KEY-----"
+    failure = Failure(["t"], "[final 2/2] RUN deploy", f"bad key {key}\nmore", [], "final")
+    assert failure.describe() == "[final 2/2] RUN deploy: bad key -----BEGIN TEST KEY-----"
+    assert Redactor([key])(failure.describe()) == "[final 2/2] RUN deploy: bad key [redacted]"

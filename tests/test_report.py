@@ -6,16 +6,31 @@ import io
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from dockercache.commands import report
 from dockercache.config import BuilderConfig, LocalCache, Settings
 from dockercache.plan import BuilderPlan, BuildOptions, PlanInputs, make_plan
-from dockercache.progress import StepCount
-from dockercache.report import Console, RunResult, ServiceResult, StageResult, render_markdown, render_table
+from dockercache.progress import StepCount, Vertex
+from dockercache.report import (
+    ERROR_WIDTH,
+    STEP_WIDTH,
+    Console,
+    RunResult,
+    ServiceResult,
+    StageResult,
+    render_markdown,
+    render_table,
+)
 from dockercache.resolve import ResolvedService
 from dockercache.runner import Runner
+from dockercache.secrets import Redactor
+
+from .test_secrets import SECRET, leaks, straddling
 
 REF = "localhost:5000/cache/ruby:final-main"
 
@@ -308,3 +323,130 @@ def test_the_report_ends_with_the_cache_write_decision_and_the_warnings_printed(
     warnings = [line for line in err.getvalue().splitlines() if line.startswith("dockercache: warning:")]
     assert len(warnings) == 2 and err.getvalue().splitlines()[-1] == "dockercache: 2 warnings (above)"
     assert result.to_json()["cache_write"] == {"on": False, "reason": result.cache_write_reason}
+
+
+# ------------------------------------------------------------------- secrets in text that is shortened
+
+
+def long_step(line: str) -> Vertex:
+    """A finished step whose name is ``line`` (a RUN line carrying a build arg's value)."""
+    started = datetime(2026, 11, 26, tzinfo=timezone.utc)
+    return Vertex(
+        "sha256:s", f'[base 2/4] RUN echo "{line}"', started=started, completed=started + timedelta(seconds=1.1)
+    )
+
+
+def test_a_progress_line_is_masked_before_it_is_cut_wherever_the_secret_sits() -> None:
+    """The leak: the line was cut to 110 characters and then masked, so 36 of 40 characters of a build arg's
+    value were printed. For every offset of the secret around the cut, no 6 characters of it show."""
+    for line in straddling(STEP_WIDTH) + straddling(STEP_WIDTH - len('[base 2/4] RUN echo "')):
+        for state in ({}, {"cached": True}, {"error": "exit code: 1"}):
+            err = io.StringIO()
+            console = Console(out=io.StringIO(), err=err, redact=Redactor([SECRET]))
+            vertex = long_step(line)
+            for key, value in state.items():
+                setattr(vertex, key, value)
+            console.step(vertex)
+            assert leaks(SECRET, err.getvalue()) == [], err.getvalue()
+            assert err.getvalue().rstrip("\n").endswith("...")  # the cut happened
+
+
+def failed_service(error: str) -> ServiceResult:
+    stages = [
+        stage("deps", {"deps": (2, 2)}, 0.5, status="cancelled", cache_written=REF),
+        stage("final", {"final": (0, 1)}, 1.0, status="failed", error=error),
+    ]
+    stages[0].cache_warnings.append(f"exporting cache to registry: {error}")
+    return ServiceResult("ruby", stages, 2.0)
+
+
+def test_the_report_and_the_json_document_show_no_piece_of_a_secret() -> None:
+    for line in straddling(STEP_WIDTH):
+        error = f'[base 2/4] RUN echo "{line}": process did not complete successfully: exit code: 1'
+        result = RunResult(services=[failed_service(error)], exit_code=1, error=f"ruby/final: build failed: {error}")
+        result.warnings.append(f"cache store 's3': {line}: building again without it")
+        for as_json in (True, False):
+            out, err = io.StringIO(), io.StringIO()
+            console = Console(out=out, err=err, redact=Redactor([SECRET]))
+            console.warn(line)
+            report(console, result, as_json)
+            assert leaks(SECRET, out.getvalue() + err.getvalue()) == [], (as_json, line)
+            if as_json:
+                json.loads(out.getvalue())
+
+
+def test_the_annotation_masks_the_error_before_it_is_cut() -> None:
+    """render_markdown quotes at most 300 characters of the error: masked first. The runner's call (no redactor
+    given) leaves it to the agent, whose redactor masks what the cut left before its ``...``."""
+    redact = Redactor([SECRET])
+    for width in (ERROR_WIDTH, ERROR_WIDTH - len("ruby/final: build failed: ")):
+        for line in straddling(width):
+            svc = failed_service(line)
+            body = render_markdown(svc, "https://buildkite.com/a/b/builds/3#job-1", redact)
+            assert leaks(SECRET, body) == [] and ":rotating_light: **final** failed: `" in body, line
+            assert leaks(SECRET, redact(render_markdown(svc, "https://buildkite.com/a/b/builds/3#job-1"))) == []
+
+
+def test_the_agent_masks_annotations_meta_data_and_its_own_errors(tmp_path: Path) -> None:
+    from dockercache.buildkite import Agent, AgentError
+
+    from .test_buildkite import STUB_BIN, env_for
+
+    env = env_for(tmp_path, BUILDKITE="true", MY_API_KEY=SECRET)
+    agent = Agent.detect(env)
+    assert agent is not None
+    for line in straddling(ERROR_WIDTH)[::7]:
+        agent.annotate(render_markdown(failed_service(line)), "error", "dockercache-ruby")
+    agent.meta_data_set("ruby-image", f"reg.test/ruby:{SECRET}")
+    stored = "".join(p.read_text() for p in tmp_path.iterdir())
+    assert leaks(SECRET, stored) == [] and "reg.test/ruby:[redacted]" in stored
+    assert Agent(str(STUB_BIN / "buildkite-agent"), env).redact is not None  # built from env's secrets
+    failing = tmp_path / "failing-agent"
+    failing.write_text(f"#!/bin/sh\necho 'token {SECRET[:30]}\n{SECRET[30:]} refused' >&2\nexit 7\n")
+    failing.chmod(0o755)
+    with pytest.raises(AgentError, match=r"exited 7: \[redacted\] refused$"):  # its last line, masked first
+        Agent(str(failing), env).annotate("body", "info", "dockercache-ruby")
+
+
+# ---------------------------------------------------------------------------------------- warning counts
+
+
+def test_a_services_warning_count_is_the_number_printed() -> None:
+    """The summary said ``4 cache warnings``, the footer ``3 warnings (above)``: an S3 save refused is printed
+    once (in the store's words) and recorded in every stage that would have saved; each counted it. Counted
+    once now, as printed; a stage's own warnings count once each, and a warning printed twice counts once."""
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(out=out, err=err)
+    stages = [stage("deps", {"deps": (2, 2)}, 0.5), stage("final", {"final": (1, 2)}, 1.0)]
+    for s in stages:  # each target's own cache export failed: one warning per stage, printed per stage
+        s.warn(console, "exporting cache to s3: 500 Internal Server Error")
+    problem = "PUT cache/snapshots/x/main/ruby: 500 InternalError"
+    console.warn(problem)  # as stores/s3.py does: printed once ...
+    for s in stages:
+        s.cache_warnings.append(f"not saved: {problem}")  # ... and recorded in both stages
+    stages[1].warn(console, "exporting cache to s3: 500 Internal Server Error")  # the rescue run says it again
+    svc = ServiceResult("ruby", stages, 2.0)
+    result = RunResult(services=[svc])
+    report(console, result, as_json=False)
+    printed = [line for line in err.getvalue().splitlines() if line.startswith("dockercache: warning:")]
+    assert len(printed) == 3 and console.warned == 3 == len(svc.warnings)
+    assert out.getvalue().splitlines()[-1] == "ruby: 2 stages, 3/4 steps cached, cache only, 3 cache warnings in 2.0s"
+    assert err.getvalue().splitlines()[-1] == "dockercache: 3 warnings (above)"
+    footer = io.StringIO()
+    Console(out=io.StringIO(), err=footer).warnings_footer()
+    console = Console(out=io.StringIO(), err=footer)
+    console.warn("one")
+    console.warnings_footer()
+    assert footer.getvalue() == "dockercache: warning: one\ndockercache: 1 warning (above)\n"
+    assert render_markdown(svc).splitlines()[-3:] == [
+        "- :warning: deps: exporting cache to s3: 500 Internal Server Error",
+        f"- :warning: deps, final: not saved: {problem}",
+        "- :warning: final: exporting cache to s3: 500 Internal Server Error",
+    ]
+
+
+def test_cache_mount_warnings_count_as_the_services_own() -> None:
+    svc = ServiceResult("ruby", [stage("final", {"final": (1, 1)}, 1.0)], 1.0)
+    svc.cache_mounts = {"warnings": ["ruby: cache mounts: not saved: disk full"]}
+    assert svc.closing_line().endswith("cache only, 1 cache warning in 1.0s")
+    assert render_markdown(svc).splitlines()[-1] == "- :warning: ruby: cache mounts: not saved: disk full"

@@ -7,12 +7,14 @@ where the sink is ``type=local``, the metadata file, and a failing step where th
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import http.client
 import json
 import signal
 import stat
-from collections.abc import Iterator, Sequence
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,10 @@ class FakeDocker:
     """The Dockerfile stage whose last step fails in the first bake."""
     cached: bool = False
     race_once: bool = False
+    image_race_once: bool = False
+    before_manifest: list[Any] = field(default_factory=list)
+    """Called once each (in turn) between a cache push's blob uploads and its manifest PUT (a prune, say)."""
+    """The first bake fails as the containerd image store does when another job stored the same name at once."""
     incomplete_local_export: bool = False
     bake_envs: list[Any] = field(default_factory=list)
     bake_files: list[tuple[Path, int]] = field(default_factory=list)
@@ -94,6 +100,10 @@ class FakeDocker:
     def containerd_image_store(self) -> bool:
         return getattr(self, "containerd", True)
 
+    def prune_builder(self, argv: Sequence[str]) -> str:
+        self.log.add(f"docker {' '.join(argv)}")
+        return "Total:\t12.5MB"
+
     def remove_builder(self, name: str) -> None:
         self.log.add(f"docker buildx rm {name}")
         self.builders.pop(name, None)
@@ -126,6 +136,10 @@ class FakeDocker:
                 {"vertexes": [{"digest": "sha256:race", "name": "[app-deps deps 1/2] COPY x /x", "error": error}]}
             )
             yield f"ERROR: failed to solve: {error}\n"
+            raise BuildFailed(1, f"ERROR: failed to solve: {error}")
+        if first and self.image_race_once:
+            error = 'image "docker.io/library/app:abc123": already exists'
+            yield json.dumps({"vertexes": [{"digest": "sha256:export", "name": "exporting to image", "error": error}]})
             raise BuildFailed(1, f"ERROR: failed to solve: {error}")
         sources = [s for t in targets.values() for s in t.get("cache-from", [])]
         if first and self.blob_error_once and sources:
@@ -168,7 +182,8 @@ class FakeDocker:
                         (Path(attrs["dest"]) / "index.json").unlink()
                 pushed = None
                 if not failed and attrs["type"] == "registry" and attrs["ref"].startswith("127.0.0.1:"):
-                    pushed = push_cache(attrs["ref"], name)
+                    hook = self.before_manifest.pop(0) if self.before_manifest else None
+                    pushed = push_cache(attrs["ref"], name, self.bake_envs[-1] or {}, hook)
                 export_vertex: dict[str, Any] = {
                     "digest": f"sha256:{name}-export",
                     "name": f"{'[' + name + '] ' if prefix else ''}exporting cache to {attrs['type']}",
@@ -188,16 +203,34 @@ class FakeDocker:
         Path(argv[argv.index("--metadata-file") + 1]).write_text(json.dumps(metadata))
 
 
-def push_cache(ref: str, name: str) -> str | None:
-    """Push a two-blob cache to the S3 store's endpoint as BuildKit does (blobs, then the manifest by tag);
-    returns the error BuildKit would report, or None."""
+def registry_login(host: str, env: Mapping[str, str]) -> dict[str, str]:
+    """The Authorization header BuildKit sends ``host``: buildx's credentials for it, from the Docker
+    configuration the run gave bake (``DOCKER_CONFIG``; its credential helper on bake's ``PATH``)."""
+    if "DOCKER_CONFIG" not in env:
+        return {}
+    config = json.loads((Path(env["DOCKER_CONFIG"]) / "config.json").read_text())
+    helper = config.get("credHelpers", {}).get(host)
+    if helper is None:
+        return {}
+    out = subprocess.run(
+        [f"docker-credential-{helper}", "get"], input=host, capture_output=True, text=True, env={"PATH": env["PATH"]}
+    )
+    answer = json.loads(out.stdout)
+    token = base64.b64encode(f"{answer['Username']}:{answer['Secret']}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def push_cache(ref: str, name: str, env: Mapping[str, str], between: Any = None) -> str | None:
+    """Push a two-blob cache to the S3 store's endpoint as BuildKit does (blobs, then the manifest by tag, with
+    the run's credentials for it); returns the error BuildKit would report, or None."""
     host, rest = ref.split("/", 1)
     repo, tag = rest.rsplit(":", 1)
     layer, config = f"{name} layer".encode(), f"{name} config".encode()
+    login = registry_login(host, env)
 
     def call(method: str, path: str, body: bytes, content_type: str = "application/octet-stream") -> str | None:
         conn = http.client.HTTPConnection(host, timeout=10)
-        conn.request(method, path, body=body, headers={"Content-Type": content_type})
+        conn.request(method, path, body=body, headers={"Content-Type": content_type, **login})
         response = conn.getresponse()
         text = response.read().decode()
         conn.close()
@@ -214,6 +247,8 @@ def push_cache(ref: str, name: str) -> str | None:
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": digest_of(layer), "size": 1}],
     }
     manifest["config"]["size"], manifest["layers"][0]["size"] = len(config), len(layer)  # type: ignore[index]
+    if between is not None:
+        between()
     return call("PUT", f"/v2/{repo}/manifests/{tag}", json.dumps(manifest).encode(), manifest["mediaType"])  # type: ignore[arg-type]
 
 
@@ -541,6 +576,61 @@ def test_buildkit_shared_vertex_race_is_retried_once(world: World, tmp_path: Pat
     assert "failed to get state for index 0" in result.warnings[0]
     # Steps are counted from the retry alone (the failed try's vertex is not a step of this build).
     assert {s.stage: s.total for s in result.services[0].stages} == {"base": 2, "deps": 2, "test": 1, "final": 2}
+
+
+def test_keep_storage_prunes_the_builders_cache_after_a_successful_build_only(world: World, tmp_path: Path) -> None:
+    """builder.keep_storage bounds the build cache of a long-lived agent: one prune once everything built and was
+    saved; none after a failure (its caches are what the next try needs) and none without a bound."""
+    plan = plan_for(
+        LocalCache(type="local", path="cache"), tmp_path, name="ci", driver="docker-container", keep_storage="2GB"
+    )
+    assert world.runner.run(plan).exit_code == 0
+    prune = "docker buildx prune --builder ci --force --all --keep-storage 2GB"
+    events = world.log.events
+    assert events.count(prune) == 1 and events.index(prune) > events.index("docker buildx bake ended")
+    assert "build cache pruned to 2GB (Total:\t12.5MB)" in world.err.getvalue()  # type: ignore[attr-defined]
+    world.log.events.clear()
+    world.docker.fail_stage = "test"
+    world.docker.bakes.clear()
+    assert world.runner.run(plan).exit_code == 1
+    assert prune not in world.log.events
+    world.log.events.clear()
+    world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path, name="ci", driver="docker-container"))
+    assert not any("prune" in e for e in world.log.events)
+
+
+def test_a_save_a_concurrent_prune_refused_is_saved_once_more(world: World, tmp_path: Path) -> None:
+    """A prune with no grace period deletes the blobs BuildKit just uploaded, before the manifest names them: the
+    endpoint refuses the save (MANIFEST_BLOB_UNKNOWN, naming the prune), and the run saves once more, cache
+    only, after the bake; BuildKit uploads the blobs again and the snapshot is written."""
+
+    def prune() -> None:
+        world.store.blobs.clear()
+
+    world.docker.before_manifest = [prune]
+    result = world.runner.run(plan_for(S3, tmp_path))
+    assert result.exit_code == 0, result.error
+    _, again = world.docker.bakes
+    assert list(again["group"]["default"]["targets"]) == ["app-test"]  # the refused save alone ...
+    assert again["target"]["app-test"]["output"] == ["type=cacheonly"]  # ... cache only: nothing pushed
+    err = world.err.getvalue()  # type: ignore[attr-defined]
+    assert "app-test: save of snapshot pipe/main/app/test refused: blob sha256:" in err
+    assert "(MANIFEST_BLOB_UNKNOWN): saving again" in err
+    test = next(s for s in result.services[0].stages if s.stage == "test")
+    assert test.s3_saved == "pipe/main/app/test" and "pipe/main/app/test" in world.store.snapshots
+
+
+def test_two_jobs_storing_one_image_name_at_once_is_retried_once(world: World, tmp_path: Path) -> None:
+    """Two jobs of one commit on one agent: the containerd image store refuses the name the other stored an
+    instant before. Not the build's fault: built again (all cached by then), exit 0."""
+    world.docker.image_race_once = True
+    result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    assert result.exit_code == 0, result.error
+    assert len(world.docker.bakes) == 2 and world.docker.bakes[0] == world.docker.bakes[1]
+    assert result.warnings == [
+        'another job stored the same image at the same moment (image "docker.io/library/app:abc123": already '
+        "exists): building again"
+    ]
 
 
 def test_a_cache_blob_that_cannot_be_fetched_is_a_miss_built_again_without_it(world: World, tmp_path: Path) -> None:

@@ -294,14 +294,17 @@ def test_retention_protects_exactly_the_keys_a_save_refuses_an_untrusted_branch(
 
 def test_a_key_the_agent_expanded_with_this_builds_commit_is_a_per_commit_key() -> None:
     """The old plugin's ``s3_key: "${BUILDKITE_PIPELINE_SLUG}/${BUILDKITE_COMMIT}"`` reaches dockercache expanded
-    (the plugin's options): a branch build writes it, as a ``{commit}`` key; another commit's key stays refused."""
+    (the plugin's options): as a ``{commit}`` key, an untrusted branch writes its own key in its place (the
+    default branch reads this commit's key when it builds it); another commit's key stays refused."""
     from dockercache.config import S3Cache
     from dockercache.stores import Keys
     from dockercache.stores.s3 import save_key
 
     full = "0123456789ab" + "c" * 28
     keys = Keys("app", full[:12], "feature-x", "main", writes_shared=False)
-    assert save_key(S3Cache(type="s3", bucket="b", key=f"app/{full}"), keys) == (f"app/{full}", None)
+    assert save_key(S3Cache(type="s3", bucket="b", key=f"app/{full}"), keys) == ("app/feature-x", None)
+    trusted = Keys("app", full[:12], "main", "main", writes_shared=True)
+    assert save_key(S3Cache(type="s3", bucket="b", key=f"app/{full}"), trusted) == (f"app/{full}", None)
     other = "f" * 40
     assert save_key(S3Cache(type="s3", bucket="b", key=f"app/{other}"), keys)[0] is None
     assert save_key(S3Cache(type="s3", bucket="b", key="app/0123456"), keys)[0] is None  # not a full commit

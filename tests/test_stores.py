@@ -262,6 +262,23 @@ def test_a_replaced_version_is_kept_for_a_grace_period_then_removed(tmp_path: Pa
     assert siblings(final) == sorted(["final", os.readlink(final)])
 
 
+def test_builds_seconds_apart_keep_at_most_two_replaced_versions(tmp_path: Path) -> None:
+    """A long-lived agent building every few seconds: within the grace period only the newest replaced versions
+    stay (30 builds had left 26 versions, 26 times the cache); one a reader holds stays whatever its age."""
+    final = tmp_path / "final"
+    write_version(final, "first")
+    reader = local.pin(str(final))
+    assert reader is not None
+    for n in range(12):
+        write_version(final, f"build-{n}")
+    versions = [name for name in siblings(final) if name.startswith("final.v-")]
+    assert len(versions) == 1 + local.KEEP_RETIRED + 1, versions  # live, the newest replaced, the one being read
+    assert Path(reader.path).name in versions and is_complete(Path(reader.path))
+    reader.release()
+    local.clean(str(final))
+    assert len([name for name in siblings(final) if name.startswith("final.v-")]) == 1 + local.KEEP_RETIRED
+
+
 def test_a_reader_never_sees_a_half_swapped_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two writers swap over and over while readers look: ``final/index.json`` is always there, and the
     version a reader pinned (what BuildKit is given) stays complete for as long as it holds it."""

@@ -84,9 +84,23 @@ class Stores:
                 prepared[target.name] = target
         return [prepared[t.name] for t in targets]
 
+    def logins(self) -> dict[str, tuple[str, str]]:
+        """Every store's logins for this run's buildx alone (see StoreRuntime.logins)."""
+        found: dict[str, tuple[str, str]] = {}
+        for runtime in self._runtimes.values():
+            found.update(runtime.logins())
+        return found
+
     def fresh_sinks(self, targets: Sequence[Target]) -> None:
         for kind, group in self._by_kind(targets).items():
             self._runtime(kind).fresh_sinks(group)
+
+    def refused_saves(self, targets: Sequence[Target]) -> dict[str, str]:
+        """{target name: why} for every save to try once more (see StoreRuntime.refused_saves)."""
+        found: dict[str, str] = {}
+        for kind, group in self._by_kind(targets).items():
+            found.update(self._runtime(kind).refused_saves(group))
+        return found
 
     def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
         for kind, group in self._by_kind(targets).items():

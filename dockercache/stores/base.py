@@ -137,6 +137,8 @@ class RunContext:
     """Run-level warnings (a store that cannot be reached at all)."""
     read_manifest: Callable[[str], Mapping[str, Any] | None] = lambda ref: None
     """A registry manifest by reference, with Docker's credentials (None when it cannot be read)."""
+    secret: Callable[[str], None] = lambda value: None
+    """Hands a secret the run made (an endpoint's) to the redactor, before anything can print it."""
 
 
 class StoreRuntime(Protocol):
@@ -151,8 +153,18 @@ class StoreRuntime(Protocol):
         """Prepare ``targets``; returns them, adjusted (sources that cannot answer dropped, and so on)."""
         ...
 
+    def logins(self) -> dict[str, tuple[str, str]]:
+        """Registry logins (``host:port`` -> user name, secret) that this run's buildx alone must present: a
+        store serving BuildKit on loopback answers only its own build (between :meth:`before` and :meth:`after`)."""
+        ...
+
     def fresh_sinks(self, targets: Sequence[Target]) -> None:
         """Make every export destination empty again, before a second bake run of ``targets``."""
+        ...
+
+    def refused_saves(self, targets: Sequence[Target]) -> dict[str, str]:
+        """{target name: why} for the targets whose cache save the store refused for a reason that is gone by now
+        (a concurrent prune deleted a blob the save needed): saved once more by a cache-only run."""
         ...
 
     def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
@@ -194,8 +206,14 @@ class NoRuntime:
     def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
         return list(targets)
 
+    def logins(self) -> dict[str, tuple[str, str]]:
+        return {}
+
     def fresh_sinks(self, targets: Sequence[Target]) -> None:
         pass
+
+    def refused_saves(self, targets: Sequence[Target]) -> dict[str, str]:
+        return {}
 
     def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
         for target in targets:

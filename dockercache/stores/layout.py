@@ -16,6 +16,8 @@ A snapshot is named ``<key>/<service>/<stage>``; the key (``{pipeline}/{branch}`
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 
 SNAPSHOT_SUFFIX = ".json"
@@ -38,6 +40,18 @@ class SnapshotName:
 
     def __str__(self) -> str:
         return f"{self.key}/{self.service}/{self.stage}"
+
+
+def repository_name(key: str, service: str) -> str:
+    """The repository the run's endpoint serves snapshot key ``key`` of ``service`` under (its tags are the
+    stages): lower case, valid in a reference; a suffix of the original's hash when characters had to change
+    (two keys never share a name)."""
+    raw = f"{key}/{service}"
+    parts = [re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") or "x" for p in raw.split("/") if p]
+    name = "/".join(parts)
+    if name != raw:
+        name += "-" + hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return name
 
 
 @dataclass(frozen=True)

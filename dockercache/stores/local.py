@@ -67,6 +67,10 @@ GRACE = 60.0
 """Seconds a replaced version is kept after it is known retired, leased or not: for whoever resolved the
 symlink an instant before the swap and opens a file under it an instant after (a lease protects longer reads)."""
 
+KEEP_RETIRED = 1
+"""Replaced versions kept within their grace period at most, newest first: on a long-lived agent that builds
+every few seconds the grace period alone would keep one version per build of the last minute."""
+
 STALE_LINK = 60.0
 """Seconds after which a temporary symlink left by a killed swap is removed."""
 
@@ -402,6 +406,7 @@ def clean(final: str) -> None:
     except OSError:
         return
     live = live_version(final)
+    recent = _newest_versions(entries, pattern, live)
     for entry in entries:
         match = pattern.fullmatch(entry.name)
         assert match is not None
@@ -413,9 +418,21 @@ def clean(final: str) -> None:
             elif kind == "trash":  # already out of every run's way
                 shutil.rmtree(entry.path, ignore_errors=True)
             elif entry.path != live:
-                _remove_unused(entry.path, final, grace=GRACE if kind == "v" else 0.0)
+                _remove_unused(entry.path, final, grace=GRACE if entry.path in recent else 0.0)
         except OSError:
             continue
+
+
+def _newest_versions(entries: Sequence[os.DirEntry[str]], pattern: re.Pattern[str], live: str | None) -> set[str]:
+    """The :data:`KEEP_RETIRED` newest versions besides the live one: only they get a grace period (a version a
+    run reads is kept anyway, by its lease)."""
+    versions = []
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match and match["kind"] == "v" and entry.path != live and not entry.is_symlink():
+            with contextlib.suppress(OSError):
+                versions.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
+    return {path for _, path in sorted(versions, reverse=True)[:KEEP_RETIRED]}
 
 
 def _remove_unused(path: str, final: str, grace: float) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from ..config import CacheStore, S3Cache
 from ..errors import CacheError, StoreError
 from .base import CacheRequest, Keys, RunContext, StoreRuntime, StoreStep, TargetCaches
 from .entry import CacheEntry
-from .layout import MOUNTS_STAGE, SnapshotName
+from .layout import MOUNTS_STAGE, SnapshotName, repository_name
 
 if TYPE_CHECKING:
     from ..endpoint import Endpoint, Repository
@@ -54,11 +55,13 @@ class S3Step(StoreStep):
     stages: tuple[str, ...]
     """The stages whose snapshots the target reads: its own, then those of its graph."""
     save: SnapshotName | None
+    spool: str | None = None
+    """Where uploads wait while hashed (``spool_dir``, resolved); None: the system's temporary directory."""
 
     def summary(self) -> list[tuple[str, str]]:
         lines = [("restore:", f"{', '.join(self.restore_keys)} (through a registry endpoint on loopback)")]
         if self.save:
-            lines.append(("save:", str(self.save)))
+            lines.append(("save:", f"{self.save} (uploads wait in {self.spool or 'the temporary directory'})"))
         return lines
 
 
@@ -71,11 +74,14 @@ def restore_keys(store: S3Cache, keys: Keys) -> tuple[str, ...]:
         dict.fromkeys(
             [
                 *(snapshot_key(t, keys, keys.branch) for t in store.cache_from),
-                snapshot_key(store.key, keys, keys.branch),
+                snapshot_key(store.key, keys, keys.branch) if keys.writes_shared else own_key(store.key, keys),
                 snapshot_key(store.key, keys, keys.default_branch),
             ]
         )
     )
+
+
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def per_commit(template: str, keys: Keys) -> bool:
@@ -83,28 +89,40 @@ def per_commit(template: str, keys: Keys) -> bool:
     old plugin's ``s3_key: "${BUILDKITE_PIPELINE_SLUG}/${BUILDKITE_COMMIT}"`` arrives expanded by the agent)."""
     if "{commit}" in template:
         return True
-    return len(keys.commit) >= 7 and any(
-        re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", segment) and segment.startswith(keys.commit)
-        for segment in template.split("/")
-    )
+    return any(_this_commit(segment, keys) for segment in template.split("/"))
+
+
+def _this_commit(segment: str, keys: Keys) -> bool:
+    return len(keys.commit) >= 7 and _FULL_SHA.fullmatch(segment) is not None and segment.startswith(keys.commit)
+
+
+def own_key(template: str, keys: Keys) -> str:
+    """The key an untrusted build (a pull request, a branch that may not write shared keys) writes: its branch's
+    (``pr-N`` for a pull request) wherever the template names the commit. A per-commit key is one the default
+    branch reads when it builds that commit (a fast-forward merge), so no untrusted build may write one."""
+    key = template.format(pipeline=keys.pipeline, branch=keys.branch, commit=keys.branch)
+    return "/".join(keys.branch if _this_commit(segment, keys) else segment for segment in key.split("/"))
 
 
 def save_key(store: S3Cache, keys: Keys) -> tuple[str | None, str | None]:
     """The key this build saves to, or None and why not (an untrusted branch and a key the default reads)."""
-    save = snapshot_key(store.key, keys, keys.default_branch if keys.writes_shared else keys.branch)
-    # Keys the default branch reads: an untrusted branch never writes them, whatever the templates say.
-    # (A per-commit key is not among them: the default branch reads its own commits' keys.)
+    if keys.writes_shared:
+        return snapshot_key(store.key, keys, keys.default_branch), None
+    save = own_key(store.key, keys)
+    # Keys the default branch reads: an untrusted branch never writes them, whatever the templates say; nor
+    # anything named like a commit (the default branch reads every commit's key of a per-commit template).
     protected = {
         snapshot_key(t, keys, keys.default_branch) for t in (store.key, *store.cache_from) if not per_commit(t, keys)
     }
-    if not keys.writes_shared and save in protected:
+    if save in protected:
         return None, f"'{save}' is read by the default branch; branch '{keys.branch}' may not write it"
+    if any(_FULL_SHA.fullmatch(segment) for segment in save.split("/")):
+        why = "is named like a commit's key, which the default branch reads"
+        return None, f"'{save}' {why}; branch '{keys.branch}' may not write it"
     return save, None
 
 
 def source(host: str, key: str, service: str, stage: str) -> CacheEntry:
-    from ..endpoint import repository_name
-
     return CacheEntry.make("registry", ref=f"{host}/{repository_name(key, service)}:{stage}")
 
 
@@ -133,6 +151,7 @@ class S3Kind:
             restore_keys=keys,
             stages=request.stages,
             save=SnapshotName(save, request.service, request.stage) if sink and save else None,
+            spool=str((request.root / store.spool_dir).resolve()) if store.spool_dir else None,
         )
         return TargetCaches(self.name, request.store_name, sources, sink, refused, step, store)
 
@@ -182,6 +201,7 @@ class S3Runtime:
     def __init__(self, context: RunContext) -> None:
         self.context = context
         self._endpoints: dict[str, Endpoint] = {}
+        self._secrets: dict[str, str] = {}
         self._opening: dict[str, Future[BlobStore]] = {}
 
     def open(self, targets: Sequence[Target]) -> None:
@@ -205,7 +225,7 @@ class S3Runtime:
         return [prepared[t.name] for t in targets]
 
     def _prepare(self, name: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
-        from ..endpoint import Endpoint, Repository, repository_name
+        from ..endpoint import Endpoint, Repository
 
         config = targets[0].caches.config
         assert isinstance(config, S3Cache)
@@ -231,14 +251,21 @@ class S3Runtime:
             assert isinstance(step, S3Step)
             for key in self._keys(step, recorded[target.service]):
                 repositories.setdefault(repository_name(key, target.service), Repository(key, target.service))
-            if step.save:
+            if step.save and target.runs:  # the exact tags this run writes, each once
                 repo = repository_name(step.save.key, target.service)
-                repositories[repo] = Repository(step.save.key, target.service, writable=True)
+                existing = repositories.get(repo)
+                tags = existing.tags if existing is not None and existing.writable else frozenset()
+                repositories[repo] = Repository(step.save.key, target.service, True, tags | {target.stage})
+        secret = secrets.token_urlsafe(32)
+        self.context.secret(secret)
         endpoint = Endpoint(
             store,
             repositories,
             meta={"commit": self.context.commit, "branch": self.context.branch},
             listen=listen_addresses(config, self.context.builder_driver),
+            secret=secret,
+            hold=True,
+            spool_dir=next((t.caches.step.spool for t in targets if isinstance(t.caches.step, S3Step)), None),
         )
         wanted = [name for target in targets if target.runs for name in self._wanted(target, recorded[target.service])]
         try:
@@ -255,6 +282,7 @@ class S3Runtime:
             console.warn(f"{store.url}: {exc}: building without this cache")
             return [_without_caches(t) for t in targets]
         self._endpoints[name] = endpoint
+        self._secrets[name] = secret
         prepared = []
         for service in recorded:
             console.section(f":s3: {service}: restore caches")
@@ -309,15 +337,42 @@ class S3Runtime:
         store could not be opened)."""
         return self._endpoints.get(name)
 
+    def logins(self) -> dict[str, tuple[str, str]]:
+        """Every endpoint's address and the run's secret for it: BuildKit presents it, nobody else knows it."""
+        from ..endpoint import USERNAME
+
+        return {endpoint.address: (USERNAME, self._secrets[name]) for name, endpoint in self._endpoints.items()}
+
     def fresh_sinks(self, targets: Sequence[Target]) -> None:
-        pass  # BuildKit writes through the endpoint; a second run writes again
+        """A second run of ``targets`` may write their snapshots again (each tag once per run of the bake)."""
+        for name, endpoint in self._endpoints.items():
+            endpoint.allow_again(
+                (repository_name(t.caches.step.save.key, t.service), t.stage)
+                for t in targets
+                if t.caches.store == name and isinstance(t.caches.step, S3Step) and t.caches.step.save
+            )
+
+    def refused_saves(self, targets: Sequence[Target]) -> dict[str, str]:
+        """Saves the endpoint refused because a blob they name was gone (a prune that ran meanwhile, and has
+        ended by the time the refusal was answered): BuildKit uploads such a blob again on a second try."""
+        found: dict[str, str] = {}
+        for name, endpoint in self._endpoints.items():
+            for target in targets:
+                step = target.caches.step
+                if target.caches.store == name and isinstance(step, S3Step) and step.save:
+                    why = endpoint.traffic.refused.get((repository_name(step.save.key, target.service), target.stage))
+                    if why:
+                        found[target.name] = why
+        return found
 
     def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
         for name, endpoint in self._endpoints.items():
+            # Snapshot indexes are written now, once BuildKit is done: a signal before this publishes nothing.
+            published = endpoint.publish()
             endpoint.stop()
             mine = [t for t in targets if t.caches.store == name]
             report_traffic(endpoint, mine, results)
-            problems = endpoint.traffic.problems
+            problems = [*endpoint.traffic.problems, *(p for p in published if p not in endpoint.traffic.problems)]
             for problem in problems:
                 self.context.console.warn(problem)
             for target in mine:  # what S3 said is why a planned save did not happen
@@ -327,8 +382,10 @@ class S3Runtime:
         self._endpoints.clear()
 
     def abort(self, targets: Sequence[Target]) -> None:
-        """Stop serving (an upload in flight is dropped: a snapshot is written only by a complete manifest PUT)."""
+        """Stop serving and publish nothing: the snapshot indexes BuildKit asked for are dropped (an upload in
+        flight too), so a signal leaves every key as it was."""
         for endpoint in self._endpoints.values():
+            endpoint.discard()
             endpoint.stop()
         self._endpoints.clear()
 
@@ -383,8 +440,6 @@ def _without_caches(target: Target) -> Target:
 def report_traffic(endpoint: Endpoint, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
     """Say per stage what came from S3 and what went up: a blob counts in the row of the first stage (in
     Dockerfile order) whose snapshot holds it; uploads in the row of the snapshot that first named them."""
-    from ..endpoint import repository_name
-
     traffic = endpoint.traffic
     rows = {(t.service, t.stage): results[t.name] for t in targets}
     order = {(t.service, t.stage): i for i, t in enumerate(targets)}

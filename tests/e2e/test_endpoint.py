@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import http.client
@@ -206,7 +207,7 @@ def put_manifest(ep: Endpoint, body: bytes, ref: str = "final", repo: str = REPO
 def test_base_unknown_paths_and_delete(endpoint: Endpoint) -> None:
     base = call(endpoint, "GET", "/v2/")
     assert (base.status, base.headers["Docker-Distribution-API-Version"]) == (200, "registry/2.0")
-    for path in ("/nothing", f"/v2/{REPO}/tags/list", "/v2/UPPER/manifests/x"):
+    for path in ("/nothing", f"/v2/{REPO}/referrers/{sha(b'x')}", "/v2/_catalog", "/v2/UPPER/manifests/x"):
         reply = call(endpoint, "GET", path)
         assert (reply.status, reply.headers["Content-Type"]) == (404, "application/json") and reply.code, path
     digest = sha(b"x")
@@ -362,6 +363,7 @@ def test_manifest_naming_an_absent_blob_changes_no_snapshot(endpoint: Endpoint, 
     config, layer = b"{}", b"layer"
     assert upload(endpoint, config).status == upload(endpoint, layer).status == 201
     assert put_manifest(endpoint, image_manifest(config, layer)).status == 201
+    endpoint.allow_again([(REPO, "final")])  # a tag is written once per run unless granted again
     earlier = bucket.snapshot("final")
     absent = b"a layer that was never uploaded"
     broken = image_manifest(config, layer, absent)
@@ -532,3 +534,78 @@ def test_a_blob_above_the_threshold_goes_up_in_parts(flow: Any, bucket: Bucket) 
     with Endpoint(CountingStore(config), REPOSITORIES) as ep:
         assert flow(ep, small).status == 201
     assert "-" not in bucket.objects()[blob_key(sha(small))]["ETag"]  # one PUT
+
+
+def test_tags_list_names_the_stages_with_a_snapshot(endpoint: Endpoint, bucket: Bucket) -> None:
+    """One listing of the key's snapshots; a longer key that starts with this one's is another repository."""
+    config, layer = b"{}", b"layer"
+    assert upload(endpoint, config).status == upload(endpoint, layer).status == 201
+    for tag in ("final", "deps"):
+        assert put_manifest(endpoint, image_manifest(config, layer), tag).status == 201
+    body = bucket.snapshot("final")
+    assert body is not None
+    bucket.client.put_object(Bucket=bucket.name, Key=f"cache/snapshots/{KEY}/{SERVICE}/x/y.json", Body=body)
+    listed = call(endpoint, "GET", f"/v2/{REPO}/tags/list")
+    assert (listed.status, json.loads(listed.body)) == (200, {"name": REPO, "tags": ["deps", "final"]})
+    empty = call(endpoint, "GET", f"/v2/{RO_REPO}/tags/list")
+    assert json.loads(empty.body) == {"name": RO_REPO, "tags": []}
+
+
+def test_a_held_save_keeps_its_lease_until_published(store: CountingStore, bucket: Bucket) -> None:
+    config, layer = b"{}", b"a held layer"
+    with Endpoint(store, REPOSITORIES, hold=True) as ep:
+        assert upload(ep, config).status == upload(ep, layer).status == 201
+        reply = put_manifest(ep, image_manifest(config, layer))
+        assert reply.status == 201, reply.body
+        assert bucket.snapshot("final") is None and len(bucket.objects("cache/leases/")) == 1
+        assert bucket.read(blob_key(sha(image_manifest(config, layer)))) == image_manifest(config, layer)
+        assert ep.publish() == []
+        assert bucket.snapshot("final") is not None and bucket.objects("cache/leases/") == {}
+        assert call(ep, "GET", f"/v2/{REPO}/manifests/final").body == image_manifest(config, layer)
+    assert Snapshots(store).verify() == []
+
+
+def test_with_a_secret_nothing_is_read_or_written_without_it(store: CountingStore, bucket: Bucket) -> None:
+    secret = uuid.uuid4().hex
+    auth = "Basic " + base64.b64encode(f"dockercache:{secret}".encode()).decode()
+    config, layer = bucket.put_blob(b"{}"), bucket.put_blob(b"a layer")
+    body = image_manifest(b"{}", b"a layer")
+    before = bucket.objects()
+    with Endpoint(store, REPOSITORIES, secret=secret) as ep:
+        conn = http.client.HTTPConnection(ep.address, timeout=30)
+        try:
+            for method, path, payload in [
+                ("GET", f"/v2/{RO_REPO}/blobs/{layer}", None),
+                ("POST", f"/v2/{REPO}/blobs/uploads/?digest={sha(b'x')}", b"x"),
+                ("PUT", f"/v2/{REPO}/manifests/final", body),
+            ]:
+                reply = call(conn, method, path, payload)
+                assert (reply.status, reply.code) == (401, "UNAUTHORIZED"), (method, path)
+                assert reply.headers["WWW-Authenticate"] == 'Basic realm="dockercache"'
+            assert bucket.objects() == before and ep.traffic.redirects == []
+            conn.request("PUT", f"/v2/{REPO}/manifests/final", body, {"Authorization": auth})
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (201, b"")
+        finally:
+            conn.close()
+    assert bucket.snapshot("final") is not None and config in ep.traffic.manifests[(REPO, "final")]
+
+
+def test_a_save_refused_by_a_racing_prune_is_recorded_for_a_retry(store: CountingStore, bucket: Bucket) -> None:
+    config, layer = b"old config", b"old layer"
+    bucket.put_blob(config)
+    pruner = racing_prune(store, bucket, bucket.put_blob(layer))
+    with Endpoint(store, REPOSITORIES, prune_wait=10) as ep:
+        ep.known()
+        reply = put_manifest(ep, image_manifest(config, layer))
+        pruner.join(30)
+        assert (reply.status, reply.code) == (400, "MANIFEST_BLOB_UNKNOWN"), reply.body
+        reason = (
+            f"save of snapshot {KEY}/{SERVICE}/final refused: blob {sha(layer)} was deleted by a prune of "
+            f"s3://{bucket.name}/cache that ran meanwhile (MANIFEST_BLOB_UNKNOWN)"
+        )
+        assert ep.traffic.refused == {(REPO, "final"): reason} and reason in ep.traffic.problems
+        assert call(ep, "HEAD", f"/v2/{REPO}/blobs/{sha(layer)}").status == 404  # so BuildKit uploads it again
+        assert upload(ep, layer).status == 201
+        assert put_manifest(ep, image_manifest(config, layer)).status == 201
+    assert ep.traffic.refused == {} and bucket.snapshot("final") is not None

@@ -126,3 +126,38 @@ def test_two_builds_at_once_share_one_local_store(stack: Stack, tmp_path: Path) 
     again = checkouts[0].build()
     assert again.returncode == 0, again.stderr
     assert {s: done == total for s, (done, total) in cached(again).items()} == dict.fromkeys(STAGES, True)
+
+
+@pytest.mark.hardening("faults")
+def test_four_jobs_of_one_commit_at_once_all_succeed(stack: Stack, tmp_path: Path) -> None:
+    """Four jobs of the same commit on one agent, three times over: they store the same image name at once,
+    which the containerd image store refuses to all but one (`image "...": already exists`); every job
+    succeeds (the refused one builds again, all cached by then)."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    store = tmp_path / "shared-cache"
+    checkouts = [Project(tmp_path / f"job{n}" / "ruby", name) for n in range(4)]
+    for checkout in checkouts:
+        copy_example(checkout.path, name)
+        checkout.write_config(shared_store_config(stack, store))
+    fresh_agent()
+    retried = 0
+    for round_ in range(3):
+        for checkout in checkouts:  # one commit: the same change in every checkout
+            with (checkout.path / "app" / "main.sh").open("a") as source:
+                source.write(f"# round {round_}\n")
+        jobs = [
+            subprocess.Popen(
+                [str(DOCKERCACHE), "build", "--json"],
+                cwd=checkout.path,
+                env=base_env(BUILDKITE_JOB_ID=f"job{n}-{round_}"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for n, checkout in enumerate(checkouts)
+        ]
+        for job in jobs:
+            _, stderr = job.communicate(timeout=300)
+            assert job.returncode == 0, stderr
+            retried += "another job stored the same image at the same moment" in stderr
+    print(f"jobs that met the image store's race and built again: {retried} of 12")

@@ -141,12 +141,14 @@ def test_promote_and_prune_keep_remaining_snapshots_restorable(s3_project: S3Pro
     feature = s3_project.build(BUILDKITE_BRANCH="feature/x")
     assert feature.returncode == 0, feature.stderr
     assert feature.stage("ruby", "final")["s3"]["restored_from"] == "example/latest"
-    assert feature.stage("ruby", "final")["s3"]["saved"] == "example/feature-x/ruby/final"
+    assert feature.stage("ruby", "final")["s3"]["saved"] == "example/feature-x-217d2bf5/ruby/final"
     listing = s3_project.run("cache.list").stdout
     header, *rows = listing.splitlines()
     assert header.split() == ["modified", "age", "size", "snapshot"]
-    assert {line.split()[-1] for line in rows} == {f"example/{k}/ruby/final" for k in ("main", "latest", "feature-x")}
-    assert rows[0].split()[-1] == "example/feature-x/ruby/final"  # newest first
+    assert {line.split()[-1] for line in rows} == {
+        f"example/{k}/ruby/final" for k in ("main", "latest", "feature-x-217d2bf5")
+    }
+    assert rows[0].split()[-1] == "example/feature-x-217d2bf5/ruby/final"  # newest first
     assert all(re.fullmatch(r"\d+(\.\d)? (B|KB|MB)", " ".join(r.split()[3:5])) for r in rows), rows
     listed = json.loads(s3_project.run("cache.list", "--json").stdout)["snapshots"]
     assert [s["snapshot"] for s in listed] == [r.split()[-1] for r in rows] and all(s["bytes"] > 0 for s in listed)
@@ -164,13 +166,13 @@ def test_promote_and_prune_keep_remaining_snapshots_restorable(s3_project: S3Pro
     # default branch writes or reads (example/main, example/latest).
     dry = s3_project.run("cache.prune", "--keep", "1", "--grace", "0s", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "keep example/feature-x/ruby/final (newest 1 of example/feature-x)" in dry.stdout
+    assert "keep example/feature-x-217d2bf5/ruby/final (newest 1 of example/feature-x-217d2bf5)" in dry.stdout
     assert names() == listing
     assert blob_keys(s3_client, s3_project.bucket) == blobs  # a dry run deletes nothing
     time.sleep(1)
     pruned = s3_project.run("cache.prune", "--older-than", "1s", "--grace", "0s")
     assert pruned.returncode == 0, pruned.stderr
-    assert "deleted example/feature-x/ruby/final (older than 1s)" in pruned.stdout
+    assert "deleted example/feature-x-217d2bf5/ruby/final (older than 1s)" in pruned.stdout
     remaining = set(names().splitlines())
     assert remaining == {"example/main/ruby/final", "example/latest/ruby/final"}
     assert len(blob_keys(s3_client, s3_project.bucket)) < len(blobs)  # unreferenced blobs went
@@ -198,7 +200,7 @@ def test_meta_data_after_success_only_and_read_back(s3_project: S3Project, stack
     assert ok.returncode == 0, ok.stderr
     meta = s3_project.meta_data()
     assert meta["docker-compose-plugin-built-image-tag-ruby"] == f"{stack.host}/{s3_project.name}/ruby:0123456789ab"
-    assert meta["dockercache-s3-key-ruby"] == "example/feature-y"
+    assert meta["dockercache-s3-key-ruby"] == "example/feature-y-a2bcce4a"
     annotation = s3_project.annotations()["dockercache-ruby-build-step"]
     assert annotation["style"] in ("success", "warning")
     assert "| stage | steps cached |" in annotation["body"] and "| deps |" in annotation["body"]
@@ -207,7 +209,7 @@ def test_meta_data_after_success_only_and_read_back(s3_project: S3Project, stack
     s3_project.fresh_agent()
     later = s3_project.build(BUILDKITE_BRANCH="main")
     assert later.returncode == 0, later.stderr
-    assert later.stage("ruby", "final")["s3"]["restored_from"] == "example/feature-y"
+    assert later.stage("ruby", "final")["s3"]["restored_from"] == "example/feature-y-a2bcce4a"
 
 
 @pytest.mark.hardening("secrets")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -174,3 +176,48 @@ def test_unreachable_image_registry_fails_the_build_clearly(project: Project, st
     assert errors[0].startswith("dockercache: error: ruby: build failed: exporting to image: failed to push ")
     assert f"localhost:{port}/{project.name}/ruby" in errors[0]
     assert "keeping the caches" not in result.stderr  # not a step that failed: nothing to tell apart
+
+
+@pytest.fixture
+def small_spool(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB file system, for a spool that fills up (a tmpfs: this suite runs as root, as CI does)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_upload_spool_is_a_cache_warning_never_a_failed_build(
+    s3_project: S3Project, stack: Stack, s3_client: Any, small_spool: Path
+) -> None:
+    """The spool the endpoint hashes uploads in (by default in $TMPDIR) fills up (a 12 MB layer, 4 MB of room):
+    the build succeeds and pushes, the save is a warning naming the spool and the error, no stage is blamed, and
+    no snapshot names a blob that is not there. Then ``spool_dir`` elsewhere saves it."""
+    dockerfile = s3_project.path / "Dockerfile"
+    text = dockerfile.read_text().replace(
+        'CMD ["sh"', 'RUN head -c 12000000 /dev/urandom > /usr/local/big.bin\nCMD ["sh"', 1
+    )
+    dockerfile.write_text(text)
+    s3_project.fresh_agent()
+    result = s3_project.build(TMPDIR=str(small_spool))
+    assert result.returncode == 0, result.stderr
+    assert "build failed" not in result.stderr and "Traceback" not in result.stderr
+    final = result.stage("ruby", "final")
+    assert final["status"] == "ok" and final["s3"]["saved"] is None
+    assert any("no space left on device" in w and str(small_spool) in w for w in final["cache_warnings"]), final
+    assert stack.registry.tags(f"{s3_project.name}/ruby")  # the image was pushed all the same
+    assert s3_client.list_objects_v2(Bucket=s3_project.bucket, Prefix="cache/snapshots/").get("KeyCount", 0) == 0
+    assert "uploads wait in the temporary directory" in s3_project.run("plan").stdout
+    roomy = small_spool.parent / "roomy"
+    roomy.mkdir()
+    s3_project.write_config(s3_config(stack, s3_project.name, s3_project.bucket, extra=f'spool_dir = "{roomy}"'))
+    s3_project.fresh_agent()
+    again = s3_project.build(TMPDIR=str(small_spool))
+    assert again.returncode == 0, again.stderr
+    assert f"uploads wait in {roomy}" in s3_project.run("plan").stdout
+    assert again.stage("ruby", "final")["s3"]["saved"] == "example/main/ruby/final"
+    assert list(roomy.iterdir()) == []  # nothing left in the spool
+    verify_all(s3_project)

@@ -165,12 +165,12 @@ def test_prune_with_the_readme_branch_template_keeps_the_default_branch_and_ever
     feature = s3_project.build(BUILDKITE_BRANCH="feature/x")
     assert feature.returncode == 0, feature.stderr
     everything = listed(s3_project)
-    assert everything == {f"example/{k}/ruby/final" for k in ("main", "latest", "feature-x")}
+    assert everything == {f"example/{k}/ruby/final" for k in ("main", "latest", "feature-x-217d2bf5")}
     blobs = blob_keys(s3_client, s3_project.bucket)
     kept = s3_project.run("cache.prune", "--keep", "1", "--grace", "0s")
     assert kept.returncode == 0, kept.stderr
     assert kept.stdout.splitlines() == [
-        "  keep example/feature-x/ruby/final (newest 1 of example/feature-x)",
+        "  keep example/feature-x-217d2bf5/ruby/final (newest 1 of example/feature-x-217d2bf5)",
         "  keep example/latest/ruby/final (cache_from key)",
         "  keep example/main/ruby/final (default branch key)",
         "deleted 0 snapshot(s) and 0 blob(s) (0.0 MB); kept 3 snapshot(s)",
@@ -179,7 +179,7 @@ def test_prune_with_the_readme_branch_template_keeps_the_default_branch_and_ever
     time.sleep(1)
     dry = s3_project.run("cache.prune", "--older-than", "1s", "--grace", "0s", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "  would delete example/feature-x/ruby/final (older than 1s)" in dry.stdout.splitlines()
+    assert "  would delete example/feature-x-217d2bf5/ruby/final (older than 1s)" in dry.stdout.splitlines()
     assert listed(s3_project) == everything and blob_keys(s3_client, s3_project.bucket) == blobs
     pruned = s3_project.run("cache.prune", "--older-than", "1s", "--grace", "0s")
     assert pruned.returncode == 0, pruned.stderr
@@ -193,7 +193,8 @@ def test_prune_with_the_readme_commit_template_keeps_latest_and_the_newest_commi
     s3_project: S3Project, stack: Stack, s3_client: Any
 ) -> None:
     """The migration section's `key = "{pipeline}/{commit}"`: `--keep 1` keeps the newest commit's key and
-    `latest` (a copy of an older commit's, whose blobs therefore stay), and deletes the other commits'."""
+    `latest` (a copy of an older commit's, whose blobs therefore stay), and deletes the other commits' and the
+    feature branch's (which writes its own key in place of a commit's: the default branch reads commit keys)."""
     templates = 'key = "{pipeline}/{commit}"\ncache_from = ["{pipeline}/latest"]'
     s3_project.write_config(s3_config(stack, s3_project.name, s3_project.bucket, extra=templates))
     commits = {"c1": "main", "c2": "feature/x", "c3": "main"}
@@ -213,11 +214,11 @@ def test_prune_with_the_readme_commit_template_keeps_latest_and_the_newest_commi
         "  keep example/c3c3c3c3c3c3/ruby/final (newest 1 of example/*)",
         "  keep example/latest/ruby/final (cache_from key)",
         "  would delete example/c1c1c1c1c1c1/ruby/final (beyond the newest 1 of example/*)",
-        "  would delete example/c2c2c2c2c2c2/ruby/final (beyond the newest 1 of example/*)",
+        "  would delete example/feature-x-217d2bf5/ruby/final (beyond the newest 1 of example/*)",
     ]
     assert blob_keys(s3_client, s3_project.bucket) == blobs and len(listed(s3_project)) == 4
     pruned = s3_project.run("cache.prune", "--keep", "1", "--grace", "0s")
     assert pruned.returncode == 0, pruned.stderr
     assert listed(s3_project) == {"example/c3c3c3c3c3c3/ruby/final", "example/latest/ruby/final"}
-    assert blob_keys(s3_client, s3_project.bucket) < blobs  # c2's own layers went; c1's stay for latest
+    assert blob_keys(s3_client, s3_project.bucket) < blobs  # feature/x's own layers went; c1's stay for latest
     verified(s3_project, 2)

@@ -3,11 +3,27 @@ configuration says, unless an explicit trusted-branch rule allows it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import subprocess
 from typing import Any
 
 import pytest
 
-from ..e2e.conftest import Project, S3Project, Stack, base_env, fresh_agent, registry_config, run_dockercache, s3_config
+from dockercache.stores.layout import repository_name
+
+from ..e2e.conftest import (
+    DOCKERCACHE,
+    Project,
+    S3Project,
+    Stack,
+    base_env,
+    fresh_agent,
+    registry_config,
+    run_dockercache,
+    s3_config,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hardening("poisoning")]
 
@@ -121,3 +137,82 @@ def test_a_pull_request_build_through_the_s3_endpoint_writes_only_its_own_key(
     own = s3_client.list_objects_v2(Bucket=bucket, Prefix="cache/snapshots/example/pr-17/")["Contents"]
     assert "cache/snapshots/example/pr-17/ruby/final.json" in {o["Key"] for o in own}
     assert s3_project.meta_data().get("dockercache-s3-key-ruby") == "example/pr-17"
+
+
+# ----------------------------------------------------------------- the endpoint answers this run's BuildKit only
+
+ATTACK_LAYER = b"attacker's /out\n"
+
+
+def _attack(address: str, repo: str) -> dict[str, int]:
+    """What an attacker on the agent tried while main built (another process, no credentials): read the cache
+    manifest, upload a layer, and PUT manifests under tags the build writes and does not write."""
+    import http.client
+
+    digest = f"sha256:{hashlib.sha256(ATTACK_LAYER).hexdigest()}"
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.buildkit.cacheconfig.v0", "digest": digest, "size": 16},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": 16}],
+        }
+    ).encode()
+    tried = {}
+    for what, method, path, body in [
+        ("read final", "GET", f"/v2/{repo}/manifests/final", b""),
+        ("upload", "POST", f"/v2/{repo}/blobs/uploads/?digest={digest}", ATTACK_LAYER),
+        *((f"write {tag}", "PUT", f"/v2/{repo}/manifests/{tag}", manifest) for tag in ("final", "base", "zzz")),
+    ]:
+        conn = http.client.HTTPConnection(address, timeout=10)
+        headers = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"} if method == "PUT" else {}
+        conn.request(method, path, body=body, headers=headers)
+        tried[what] = conn.getresponse().status
+        conn.close()
+    return tried
+
+
+def test_another_process_on_the_agent_cannot_use_the_runs_endpoint(
+    s3_project: S3Project, stack: Stack, s3_client: Any
+) -> None:
+    """While a build on main runs, the loopback endpoint refuses every request without the run's secret: a tried
+    attack (read main's manifest, upload a layer, PUT manifests under `final`, `base` and a made-up tag) gets
+    401 each, the build saves only what it built, and the next fresh agent builds the true image from it."""
+    dockerfile = s3_project.path / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace('CMD ["sh"', 'RUN sleep 8\nCMD ["sh"', 1))
+    process = subprocess.Popen(
+        [str(DOCKERCACHE), "build", "--json"],
+        cwd=s3_project.path,
+        env=s3_project.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None and process.stdout is not None
+    lines: list[str] = []
+    address = None
+    for line in process.stderr:
+        lines.append(line)
+        match = re.search(r"serving snapshots to BuildKit at (127\.0\.0\.1:\d+)", line)
+        if match:
+            address = match.group(1)
+            break
+    assert address is not None, "".join(lines)
+    tried = _attack(address, repository_name("example/main", "ruby"))
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, "".join(lines) + stderr
+    assert tried == {"read final": 401, "upload": 401, "write final": 401, "write base": 401, "write zzz": 401}
+    snapshots = s3_client.list_objects_v2(Bucket=s3_project.bucket, Prefix="cache/snapshots/")["Contents"]
+    assert sorted(o["Key"] for o in snapshots) == ["cache/snapshots/example/main/ruby/final.json"]
+    blobs = s3_client.list_objects_v2(Bucket=s3_project.bucket, Prefix="cache/blobs/")["Contents"]
+    assert not any(o["Key"].endswith(hashlib.sha256(ATTACK_LAYER).hexdigest()) for o in blobs)
+    assert json.loads(stdout)["services"][0]["stages"][-1]["s3"]["saved"] == "example/main/ruby/final"
+    verify = s3_project.run("cache.verify", "--deep")
+    assert verify.returncode == 0, verify.stderr
+    # The next fresh agent on main restores it: every step of the unchanged project cached, exit 0.
+    s3_project.new_build()
+    s3_project.fresh_agent()
+    again = s3_project.build()
+    assert again.returncode == 0, again.stderr
+    final = again.stage("ruby", "final")
+    assert final["steps_cached"] == final["steps_total"] > 0

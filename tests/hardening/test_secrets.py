@@ -124,3 +124,42 @@ def test_a_secret_in_a_build_arg_is_redacted_from_output(s3_project: S3Project, 
         plan = s3_project.run(*args, **env)
         assert plan.returncode == 0, plan.stderr
         assert "npm_abcdefghijklmnop" not in plan.stdout and '"NPM_TOKEN": "[redacted]"' in plan.stdout
+
+
+API_KEY = "apikeySECRET456xyzQ9wLmN3pR7tV2bC8dF0gH"  # 40 characters, named like a secret (MY_API_KEY)
+
+
+def pieces(secret: str, text: str) -> list[str]:
+    """The 6-character pieces of ``secret`` that ``text`` shows (a longer piece shows one of them)."""
+    return [secret[i : i + 6] for i in range(len(secret) - 5) if secret[i : i + 6] in text]
+
+
+def test_a_secret_across_the_cut_of_a_long_step_line_shows_nowhere(s3_project: S3Project, stack: Stack) -> None:
+    """BuildKit writes a build arg's value into a step's name (``RUN echo "... $MY_API_KEY"``). The plain
+    progress line is cut to 110 characters: cut before it was masked, 36 of the 40 characters were printed.
+
+    One step puts the value across that cut (whichever target's name prefixes it: ``[base 4/5]`` to
+    ``[ruby-final base 4/5]``); a second, failing, puts it across the 300-character cut of the annotation's
+    error. No 6 characters of it appear in stdout, stderr, --json, the annotation or the meta-data."""
+    dockerfile = s3_project.path / "Dockerfile"
+    padding = "-".join(["padding"] * 9)[:70]
+    steps = (
+        "ARG MY_API_KEY\n"
+        f'RUN echo "{padding} $MY_API_KEY and a tail long enough to be cut after masking"\n'
+        f'RUN echo "{"-".join(["more"] * 60)[:255]} $MY_API_KEY and the rest" && false\n'
+    )
+    dockerfile.write_text(dockerfile.read_text().replace("WORKDIR /app\n", f"WORKDIR /app\n{steps}", 1))
+    config = s3_config(stack, s3_project.name, s3_project.bucket)
+    s3_project.write_config(config.replace("args = {", 'args = { MY_API_KEY = "${MY_API_KEY}", '))
+    s3_project.fresh_agent()
+    build = s3_project.build(MY_API_KEY=API_KEY)
+    assert build.returncode == 1, build.stderr  # the second step fails, as meant
+    document = build.json
+    assert "exit code: 1" in (document["error"] or ""), document["error"]
+    cut = [line for line in build.stderr.splitlines() if padding in line and line.endswith("...")]
+    assert cut, build.stderr  # the step's line was shortened: the cut this test is about happened
+    annotations = s3_project.annotations()
+    assert annotations and any("failed: `" in a["body"] for a in annotations.values()), annotations
+    recorded = "".join(p.read_text() for p in s3_project.stub_dir.iterdir())
+    for where, text in (("stdout", build.stdout), ("stderr", build.stderr), ("agent", recorded)):
+        assert pieces(API_KEY, text) == [], (where, pieces(API_KEY, text))

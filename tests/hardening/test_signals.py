@@ -105,3 +105,57 @@ def test_a_build_interrupted_mid_way_stops_buildx_and_leaves_nothing(
     assert s3_project.annotations() == {}
     listed = s3_client.list_objects_v2(Bucket=s3_project.bucket, Prefix="cache/snapshots/")
     assert listed.get("KeyCount", 0) == 0
+
+
+def test_a_signal_after_a_target_saved_its_cache_publishes_no_snapshot(
+    s3_project: S3Project, stack: Stack, s3_client: Any
+) -> None:
+    """Two services in one bake: `quick` finishes and BuildKit saves its cache through the endpoint while `ruby`
+    still sleeps; SIGTERM then. The endpoint held the snapshot's index until the bake ended, so the signal
+    publishes nothing: no snapshot in S3, no meta-data, exit 143."""
+    marker = f"before-sleep-{uuid.uuid4().hex[:8]}"
+    slow_final_stage(s3_project, marker)
+    (s3_project.path / "Dockerfile.quick").write_text(
+        f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}} AS final\nRUN echo quick-{uuid.uuid4().hex} > /quick\n"
+    )
+    config = (s3_project.path / "dockercache.toml").read_text()
+    quick = f"""
+[services.quick]
+context = "."
+dockerfile = "Dockerfile.quick"
+image = "{stack.host}/{s3_project.name}/quick"
+args = {{ BASE_IMAGE = "{stack.base_image}" }}
+"""
+    (s3_project.path / "dockercache.toml").write_text(config + quick)
+    process = subprocess.Popen(
+        [str(DOCKERCACHE), "build"],
+        cwd=s3_project.path,
+        env=s3_project.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None and process.stdout is not None
+    lines: list[str] = []
+    saved = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "[quick-final] exporting cache to registry" in line and "DONE" in line:
+                saved.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert saved.wait(240), "".join(lines)
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(60)
+    reader.join(10)
+    stderr = "".join(lines)
+    assert code == 143, stderr
+    assert f"finished-{marker}" not in stderr  # ruby was still building: the signal landed inside the bake
+    listed = s3_client.list_objects_v2(Bucket=s3_project.bucket, Prefix="cache/snapshots/")
+    assert listed.get("KeyCount", 0) == 0, [o["Key"] for o in listed.get("Contents", [])]
+    assert s3_project.meta_data() == {}
+    assert s3_project.annotations() == {}
