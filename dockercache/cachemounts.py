@@ -316,7 +316,9 @@ def registry_mounts_ref(store: RegistryCache, service: str, branch: str) -> str:
 
 def local_mounts_dir(store: LocalCache, root: Path, service: str, branch: str) -> str:
     """``<the store's directory>.mounts/<service>/<branch>``, beside the store's own."""
-    return str((root / store.path).resolve().with_name(Path(store.path).name + ".mounts") / service / branch)
+    assert store.path is not None, "resolving a service fills in the path"
+    directory = (root / store.path).resolve()
+    return str(directory.with_name(directory.name + ".mounts") / service / branch)
 
 
 def s3_mounts_place(store: S3Cache, service: str, key: str, branch: str) -> Place:

@@ -132,6 +132,11 @@ def render_plan(plan: Plan, token_logins: Collection[str] = ()) -> str:
         if svc.cache_mounts is not None:
             lines += [f"  {line}" for line in svc.cache_mounts.summary()]
         for target in svc.targets:
+            if not target.runs:  # reads nothing of its own, and writes only when what builds on it fails
+                lines.append(f"  {target.stage}: built inside bake target {target.built_by} (in its cache)")
+                if target.cache_to:
+                    lines.append(f"    {'rescue to:':<11} {target.cache_to.location} (only if a stage above it fails)")
+                continue
             lines.append(f"  {target.stage}{' (final)' if target.final else ''}: bake target {target.name}")
             details = {
                 "platforms:": [", ".join(target.platforms)] if target.platforms else [],
@@ -165,7 +170,7 @@ def cmd_check(
     reader = environment.get_docker().compose_config if needs_compose else None
     services = resolve_services(cfg, (), environment.env, reader)
     _check_builder(environment, cfg)
-    reached = check_remote(cfg) if remote else {}
+    reached = check_remote(cfg, environment.env) if remote else {}
     remote_code = 1 if any(problem for problem in reached.values()) else 0
     if not as_json:
         environment.out.result(f"{cfg.path}: ok ({len(cfg.services)} service{'s' if len(cfg.services) != 1 else ''})")
@@ -181,13 +186,13 @@ def cmd_check(
     return code
 
 
-def check_remote(cfg: Config) -> dict[str, str | None]:
-    """``check --remote``: every cache store and registry login this configuration names, tried without
-    building (a registry: an HTTP answer on /v2/; S3: its endpoint and bucket; a local store: a writable
-    directory). {what: None when reachable, else why not}."""
+def check_remote(cfg: Config, env: Mapping[str, str]) -> dict[str, str | None]:
+    """``check --remote``: every cache store, registry login and image registry (where builds push) this
+    configuration names, tried without building (a registry: an HTTP answer on /v2/; S3: its endpoint and
+    bucket; a local store: a writable directory). {what: None when reachable, else why not}."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .config import LocalCache, RegistryCache
+    from .config import LocalCache, RegistryCache, local_store_path
     from .errors import StoreError
     from .netcheck import registry_host, unreachable
     from .stores.s3 import open_store
@@ -205,7 +210,7 @@ def check_remote(cfg: Config) -> dict[str, str | None]:
                 return str(exc)
             return None
         if isinstance(store, LocalCache):
-            directory = (cfg.path.parent / store.path).resolve()
+            directory = local_store_path(store, cfg.path.parent, env)
             existing = next((p for p in (directory, *directory.parents) if p.exists()), directory)
             return None if os.access(existing, os.W_OK) else f"{existing} is not writable"
         return None
@@ -215,9 +220,17 @@ def check_remote(cfg: Config) -> dict[str, str | None]:
         why = unreachable(server, int(port) if port.isdigit() else 443)
         return f"unreachable ({why})" if why else None
 
-    jobs = {f"caches.{n}": (try_store, n) for n in cfg.caches} | {
-        f"registries.{h}": (try_login, h) for h in cfg.registries
-    }
+    def try_push(image: str) -> str | None:
+        host, port = registry_host(image)
+        why = unreachable(host, port)
+        return f"push registry {host}:{port} unreachable ({why})" if why else None
+
+    pushed = {svc.image: name for name, svc in cfg.services.items() if svc.image}  # one try per image
+    jobs = (
+        {f"caches.{n}": (try_store, n) for n in cfg.caches}
+        | {f"registries.{h}": (try_login, h) for h in cfg.registries}
+        | {f"services.{name}.image": (try_push, image) for image, name in pushed.items()}
+    )
     with ThreadPoolExecutor(max_workers=8) as pool:
         futures = {what: pool.submit(fn, arg) for what, (fn, arg) in jobs.items()}
         return {what: future.result() for what, future in futures.items()}
@@ -640,7 +653,8 @@ def cmd_verify(
 
 
 def cmd_list(environment: Environment, config: str | None, store: str | None, as_json: bool = False) -> int:
-    """The snapshots, newest first, with their age and the bytes of the blobs each names (one index read each)."""
+    """The snapshots, newest first, with their age, the bytes of the blobs each names and the commit that wrote
+    it (one index read each)."""
     from datetime import datetime, timezone
 
     from .report import human_age, human_bytes
@@ -653,24 +667,37 @@ def cmd_list(environment: Environment, config: str | None, store: str | None, as
         body = snapshots.store.get_snapshot(info.name)
         parsed = parse_snapshot(body) if body is not None else "is gone"
         size = sum(parsed.blobs.values()) if not isinstance(parsed, str) else None
-        rows.append((info, size, (now - info.modified).total_seconds()))
+        commit = parsed.meta.get("commit") if not isinstance(parsed, str) else None
+        rows.append((info, size, (now - info.modified).total_seconds(), commit))
     if as_json:
         environment.out.document(
             {
                 "exit_code": 0,
                 "snapshots": [
-                    {"snapshot": i.name, "modified": i.modified.isoformat(), "age_seconds": round(a), "bytes": n}
-                    for i, n, a in rows
+                    {
+                        "snapshot": i.name,
+                        "modified": i.modified.isoformat(),
+                        "age_seconds": round(a),
+                        "bytes": n,
+                        "commit": c,
+                    }
+                    for i, n, a, c in rows
                 ],
             }
         )
         return 0
-    table = [("modified", "age", "size", "snapshot")]
+    table = [("modified", "age", "size", "commit", "snapshot")]
     table += [
-        (f"{i.modified:%Y-%m-%d %H:%M:%S}", human_age(a), human_bytes(n) if n is not None else "broken", i.name)
-        for i, n, a in rows
+        (
+            f"{i.modified:%Y-%m-%d %H:%M:%S}",
+            human_age(a),
+            human_bytes(n) if n is not None else "broken",
+            (c or "-")[:12],
+            i.name,
+        )
+        for i, n, a, c in rows
     ]
-    widths = [max(len(r[c]) for r in table) for c in range(3)]
+    widths = [max(len(r[c]) for r in table) for c in range(4)]
     for row in table:
-        environment.out.result("  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]]))
+        environment.out.result("  ".join([*(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)), row[4]]))
     return 0

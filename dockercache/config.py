@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import itertools
 import json
 import re
@@ -171,9 +172,14 @@ class LocalCache:
     """BuildKit cache in a local directory (the built-in default when no store is configured)."""
 
     type: Literal["local"]
-    path: str = field(
-        default=".dockercache/cache",
-        metadata=_doc("Directory, relative to dockercache.toml; one sub-directory per service and stage."),
+    path: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Directory, relative to dockercache.toml; one sub-directory per service and stage. Unset: a directory "
+            "of this project's in the user's cache directory ($DOCKERCACHE_CACHE_DIR, else $XDG_CACHE_HOME/"
+            "dockercache, else ~/.cache/dockercache), outside every build context.",
+            min_length=1,
+        ),
     )
     mode: Mode = _mode_field()  # noqa: RUF009 - returns a dataclasses.field, not a shared default
     compression: Compression = _compression_field()  # noqa: RUF009
@@ -498,3 +504,27 @@ def union_members(tp: Any) -> tuple[Any, ...] | None:
     if origin is Union or (hasattr(types, "UnionType") and origin is types.UnionType):
         return typing.get_args(tp)
     return None
+
+
+CACHE_DIR_ENV = "DOCKERCACHE_CACHE_DIR"
+"""Where the local stores without a ``path`` live (default: the user's cache directory)."""
+
+
+def user_cache_dir(environ: Mapping[str, str]) -> Path:
+    """``$DOCKERCACHE_CACHE_DIR``, else ``$XDG_CACHE_HOME/dockercache``, else ``~/.cache/dockercache``."""
+    given = environ.get(CACHE_DIR_ENV)
+    if given:
+        return Path(given)
+    xdg = environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path(environ.get("HOME") or Path.home()) / ".cache") / "dockercache"
+
+
+def local_store_path(store: LocalCache, root: Path, environ: Mapping[str, str]) -> Path:
+    """A local store's directory: its ``path`` (relative to dockercache.toml's folder ``root``), else one of the
+    project's own in the user's cache directory (``<folder name>-<12 hex digits of its path's sha256>``), which no
+    build context holds, the image never ships and git never sees."""
+    if store.path is not None:
+        return (root / store.path).resolve()
+    project = root.resolve()
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", project.name).strip(".-") or "project"
+    return user_cache_dir(environ) / f"{name}-{hashlib.sha256(str(project).encode()).hexdigest()[:12]}"

@@ -53,6 +53,7 @@ from .endpoint_http import (
 from .endpoint_http import NAME as NAME
 from .errors import StoreError
 from .snapshots import Snapshot, parse_snapshot, snapshot_document
+from .stores.content import adds_nothing
 from .stores.layout import SnapshotName
 from .stores.layout import repository_name as repository_name
 
@@ -113,6 +114,9 @@ class Traffic:
     """(repository, tag) -> why its save was refused (a blob gone, mostly by a prune); a later save of it that
     succeeds removes the entry."""
     problems: list[str] = field(default_factory=list)
+    kept: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(repository, tag) -> why the snapshot there was kept rather than replaced by this run's (it restores
+    no less: this run's cache adds nothing to it, or a build that started later saved it meanwhile)."""
 
 
 @dataclass
@@ -125,6 +129,8 @@ class _Save:
     document: bytes
     blobs: dict[str, int]
     lease: str
+    manifest: bytes = b""
+    """The cache manifest itself (what :meth:`Endpoint._keep_current` compares)."""
 
 
 class Endpoint:
@@ -454,7 +460,8 @@ class Endpoint:
                 "manifests": [{**descriptor, "annotations": {REF_NAME: tag}}],
             }
             meta = {**self.meta, "service": repo.service, "stage": tag}
-            save = _Save(name, tag, snapshot, snapshot_document(snapshot, meta, index, blobs), blobs, lease)
+            document = snapshot_document(snapshot, meta, index, blobs)
+            save = _Save(name, tag, snapshot, document, blobs, lease, body)
             if self.hold:
                 self._hold(save)
                 held = True
@@ -569,6 +576,9 @@ class Endpoint:
                 problem = gone
             elif missing := sorted(set(save.blobs) & gone):
                 problem = f"blob {missing[0]} is no longer in {self.store.url}"
+            elif kept := self._keep_current(save):
+                with self._lock:
+                    self.traffic.kept[(save.repository, save.tag)] = kept
             else:
                 self.store.put_snapshot(str(save.snapshot), save.document)
         except StoreError as exc:
@@ -576,13 +586,35 @@ class Endpoint:
         finally:
             self._delete_lease(save.lease)
         if problem is None:
-            self._record_saved(save)
+            if (save.repository, save.tag) not in self.traffic.kept:
+                self._record_saved(save)
             return None
         with self._lock:
             self._used.pop((save.repository, save.tag), None)
         problem = f"save of snapshot {save.snapshot} not written: {problem}"
         self.problem(problem)
         return problem
+
+    def _keep_current(self, save: _Save) -> str | None:
+        """Why the snapshot now under the save's name stays (None: write this run's). A cache never gets worse:
+        one whose blobs this run's cache all has already restores everything this run's would (BuildKit 0.13
+        exports a build whose steps all came from a cache without its intermediate records); and a newer save
+        is never replaced by an older one (two agents saving one key: the run that started later wins)."""
+        body = self.store.get_snapshot(str(save.snapshot))
+        current = parse_snapshot(body) if body is not None else None
+        if not isinstance(current, Snapshot):
+            return None
+        ours = self.meta.get("started", "")
+        theirs = current.meta.get("started", "")
+        if ours and theirs > ours:
+            commit = current.meta.get("commit", "?")
+            return f"kept {save.snapshot}: a build that started later (commit {commit[:12]}) saved it meanwhile"
+        try:
+            there = current.manifest_body or self._manifest_body(current.manifest["digest"])
+        except OciError:
+            return None
+        why = adds_nothing(save.manifest, there)
+        return f"kept {save.snapshot}: {why}, so it restores at least as much" if why else None
 
     def discard(self) -> None:
         """Drop every held index write (nothing is published) and its lease."""

@@ -80,7 +80,7 @@ def render(found: Sequence[Found], source: str) -> str:
         "# Next: `dockercache check` (validates it), `dockercache plan` (what a build would do),",
         "# `dockercache build` (builds; pushes only on CI or with --push). README.md explains every key.",
         "",
-        "# Where caches go. With no [caches] table: a local directory (.dockercache/cache), which is all a laptop",
+        "# Where caches go. With no [caches] table: a directory in ~/.cache/dockercache, which is all a laptop",
         "# needs. On CI agents that start empty, a registry or S3 store:",
         "# [caches.default]",
         '# type = "registry"',

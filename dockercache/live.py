@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .progress import BuildEvents, Step, Vertex
+from .progress import BuildEvents, Failure, Tally, TargetInfo, Vertex
 from .secrets import shorten
 
 UP_AND_CLEAR = "\x1b[{n}F"
@@ -35,6 +35,10 @@ class TargetLine:
     cached: int = 0
     total: int = 0
     failed: bool = False
+    cancelled: bool = False
+    """Stopped before it finished: bake cancelled it (another target failed), or the run was interrupted."""
+    exported: bool = False
+    """An export of its (image, cache) finished: with nothing else running, the target is done."""
 
 
 def owner(vertex_name: str, targets: Sequence[str]) -> str | None:
@@ -52,9 +56,18 @@ def _strip_target(name: str, target: str) -> str:
     return re.sub(rf"^\[{re.escape(target)} ", "[", name, count=1).replace(f"[{target}]", "").strip()
 
 
+_EXPORTS = ("exporting to ", "exporting cache", "pushing ", "writing image", "naming to ")
+"""The vertexes a target ends with: its image and cache exports."""
+
+
 @dataclass
 class LiveDisplay:
     """Folds the run's vertexes into one line per target and redraws them in place.
+
+    A line's steps are counted as the report counts them (:class:`~dockercache.progress.Tally`, with the runs
+    before this one): the steps of the target's own row and of the rows of the stages it builds that run no
+    target of their own, so the lines add up to the report's table. A target is shown finished once an export
+    of its finished and nothing of it runs, and in the last frame (:meth:`finish`).
 
     Every line is masked by ``redact`` (the console's redactor) before it is cut to ``width``: a step's name
     can carry a build arg's value.
@@ -65,50 +78,93 @@ class LiveDisplay:
     redact: Callable[[str], str]
     clock: Callable[[], float] = time.monotonic
     width: int = 120
+    tally: Tally | None = None
+    """The run's tally (every target of the plan, the runs so far); without one, each target alone."""
     lines: dict[str, TargetLine] = field(default_factory=dict)
     drawn: int = 0
     frame: int = 0
 
     def __post_init__(self) -> None:
         self.lines = {t: TargetLine(t) for t in self.targets}
+        if self.tally is None:
+            self.tally = Tally([TargetInfo(t, t, t, ()) for t in self.targets])
         self._lock = threading.Lock()
+        self._seen = -1
+        self._failures: list[Failure] = []
+
+    def _line_of(self, tally: Tally) -> dict[str, str]:
+        """The line each target's row adds to: its own, else the first target of this run of the same
+        Dockerfile that builds its stage (the target it is built in)."""
+        out = {}
+        running = [t for t in tally.targets if t.name in self.lines]
+        for info in tally.targets:
+            if info.name in self.lines:
+                out[info.name] = info.name
+                continue
+            host = next((t for t in running if t.identity == info.identity and info.stage in t.graph), None)
+            if host is not None:
+                out[info.name] = host.name
+        return out
 
     def update(self, events: BuildEvents) -> None:
-        """Recompute every target's line from the run's vertexes so far."""
+        """Recompute every target's line from the run's vertexes so far (when they changed)."""
+        if events.changes == self._seen:
+            return
         now = self.clock()
+        assert self.tally is not None
+        tally = self.tally.with_run(events, self.targets)
+        counts: dict[str, tuple[int, int]] = dict.fromkeys(self.lines, (0, 0))
+        steps = tally.steps()
+        for name, line_name in self._line_of(tally).items():
+            cached, total = counts[line_name]
+            for count in steps[name].values():
+                cached, total = cached + count.cached, total + count.total
+            counts[line_name] = (cached, total)
         with self._lock:
-            per_target: dict[str, list[Vertex]] = {t: [] for t in self.targets}
+            self._seen = events.changes
+            self._failures = tally.failures()
+            per_target: dict[str, list[tuple[Vertex, str]]] = {t: [] for t in self.targets}
             for vertex in events.vertexes.values():
                 for name in vertex.names or [vertex.name]:
                     target = owner(name, self.targets)
-                    if target is not None:
-                        per_target[target].append(vertex)
-                        break
+                    if target is not None and all(v is not vertex for v, _ in per_target[target]):
+                        per_target[target].append((vertex, _strip_target(name, target)))
             for target, vertexes in per_target.items():
                 line = self.lines[target]
                 if vertexes and line.started is None:
                     line.started = now
-                steps = [v for v in vertexes if Step.parse(_strip_target(v.name, target))]
-                line.total = len(steps)
-                line.cached = sum(1 for v in steps if v.cached)
-                line.failed = any(v.error for v in vertexes)
-                running = [v for v in vertexes if v.started and not v.completed]
-                line.current = _strip_target(running[-1].name, target) if running else None
-                done = bool(vertexes) and not running and all(v.completed for v in vertexes)
+                line.cached, line.total = counts[target]
+                line.failed = any(target in f.targets for f in self._failures)
+                line.exported = any(v.completed and not v.error and n.startswith(_EXPORTS) for v, n in vertexes)
+                running = [n for v, n in vertexes if v.started and not v.completed]
+                line.current = running[-1] if running else None
+                done = not running and (line.exported or line.failed)
                 if done and line.finished is None:
                     line.finished = now
                 elif not done:
                     line.finished = None
 
     def finish(self, succeeded: Mapping[str, bool] | None = None) -> None:
-        """The last frame: every target as finished (or failed)."""
+        """The last frame: every target as bake's verdict has it (``succeeded``; a vertex error, as a cache
+        import's miss, is not one). A target that did not succeed is failed when a step of its failed (or one
+        of a stage it builds), else cancelled; when no step failed at all, every one is failed, as the report
+        has it. Without a verdict (the run was interrupted), a target not finished by then is cancelled."""
         now = self.clock()
         with self._lock:
+            assert self.tally is not None
+            graphs = {t.name: t.graph for t in self.tally.targets}
+            stages = {f.stage for f in self._failures if f.stage}
             for line in self.lines.values():
+                if succeeded is not None and not succeeded.get(line.name, True):
+                    hit = line.failed or bool(stages & set(graphs.get(line.name, ())))
+                    line.failed = hit or not self._failures
+                    line.cancelled = not line.failed
+                elif succeeded is None and line.finished is None:
+                    line.cancelled = True
+                elif succeeded is not None:
+                    line.failed = False
                 if line.finished is None:
                     line.finished = now
-                if succeeded is not None:  # bake's own verdict: a vertex error (a cache import miss) is not one
-                    line.failed = not succeeded.get(line.name, True)
                 line.current = None
         self.draw()
 
@@ -119,8 +175,9 @@ class LiveDisplay:
         for line in self.lines.values():
             elapsed = ((line.finished or now) - line.started) if line.started is not None else 0.0
             if line.finished is not None:
-                mark = "x" if line.failed else "+"
-                text = f" {mark} {line.name}  {line.cached}/{line.total} steps cached  {elapsed:.1f}s"
+                mark = "x" if line.failed else "-" if line.cancelled else "+"
+                what = ", cancelled" if line.cancelled and not line.failed else ""
+                text = f" {mark} {line.name}  {line.cached}/{line.total} steps cached{what}  {elapsed:.1f}s"
             elif line.started is None:
                 text = f"   {line.name}  waiting"
             else:

@@ -7,6 +7,11 @@ A bake of several targets interleaves them in one stream: buildx prefixes each v
 (``[ruby-final deps 2/2] RUN ...``, ``[ruby-final] exporting cache to registry``), a vertex that several
 targets share carries one name per target, and the same Dockerfile step can show up as several vertices
 (one per target's build context). :class:`Tally` attributes it all back to targets, counting every step once.
+
+How BuildKit's Dockerfile frontend names a step: ``[<platform> <stage> <n>/<m>] <instruction>``, the platform
+only when several are built, the stage only when it has a name (an unnamed stage's steps are ``[2/3] RUN ...``;
+some versions may write dockercache's own label, ``[stage-0 2/3]``: both are read), and ``n`` padded with spaces
+to the width of ``m`` (``[deps  2/12]``, ``[ 2/12]``).
 """
 
 from __future__ import annotations
@@ -15,16 +20,18 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 _STEP = re.compile(
-    r"^\[(?:(?P<platform>[a-z0-9]+/[a-z0-9]+(?:/[a-z0-9]+)?) )?(?P<stage>[^\s\]]+) (?P<n>\d+)/(?P<m>\d+)\] "
+    r"^\[(?:(?P<platform>[^\s\]/]+/[^\s\]]+) )?(?:(?P<stage>[^\s\]/]+) +)?\s*(?P<n>\d+)/(?P<m>\d+)\] "
     r"(?P<cmd>.*)$",
     re.DOTALL,
 )
+_UNNAMED = re.compile(r"stage-\d+")
+"""dockercache's label of an unnamed stage (:attr:`dockercache.dockerfile.Stage.label`)."""
 _CACHE_IMPORT = "importing cache manifest from "
 _CACHE_EXPORT = "exporting cache"
 _TARGET_PREFIX = re.compile(r"^\[(?P<target>[A-Za-z0-9_-]+)(?P<sep>\] | )")
@@ -68,9 +75,10 @@ class Vertex:
 
 @dataclass(frozen=True)
 class Step:
-    """A Dockerfile instruction as progress names it: ``[<stage> <n>/<m>] <instruction>``."""
+    """A Dockerfile instruction as progress names it: ``[<stage> <n>/<m>] <instruction>``, or ``[<n>/<m>] ...``
+    in a stage without a name (``stage`` None)."""
 
-    stage: str
+    stage: str | None
     n: int
     command: str
 
@@ -81,6 +89,12 @@ class Step:
         if not match or match.group("cmd").startswith("FROM "):
             return None
         return cls(match.group("stage"), int(match.group("n")), match.group("cmd"))
+
+
+def cancelled(error: str | None) -> bool:
+    """An error that only says the vertex was stopped: by bake when another target failed, or by BuildKit when
+    another session solving the same vertex went away (it may then solve the vertex again, successfully)."""
+    return error is not None and ("context canceled" in error or error.strip() == "canceled")
 
 
 def _time(value: Any) -> datetime | None:
@@ -156,13 +170,26 @@ def first_line(text: str) -> str:
 
 @dataclass
 class BuildEvents:
-    """The state of one buildx run, folded from its SolveStatus objects."""
+    """The state of one buildx run, folded from its SolveStatus objects.
+
+    A vertex's state is its latest completion, and a completion without error is final: BuildKit can report a
+    vertex shared by several sessions as cancelled (``context canceled``) and then, solved again, as completed;
+    it is a success, and a cancellation reported after that (another session's) does not undo it.
+    """
 
     vertexes: dict[str, Vertex] = field(default_factory=dict)
     text: list[str] = field(default_factory=list)
+    changes: int = field(default=0, init=False)
+    """How many vertex updates were folded in (a display redraws only when it moved)."""
+    _reported: set[str] = field(default_factory=set, init=False, repr=False)
+    _held: dict[str, Vertex] = field(default_factory=dict, init=False, repr=False)
 
     def apply(self, item: dict[str, Any] | str) -> list[Vertex]:
-        """Fold one object (or text line) in; returns the vertexes that completed with it."""
+        """Fold one object (or text line) in; returns the vertexes whose final state came with it, each once.
+
+        Final: completed without error, or with an error other than a cancellation. A cancelled vertex is held
+        back until it completes again (BuildKit solving it once more) or the stream ends (:meth:`finish`).
+        """
         if isinstance(item, str):
             if item.strip():
                 self.text.append(item)
@@ -172,23 +199,19 @@ class BuildEvents:
             digest = raw.get("digest")
             if not isinstance(digest, str):
                 continue
+            self.changes += 1
             name = str(raw.get("name", ""))
             vertex = self.vertexes.setdefault(digest, Vertex(digest, name))
             if name not in vertex.names:
                 vertex.names.append(name)
-            was_complete = vertex.completed is not None
-            vertex.started = vertex.started or _time(raw.get("started"))
-            completed = _time(raw.get("completed"))
-            if completed:
-                vertex.completed = completed
-                started = _time(raw.get("started"))
-                if started:
-                    vertex.started = started
-            vertex.cached = vertex.cached or bool(raw.get("cached"))
-            if raw.get("error"):
-                vertex.error = str(raw["error"])
-            if vertex.completed and not was_complete:
-                done.append(vertex)
+            self._fold(vertex, raw)
+            if vertex.completed and digest not in self._reported:
+                if cancelled(vertex.error):
+                    self._held[digest] = vertex
+                else:
+                    self._held.pop(digest, None)
+                    self._reported.add(digest)
+                    done.append(vertex)
         for log in item.get("logs") or []:
             target = self.vertexes.get(str(log.get("vertex")))
             if target is None:
@@ -199,6 +222,40 @@ class BuildEvents:
                 continue
             stream = log.get("stream")
             target.add_log(stream if isinstance(stream, int) else 1, data)
+        return done
+
+    @staticmethod
+    def _fold(vertex: Vertex, raw: dict[str, Any]) -> None:
+        started, completed = _time(raw.get("started")), _time(raw.get("completed"))
+        error = str(raw["error"]) if raw.get("error") else None
+        succeeded = vertex.completed is not None and vertex.error is None
+        if succeeded and (error is not None or completed is None):
+            vertex.cached = vertex.cached or bool(raw.get("cached"))
+            return  # a success is final; an error or a start reported after it is another session's
+        again = completed is None and started and vertex.completed and started > vertex.completed
+        if again and cancelled(vertex.error):
+            vertex.started, vertex.completed, vertex.error = started, None, None  # solved again after a cancellation
+        vertex.started = vertex.started or started
+        if completed:
+            vertex.completed = completed
+            if started:
+                vertex.started = started
+            vertex.error = error
+        elif error:
+            vertex.error = error
+        vertex.cached = vertex.cached or bool(raw.get("cached"))
+
+    def finish(self, items: Iterable[dict[str, Any] | str] = ()) -> list[Vertex]:
+        """Fold in the stream's last items; returns the vertexes whose final state came with them, then the
+        cancelled ones held back, but not those of which another vertex of the same name completed (a duplicate
+        BuildKit merged away: the step itself did not stop)."""
+        done = [vertex for item in items for vertex in self.apply(item)]
+        succeeded = {n for v in self.vertexes.values() if v.completed and not v.error for n in v.names}
+        for digest, vertex in list(self._held.items()):
+            del self._held[digest]
+            self._reported.add(digest)
+            if not set(vertex.names) <= succeeded:
+                done.append(vertex)
         return done
 
     def last_error_line(self) -> str | None:
@@ -241,6 +298,8 @@ class Failure:
 
 @dataclass
 class _Observation:
+    run: int
+    """The index of the buildx run in :attr:`Tally.runs`."""
     target: str
     name: str
     """The vertex name without its target prefix."""
@@ -258,8 +317,35 @@ def _cached(observations: Sequence[_Observation]) -> bool:
     return not ran and any(v.cached for v in finished)
 
 
-_Attribution = tuple[dict[str, dict[str, StepCount]], dict[str, tuple[datetime, datetime]]]
-"""Per target: step counts by Dockerfile stage; and the first start and last end of the steps it owns."""
+@dataclass
+class _Attribution:
+    counts: dict[str, dict[str, StepCount]]
+    """Per target: step counts by Dockerfile stage."""
+    spans: dict[str, tuple[datetime, datetime]]
+    """Per target: the first start and last end of the steps it owns."""
+    hits: dict[str, list[list[_Observation]]]
+    """Per target: the steps it owns that came from cache, each as the observations of it."""
+    shared: dict[str, list[str]]
+    """Per target: the targets that count steps it shares with them (in another service's Dockerfile)."""
+
+
+class _Groups:
+    """Union-find over hashable keys: the keys that stand for one step end up in one group."""
+
+    def __init__(self) -> None:
+        self.parent: dict[object, object] = {}
+
+    def find(self, key: object) -> object:
+        self.parent.setdefault(key, key)
+        root = key
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[key] != root:  # path compression
+            self.parent[key], key = root, self.parent[key]
+        return root
+
+    def union(self, a: object, b: object) -> None:
+        self.parent[self.find(a)] = self.find(b)
 
 
 class Tally:
@@ -268,7 +354,15 @@ class Tally:
     Every Dockerfile step counts once in the whole run: in the target of the step's own stage when that stage
     is a target, else in the first target (plan order: services as given, stages in Dockerfile order) whose
     graph contains it. Targets with the same context, Dockerfile and args (two services built from one
-    Dockerfile) share their steps the same way. A step is cached when no vertex that stands for it ran.
+    Dockerfile) share their steps the same way. So do services with different Dockerfiles whose steps are the
+    same (the same base steps): BuildKit solves such a step once, as one vertex reported under each target's
+    name, and it counts once, in the first target in plan order that owns it by the rules above (``cache_read``
+    of that target names where it came from). A step is cached when no vertex that stands for it ran.
+
+    A step of an unnamed stage (``[2/3] RUN ...``) belongs to dockercache's label for it, ``stage-N``: the
+    target's own stage when it is unnamed, else the last unnamed stage of its graph (progress does not say
+    which unnamed stage a step is in; a Dockerfile with several of them in one graph has their steps counted
+    apart, under one label).
     """
 
     def __init__(self, targets: Sequence[TargetInfo]) -> None:
@@ -294,9 +388,16 @@ class Tally:
             for name in vertex.names:
                 target, rest = self._split(name, ran)
                 if target is not None:
-                    observations.append(_Observation(target, rest, vertex))
+                    observations.append(_Observation(len(self.runs), target, rest, vertex))
         self.runs.append((events, observations))
         self._attributed = None
+
+    def with_run(self, events: BuildEvents, ran: Sequence[str]) -> Tally:
+        """A tally of the runs so far and one more still under way (the live display's), this one unchanged."""
+        tally = Tally(self.targets)
+        tally.runs = list(self.runs)
+        tally.add(events, ran)
+        return tally
 
     def drop_last(self) -> None:
         """Forget the last run (one that failed for reasons of BuildKit's own and is run again)."""
@@ -318,34 +419,66 @@ class Tally:
                 return candidates[0].name
         return min(seen_in, key=self._order.__getitem__)
 
+    @staticmethod
+    def _label(target: TargetInfo, step: Step) -> str:
+        """The stage a step is counted in: its name, or the label of the unnamed stage it is in."""
+        if step.stage is not None:
+            return step.stage
+        unnamed = [s for s in target.graph if _UNNAMED.fullmatch(s)]
+        return target.stage if target.stage in unnamed or not unnamed else unnamed[-1]
+
     def _attribute(self) -> _Attribution:
-        """Steps per target and the span of the steps each owns (computed once for the runs added)."""
+        """Steps per target, the span of the steps each owns and their hits (computed once for the runs added).
+
+        The observations of one step are those of the same step of the same Dockerfile (identity, stage,
+        number) and those of the same vertex (one digest in a run, whatever the names and Dockerfiles that
+        share it).
+        """
         if self._attributed is not None:
             return self._attributed
-        found: dict[tuple[str, str, int], list[_Observation]] = {}
+        groups = _Groups()
+        steps: list[tuple[_Observation, str, tuple[str, str, int, str]]] = []
         for obs in self._observations():
             step = Step.parse(obs.name)
-            if step is not None:
-                identity = self._by_name[obs.target].identity
-                found.setdefault((identity, step.stage, step.n), []).append(obs)
-        counts: dict[str, dict[str, StepCount]] = {t.name: {} for t in self.targets}
-        spans: dict[str, tuple[datetime, datetime]] = {}
-        for (identity, stage, _), observations in sorted(found.items(), key=lambda kv: (kv[0][1], kv[0][2])):
-            owner = self._owner(identity, stage, {o.target for o in observations})
-            count = counts[owner].setdefault(stage, StepCount())
+            if step is None:
+                continue
+            info = self._by_name[obs.target]
+            label = self._label(info, step)
+            # Unnamed stages share one label: their steps stay apart by instruction.
+            key = (info.identity, label, step.n, "" if step.stage is not None else step.command)
+            groups.union(key, ("vertex", obs.run, obs.vertex.digest))
+            steps.append((obs, label, key))
+        found: dict[object, list[tuple[_Observation, str, tuple[str, str, int, str]]]] = {}
+        for entry in steps:
+            found.setdefault(groups.find(entry[2]), []).append(entry)
+        names = [t.name for t in self.targets]
+        result = _Attribution({n: {} for n in names}, {}, {n: [] for n in names}, {n: [] for n in names})
+        for entries in sorted(found.values(), key=lambda es: min((e[1], e[2][2]) for e in es)):
+            owners: dict[str, str] = {}  # candidate owner: the stage label it counts the step in
+            for identity, label in dict.fromkeys((e[2][0], e[1]) for e in entries):
+                seen_in = {e[0].target for e in entries if e[2][0] == identity}
+                owners.setdefault(self._owner(identity, label, seen_in), label)
+            owner = min(owners, key=self._order.__getitem__)
+            for other in owners:
+                if other != owner and owner not in result.shared[other]:
+                    result.shared[other].append(owner)
+            observations = [e[0] for e in entries]
+            count = result.counts[owner].setdefault(owners[owner], StepCount())
             count.total += 1
-            count.cached += _cached(observations)
+            if _cached(observations):
+                count.cached += 1
+                result.hits[owner].append(observations)
             count.seconds += max(o.vertex.seconds for o in observations)
             for v in (o.vertex for o in observations if o.vertex.started and o.vertex.completed):
                 assert v.started and v.completed
-                first, last = spans.get(owner, (v.started, v.completed))
-                spans[owner] = (min(first, v.started), max(last, v.completed))
-        self._attributed = (counts, spans)
-        return counts, spans
+                first, last = result.spans.get(owner, (v.started, v.completed))
+                result.spans[owner] = (min(first, v.started), max(last, v.completed))
+        self._attributed = result
+        return result
 
     def steps(self) -> dict[str, dict[str, StepCount]]:
         """Per target, per Dockerfile stage: steps total and cached, and their time."""
-        counts, _ = self._attribute()
+        counts = self._attribute().counts
         graph_order = {t.name: {s: i for i, s in enumerate(t.graph)} for t in self.targets}
         return {
             name: dict(sorted(stages.items(), key=lambda kv: graph_order[name].get(kv[0], len(graph_order[name]))))
@@ -367,8 +500,7 @@ class Tally:
             for name, (first, last) in spans.items():
                 out[name] += (last - first).total_seconds()
                 ran.add(name)
-        _, owned = self._attribute()
-        for name, (first, last) in owned.items():
+        for name, (first, last) in self._attribute().spans.items():
             if name not in ran:
                 out[name] = (last - first).total_seconds()
         return out
@@ -403,6 +535,32 @@ class Tally:
                     out[obs.target].append(ref)
         return out
 
+    def cache_read(self) -> dict[str, list[str]]:
+        """Per target: the cache refs its cached steps came from (none when it had no hit).
+
+        BuildKit does not say which imported cache answered a hit. So for each hit these are the refs whose
+        manifest the owning target imported successfully, in the order BuildKit read them, in the run where it met
+        the step; for a step the owning target did not meet itself (a stage built inside other targets runs no
+        import of its own), the refs of the targets that met it, in plan order (BuildKit answers a vertex
+        several targets share from the caches of all of them). A hit the builder's local cache answered, with
+        nothing imported, names no ref.
+        """
+        out: dict[str, list[str]] = {t.name: [] for t in self.targets}
+        imported = [self.imported(run) for run in range(len(self.runs))]
+        for name, hits in self._attribute().hits.items():
+            readers: set[tuple[int, str]] = set()
+            for observations in hits:
+                own = [o for o in observations if o.target == name]
+                readers.update((o.run, o.target) for o in own or observations)
+            ordered = sorted(readers, key=lambda r: (r[0], self._order[r[1]]))
+            out[name] = list(dict.fromkeys(ref for run, target in ordered for ref in imported[run][target]))
+        return out
+
+    def shared(self) -> dict[str, list[str]]:
+        """Per target: the targets that count the steps it shares with them (same steps of another Dockerfile,
+        solved once: counted in the first target in plan order, not again here)."""
+        return {name: list(owners) for name, owners in self._attribute().shared.items()}
+
     def exported(self, run: int = -1) -> dict[str, bool]:
         """Per target: whether a cache export finished without error in a run."""
         out = dict.fromkeys(self._by_name, False)
@@ -422,12 +580,13 @@ class Tally:
         by_vertex: dict[str, Failure] = {}
         for obs in sorted(observations, key=lambda o: self._order[o.target]):
             v = obs.vertex
-            if not v.error or is_cache_vertex(obs.name) or "context canceled" in v.error or v.error == "canceled":
+            if not v.error or is_cache_vertex(obs.name) or cancelled(v.error):
                 continue
             failure = by_vertex.get(v.digest)
             if failure is None:
                 step = Step.parse(obs.name)
-                failure = Failure([], obs.name, v.error, v.output(), step.stage if step else None)
+                stage = self._label(self._by_name[obs.target], step) if step else None
+                failure = Failure([], obs.name, v.error, v.output(), stage)
                 by_vertex[v.digest] = failure
             failure.targets.append(obs.target)
         return list(by_vertex.values())

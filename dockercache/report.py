@@ -11,13 +11,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+from .progress import cancelled
 from .secrets import redact_data, shorten
 
 if TYPE_CHECKING:
     from .live import LiveDisplay
-    from .progress import StepCount, Vertex
+    from .progress import StepCount, Tally, Vertex
 
-_INTERNAL = re.compile(r"^\[(?:[A-Za-z0-9_-]+ )?internal\]")
+_INTERNAL = re.compile(r"^\[(?:[A-Za-z0-9_-]+ )?(?:internal|auth)\]")
+"""BuildKit's own vertexes (loading the Dockerfile, sharing registry credentials): no line unless they fail."""
 STEP_WIDTH = 110
 """The longest step name a progress line shows (longer ones end in ``...``)."""
 ERROR_WIDTH = 300
@@ -46,13 +48,19 @@ class StageResult:
     seconds: float = 0.0
     cache_warnings: list[str] = field(default_factory=list)
     cache_written: str | None = None
+    kept: str | None = None
+    """Why the cache its store held stays rather than this run's (it would restore less); None: written or not."""
     digest: str | None = None
     tags: tuple[str, ...] = ()
     pushed: bool = False
     error: str | None = None
     restored_from: str | None = None
     cache_read: list[str] = field(default_factory=list)
-    """The cache refs whose manifest BuildKit read for this target (where its cached steps came from)."""
+    """The cache refs its cached steps came from (:meth:`dockercache.progress.Tally.cache_read`); none without a
+    hit."""
+    shared_with: list[str] = field(default_factory=list)
+    """The bake targets that count steps this stage shares with them (the same steps in another service's
+    Dockerfile, solved once): counted there, not here."""
     s3_saved: str | None = None
     down_objects: int = 0
     """Blobs BuildKit fetched from S3 (redirects to presigned URLs) and their bytes."""
@@ -96,7 +104,9 @@ class StageResult:
                 k: {"total": v.total, "cached": v.cached, "seconds": round(v.seconds, 3)} for k, v in self.steps.items()
             },
             "cache_read": self.cache_read,
+            "shared_steps_counted_in": self.shared_with,
             "cache_written": self.cache_written,
+            "cache_kept": self.kept,
             "cache_warnings": self.cache_warnings,
             "s3": {
                 "restored_from": self.restored_from,
@@ -363,23 +373,26 @@ class Console:
         if self.warned:
             self.info(f"dockercache: {plural(self.warned, 'warning')} (above)")
 
-    def live(self, targets: Sequence[str]) -> LiveDisplay | None:
+    def live(self, targets: Sequence[str], tally: Tally | None = None) -> LiveDisplay | None:
         """The live display for a bake run of ``targets``, when progress is ``tty`` (it masks what it draws
-        with this console's redactor)."""
+        with this console's redactor; it counts steps with ``tally``, as the report does)."""
         if self.progress != "tty":
             return None
         from .live import LiveDisplay
 
-        return LiveDisplay(targets, self.err, self.redact)
+        return LiveDisplay(targets, self.err, self.redact, tally=tally)
 
     def step(self, vertex: Vertex) -> None:
-        """One line per vertex as it finishes (its name carries the bake target when several run)."""
+        """One line per vertex in its final state (:meth:`dockercache.progress.BuildEvents.apply` gives each
+        once); its name carries the bake target when several run."""
         if self.progress != "plain":
             return
         if _INTERNAL.match(vertex.name) and not vertex.error:
             return
         if vertex.error and "importing cache manifest" in vertex.name and vertex.error.endswith("not found"):
             state = "MISS"  # a cache ref that does not exist yet: a plain miss, not an error
+        elif cancelled(vertex.error):
+            state = "CANCELED"  # stopped, as buildx's own plain output says: not what made the build fail
         elif vertex.error:
             state = "ERROR"
         elif vertex.cached:

@@ -19,6 +19,7 @@ from .config import (
     LocalCache,
     ServiceConfig,
     default_cache_name,
+    local_store_path,
     matrix_variants,
     split_variant,
     suggest,
@@ -316,6 +317,8 @@ def resolve_service(
         raise ConfigError(f"{where}.target: '{final_label}' comes before stage '{stages[-1]}' in {dockerfile}")
     store_name = default_cache_name(config, svc)
     store = config.caches[store_name] if store_name else BUILTIN_STORE
+    if isinstance(store, LocalCache) and store.path is None:  # the user's cache directory: no context holds it
+        store = dataclasses.replace(store, path=str(local_store_path(store, config.root, env)))
     inputs = _service_inputs(config, svc, where, env, compose_inputs)
     built = (*stages, final_label)
     return ResolvedService(

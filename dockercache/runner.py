@@ -229,6 +229,10 @@ class Runner:
         _credit_holders(plan, results)
         for name, counts in tally.steps().items():
             results[name].steps = counts
+        for name, refs in tally.cache_read().items():
+            results[name].cache_read = refs
+        for name, owners in tally.shared().items():
+            results[name].shared_with = owners
         for name, seconds in tally.seconds().items():
             results[name].seconds = seconds
         elapsed = time.monotonic() - started
@@ -265,7 +269,8 @@ class Runner:
             tally.drop_last()
             stores.fresh_sinks(plan.running)
             first = self._bake(plan, tally, run, "build (again)")
-        broken = stores.import_failed(plan.running, _error_text(first)) if not first.succeeded else {}
+        pushing = _push_failure(first) if not first.succeeded else None
+        broken = stores.import_failed(plan.running, _error_text(first)) if not first.succeeded and not pushing else {}
         if broken:
             # A cache is a miss, never an outage: build once more without the caches that could not be read.
             for store, reason in broken.items():
@@ -312,7 +317,7 @@ class Runner:
         self.console.section(f":docker: {what}{' and push' if pushes else ''}: {names}", group)
         events = BuildEvents()
         decoder = RawJsonDecoder()
-        succeeded, stderr = True, ""
+        succeeded, stderr, stopped = True, "", True
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="dockercache-") as tmp:
             # Build args travel in this file, never in process arguments: private to this user, removed after.
@@ -322,7 +327,7 @@ class Runner:
             metadata_file = Path(tmp) / "metadata.json"
             env = {**plan.bake_env, **self.docker_env}
             chunks = self.docker.bake(plan.bake_argv(str(bake_file), str(metadata_file)), env)
-            live = self.console.live([t.name for t in targets])
+            live = self.console.live([t.name for t in targets], tally)
             ticker = Ticker(live) if live is not None else contextlib.nullcontext()
             try:
                 with ticker:
@@ -332,15 +337,16 @@ class Runner:
                                 self.console.step(vertex)
                             if live is not None:
                                 live.update(events)
+                stopped = False
             except BuildFailed as exc:
-                succeeded, stderr = False, exc.stderr
+                succeeded, stderr, stopped = False, exc.stderr, False
             finally:
                 _close(chunks)  # an interrupt stops buildx here and now, not when the generator is collected
-                for item in decoder.close():
-                    events.apply(item)
+                for vertex in events.finish(decoder.close()):
+                    self.console.step(vertex)
                 if live is not None:
                     live.update(events)
-                    live.finish({t.name: succeeded for t in targets})
+                    live.finish(None if stopped else {t.name: succeeded for t in targets})
                 run.buildx_seconds += time.monotonic() - started
             metadata = _read_json(metadata_file)
         tally.add(events, [t.name for t in targets])
@@ -352,10 +358,8 @@ class Runner:
         """What one bake run did for each target it ran: status, image, cache export, cache problems."""
         exported = tally.exported()
         problems = tally.cache_problems()
-        imported = tally.imported()
         for target in targets:
             result = results[target.name]
-            result.cache_read = imported[target.name]
             for problem in problems[target.name]:
                 result.warn(self.console, problem)
             result.exported = bool(target.caches.sink) and exported[target.name]
@@ -390,10 +394,12 @@ class Runner:
             results[target.name].status = "failed" if target.name in failed or not failures else "cancelled"
         run.exit_code = 1
         if not failures:
-            reason = bake.events.last_error_line() or _last_line(bake.stderr) or "buildx bake failed"
+            pushing = _push_failure(bake)
+            reason = pushing or bake.events.last_error_line() or _last_line(bake.stderr) or "buildx bake failed"
             for target in plan.running:
                 results[target.name].error = reason
-            run.error = f"{', '.join(s.name for s in plan.services)}: build failed: {reason}"
+            names = ", ".join(s.name for s in plan.services)
+            run.error = f"{names}: {pushing}" if pushing else f"{names}: build failed: {reason}"
             return
         for failure in failures:
             for target in plan.targets:
@@ -407,8 +413,9 @@ class Runner:
         step_failures = [f for f in failures if f.stage]
         if not step_failures:
             # Not a Dockerfile step (booting the builder, pushing the image): nothing to tell apart, no rescue.
-            services = dict.fromkeys(t.service for t in plan.targets if t.name in failed)
-            run.error = f"{', '.join(services)}: build failed: {failures[0].describe()}"
+            services = ", ".join(dict.fromkeys(t.service for t in plan.targets if t.name in failed))
+            pushing = _push_failure(bake)
+            run.error = f"{services}: {pushing}" if pushing else f"{services}: build failed: {failures[0].describe()}"
             return
         first_failed = next(t for t in plan.targets if t.name in failed and results[t.name].error)
         run.error = f"{first_failed.service}/{first_failed.stage}: build failed: {step_failures[0].describe()}"
@@ -579,6 +586,24 @@ def _credit_holders(plan: Plan, results: Mapping[str, StageResult]) -> None:
         holders = [t for t in holders if t.identity == target.identity]
         holders.sort(key=lambda t: t.name != target.built_by)  # the target that built it first
         result.cache_written = next((w for w in (results[t.name].cache_written for t in holders) if w), None)
+
+
+#: BuildKit's words when it could not push an image (``exporting to image: failed to push REF: WHY``).
+_PUSH = re.compile(r"failed to push (?P<ref>[^\s:/]+(?::\d+)?/\S+?): (?P<why>[^\n]+)")
+#: The end of Go's ``failed to do request: Head "https://...": dial tcp ...: connect: connection refused``.
+_AFTER_URL = re.compile(r'^.*"[a-z]+://[^"]*":\s*')
+
+
+def _push_failure(bake: BakeRun) -> str | None:
+    """``push to HOST failed (REF): WHY`` when a run failed pushing an image rather than building it or reading a
+    cache: the image registry is at fault, not a cache (no rebuild without caches, no cache warning)."""
+    for text in (*(v.error or "" for v in bake.events.vertexes.values()), bake.stderr):
+        match = _PUSH.search(text)
+        if match:
+            ref = match["ref"]
+            why = _AFTER_URL.sub("", match["why"]).strip() or match["why"]
+            return f"push to {ref.split('/', 1)[0]} failed ({ref}): {why}"
+    return None
 
 
 _SOLVER_RACE = "failed to get state for index"

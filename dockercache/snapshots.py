@@ -90,6 +90,8 @@ class Snapshot:
 
     index: Mapping[str, Any]
     blobs: Mapping[str, int]
+    meta: Mapping[str, str] = field(default_factory=dict)
+    """What the writer recorded: ``commit``, ``branch``, ``started`` (its run's start), ``created``."""
 
     @property
     def manifest(self) -> Mapping[str, Any]:
@@ -123,7 +125,12 @@ def parse_snapshot(body: bytes) -> Snapshot | str:
         return "has a broken index"
     if not referenced or any(d not in blobs for d in referenced):
         return "is inconsistent"
-    return Snapshot(index, blobs)
+    meta = {k: v for k in META if isinstance(v := document.get(k), str)}
+    return Snapshot(index, blobs, meta)
+
+
+META = ("commit", "branch", "started", "created")
+"""The writer's facts a snapshot document records beside its index."""
 
 
 def snapshot_document(

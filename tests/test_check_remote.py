@@ -62,6 +62,7 @@ password = "${{REGISTRY_PASSWORD}}"
 [services.app]
 context = "."
 cache = "s3"
+image = "{push}/shop/app"
 """
 
 
@@ -81,7 +82,8 @@ def test_every_store_and_registry_is_tried_and_a_missing_bucket_is_named(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     dead = f"127.0.0.1:{closed_port()}"
-    code, out = check(tmp_path, bucket="acme-ci-cache", endpoint=moto_url, registry=registry, dead=dead)
+    values = {"endpoint": moto_url, "registry": registry, "dead": dead}
+    code, out = check(tmp_path, bucket="acme-ci-cache", push=dead, **values)
     assert code == 1
     lines = out.splitlines()
     assert lines[0].endswith("dockercache.toml: ok (1 service)")
@@ -90,8 +92,11 @@ def test_every_store_and_registry_is_tried_and_a_missing_bucket_is_named(
     )
     assert lines[2:4] == ["caches.registry: reachable", "caches.local: reachable"]
     assert lines[4].startswith(f"registries.{dead}: unreachable (") and "refused" in lines[4].lower()
+    # Where the image is pushed is tried too: a build would fail there, after all its work.
+    assert lines[5].startswith(f"services.app.image: push registry {dead} unreachable (") and "refused" in lines[5]
     boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1").create_bucket(Bucket="acme-ci-cache")
-    code, out = check(tmp_path, True, bucket="acme-ci-cache", endpoint=moto_url, registry=registry, dead=registry)
+    values["dead"] = registry
+    code, out = check(tmp_path, True, bucket="acme-ci-cache", push=registry, **values)
     document = json.loads(out)
     assert code == 0 == document["exit_code"]
     assert document["remote"] == {
@@ -99,4 +104,5 @@ def test_every_store_and_registry_is_tried_and_a_missing_bucket_is_named(
         "caches.registry": {"ok": True, "problem": None},
         "caches.local": {"ok": True, "problem": None},
         f"registries.{registry}": {"ok": True, "problem": None},
+        "services.app.image": {"ok": True, "problem": None},
     }

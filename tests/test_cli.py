@@ -150,7 +150,7 @@ def test_short_secret_named_values_leave_machine_output_whole(tmp_path: Path, do
         assert "password1" not in proc.stdout + proc.stderr, args
         assert calls == []
         if args == ["plan"]:
-            assert "on branch main" in proc.stdout and "  test: bake target app-test" in proc.stdout
+            assert "on branch main" in proc.stdout and "  test: built inside bake target app-final" in proc.stdout
             continue
         document = json.loads(proc.stdout)
         bake = document if "--bake" in args else document["bake"]

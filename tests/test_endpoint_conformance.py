@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from dockercache.endpoint import Endpoint, Repository, repository_name
-from dockercache.snapshots import BlobStore, snapshot_document
+from dockercache.snapshots import BlobStore, Snapshot, parse_snapshot, snapshot_document
 from dockercache.stores.layout import SnapshotName
 
 from .conftest import NOW, MemoryStore, digest_of, save_snapshot
@@ -627,13 +627,58 @@ def test_a_tag_written_in_this_run_reads_back_while_its_index_is_held(store: Fak
     """The ``docker`` driver pushes an image through BuildKit and then once more itself, reading the tag back:
     the held write is what it reads (not the previous snapshot, not a 404), and the same push again writes
     nothing; nothing is in S3 until publish."""
-    name = f"{KEY}/{SERVICE}/final"
-    previous = store.snapshots[name]  # the seeded store has a snapshot under the tag already
+    name = f"{KEY}/{SERVICE}/deps"
+    previous = store.snapshots[name]  # the seeded store has a snapshot under the tag already (one layer)
     with Endpoint(store, repositories(), secret=SECRET, hold=True) as endpoint:
-        assert call(endpoint, "PUT", f"/v2/{REPO}/manifests/final", FINAL).status == 201
-        read = call(endpoint, "GET", f"/v2/{REPO}/manifests/final")
+        assert call(endpoint, "PUT", f"/v2/{REPO}/manifests/deps", FINAL).status == 201
+        read = call(endpoint, "GET", f"/v2/{REPO}/manifests/deps")
         assert (read.status, read.body, read.headers["Docker-Content-Digest"]) == (200, FINAL, digest_of(FINAL))
-        assert call(endpoint, "PUT", f"/v2/{REPO}/manifests/final", FINAL).status == 201
+        assert call(endpoint, "PUT", f"/v2/{REPO}/manifests/deps", FINAL).status == 201
         assert store.snapshots[name] == previous
         assert endpoint.publish() == []
         assert store.snapshots[name] != previous and digest_of(FINAL) in store.snapshots[name][0].decode()
+
+
+# ------------------------------------------------------------------------- a cache never gets worse, or older
+
+
+def test_a_save_that_adds_nothing_keeps_the_snapshot_there(store: FakeStore) -> None:
+    """BuildKit 0.13 exports a build whose steps all came from a cache without its intermediate records: fewer
+    layers than the cache it read. Published over it, the next dependency change would miss a stage that did not
+    change; so the richer snapshot stays, and the report says why."""
+    name = f"{KEY}/{SERVICE}/final"
+    previous = store.snapshots[name]  # FINAL: the config and both layers
+    poorer = manifest(CONFIG, LAYERS[0])
+    with Endpoint(store, repositories(), secret=SECRET, hold=True) as endpoint:
+        assert call(endpoint, "PUT", f"/v2/{REPO}/manifests/final", poorer).status == 201
+        assert endpoint.publish() == []
+        assert store.snapshots[name] == previous
+        assert (REPO, "final") not in endpoint.traffic.saved
+        assert "adds nothing to it (1 layers, all in the 2 there)" in endpoint.traffic.kept[(REPO, "final")]
+    richer = manifest(CONFIG, *LAYERS, b"layer three")
+    store.blobs[digest_of(b"layer three")] = b"layer three"
+    with Endpoint(store, repositories(), secret=SECRET, hold=True) as endpoint:
+        assert call(endpoint, "PUT", f"/v2/{REPO}/manifests/final", richer).status == 201
+        assert endpoint.publish() == []
+        assert store.snapshots[name] != previous and endpoint.traffic.kept == {}
+
+
+def test_a_save_never_replaces_one_a_later_build_made(store: FakeStore) -> None:
+    """Two agents save one key at once: the build that started later keeps its snapshot, whichever publishes
+    last, and the snapshot says which commit wrote it."""
+    richer = manifest(CONFIG, *LAYERS, b"layer three")
+    store.blobs[digest_of(b"layer three")] = b"layer three"
+    name = f"{KEY}/{SERVICE}/final"
+    early = Endpoint(
+        store, repositories(), meta={"commit": "a" * 40, "started": "2026-12-07T10:00:00+00:00"}, hold=True
+    )
+    late = Endpoint(store, repositories(), meta={"commit": "b" * 40, "started": "2026-12-07T10:00:05+00:00"}, hold=True)
+    with early, late:
+        assert call(early, "PUT", f"/v2/{REPO}/manifests/final", richer).status == 201
+        assert call(late, "PUT", f"/v2/{REPO}/manifests/final", richer).status == 201
+        assert late.publish() == [] and early.publish() == []
+        assert (
+            "a build that started later (commit bbbbbbbbbbbb) saved it meanwhile" in early.traffic.kept[(REPO, "final")]
+        )
+    snapshot = parse_snapshot(store.snapshots[name][0])
+    assert isinstance(snapshot, Snapshot) and snapshot.meta["commit"] == "b" * 40

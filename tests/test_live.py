@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import re
 from pathlib import Path
 
 from dockercache.ci import CIContext
@@ -54,6 +55,7 @@ def test_a_running_target_shows_its_step_and_timer_and_a_finished_one_its_cached
         vertex("a", "[app-final base 2/2] RUN a", completed=True, cached=True),
         vertex("b", "[app-final deps 2/3] RUN bundle install"),
         vertex("c", "[app-test test 2/2] RUN rspec", completed=True),
+        vertex("d", "[app-test] exporting cache to registry", completed=True),
     ):
         events.apply(json.loads(item))
     display.update(events)
@@ -160,3 +162,78 @@ def test_the_consoles_live_display_uses_its_redactor() -> None:
     console.progress = "tty"
     display = console.live(["app-final"])
     assert display is not None and display.redact is redact and display.stream is console.err
+
+
+def test_a_target_is_not_shown_finished_before_it_has_exported() -> None:
+    """Nothing of a target running between two vertexes (its build definition loaded, its first step not yet
+    started) is not a finished target: no ``+ app-final  0/0 steps cached`` flash."""
+    display = LiveDisplay(["app-final", "app-test"], io.StringIO(), str, clock=Clock())
+    events = BuildEvents()
+    events.apply(json.loads(vertex("i", "[app-final internal] load build definition from Dockerfile", completed=True)))
+    events.apply(json.loads(vertex("s", "[app-test test 1/1] RUN rspec", completed=True)))
+    display.update(events)
+    assert display.render() == [" | app-final  0.0s", " | app-test  0.0s"]
+    events.apply(json.loads(vertex("e", "[app-test] exporting to image", completed=True)))
+    display.update(events)
+    assert display.render()[1] == " + app-test  0/1 steps cached  0.0s"
+
+
+def test_an_interrupted_target_is_not_marked_a_success() -> None:
+    """The run was interrupted (no verdict from bake): a target not finished by then is cancelled, not ``+``; one
+    that had finished stays as it was."""
+    display = LiveDisplay(["app-final", "app-test"], io.StringIO(), str, clock=Clock())
+    events = BuildEvents()
+    for item in (
+        vertex("a", "[app-final final 1/2] RUN make"),
+        vertex("b", "[app-test test 1/1] RUN rspec", completed=True),
+        vertex("c", "[app-test] exporting cache to registry", completed=True),
+    ):
+        events.apply(json.loads(item))
+    display.update(events)
+    display.finish(None)
+    assert display.render() == [
+        " - app-final  0/1 steps cached, cancelled  0.0s",
+        " + app-test  0/1 steps cached  0.0s",
+    ]
+
+
+def test_a_target_bake_cancelled_is_cancelled_and_the_failing_one_failed() -> None:
+    """Bake failed: the target whose step failed is ``x``, the one bake stopped because of it is cancelled (as the
+    report's table has them), never ``+``."""
+    display = LiveDisplay(["app-final", "app-test"], io.StringIO(), str, clock=Clock())
+    events = BuildEvents()
+    failed = {"digest": "t", "name": "[app-test test 1/1] RUN rspec", "error": "exit code: 3"}
+    failed |= {"started": "2026-11-26T00:00:01Z", "completed": "2026-11-26T00:00:02Z"}
+    stopped = failed | {"digest": "f", "name": "[app-final final 1/1] RUN make", "error": "context canceled"}
+    events.apply({"vertexes": [failed, stopped]})
+    display.update(events)
+    display.finish({"app-final": False, "app-test": False})
+    assert display.render() == [
+        " - app-final  0/1 steps cached, cancelled  0.0s",
+        " x app-test  0/1 steps cached  0.0s",
+    ]
+
+
+def last_frame(text: str, lines: int) -> list[str]:
+    """The last ``lines`` lines drawn, without the sequences that move the cursor and clear lines."""
+    plain = re.sub(r"\x1b\[\d*[A-Za-z]", "", text.replace("\r", ""))
+    return [line.strip() for line in plain.split("\n") if line.strip()][-lines:]
+
+
+def test_the_live_lines_add_up_to_the_reports_table(world: World, tmp_path: Path) -> None:  # noqa: F811
+    """app-test and app-final run; base and deps are built inside app-test. Each line counts the rows it stands
+    for (its own, and those of the stages built inside it), so the last frame says what the table says (app-final
+    counted base and deps again, 6 steps where the table has 2), on a first build and on a second, all cached."""
+    for cached, table, frame in (
+        (False, {"base": (0, 2), "deps": (0, 2), "test": (0, 1), "final": (0, 2)}, ["app-test 0/5", "app-final 0/2"]),
+        (True, {"base": (2, 2), "deps": (2, 2), "test": (1, 1), "final": (2, 2)}, ["app-test 5/5", "app-final 2/2"]),
+    ):
+        world.docker.cached = cached
+        err = io.StringIO()
+        console = Console(out=io.StringIO(), err=err)
+        console.progress = "tty"
+        world.runner.console = console
+        result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+        assert result.exit_code == 0, result.error
+        assert {s.stage: (s.cached, s.total) for s in result.services[0].stages} == table
+        assert [" ".join(line.split()[:3]) for line in last_frame(err.getvalue(), 2)] == [f"+ {f}" for f in frame]

@@ -369,7 +369,7 @@ def test_run_over_the_checkouts_dockercache_toml(tmp_path: Path) -> None:
     options = {"service": "ruby", "image_repository": "registry.example/ruby", "image_name": "v1", "dry_run": True}
     code, out, docker = run(checkout(tmp_path, with_config=True), options)
     assert code == 0
-    assert "base: bake target ruby-base" in out  # the file's stages
+    assert "base: built inside bake target ruby-final" in out  # the file's stages
     assert "push:       registry.example/ruby:v1" in out
     assert docker.calls == []  # the file names its builder: no question to the engine
 

@@ -141,10 +141,20 @@ def test_rescue_run_adds_up_with_the_first() -> None:
 
 
 def test_step_names() -> None:
+    """BuildKit's ``[<platform> <stage> <n>/<m>]``: platform and stage name optional, ``n`` padded to ``m``'s width."""
     assert Step.parse("[deps 2/3] RUN make") == Step("deps", 2, "RUN make")
     assert Step.parse("[linux/arm64 deps 2/3] RUN make") == Step("deps", 2, "RUN make")
+    assert Step.parse("[linux/amd64->arm64 deps 2/3] RUN make") == Step("deps", 2, "RUN make")
+    assert Step.parse("[linux/arm/v7 deps 2/3] RUN make") == Step("deps", 2, "RUN make")
+    assert Step.parse("[deps  2/12] RUN make") == Step("deps", 2, "RUN make")
+    assert Step.parse("[2/3] RUN make") == Step(None, 2, "RUN make")  # a stage without a name
+    assert Step.parse("[ 2/12] RUN make") == Step(None, 2, "RUN make")
+    assert Step.parse("[linux/arm64 2/3] RUN make") == Step(None, 2, "RUN make")
+    assert Step.parse("[stage-0 2/3] RUN make") == Step("stage-0", 2, "RUN make")
     assert Step.parse("[base 1/3] FROM busybox") is None
+    assert Step.parse("[1/3] FROM busybox") is None
     assert Step.parse("exporting to image") is None
+    assert Step.parse("[internal] load build definition from Dockerfile") is None
 
 
 def test_decoder_handles_text_and_partial_objects() -> None:
@@ -331,3 +341,208 @@ def test_a_failures_first_line_cuts_only_at_a_line_break() -> None:
     failure = Failure(["t"], "[final 2/2] RUN deploy", f"bad key {key}\nmore", [], "final")
     assert failure.describe() == "[final 2/2] RUN deploy: bad key -----BEGIN TEST KEY-----"
     assert Redactor([key])(failure.describe()) == "[final 2/2] RUN deploy: bad key [redacted]"
+
+
+def timed(update: dict[str, object]) -> dict[str, object]:
+    """A vertex update with ``started``/``completed`` given as seconds into the build, as rawjson has it."""
+    return {k: at(float(str(v))) if k in ("started", "completed") else v for k, v in update.items()}
+
+
+def vertexes(*updates: dict[str, object]) -> BuildEvents:
+    """A run from vertex updates, in order."""
+    events = BuildEvents()
+    for update in updates:
+        events.apply({"vertexes": [timed(update)]})
+    return events
+
+
+def step(digest: str, name: str, cached: bool = False, **more: object) -> dict[str, object]:
+    return {"digest": digest, "name": name, "started": 1, "completed": 2, "cached": cached, **more}
+
+
+# A single-stage Dockerfile (FROM, COPY, RUN), built a second time: both steps come from cache. How BuildKit
+# names an unnamed stage's steps, alone and in a bake of several targets (buildx adds the target).
+SINGLE_STAGE_NAMES = {
+    "unnamed": ("[{}/3] FROM busybox", "[{}/3] COPY . /app", "[{}/3] RUN make"),
+    "labelled": ("[stage-0 {}/3] FROM busybox", "[stage-0 {}/3] COPY . /app", "[stage-0 {}/3] RUN make"),
+}
+
+
+def test_a_single_stage_dockerfile_counts_its_steps() -> None:
+    """An unnamed stage is dockercache's ``stage-0``; its steps (``[2/3] RUN ...``) are its steps: n/n cached on a
+    second build, not 0/0."""
+    for form, names in SINGLE_STAGE_NAMES.items():
+        events = vertexes(*(step(f"sha256:{n}", name.format(n), cached=True) for n, name in enumerate(names, 1)))
+        tally = Tally([TargetInfo("app-stage-0", "stage-0", "app", ("stage-0",))])
+        tally.add(events, ["app-stage-0"])
+        assert counts(tally) == {"app-stage-0": {"stage-0": (2, 2)}}, form
+
+
+def test_a_single_stage_service_in_a_bake_of_several_targets_counts_its_steps() -> None:
+    """Beside another service, buildx prefixes the unnamed stage's steps with the target: ``[web-stage-0 2/3]``."""
+    targets = [
+        TargetInfo("web-stage-0", "stage-0", "web", ("stage-0",)),
+        TargetInfo("api-final", "final", "api", ("base", "final")),
+    ]
+    events = vertexes(
+        step("sha256:w1", "[web-stage-0 2/3] COPY . /app", cached=True),
+        step("sha256:w2", "[web-stage-0 3/3] RUN make", cached=True),
+        step("sha256:w3", "[web-stage-0 stage-0  4/10] RUN make check", cached=True),  # the labelled form, padded
+        step("sha256:a1", "[api-final base 2/2] RUN setup", cached=True),
+        step("sha256:a2", "[api-final final 2/2] RUN build"),
+    )
+    tally = Tally(targets)
+    tally.add(events, [t.name for t in targets])
+    assert counts(tally) == {"web-stage-0": {"stage-0": (3, 3)}, "api-final": {"base": (1, 1), "final": (0, 1)}}
+
+
+def test_a_failing_step_of_an_unnamed_stage_names_its_stage() -> None:
+    events = vertexes(step("sha256:1", "[2/2] RUN make", error="exit code: 2"))
+    tally = Tally([TargetInfo("app-stage-0", "stage-0", "app", ("stage-0",))])
+    tally.add(events, ["app-stage-0"])
+    (failure,) = tally.failures()
+    assert failure.stage == "stage-0"
+
+
+# Two services, one Dockerfile each, the same base stage: BuildKit solves each base step once, one vertex
+# reported under both targets' names (the name it got first, prefixed with each target). worker's own session
+# also reports a duplicate of the first step, cached.
+SHARED_TARGETS = [
+    TargetInfo("api-base", "base", "api", ("base",)),
+    TargetInfo("api-final", "final", "api", ("base", "final")),
+    TargetInfo("worker-base", "base", "worker", ("base",)),
+    TargetInfo("worker-final", "final", "worker", ("base", "final")),
+]
+IMPORTS = (
+    step("sha256:i1", "[api-final] importing cache manifest from reg.test/api/cache:final-main", error="not found"),
+    step("sha256:i2", "[api-final] importing cache manifest from reg.test/api/cache:base-main"),
+    step("sha256:i3", "[worker-final] importing cache manifest from reg.test/worker/cache:final-main"),
+    step("sha256:i4", "[worker-final] importing cache manifest from reg.test/worker/cache:base-main"),
+)
+
+
+def shared_base_run(base_cached: bool) -> BuildEvents:
+    return vertexes(
+        *IMPORTS,
+        step("sha256:b2", "[api-final base 2/3] RUN apt-get install -y curl", cached=base_cached),
+        step("sha256:b2", "[worker-final base 2/3] RUN apt-get install -y curl", cached=base_cached),
+        step("sha256:w2", "[worker-final base 2/3] RUN apt-get install -y curl", cached=True),
+        step("sha256:b3", "[api-final base 3/3] COPY certs/ /etc/certs/"),
+        step("sha256:b3", "[worker-final base 3/3] COPY certs/ /etc/certs/"),
+        step("sha256:af", "[api-final final 2/2] RUN make api"),
+        step("sha256:wf", "[worker-final final 2/2] RUN make worker"),
+    )
+
+
+def test_base_steps_two_dockerfiles_share_count_once_in_the_first_service() -> None:
+    """One vertex under two services' names is one step: counted once, in the first service in plan order that
+    owns it (api's base), not again in worker's (the report said ``api base 1/3`` and ``worker base 1/3``)."""
+    tally = Tally(SHARED_TARGETS)
+    tally.add(shared_base_run(base_cached=True), [t.name for t in SHARED_TARGETS if t.stage == "final"])
+    assert counts(tally) == {
+        "api-base": {"base": (1, 2)},
+        "api-final": {"final": (0, 1)},
+        "worker-base": {},
+        "worker-final": {"final": (0, 1)},
+    }
+    # The report's --json says where worker's base steps are counted (its row alone would read 0/0).
+    assert tally.shared() == {"api-base": [], "api-final": [], "worker-base": ["api-base"], "worker-final": []}
+
+
+def test_base_steps_two_dockerfiles_share_count_once_when_the_names_are_the_other_services() -> None:
+    """BuildKit names a shared vertex once, as the session that asked first had it: worker's name of it can carry
+    api's stage (``[worker-final base ...]`` where worker's Dockerfile calls the stage ``runtime``). It is still
+    counted once, in api's base, and worker's final does not take it (it said ``worker final 0/8``)."""
+    targets = [
+        TargetInfo("api-base", "base", "api", ("base",)),
+        TargetInfo("api-final", "final", "api", ("base", "final")),
+        TargetInfo("worker-final", "final", "worker", ("runtime", "final")),
+    ]
+    events = vertexes(
+        step("sha256:b2", "[api-final base 2/3] RUN apt-get install -y curl"),
+        step("sha256:b2", "[worker-final base 2/3] RUN apt-get install -y curl"),
+        step("sha256:b3", "[api-final base 3/3] COPY certs/ /etc/certs/"),
+        step("sha256:b3", "[worker-final base 3/3] COPY certs/ /etc/certs/"),
+        step("sha256:wf", "[worker-final final 2/2] RUN make worker"),
+    )
+    tally = Tally(targets)
+    tally.add(events, ["api-final", "worker-final"])
+    assert counts(tally) == {"api-base": {"base": (0, 2)}, "api-final": {}, "worker-final": {"final": (0, 1)}}
+
+
+def test_cache_read_names_the_sources_of_a_stages_hits() -> None:
+    """``cache_read`` of a stage that hit names the refs its hits can have come from: for a stage built inside
+    other targets, the refs they imported (api-base had ``[]``), in plan order; a vertex shared by two sessions is
+    answered from the caches of both. A stage without a hit names none (api's final listed its target's imports
+    although nothing of it came from cache)."""
+    tally = Tally(SHARED_TARGETS)
+    tally.add(shared_base_run(base_cached=True), ["api-final", "worker-final"])
+    assert tally.cache_read() == {
+        "api-base": [  # api's final-main is missing: not read
+            "reg.test/api/cache:base-main",
+            "reg.test/worker/cache:final-main",
+            "reg.test/worker/cache:base-main",
+        ],
+        "api-final": [],
+        "worker-base": [],
+        "worker-final": [],
+    }
+
+
+def test_cache_read_of_a_target_that_owns_its_hits_is_its_own_imports() -> None:
+    """BuildKit does not say which source answered a hit: a target that runs and owns its hits names its own
+    imports (ruby-test's test-main is not where ruby-deps' steps came from)."""
+    events = vertexes(
+        step("sha256:i1", "[ruby-deps] importing cache manifest from reg.test/c:deps-main"),
+        step("sha256:i2", "[ruby-test] importing cache manifest from reg.test/c:test-main"),
+        step("sha256:d1", "[ruby-deps deps 2/2] RUN bundle", cached=True),
+        step("sha256:d1", "[ruby-test deps 2/2] RUN bundle", cached=True),
+        step("sha256:t1", "[ruby-test test 2/2] RUN rspec"),
+    )
+    tally = Tally(BAKE_TARGETS)
+    tally.add(events, ["ruby-deps", "ruby-test"])
+    assert tally.cache_read() == {"ruby-deps": ["reg.test/c:deps-main"], "ruby-test": [], "ruby-final": []}
+
+
+def test_a_vertex_cancelled_then_completed_is_a_success_reported_once() -> None:
+    """A vertex two sessions share: the first solve is cancelled when its session goes, BuildKit solves it again.
+    Its final state is the success, given once (never the cancellation first), and it is no failure; a
+    cancellation another session reports after that does not undo it."""
+    events = BuildEvents()
+    name = "[final 1/2] COPY --from=build /out /out"
+    updates = [
+        {"digest": "v", "name": name, "started": at(1)},
+        {"digest": "v", "name": name, "started": at(1), "completed": at(2), "error": "context canceled"},
+        {"digest": "v", "name": name, "started": at(3)},
+        {"digest": "v", "name": name, "started": at(3), "completed": at(4)},
+        {"digest": "v", "name": name, "started": at(1), "completed": at(2), "error": "context canceled"},
+    ]
+    given = [[v.name for v in events.apply({"vertexes": [u]})] for u in updates]
+    assert given == [[], [], [], [name], []]
+    assert events.finish() == []
+    vertex = events.vertexes["v"]
+    assert vertex.error is None and vertex.seconds == 1.0
+    tally = Tally([TargetInfo("t", "final", "x", ("final",))])
+    tally.add(events, ["t"])
+    assert tally.failures() == [] and counts(tally) == {"t": {"final": (0, 1)}}
+
+
+def test_a_vertex_running_again_after_a_cancellation_is_running() -> None:
+    events = BuildEvents()
+    events.apply({"vertexes": [{"digest": "v", "name": "[a 1/1] RUN x", "completed": at(2), "error": "canceled"}]})
+    events.apply({"vertexes": [{"digest": "v", "name": "[a 1/1] RUN x", "started": at(3)}]})
+    vertex = events.vertexes["v"]
+    assert vertex.completed is None and vertex.error is None and vertex.started is not None
+
+
+def test_cancellations_are_given_at_the_end_but_not_those_of_merged_away_duplicates() -> None:
+    """A cancellation that stays one is the vertex's final state when the stream ends; a duplicate BuildKit
+    merged away (another vertex of the same name completed) is not the step's state and is not given."""
+    events = vertexes(
+        step("sha256:dup", "[app-test deps 1/2] COPY deps.lock /x", error="context canceled: context canceled"),
+        step("sha256:real", "[app-test deps 1/2] COPY deps.lock /x", cached=True),
+        step("sha256:stopped", "[app-final final 2/2] RUN make", error="context canceled"),
+    )
+    last = {"vertexes": [timed(step("sha256:late", "[app-final] exporting to image"))]}
+    assert [v.digest for v in events.finish([last])] == ["sha256:late", "sha256:stopped"]
+    assert events.finish() == []  # each once

@@ -165,7 +165,7 @@ def test_buildx_seconds_is_the_bakes_wall_time_and_is_in_the_json(tmp_path: Path
         push_stages=(),
         stage_tag="{stage}-{tag}",
         store_name=None,
-        store=LocalCache(type="local"),
+        store=LocalCache(type="local", path="cache"),
         metadata_key=None,
         graphs={"final": ("final",)},
     )
@@ -450,3 +450,41 @@ def test_cache_mount_warnings_count_as_the_services_own() -> None:
     svc.cache_mounts = {"warnings": ["ruby: cache mounts: not saved: disk full"]}
     assert svc.closing_line().endswith("cache only, 1 cache warning in 1.0s")
     assert render_markdown(svc).splitlines()[-1] == "- :warning: ruby: cache mounts: not saved: disk full"
+
+
+def progress_lines(*updates: dict[str, Any]) -> list[str]:
+    """The plain progress a run of these vertex updates prints, as the runner feeds the console."""
+    from dockercache.progress import BuildEvents
+
+    err = io.StringIO()
+    console = Console(out=io.StringIO(), err=err)
+    events = BuildEvents()
+    for update in updates:
+        for vertex in events.apply({"vertexes": [update]}):
+            console.step(vertex)
+    for vertex in events.finish():
+        console.step(vertex)
+    return [" ".join(line.split()) for line in err.getvalue().splitlines()]
+
+
+def test_a_step_that_succeeded_is_never_printed_as_an_error() -> None:
+    """Jobs side by side share a vertex; the first solve is cancelled with its session and BuildKit solves it
+    again: one line, its final state (it printed ``ERROR [final 1/2] COPY ...`` and then ``DONE``)."""
+    name = "[final 1/2] COPY --from=build /out /out"
+    one, two, three = "2026-11-26T00:00:01Z", "2026-11-26T00:00:02Z", "2026-11-26T00:00:03Z"
+    lines = progress_lines(
+        {"digest": "v", "name": name, "started": one, "completed": two, "error": "context canceled"},
+        {"digest": "v", "name": name, "started": two},
+        {"digest": "v", "name": name, "started": two, "completed": three},
+    )
+    assert lines == [f"DONE 1.0s {name}"]
+
+
+def test_a_cancelled_step_is_printed_cancelled_and_a_failed_one_as_an_error() -> None:
+    """As buildx's own plain output: the step that failed is the ERROR, the ones bake stopped are CANCELED."""
+    stamp = "2026-11-26T00:00:01Z"
+    lines = progress_lines(
+        {"digest": "a", "name": "[test 2/2] RUN rspec", "completed": stamp, "error": "exit code: 3"},
+        {"digest": "b", "name": "[final 2/2] RUN make", "completed": stamp, "error": "context canceled"},
+    )
+    assert lines == ["ERROR [test 2/2] RUN rspec", "CANCELED [final 2/2] RUN make"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from dockercache.commands import Environment, load, plan_for
-from dockercache.config import CONFIG_NAME, Config
+from dockercache.config import CACHE_DIR_ENV, CONFIG_NAME, Config, LocalCache, local_store_path
 from dockercache.errors import ConfigError
 from dockercache.loader import parse_config
 from dockercache.plan import BuildOptions
@@ -77,23 +78,24 @@ def test_without_a_dockerfile_key_it_is_the_contexts_dockerfile(tmp_path: Path) 
 # ------------------------------------------------------------------------------ the built-in local store
 
 
-def test_without_caches_the_local_cache_is_beside_dockercache_toml(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """README: with no [caches], caches go to ``.dockercache/cache`` beside dockercache.toml, wherever the
-    command runs from (here a sub-directory of the project, with the process in yet another directory)."""
-    project = tmp_path / "project"
+def test_without_caches_the_local_cache_is_outside_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: with no [caches], caches go to a directory of the project's own in the user's cache directory
+    (``$DOCKERCACHE_CACHE_DIR`` here), wherever the command runs from (a sub-directory of the project, the
+    process in yet another directory): never inside the build context, the image or the git tree."""
+    project = tmp_path / "my project"
     (project / "src" / "deep").mkdir(parents=True)
     (project / CONFIG_NAME).write_text('[services.app]\nstages = ["base"]\n')
     (project / "Dockerfile").write_text(THREE_STAGES)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    environment = Environment(env=VARS, cwd=project / "src" / "deep", console=Console())
+    caches = tmp_path / "user-cache"
+    environment = Environment(env={**VARS, CACHE_DIR_ENV: str(caches)}, cwd=project / "src" / "deep", console=Console())
     config, ci = load(environment, None)
     assert config.caches == {}
     plan = plan_for(environment, config, ci, BuildOptions())
-    cache = project.resolve() / ".dockercache" / "cache" / "app"
+    digest = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:12]
+    cache = caches / f"my-project-{digest}" / "app"
     for target in plan.targets:
         assert target.caches.store == "built-in local"
         swap = target.caches.step
@@ -101,22 +103,34 @@ def test_without_caches_the_local_cache_is_beside_dockercache_toml(
         assert swap.final == str(cache / target.stage)
         assert target.cache_to is not None and target.cache_to.get("dest") == f"{cache / target.stage}.incoming"
     assert [t.stage for t in plan.targets] == ["base", "final"]
-    assert not (elsewhere / ".dockercache").exists() and not (project / "src" / "deep" / ".dockercache").exists()
+    assert not any(p.name == ".dockercache" for p in tmp_path.rglob("*"))
 
 
-def test_the_built_in_cache_is_read_from_beside_dockercache_toml(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_user_cache_directory_is_xdg_then_home() -> None:
+    store = LocalCache(type="local")
+    root = Path("/work/shop")
+    key = "shop-" + hashlib.sha256(b"/work/shop").hexdigest()[:12]
+    assert local_store_path(store, root, {"XDG_CACHE_HOME": "/x", "HOME": "/h"}) == Path("/x/dockercache") / key
+    assert local_store_path(store, root, {"HOME": "/h"}) == Path("/h/.cache/dockercache") / key
+    other = local_store_path(store, Path("/elsewhere/shop"), {"HOME": "/h"})
+    assert other.parent == Path("/h/.cache/dockercache") and other.name != key  # one directory per project
+    given = LocalCache(type="local", path="cache")
+    assert local_store_path(given, root, {"HOME": "/h"}) == Path("/work/shop/cache")
+
+
+def test_the_built_in_cache_is_read_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A directory left by an earlier build is found as a cache source from any working directory."""
     (tmp_path / CONFIG_NAME).write_text("[services.app]\n")
     (tmp_path / "Dockerfile").write_text(THREE_STAGES)
-    (tmp_path / ".dockercache" / "cache" / "app" / "final").mkdir(parents=True)
+    env = {**VARS, CACHE_DIR_ENV: str(tmp_path / "user-cache")}
+    store = local_store_path(LocalCache(type="local"), tmp_path, env)
+    (store / "app" / "final").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    environment = Environment(env=VARS, cwd=tmp_path, console=Console())
+    environment = Environment(env=env, cwd=tmp_path, console=Console())
     config, ci = load(environment, None)
     (target,) = plan_for(environment, config, ci, BuildOptions()).targets
-    assert [s.get("src") for s in target.cache_from] == [str(tmp_path.resolve() / ".dockercache/cache/app/final")]
+    assert [s.get("src") for s in target.cache_from] == [str(store / "app" / "final")]
 
 
 # ------------------------------------------------------------------------------------- Compose files

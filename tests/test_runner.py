@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import http.client
+import io
 import json
 import signal
 import stat
@@ -38,8 +39,9 @@ GRAPHS = {
     "deps": ("base", "deps"),
     "test": ("base", "deps", "test"),
     "final": ("base", "deps", "final"),
+    "stage-0": ("stage-0",),  # a single-stage Dockerfile's one stage, unnamed
 }
-STEPS = {"base": 2, "deps": 2, "test": 1, "final": 2}
+STEPS = {"base": 2, "deps": 2, "test": 1, "final": 2, "stage-0": 2}
 
 
 @dataclass
@@ -61,6 +63,8 @@ class FakeDocker:
     cached: bool = False
     race_once: bool = False
     image_race_once: bool = False
+    push_fails: bool = False
+    """Every bake fails pushing its image: the image registry refuses connections."""
     before_manifest: list[Any] = field(default_factory=list)
     """Called once each (in turn) between a cache push's blob uploads and its manifest PUT (a prune, say)."""
     """The first bake fails as the containerd image store does when another job stored the same name at once."""
@@ -74,6 +78,14 @@ class FakeDocker:
     daemon: bool = True
     builders: dict[str, str] = field(default_factory=dict)
     bakes: list[dict[str, Any]] = field(default_factory=list)
+    unnamed: str = ""
+    """How steps of an unnamed stage are named: ``[2/3] RUN ...`` (""), or with this label (``[stage-0 2/3]``)."""
+    imports: bool = False
+    """A vertex per cache source of every target (``importing cache manifest from REF``), read successfully."""
+    cancel_first_step: bool = False
+    """The first step of the first target is cancelled (a session that shared it went away), then solved again."""
+    interrupt_after: int | None = None
+    """An interrupt (SIGINT) arrives after this many vertexes."""
 
     def ping(self) -> None:
         self.log.add("docker ping")
@@ -137,6 +149,14 @@ class FakeDocker:
             )
             yield f"ERROR: failed to solve: {error}\n"
             raise BuildFailed(1, f"ERROR: failed to solve: {error}")
+        if self.push_fails:
+            error = (
+                "failed to push reg.test/app:abc123: failed to do request: Head "
+                f'"https://reg.test/v2/app/blobs/sha256:{"cd" * 32}": '
+                "dial tcp 10.0.0.9:443: connect: connection refused"
+            )
+            yield json.dumps({"vertexes": [{"digest": "sha256:export", "name": "exporting to image", "error": error}]})
+            raise BuildFailed(1, f"ERROR: failed to solve: {error}")
         if first and self.image_race_once:
             error = 'image "docker.io/library/app:abc123": already exists'
             yield json.dumps({"vertexes": [{"digest": "sha256:export", "name": "exporting to image", "error": error}]})
@@ -155,18 +175,35 @@ class FakeDocker:
         prefix = len(targets) > 1
         metadata: dict[str, Any] = {}
         failed = False
+        sent = 0
         for name, target in targets.items():
-            stage = target["target"]
+            stage = target.get("target", "stage-0")
             label = f"{name} " if prefix else ""
+            for source in target.get("cache-from", []) if self.imports else []:
+                attrs = dict(part.split("=", 1) for part in source.split(","))
+                ref = attrs.get("ref") or attrs.get("src")
+                name_of_import = f"{'[' + name + '] ' if prefix else ''}importing cache manifest from {ref}"
+                done = {"started": STAMP.format(1), "completed": STAMP.format(1)}
+                yield json.dumps(
+                    {"vertexes": [{"digest": f"sha256:{name}-import-{ref}", "name": name_of_import, **done}]}
+                )
             for s in GRAPHS[stage]:
                 for n in range(1, STEPS[s] + 1):
+                    stage_name = (f"{self.unnamed} " if self.unnamed else "") if s == "stage-0" else f"{s} "
                     vertex: dict[str, Any] = {
                         "digest": f"sha256:{name}-{s}-{n}",
-                        "name": f"[{label}{s} {n + 1}/{STEPS[s] + 1}] RUN step {n}",
+                        "name": f"[{label}{stage_name}{n + 1}/{STEPS[s] + 1}] RUN step {n}",
                         "started": STAMP.format(1),
                         "completed": STAMP.format(2),
                         "cached": self.cached or not first,
                     }
+                    if self.cancel_first_step and sent == 0:
+                        cancelled = {**vertex, "cached": False, "error": "context canceled"}
+                        yield json.dumps({"vertexes": [cancelled]}) + "\n"
+                        vertex = {**vertex, "started": STAMP.format(3), "completed": STAMP.format(4)}
+                    if self.interrupt_after is not None and sent == self.interrupt_after:
+                        raise Interrupted(signal.SIGINT)
+                    sent += 1
                     if failing == s and n == STEPS[s]:
                         vertex["error"] = 'process "/bin/sh -c step" did not complete successfully: exit code: 3'
                         failed = True
@@ -305,10 +342,15 @@ def resolved(store: Any, stages: tuple[str, ...] = ("base", "deps", "test", "fin
 
 
 def plan_for(
-    store: Any, tmp_path: Path, settings: Settings | None = None, options: BuildOptions | None = None, **builder: Any
+    store: Any,
+    tmp_path: Path,
+    settings: Settings | None = None,
+    options: BuildOptions | None = None,
+    service: ResolvedService | None = None,
+    **builder: Any,
 ) -> Plan:
     inputs = PlanInputs(
-        services=(resolved(store),),
+        services=(service or resolved(store),),
         builder=BuilderConfig(name="default", driver="docker", **builder) if not builder else BuilderConfig(**builder),
         settings=settings or Settings(),
         root=tmp_path,
@@ -620,6 +662,24 @@ def test_a_save_a_concurrent_prune_refused_is_saved_once_more(world: World, tmp_
     assert test.s3_saved == "pipe/main/app/test" and "pipe/main/app/test" in world.store.snapshots
 
 
+def test_a_push_failure_is_a_push_failure_not_a_cache_fault(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache lives in the image's own repository (another tag) and the image registry refuses connections:
+    its URL in BuildKit's error is not taken for a cache blob that failed. No cache warning, no second bake, one
+    line naming the registry, exit 1, nothing recorded."""
+    monkeypatch.setattr("dockercache.netcheck.unreachable", lambda host, port: None)  # the cache registry answers
+    world.docker.push_fails = True
+    result = world.runner.run(plan_for(RegistryCache(type="registry", ref="reg.test/app"), tmp_path))
+    assert result.exit_code == 1
+    assert len(world.docker.bakes) == 1
+    assert result.warnings == []
+    assert result.error == (
+        "app: push to reg.test failed (reg.test/app:abc123): dial tcp 10.0.0.9:443: connect: connection refused"
+    )
+    assert world.agent.meta == {}
+
+
 def test_two_jobs_storing_one_image_name_at_once_is_retried_once(world: World, tmp_path: Path) -> None:
     """Two jobs of one commit on one agent: the containerd image store refuses the name the other stored an
     instant before. Not the build's fault: built again (all cached by then), exit 0."""
@@ -834,3 +894,78 @@ def test_annotations_are_per_service_and_job_and_link_the_log_on_failure(world: 
     assert context == "dockercache-app-step-1-p2" and style == "error"
     assert "[the job's log](https://buildkite.com/acme/app/builds/7#job-9)" in body
     assert ":rotating_light: **test** failed: `[test 2/2] RUN step 1" in body
+
+
+def single_stage(store: Any) -> ResolvedService:
+    """A service whose Dockerfile has one stage, without a name (dockercache's ``stage-0``)."""
+    return dataclasses.replace(resolved(store, ("stage-0",)), final_target=None)
+
+
+@pytest.mark.parametrize("unnamed", ["", "stage-0"])
+def test_a_single_stage_service_counts_its_steps(world: World, tmp_path: Path, unnamed: str) -> None:
+    """BuildKit names an unnamed stage's steps ``[2/3] RUN ...`` (some versions ``[stage-0 2/3]``): a
+    single-stage service's second build is n/n cached with n > 0 (it said ``stage-0 0/0 steps cached``)."""
+    world.docker.unnamed = unnamed
+    local = LocalCache(type="local", path="cache")
+    plan = plan_for(local, tmp_path, service=single_stage(local))
+    assert [t.stage for t in plan.targets] == ["stage-0"] and plan.targets[0].dockerfile_target is None
+    first = world.runner.run(plan)
+    assert [(s.stage, s.cached, s.total) for s in first.services[0].stages] == [("stage-0", 0, 2)]
+    world.docker.cached = True
+    second = world.runner.run(plan)
+    assert [(s.stage, s.cached, s.total) for s in second.services[0].stages] == [("stage-0", 2, 2)]
+    assert second.services[0].closing_line().startswith("app: 1 stage, 2/2 steps cached")
+
+
+def test_cache_read_names_where_each_stages_hits_came_from(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cache_read`` names the sources of a stage's hits: base and deps, built inside app-test, name the refs
+    app-test read (they said ``[]``); with no hit, no stage names a source (app-final listed its imports)."""
+    monkeypatch.setattr("dockercache.netcheck.unreachable", lambda host, port: None)  # the cache registry answers
+    world.docker.imports = True
+    plan = plan_for(RegistryCache(type="registry", ref="reg.test/cache"), tmp_path)
+    first = world.runner.run(plan)
+    assert all(s.cache_read == [] for s in first.services[0].stages)
+
+    world.docker.cached = True
+    second = world.runner.run(plan)
+    refs = {
+        name: [dict(p.split("=", 1) for p in e.split(","))["ref"] for e in target["cache-from"]]
+        for name, target in world.docker.bakes[-1]["target"].items()
+    }
+    assert refs["app-test"] and refs["app-final"]
+    read = {s.stage: s.cache_read for s in second.services[0].stages}
+    assert read == {
+        "base": refs["app-test"],
+        "deps": refs["app-test"],
+        "test": refs["app-test"],
+        "final": refs["app-final"],
+    }
+    (svc,) = second.to_json()["services"]
+    assert svc["stages"][0]["cache_read"] == refs["app-test"] and svc["stages"][0]["shared_steps_counted_in"] == []
+
+
+def test_a_step_solved_again_after_a_cancellation_is_not_an_error(world: World, tmp_path: Path) -> None:
+    """A vertex shared with another session is cancelled with it and solved again: the log says DONE once (it
+    said ``ERROR`` first), and nothing counts it a failure or a cache problem."""
+    world.docker.cancel_first_step = True
+    result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    assert result.exit_code == 0, result.error
+    err = world.err.getvalue()  # type: ignore[attr-defined]
+    lines = [line.split() for line in err.splitlines() if "[app-test base 2/3] RUN step 1" in line]
+    assert lines == [["DONE", "1.0s", "[app-test", "base", "2/3]", "RUN", "step", "1"]], err
+    assert "ERROR" not in err and not any(s.cache_warnings for s in result.services[0].stages)
+    assert {s.stage: (s.cached, s.total) for s in result.services[0].stages}["base"] == (0, 2)
+
+
+def test_an_interrupted_build_marks_no_target_a_success_in_the_live_display(world: World, tmp_path: Path) -> None:
+    world.docker.interrupt_after = 3
+    err = io.StringIO()
+    world.runner.console = Console(out=io.StringIO(), err=err)
+    world.runner.console.progress = "tty"
+    with pytest.raises(Interrupted):
+        world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    last = [line.replace("\x1b[2K", "") for line in err.getvalue().split("\x1b[2F")[-1].splitlines()]
+    assert [line.split()[:2] for line in last] == [["-", "app-test"], ["-", "app-final"]], last
+    assert all(line.endswith("s") and "cancelled" in line for line in last)

@@ -65,7 +65,7 @@ def test_snapshot_names_and_layout() -> None:
     ("store", "kind"),
     [
         (RegistryCache(type="registry", ref="r/c"), "registry"),
-        (LocalCache(type="local"), "local"),
+        (LocalCache(type="local", path="cache"), "local"),
         (S3Cache(type="s3", bucket="b"), "s3"),
         (S3Cache(type="s3", bucket="b", native=True), "s3-native"),
     ],

@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import json
 import os
 import re
 import secrets
@@ -48,6 +49,7 @@ from typing import TYPE_CHECKING
 
 from ..config import CacheStore, LocalCache
 from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime, StoreStep, TargetCaches
+from .content import adds_nothing
 from .entry import CacheEntry
 
 if TYPE_CHECKING:
@@ -95,7 +97,7 @@ class LocalKind:
 
     def plan(self, request: CacheRequest) -> TargetCaches:
         store = request.store
-        assert isinstance(store, LocalCache)
+        assert isinstance(store, LocalCache) and store.path is not None, "resolving a service fills in the path"
         base = (request.root / store.path / request.service).resolve()
         directories = [str(base / s) for s in request.stages]
         sources = tuple(CacheEntry.make("local", src=d) for d in directories if request.exists(d))
@@ -174,8 +176,12 @@ class LocalRuntime(NoRuntime):
             lease = self._writing.pop(target.name, None)
             result = results[target.name]
             swapped = False
+            kept = lease is not None and result.exported and adds_nothing_to_live(lease.path, swap.final)
+            if kept:
+                result.kept = f"kept {swap.final}: {kept}, so it restores at least as much"
+                self.context.console.info(f"{target.name}: {result.kept}")
             try:
-                swapped = lease is not None and result.exported and swap_in(lease, swap.final)
+                swapped = lease is not None and result.exported and not kept and swap_in(lease, swap.final)
             except OSError as exc:
                 result.warn(self.context.console, f"local cache not updated: {describe(exc)}")
             finally:
@@ -330,6 +336,23 @@ def empty_directory(path: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ swap
+
+
+def cache_manifest(directory: str) -> bytes | None:
+    """The cache manifest of a local export (its index names it; its blob holds it), or None."""
+    try:
+        with open(os.path.join(directory, "index.json"), "rb") as index:
+            digest = str(json.load(index)["manifests"][0]["digest"])
+        with open(os.path.join(directory, "blobs", *digest.split(":", 1)), "rb") as blob:
+            return blob.read(4 * 1024 * 1024)
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def adds_nothing_to_live(export: str, final: str) -> str | None:
+    """Why a complete export adds nothing to the live version of ``final`` (then it is not swapped in), or None."""
+    new, live = cache_manifest(export), cache_manifest(final)
+    return adds_nothing(new, live) if new is not None and live is not None else None
 
 
 def swap_in(export: Lease, final: str) -> bool:

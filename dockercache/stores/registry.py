@@ -10,15 +10,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..ci import slugify
 from ..config import CacheStore, RegistryCache, split_variant
-from ..errors import CacheError
+from ..errors import CacheError, StoreError
+from ..reference import REFERENCE
 from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime, TargetCaches
+from .content import adds_nothing
 from .entry import CacheEntry
 
 if TYPE_CHECKING:
+    from ..oci import Manifest
     from ..plan import Target
     from ..report import StageResult
 
@@ -85,12 +88,21 @@ class RegistryKind:
 
 
 class RegistryRuntime(NoRuntime):
-    """Before the run, drop caches whose registry does not answer: an outage costs a warning, not a timeout."""
+    """Before the run: drop caches whose registry does not answer (an outage costs a warning, not a timeout) and
+    refs that do not exist (a stage's own ref that only a failed build's rescue writes: no ``MISS`` line), and
+    read what every ref this run writes holds. After it: a ref whose new cache adds nothing to what it held gets
+    that back (a cache never gets worse, see :mod:`dockercache.stores.content`)."""
 
     def __init__(self, context: RunContext) -> None:
         self.context = context
+        self._clients: dict[str, Any] = {}
+        self._held: dict[str, Manifest] = {}
+        """A ref this run writes -> the cache manifest it held before the run."""
 
     def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
+        return self._probe(self._reachable(targets))
+
+    def _reachable(self, targets: Sequence[Target]) -> list[Target]:
         from ..netcheck import registry_host, unreachable  # socket: only a build needs it
 
         hosts = sorted({registry_host(e.location) for t in targets for e in _entries(t)})
@@ -120,6 +132,97 @@ class RegistryRuntime(NoRuntime):
             )
             kept.append(dataclasses.replace(target, caches=caches))
         return kept
+
+    def _probe(self, targets: Sequence[Target]) -> list[Target]:
+        """Every ref a running target reads or writes, asked of its registry at once: one that is not there is no
+        source (a ref that cannot be asked stays one: BuildKit decides), and what a written one holds is kept."""
+        from ..oci import Manifest
+
+        running = [t for t in targets if t.runs]
+        read = {e.location for t in running for e in t.caches.sources if e.type == "registry"}
+        written = {t.caches.sink.location for t in running if t.caches.sink and t.caches.sink.type == "registry"}
+        refs = sorted(read | written)
+        if not refs:
+            return list(targets)
+        with ThreadPoolExecutor(max_workers=min(8, len(refs))) as pool:
+            found = dict(zip(refs, pool.map(self._manifest, refs), strict=True))
+        self._held = {ref: m for ref in written if isinstance(m := found[ref], Manifest)}
+        return [
+            dataclasses.replace(
+                t,
+                caches=dataclasses.replace(
+                    t.caches, sources=tuple(e for e in t.caches.sources if found.get(e.location, True) is not None)
+                ),
+            )
+            if t.runs
+            else t
+            for t in targets
+        ]
+
+    def _client(self, host: str) -> Any:
+        from ..oci import Registry  # urllib: only a build needs it
+
+        if host not in self._clients:
+            self._clients[host] = Registry.from_docker_config(host, timeout=PROBE_SECONDS)
+        return self._clients[host]
+
+    def _manifest(self, ref: str) -> Manifest | bool | None:
+        """What ``ref`` holds: a manifest, None when it is not there, True when that cannot be told."""
+        place = _split(ref)
+        if place is None:
+            return True
+        host, repo, tag = place
+        try:
+            return self._client(host).get_manifest(repo, tag)  # type: ignore[no-any-return]
+        except (StoreError, OSError, ValueError):
+            return True
+
+    def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
+        super().after(targets, results)
+        exported = [
+            t
+            for t in targets
+            if t.caches.sink is not None and results[t.name].exported and t.caches.sink.location in self._held
+        ]
+        if exported:
+            with ThreadPoolExecutor(max_workers=min(8, len(exported))) as pool:
+                list(pool.map(lambda t: self._keep_the_better(t, results[t.name]), exported))
+
+    def _keep_the_better(self, target: Target, result: StageResult) -> None:
+        """Put back what the ref held when this run's cache adds nothing to it (a manifest PUT: the blobs are
+        still in the registry); say so in the report."""
+        assert target.caches.sink is not None
+        ref = target.caches.sink.location
+        old, place = self._held[ref], _split(ref)
+        assert place is not None
+        host, repo, tag = place
+        try:
+            new = self._client(host).get_manifest(repo, tag)
+            why = adds_nothing(new.body, old.body) if new is not None and new.digest != old.digest else None
+            if why is None:
+                return
+            self._client(host).put_manifest(repo, tag, old.body, old.media_type)
+        except (StoreError, OSError, ValueError) as exc:
+            result.warn(self.context.console, f"{ref}: could not compare with the cache it replaced: {exc}")
+            return
+        result.cache_written = None
+        result.kept = f"kept {ref}: {why}, so it restores at least as much"
+        self.context.console.info(f"{target.name}: {result.kept}")
+
+
+#: Seconds a registry has to answer a question before the run (a ref's manifest); else BuildKit asks itself.
+PROBE_SECONDS = 5.0
+
+
+def _split(ref: str) -> tuple[str, str, str] | None:
+    """(host, repository, tag) of a cache ref (``host[:port]/repo:tag``); None for one without a registry host."""
+    match = REFERENCE.fullmatch(ref)
+    if match is None or match["tag"] is None or match["digest"]:
+        return None
+    host, sep, repo = match["name"].partition("/")
+    if not sep or not ("." in host or ":" in host or host == "localhost"):
+        return None
+    return host, repo, match["tag"]
 
 
 def _entries(target: Target) -> list[CacheEntry]:

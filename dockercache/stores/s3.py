@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from ..config import CacheStore, S3Cache
@@ -202,6 +203,8 @@ class S3Runtime:
         self.context = context
         self._endpoints: dict[str, Endpoint] = {}
         self._secrets: dict[str, str] = {}
+        self._started = datetime.now(timezone.utc).isoformat()
+        """When the run began: of two saves of one snapshot, the later run's stays (see Endpoint._keep_current)."""
         self._opening: dict[str, Future[BlobStore]] = {}
 
     def open(self, targets: Sequence[Target]) -> None:
@@ -261,7 +264,7 @@ class S3Runtime:
         endpoint = Endpoint(
             store,
             repositories,
-            meta={"commit": self.context.commit, "branch": self.context.branch},
+            meta={"commit": self.context.commit, "branch": self.context.branch, "started": self._started},
             listen=listen_addresses(config, self.context.builder_driver),
             secret=secret,
             hold=True,

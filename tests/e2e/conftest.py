@@ -199,7 +199,13 @@ class Project:
         with (self.path / "app" / "main.sh").open("a") as f:
             f.write(f"# {text} {uuid.uuid4().hex}\n")
 
+    @property
+    def user_cache(self) -> Path:
+        """Where the built-in local store lives for this project's builds (``$DOCKERCACHE_CACHE_DIR``)."""
+        return self.path.parent / "user-cache"
+
     def build(self, *args: str, **env: str) -> Result:
+        env.setdefault("DOCKERCACHE_CACHE_DIR", str(self.user_cache))
         return run_dockercache("build", "--json", *args, cwd=self.path, env=base_env(**env))
 
 

@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dockercache.config import LocalCache, local_store_path
+
 from .conftest import ACCESS_KEY, SECRET_KEY, Result, Stack, base_env, docker, fresh_agent, run_dockercache
 
 SLEEP = 8
@@ -57,7 +59,13 @@ tags = ["{name}"]
 """
 
 
+def user_cache(path: Path) -> Path:
+    """Where a project's built-in-path local store lives in these tests (``$DOCKERCACHE_CACHE_DIR``)."""
+    return path.parent / f"{path.name}-user-cache"
+
+
 def build(path: Path, **env: str) -> Result:
+    env.setdefault("DOCKERCACHE_CACHE_DIR", str(user_cache(path)))
     result = run_dockercache("build", "--json", cwd=path, env=base_env(**env))
     assert result.returncode == 0, result.stderr
     return result
@@ -148,10 +156,13 @@ def test_local_store_restores_cache_mounts_on_a_fresh_agent(stack: Stack, tmp_pa
     name = f"m{uuid.uuid4().hex[:10]}"
     second = persisted_and_not(tmp_path, stack, name, 'type = "local"')
     report = mounts(second)
-    main = tmp_path / ".dockercache" / "cache.mounts" / "app" / "main"
+    store = local_store_path(LocalCache(type="local"), tmp_path, {"DOCKERCACHE_CACHE_DIR": str(user_cache(tmp_path))})
+    mounts_dir = store.with_name(store.name + ".mounts")
+    main = mounts_dir / "app" / "main"
     assert report["restored_from"] == f"{main} (branch main)"
     assert main.is_symlink() and (main / "index.json").is_file()
-    assert (tmp_path / ".dockercache" / "cache.mounts" / "app" / "topic").is_symlink()
+    assert (mounts_dir / "app" / "topic").is_symlink()
+    assert not (tmp_path / ".dockercache").exists()
     assert not [p for p in main.parent.iterdir() if ".incoming-" in p.name]  # never half-written
 
 

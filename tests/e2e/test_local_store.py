@@ -55,7 +55,8 @@ def test_the_local_store_restores_on_an_agent_whose_build_cache_is_gone(project:
     first = project.build()
     assert first.returncode == 0, first.stderr
     assert all(done == 0 for done, _ in cached(first).values())
-    store = project.path / ".dockercache"
+    store = project.user_cache
+    assert not (project.path / ".dockercache").exists()  # outside the project: no build context holds it
     indexes = index_files(store)
     assert indexes, f"no cache was written under {store}"
     for index in indexes:
@@ -161,3 +162,62 @@ def test_four_jobs_of_one_commit_at_once_all_succeed(stack: Stack, tmp_path: Pat
             assert job.returncode == 0, stderr
             retried += "another job stored the same image at the same moment" in stderr
     print(f"jobs that met the image store's race and built again: {retried} of 12")
+
+
+def test_a_copy_everything_project_without_dockerignore_stays_clean(stack: Stack, tmp_path: Path) -> None:
+    """`COPY . /app` and no .dockerignore, on a laptop (off CI) in a git checkout: the built-in store is outside
+    the project, so the second build hits every step (the COPY too), the image holds no cache, the tree stays
+    clean (no `-dirty` tag)."""
+    project = tmp_path / "app"
+    project.mkdir()
+    marker = uuid.uuid4().hex
+    (project / "Dockerfile").write_text(
+        f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nRUN echo {marker} > /marker\nCOPY . /app\nRUN ls -a /app > /listing\n"
+    )
+    (project / "main.sh").write_text("echo hello\n")
+    (project / "dockercache.toml").write_text(
+        '[builder]\nname = "default"\ndriver = "docker"\n\n'
+        f'[services.app]\nargs = {{ BASE_IMAGE = "{stack.base_image}" }}\n'
+    )
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=project, check=True)
+    env = {k: v for k, v in base_env().items() if not k.startswith(("BUILDKITE", "CI"))}
+    env["DOCKERCACHE_CACHE_DIR"] = str(tmp_path / "user-cache")
+    builds = []
+    for _ in range(2):
+        fresh_agent()
+        proc = subprocess.run(
+            [str(DOCKERCACHE), "build", "--json"], cwd=project, env=env, capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        builds.append(json.loads(proc.stdout))
+    stage = builds[1]["services"][0]["stages"][0]
+    assert stage["steps_cached"] == stage["steps_total"] >= 3, stage  # FROM, RUN, COPY, RUN: all from the store
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True)
+    assert status.stdout == ""  # nothing untracked: the next tag is not -dirty
+    tag = builds[1]["services"][0]["stages"][0]["image"]["tags"][0]
+    assert not tag.endswith("-dirty"), tag
+    listing = subprocess.run(["docker", "run", "--rm", tag, "cat", "/listing"], capture_output=True, text=True)
+    assert ".dockercache" not in listing.stdout and "main.sh" in listing.stdout, listing.stdout
+    assert (tmp_path / "user-cache").is_dir()
+
+
+def test_an_export_that_adds_nothing_is_not_swapped_in(project: Project, stack: Stack) -> None:
+    """The local store's side of "a cache never gets worse": the live version holds a layer the next export
+    lacks; that export is dropped and the live version stays."""
+    project.write_config(local_config(stack))
+    dockerfile = project.path / "Dockerfile"
+    plain = dockerfile.read_text()
+    dockerfile.write_text(plain.replace('CMD ["sh"', 'RUN echo extra > /extra\nCMD ["sh"', 1))
+    fresh_agent()
+    assert project.build().returncode == 0
+    live = next(project.user_cache.rglob("final"))
+    richer = os.readlink(live)
+    dockerfile.write_text(plain)
+    fresh_agent()
+    result = project.build()
+    assert result.returncode == 0, result.stderr
+    final = result.stage("ruby", "final")
+    assert final["cache_written"] is None and final["cache_kept"].startswith(f"kept {live}: this build's cache")
+    assert os.readlink(live) == richer
+    assert not [p for p in live.parent.iterdir() if ".incoming-" in p.name]  # the dropped export is gone

@@ -85,7 +85,8 @@ def test_the_old_plugins_options_alone(stack: Stack, tmp_path: Path, s3_client: 
     cached = re.search(r"ruby: .*?(\d+)/(\d+) steps cached", second.stdout)
     assert cached and cached.group(1) == cached.group(2) != "0", second.stdout
 
-    # A branch build writes its own per-commit key, expanded by the agent as the old plugin's was.
+    # A branch build given the old plugin's per-commit key (expanded by the agent) writes its branch's key in its
+    # place: the default branch reads a commit's key when it builds that commit, so no branch may write one.
     branch_commit = "b" * 40
     branch = hook(
         checkout,
@@ -97,4 +98,5 @@ def test_the_old_plugins_options_alone(stack: Stack, tmp_path: Path, s3_client: 
     )
     assert branch.returncode == 0, branch.stderr
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=name).get("Contents", [])]
-    assert f"dockercache/snapshots/example/{branch_commit}/ruby/final.json" in keys, branch.stdout + branch.stderr
+    assert "dockercache/snapshots/example/feature-y-a2bcce4a/ruby/final.json" in keys, branch.stdout + branch.stderr
+    assert f"dockercache/snapshots/example/{branch_commit}/ruby/final.json" not in keys

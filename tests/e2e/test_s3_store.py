@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ACCESS_KEY, SECRET_KEY, S3Project, Stack
+from .conftest import ACCESS_KEY, COMMIT, SECRET_KEY, S3Project, Stack
 
 STAGES = ("base", "deps", "final")
 
@@ -144,7 +144,7 @@ def test_promote_and_prune_keep_remaining_snapshots_restorable(s3_project: S3Pro
     assert feature.stage("ruby", "final")["s3"]["saved"] == "example/feature-x-217d2bf5/ruby/final"
     listing = s3_project.run("cache.list").stdout
     header, *rows = listing.splitlines()
-    assert header.split() == ["modified", "age", "size", "snapshot"]
+    assert header.split() == ["modified", "age", "size", "commit", "snapshot"]
     assert {line.split()[-1] for line in rows} == {
         f"example/{k}/ruby/final" for k in ("main", "latest", "feature-x-217d2bf5")
     }
@@ -152,6 +152,8 @@ def test_promote_and_prune_keep_remaining_snapshots_restorable(s3_project: S3Pro
     assert all(re.fullmatch(r"\d+(\.\d)? (B|KB|MB)", " ".join(r.split()[3:5])) for r in rows), rows
     listed = json.loads(s3_project.run("cache.list", "--json").stdout)["snapshots"]
     assert [s["snapshot"] for s in listed] == [r.split()[-1] for r in rows] and all(s["bytes"] > 0 for s in listed)
+    assert {s["commit"] for s in listed} == {COMMIT}  # every snapshot says which commit wrote it
+    assert all(r.split()[-2] == COMMIT[:12] for r in rows), rows
     listing = "\n".join(sorted(r.split()[-1] for r in rows))
 
     def names() -> str:
