@@ -3,8 +3,9 @@
 The README holds four generated blocks, each between ``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``:
 ``table`` (every strategy and change, from results.json), ``figures`` (the comparisons the README's prose refers
 to, from results.json), ``example`` (examples/ruby, from example.md) and ``cache-mounts`` (from
-cache-mounts.md, written by benchmarks/cache_mounts.py). ``bench.py`` rewrites them after a
-full run; ``python benchmarks/readme.py`` does it by hand and ``--check`` exits 1 when the README differs
+cache-mounts.md, written by benchmarks/cache_mounts.py); a fifth, ``sequence`` (benchmarks/sequence.py's sums,
+from sequence.json), where the README has its marker. ``bench.py`` rewrites them after a full run;
+``python benchmarks/readme.py`` does it by hand and ``--check`` exits 1 when the README differs
 (tests/test_benchmark_readme.py runs the check).
 """
 
@@ -23,6 +24,9 @@ README = ROOT / "README.md"
 RESULTS = ROOT / "benchmarks" / "results" / "results.json"
 EXAMPLE = ROOT / "benchmarks" / "results" / "example.md"
 CACHE_MOUNTS = ROOT / "benchmarks" / "results" / "cache-mounts.md"
+SEQUENCE = ROOT / "benchmarks" / "results" / "sequence.json"
+SEQUENCE_MARKER = "<!-- benchmark:sequence -->"
+"""The ``sequence`` block (benchmarks/sequence.py's sums) is generated where the README has this marker."""
 
 LABELS = {
     "no-cache": "no cache",
@@ -200,6 +204,34 @@ def below_warm(results: Results) -> list[str]:
     return lines
 
 
+def sequence(document: Mapping[str, Any]) -> str:
+    """benchmarks/sequence.py's sums: per strategy and agent kind, steps cached against the warm agent's, and
+    wall time against the warm agent's over the same commits."""
+    meta = document["meta"]
+    labels = {**LABELS, "compose-plugin-v5": "docker-compose plugin v5 (one ref)"}
+    lines = [
+        f"{'Full' if not meta['quick'] else 'Quick'} run of {meta['date']}: {len(document['commits'])} commits in a "
+        "row, each built on a fresh agent (a new dockerd, empty data root) and on one long-lived agent (pruned and "
+        "its images removed between jobs); the ideal is what a warm agent that built every earlier commit had cached.",
+        "",
+        "| strategy | agent | steps cached / ideal | commits short of it | wall, sum | x warm |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in document["rows"]:
+        if row["strategy"] == WARM:
+            continue
+        lines.append(
+            f"| {labels[row['strategy']]} | {row['agent']} | {row['steps_cached']}/{row['steps_ideal']} | "
+            f"{row['commits_short']} | {row['wall_s']:.1f}s | {_x(row['wall_s'], row['warm_wall_s'])} |"
+        )
+    warm = next((r for r in document["rows"] if r["strategy"] == WARM), None)
+    if warm:
+        lines.append(
+            f"| {labels[WARM]} | warm | {warm['steps_cached']}/{warm['steps_ideal']} | 0 | {warm['wall_s']:.1f}s | - |"
+        )
+    return "\n".join(lines)
+
+
 def example(text: str) -> str:
     """example.md without its heading."""
     return "\n".join(line for line in text.strip().splitlines() if not line.startswith("# ")).strip()
@@ -232,13 +264,21 @@ def expected(
     """(the README as it is, the README as the committed results make it)."""
     text = readme.read_text()
     generated = blocks(json.loads(results.read_text()), example_md.read_text(), mounts_md.read_text())
+    if SEQUENCE_MARKER in text:
+        generated["sequence"] = sequence(json.loads(SEQUENCE.read_text()))
     return text, render(text, generated)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when the README differs from the results")
+    parser.add_argument(
+        "--sequence", action="store_true", help="print the sequence block (from sequence.json) and exit"
+    )
     args = parser.parse_args(argv)
+    if args.sequence:
+        print(SEQUENCE_MARKER + "\n" + sequence(json.loads(SEQUENCE.read_text())) + "\n<!-- /benchmark:sequence -->")
+        return 0
     current, wanted = expected()
     if args.check:
         if current != wanted:

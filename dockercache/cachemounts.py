@@ -336,7 +336,7 @@ def _s3_places(
     from .stores.s3 import restore_keys, save_key, snapshot_key
 
     def branch(key: str) -> str:
-        named = (b for b in (keys.branch, keys.default_branch) if key == snapshot_key(store.key, keys, b))
+        named = (b for b in keys.read_branches if key == snapshot_key(store.key, keys, b))
         return next(named, "")  # a cache_from key: no branch of its own
 
     restore = tuple(s3_mounts_place(store, service, k, branch(k)) for k in restore_keys(store, keys))
@@ -366,7 +366,7 @@ def plan_mounts(
     may write what the default branch reads (as the store's caches)."""
     mounts, notes, mounting = scan_cache_mounts(dockerfile_text, stages, args)
     base = MountsPlan(service, None, mounts, image, max_mb << 20, notes=notes, store=store_name, stages=mounting)
-    branches = tuple(dict.fromkeys((keys.branch, keys.default_branch)))
+    branches = keys.read_branches
     write = keys.default_branch if keys.writes_shared else keys.branch
 
     place: Callable[[str], str]

@@ -30,6 +30,7 @@ from .secrets import Redactor, secret_values
 from .snapshots import Retention
 from .stores import Keys
 from .stores.s3 import open_snapshots, save_key, snapshot_key
+from .timeline import Timeline
 
 if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check never need them
     from .docker import Docker
@@ -331,29 +332,43 @@ def cmd_build(
 ) -> int:
     if progress not in PROGRESS_MODES:  # a usage error, before the configuration is read
         raise ConfigError(f"--progress: {progress!r} is not one of {', '.join(PROGRESS_MODES)}")
-    cfg, ci = load(environment, config)
+    timeline = Timeline()
+    with timeline.step("configuration"):
+        cfg, ci = load(environment, config)
     environment.out.progress = progress_mode(progress, environment.out, ci)
-    return build_config(environment, cfg, ci, options, as_json)
+    return build_config(environment, cfg, ci, options, as_json, timeline)
 
 
-def build_config(environment: Environment, cfg: Config, ci: CIContext, options: BuildOptions, as_json: bool) -> int:
+def build_config(
+    environment: Environment,
+    cfg: Config,
+    ci: CIContext,
+    options: BuildOptions,
+    as_json: bool,
+    timeline: Timeline | None = None,
+) -> int:
     """``build`` of a configuration loaded already (the Buildkite plugin's: its options over dockercache.toml)."""
-    plan = plan_for(environment, cfg, ci, options)
-    from .buildkite import Agent
-    from .runner import Runner
+    timeline = timeline or Timeline()
+    with timeline.step("plan"):
+        plan = plan_for(environment, cfg, ci, options)
+    with timeline.step("runner and adapters (imports, Docker client, Buildkite agent)"):
+        from .buildkite import Agent
+        from .runner import Runner
 
+        agent = Agent.detect(environment.env, environment.redact)
+        docker = environment.get_docker()
     console = environment.out
     for note in ci.notes():
         console.warn(note)
     if options.push is None and not ci.on_ci and any(s.image for s in plan.services):
         console.info("not on CI: images are loaded, not pushed (--push to push them)")
-    agent = Agent.detect(environment.env, environment.redact)
     runner = Runner(
-        environment.get_docker(),
+        docker,
         console,
         agent,
         cfg.registries,
         credentials=lambda host, login: credentials(host, login, environment.redact),
+        timeline=timeline,
     )
     with console.stdout_for_document() if as_json else contextlib.nullcontext():
         try:

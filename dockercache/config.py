@@ -62,6 +62,14 @@ class Settings:
         default="warn",
         metadata=_doc("A cache that cannot be read or written: a warning and a cache miss, or a failure."),
     )
+    stall_seconds: int = field(
+        default=60,
+        metadata=_doc(
+            "A blob transfer (a cache layer, an image layer) that makes no progress for this many seconds is "
+            "abandoned: the build starts again without caches (a cache never costs more than a miss).",
+            minimum=5,
+        ),
+    )
     trusted_branches: tuple[str, ...] = field(
         default=(),
         metadata=_doc("Branch patterns (fnmatch) besides the default branch allowed to write shared caches."),

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -53,41 +53,95 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float = STOP_GRA
         process.wait(5.0)
 
 
-def stream_process(command: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """Yield the lines a process writes to stdout and stderr, as they come; ProcessFailed on a non-zero exit.
+class ProcessStream:
+    """The lines a process writes to stdout and stderr, as they come; ProcessFailed on a non-zero exit.
 
     As python-on-whales' ``stream_stdout_and_stderr``, with the child in a session of its own (a terminal's
-    Ctrl-C reaches only dockercache, which decides) and stopped when the iterator is closed before the end.
+    Ctrl-C reaches only dockercache, which decides), started at once, and stopped when the stream is closed before
+    the end (:meth:`close`, in the reading thread) or by :meth:`stop` (from any thread: a watchdog).
     """
-    process = subprocess.Popen(
-        list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
-    )
-    lines: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
 
-    def read(pipe: IO[bytes], name: str) -> None:
+    def __init__(self, command: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+        )
+        self._lines: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+        for pipe, name in ((self.process.stdout, "stdout"), (self.process.stderr, "stderr")):
+            assert pipe is not None
+            threading.Thread(target=self._read, args=(pipe, name), daemon=True).start()
+        self._stream: Generator[str, None, None] = self._run()
+
+    def _read(self, pipe: IO[bytes], name: str) -> None:
         try:
             with pipe:
                 for line in iter(pipe.readline, b""):
-                    lines.put((name, line))
+                    self._lines.put((name, line))
         finally:
-            lines.put(None)
+            self._lines.put(None)
 
-    for pipe, name in ((process.stdout, "stdout"), (process.stderr, "stderr")):
-        assert pipe is not None
-        threading.Thread(target=read, args=(pipe, name), daemon=True).start()
-    stderr: list[bytes] = []
-    try:
-        for _ in range(2):
-            for name, line in iter(lines.get, None):
-                if name == "stderr":
-                    stderr.append(line)
-                yield line.decode(errors="replace")
-        return_code = process.wait()
-    finally:
-        if process.poll() is None:
-            stop_process_group(process)
-    if return_code != 0:
-        raise ProcessFailed(return_code, b"".join(stderr).decode(errors="replace"))
+    def _run(self) -> Generator[str, None, None]:
+        stderr: list[bytes] = []
+        try:
+            for _ in range(2):
+                for name, line in iter(self._lines.get, None):
+                    if name == "stderr":
+                        stderr.append(line)
+                    yield line.decode(errors="replace")
+            return_code = self.process.wait()
+        finally:
+            if self.process.poll() is None:
+                stop_process_group(self.process)
+        if return_code != 0:
+            raise ProcessFailed(return_code, b"".join(stderr).decode(errors="replace"))
+
+    def __iter__(self) -> ProcessStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._stream)
+
+    def close(self) -> None:
+        self._stream.close()
+        self.stop()  # a stream never read from has not run the clean-up above
+
+    def stop(self) -> None:
+        """Stop the process (SIGINT to its group, SIGKILL after a grace period): the reader sees it end."""
+        if self.process.poll() is None:
+            stop_process_group(self.process)
+
+
+def stream_process(command: Sequence[str], env: Mapping[str, str] | None = None) -> ProcessStream:
+    return ProcessStream(command, env)
+
+
+class BakeStream:
+    """A running ``docker buildx bake``: its output line by line, BuildFailed at the end when it failed
+    (EnvironmentProblem when buildx is missing); :meth:`stop` ends it from any thread."""
+
+    def __init__(self, stream: ProcessStream) -> None:
+        self._stream = stream
+        self._lines: Generator[str, None, None] = self._translate()
+
+    def _translate(self) -> Generator[str, None, None]:
+        try:
+            yield from self._stream
+        except ProcessFailed as exc:
+            if "is not a docker command" in exc.stderr or ("unknown command" in exc.stderr and "buildx" in exc.stderr):
+                raise EnvironmentProblem("docker buildx is not available (install the buildx plugin)") from None
+            raise BuildFailed(exc.return_code, exc.stderr) from None
+
+    def __iter__(self) -> BakeStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._lines)
+
+    def close(self) -> None:
+        self._lines.close()
+        self._stream.close()
+
+    def stop(self) -> None:
+        self._stream.stop()
 
 
 @dataclass(frozen=True)
@@ -221,21 +275,18 @@ class Docker:
         except DockerException as exc:
             raise EnvironmentProblem(f"cannot remove builder '{name}': {_reason(exc)}") from None
 
-    def bake(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[str]:
-        """Run ``docker <argv>`` (a plan's bake arguments, ``env`` added to the environment) and yield its
-        output (the rawjson progress stream) line by line.
+    def bake(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> BakeStream:
+        """Start ``docker <argv>`` (a plan's bake arguments, ``env`` added to the environment); the stream gives
+        its output (the rawjson progress stream) line by line.
 
         Raises BuildFailed at the end when bake exits non-zero, EnvironmentProblem when buildx is missing.
-        buildx runs in a process group of its own: closing the iterator early (an interrupt, an error in the
-        caller) stops it (see :func:`stop_process_group`), so it never goes on to push or load unobserved.
+        buildx runs in a process group of its own: closing the stream early (an interrupt, an error in the
+        caller) stops it (see :func:`stop_process_group`), so it never goes on to push or load unobserved; so
+        does the stream's ``stop`` from another thread (a transfer that stalled).
         """
         command = [*self.client.client_config.docker_cmd, *argv]
         try:
-            yield from stream_process(command, {**os.environ, **env} if env else None)
-        except ProcessFailed as exc:
-            if "is not a docker command" in exc.stderr or ("unknown command" in exc.stderr and "buildx" in exc.stderr):
-                raise EnvironmentProblem("docker buildx is not available (install the buildx plugin)") from None
-            raise BuildFailed(exc.return_code, exc.stderr) from None
+            return BakeStream(ProcessStream(command, {**os.environ, **env} if env else None))
         except FileNotFoundError:
             raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
 

@@ -263,6 +263,8 @@ class Plan:
     cache_errors: str
     logins: tuple[tuple[str, str], ...] = ()
     """Registries logged in to before building: (host, user name); passwords are never part of a plan."""
+    stall_seconds: float = 60.0
+    """A blob transfer that makes no progress for this long is abandoned (``settings.stall_seconds``)."""
     bake_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Environment of the bake process beyond dockercache's own (``AWS_PROFILE`` for a native S3 store: buildx
     resolves the AWS credential chain itself and hands BuildKit the keys for ``type=s3``)."""
@@ -509,7 +511,8 @@ def run_keys(
 ) -> Keys:
     """A run's key names and whether it may write what the default branch reads (builds, promote, prune):
     a pull request writes as ``pr-N`` (a fork's branch may be called main) and never a shared key, reading its
-    base branch's; a branch writes shared keys only as the default branch or a trusted one."""
+    head branch's then its base branch's; a branch writes shared keys only as the default branch or a trusted
+    one."""
     default_branch = settings.default_branch or default_branch
     return Keys(
         pipeline=pipeline,
@@ -517,6 +520,7 @@ def run_keys(
         branch=f"pr-{branch_slug(pull_request)}" if pull_request else branch_slug(branch),
         default_branch=branch_slug(base_branch or default_branch) if pull_request else branch_slug(default_branch),
         writes_shared=not pull_request and may_write_shared(branch, default_branch, settings),
+        reads_too=(branch_slug(branch),) if pull_request and branch else (),
     )
 
 
@@ -604,6 +608,7 @@ def make_plan(
         cache_write=cache_write,
         cache_write_reason=reason,
         cache_errors=inputs.settings.cache_errors,
+        stall_seconds=inputs.settings.stall_seconds,
         bake_env=_bake_env(inputs.services),
     )
 

@@ -20,7 +20,8 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -169,6 +170,30 @@ def first_line(text: str) -> str:
 
 
 @dataclass
+class Transfer:
+    """A blob BuildKit is fetching (a cache layer, an image layer): a status named by the blob's digest."""
+
+    id: str
+    vertex: str
+    current: int = 0
+    total: int | None = None
+    done: bool = False
+    moved: float = 0.0
+    """When ``current`` last changed (or the transfer was first seen), by the events' clock."""
+    seen: float = 0.0
+    """When BuildKit last reported it (it does every fraction of a second while a fetch is open)."""
+
+    def describe(self, seconds: float) -> str:
+        so_far = f"{self.current} of {self.total} bytes" if self.total else f"{self.current} bytes"
+        return f"blob {self.id} made no progress for {seconds:.0f} s ({so_far})"
+
+
+_BLOB_STATUS = re.compile(r"sha256:[0-9a-f]{64}")
+REPORTED_WITHIN = 5.0
+"""Seconds within which BuildKit has reported a fetch for it to count as open (it does so every 150 ms or so)."""
+
+
+@dataclass
 class BuildEvents:
     """The state of one buildx run, folded from its SolveStatus objects.
 
@@ -181,6 +206,9 @@ class BuildEvents:
     text: list[str] = field(default_factory=list)
     changes: int = field(default=0, init=False)
     """How many vertex updates were folded in (a display redraws only when it moved)."""
+    transfers: dict[str, Transfer] = field(default_factory=dict)
+    """Blob fetches by vertex and digest, with when each last moved (:meth:`stalled`)."""
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     _reported: set[str] = field(default_factory=set, init=False, repr=False)
     _held: dict[str, Vertex] = field(default_factory=dict, init=False, repr=False)
 
@@ -212,6 +240,8 @@ class BuildEvents:
                     self._held.pop(digest, None)
                     self._reported.add(digest)
                     done.append(vertex)
+        for status in item.get("statuses") or []:
+            self._transfer(status)
         for log in item.get("logs") or []:
             target = self.vertexes.get(str(log.get("vertex")))
             if target is None:
@@ -223,6 +253,33 @@ class BuildEvents:
             stream = log.get("stream")
             target.add_log(stream if isinstance(stream, int) else 1, data)
         return done
+
+    def _transfer(self, status: dict[str, Any]) -> None:
+        name, vertex = str(status.get("id", "")), str(status.get("vertex", ""))
+        if not _BLOB_STATUS.fullmatch(name):
+            return  # not a blob fetch (reading the bake file, extracting a layer: no bytes to watch)
+        transfer = self.transfers.setdefault(f"{vertex} {name}", Transfer(name, vertex, moved=self.clock()))
+        transfer.seen = self.clock()
+        current = status.get("current")
+        if isinstance(current, int) and current != transfer.current:
+            transfer.current, transfer.moved = current, self.clock()
+        if isinstance(status.get("total"), int):
+            transfer.total = status["total"]
+        if status.get("completed"):
+            transfer.done = True
+
+    def stalled(self, seconds: float) -> Transfer | None:
+        """A blob fetch BuildKit still reports as open that made no progress for ``seconds`` (None: all move).
+
+        Not its vertex's state: BuildKit reports a lazily fetched cache layer under the vertex that resolved it,
+        long completed. A fetch it stopped reporting is not one it waits for. Safe to call from another thread
+        than the one folding events in."""
+        now = self.clock()
+        for transfer in list(self.transfers.values()):
+            open_now = not transfer.done and now - transfer.seen <= REPORTED_WITHIN
+            if open_now and now - transfer.moved > seconds:
+                return transfer
+        return None
 
     @staticmethod
     def _fold(vertex: Vertex, raw: dict[str, Any]) -> None:

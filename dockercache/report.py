@@ -17,6 +17,7 @@ from .secrets import redact_data, shorten
 if TYPE_CHECKING:
     from .live import LiveDisplay
     from .progress import StepCount, Tally, Vertex
+    from .timeline import Timeline
 
 _INTERNAL = re.compile(r"^\[(?:[A-Za-z0-9_-]+ )?(?:internal|auth)\]")
 """BuildKit's own vertexes (loading the Dockerfile, sharing registry credentials): no line unless they fail."""
@@ -249,6 +250,8 @@ class RunResult:
     cache_write: bool | None = None
     cache_write_reason: str | None = None
     """Whether this run wrote caches, and why, in one phrase (the plan's decision)."""
+    timeline: Timeline | None = None
+    """Where the run's time went (``timings``)."""
 
     def cache_write_line(self) -> str | None:
         if self.cache_write is None:
@@ -261,6 +264,7 @@ class RunResult:
             "error": self.error,
             "warnings": self.warnings,
             "buildx_seconds": round(self.buildx_seconds, 3),
+            "timings": self.timeline.to_json(self.buildx_seconds) if self.timeline is not None else None,
             "cache_write": {"on": self.cache_write, "reason": self.cache_write_reason},
             "services": [s.to_json() for s in self.services],
         }

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from .progress import BuildEvents, RawJsonDecoder, Tally, TargetInfo, first_line
 from .report import Console, GroupKind, RunResult, ServiceResult, SkipReport, StageResult, render_markdown
 from .skip import KeyInputs, SkipSetting, Unavailable, context_digest, key_tag, sha256_bytes
 from .stores import BlobStoreFactory, RunContext, Stores
+from .timeline import Timeline
 
 
 class DockerPort(Protocol):
@@ -50,9 +52,16 @@ class DockerPort(Protocol):
 
 
 @contextlib.contextmanager
-def builder_session(docker: DockerPort, plan: BuilderPlan, console: Console) -> Iterator[None]:
-    """Make sure the builder exists; an ephemeral one is removed afterwards, even when the build fails."""
-    ensure_builder(docker, plan, console)
+def builder_session(
+    docker: DockerPort,
+    plan: BuilderPlan,
+    console: Console,
+    timed: contextlib.AbstractContextManager[None] | None = None,
+) -> Iterator[None]:
+    """Make sure the builder exists (inside ``timed``); an ephemeral one is removed afterwards, even when the build
+    fails."""
+    with timed or contextlib.nullcontext():
+        ensure_builder(docker, plan, console)
     try:
         yield
     finally:
@@ -146,6 +155,36 @@ class BakeRun:
     events: BuildEvents
     metadata: dict[str, Any]
     stderr: str = ""
+    stalled: str | None = None
+    """Why it was stopped: a blob transfer that made no progress for ``settings.stall_seconds``."""
+
+
+class Watchdog:
+    """Stops a bake run whose blob transfers stall (a half-dead connection to a cache would hold the build for
+    ever): a thread looks every second, and stops the run when a transfer made no progress for ``seconds``."""
+
+    def __init__(self, events: BuildEvents, seconds: float, stop: Callable[[], None] | None) -> None:
+        self.events, self.seconds, self.stop = events, seconds, stop
+        self.stalled: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="dockercache-watchdog", daemon=True)
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(1.0, self.seconds / 4)):
+            transfer = self.events.stalled(self.seconds)
+            if transfer is not None:
+                self.stalled = transfer.describe(self.seconds)
+                if self.stop is not None:
+                    self.stop()
+                return
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 #: The user name and password to log in to a registry with (commands.py passes :func:`dockercache.ecr.credentials`).
@@ -168,6 +207,7 @@ class Runner:
         logins: Mapping[str, RegistryLogin] | None = None,
         blob_store: BlobStoreFactory | None = None,
         credentials: Credentials | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         self.docker = docker
         self.console = console
@@ -175,6 +215,8 @@ class Runner:
         self.logins = logins or {}
         self.blob_store = blob_store
         self.credentials = credentials or given_credentials
+        self.timeline = timeline or Timeline()
+        """Where the run's own time goes (``--json``'s ``timings``)."""
         self.docker_env: Mapping[str, str] = {}
         """What Docker commands of the build run with (:func:`dockercache.dockerconfig.run_config`)."""
 
@@ -193,14 +235,17 @@ class Runner:
             secret=self._secret,
         )
         stores = Stores(context)
+        step = self.timeline.step
         stores.open(plan.targets)
-        self.docker.ping()
+        with step("docker ping"):
+            self.docker.ping()
         if self.logins:
             self.console.section(":key: registry logins", "quiet")
-        for host, login in self.logins.items():
-            username, password = self.credentials(host, login)  # an ECR token is asked for here, just in time
-            self.console.info(f"logging in to {host} as {username} (password on stdin)")
-            self.docker.login(host, username, password)
+        with step("registry logins"):
+            for host, login in self.logins.items():
+                username, password = self.credentials(host, login)  # an ECR token is asked for here, just in time
+                self.console.info(f"logging in to {host} as {username} (password on stdin)")
+                self.docker.login(host, username, password)
         started = time.monotonic()
         results = {
             t.name: StageResult(t.service, t.stage, t.dockerfile_target, t.final, name=t.name, tags=t.tags)
@@ -210,22 +255,29 @@ class Runner:
         skips: dict[str, SkipReport] = {}
         mounts = CacheMounts(self.docker, self.console, run.warnings, stores.endpoint)
         try:
-            plan, skips = self._skip_unchanged(plan, results)
-            plan = plan.with_targets(stores.before(plan.targets, results))
+            with step("skip unchanged"):
+                plan, skips = self._skip_unchanged(plan, results)
+            with step("cache stores before the build"):
+                plan = plan.with_targets(stores.before(plan.targets, results))
             tally = Tally([TargetInfo(t.name, t.stage, t.identity, t.graph) for t in plan.targets])
             if plan.running:  # nothing to build when every service was skipped
-                with builder_session(self.docker, plan.builder, self.console), run_config(stores.logins()) as env:
+                session = builder_session(self.docker, plan.builder, self.console, step("builder"))
+                with session, run_config(stores.logins()) as env:
                     self.docker_env = mounts.env = env  # the stores' own logins, for this run's buildx alone
                     check_platforms(self.docker, plan)
-                    mounts.restore(plan)
+                    with step("cache mounts restore"):
+                        mounts.restore(plan)
                     self._build(plan, tally, run, results, stores)
                     if any(s.cache_mounts is not None for s in plan.services):  # attribution only when used
-                        mounts.save(plan, results, tally.steps())
-                    self._prune(plan.builder, results)
+                        with step("cache mounts save"):
+                            mounts.save(plan, results, tally.steps())
+                    with step("builder prune"):
+                        self._prune(plan.builder, results)
         except BaseException:  # SIGINT, SIGTERM (buildx is stopped by now) or a run that cannot go on: save nothing
             stores.abort(plan.targets)
             raise
-        stores.after(plan.targets, results)
+        with step("cache stores after the build"):
+            stores.after(plan.targets, results)
         _credit_holders(plan, results)
         for name, counts in tally.steps().items():
             results[name].steps = counts
@@ -248,10 +300,12 @@ class Runner:
             if problem:
                 run.exit_code = CacheError.exit_code
                 run.error = f"{problem} (settings.cache_errors = 'fail')"
-        for svc, service_result in zip(full.services, run.services, strict=True):
-            if run.exit_code == 0 and service_result.succeeded:
-                self._publish(svc, service_result, stores.meta_data(svc.name, plan.targets, results))
-            self._annotate(service_result)
+        with step("meta-data and annotations"):
+            for svc, service_result in zip(full.services, run.services, strict=True):
+                if run.exit_code == 0 and service_result.succeeded:
+                    self._publish(svc, service_result, stores.meta_data(svc.name, plan.targets, results))
+                self._annotate(service_result)
+        run.timeline = self.timeline
         return run
 
     # ----------------------------------------------------------------------------------------- bake runs
@@ -269,6 +323,8 @@ class Runner:
             tally.drop_last()
             stores.fresh_sinks(plan.running)
             first = self._bake(plan, tally, run, "build (again)")
+        if first.stalled:
+            first = self._without_caches_after_a_stall(plan, first, tally, run, stores)
         pushing = _push_failure(first) if not first.succeeded else None
         broken = stores.import_failed(plan.running, _error_text(first)) if not first.succeeded and not pushing else {}
         if broken:
@@ -292,6 +348,23 @@ class Runner:
             self._save_again(plan, tally, run, results, stores)
         else:
             self._after_failure(plan, first, tally, run, results, stores)
+
+    def _without_caches_after_a_stall(
+        self, plan: Plan, first: BakeRun, tally: Tally, run: RunResult, stores: Stores
+    ) -> BakeRun:
+        """A transfer stalled and the run was stopped: a cache is never worth more than a miss, so build once
+        more without any cache source (with ``cache_errors = "fail"``: stop here). A second stall is a failure."""
+        message = f"a transfer stalled ({first.stalled})"
+        if plan.cache_errors == "fail":
+            run.warnings.append(f"{message} (settings.cache_errors = 'fail': not building without caches)")
+            self.console.warn(run.warnings[-1])
+            return first
+        run.warnings.append(f"{message}: building again without caches")
+        self.console.warn(run.warnings[-1])
+        every = {t.caches.store: "" for t in plan.targets}
+        tally.drop_last()
+        stores.fresh_sinks(plan.running)
+        return self._bake(plan.with_targets([_without_sources(t, every) for t in plan.targets]), tally, run, "build")
 
     def _save_again(
         self, plan: Plan, tally: Tally, run: RunResult, results: Mapping[str, StageResult], stores: Stores
@@ -326,12 +399,15 @@ class Runner:
             bake_file.write_text(json.dumps(plan.bake_definition(), indent=2))
             metadata_file = Path(tmp) / "metadata.json"
             env = {**plan.bake_env, **self.docker_env}
+            self.timeline.bake_started()
             chunks = self.docker.bake(plan.bake_argv(str(bake_file), str(metadata_file)), env)
             live = self.console.live([t.name for t in targets], tally)
             ticker = Ticker(live) if live is not None else contextlib.nullcontext()
+            watchdog = Watchdog(events, plan.stall_seconds, getattr(chunks, "stop", None))
             try:
-                with ticker:
+                with ticker, watchdog:
                     for chunk in chunks:
+                        self.timeline.bake_byte()
                         for item in decoder.feed(chunk):
                             for vertex in events.apply(item):
                                 self.console.step(vertex)
@@ -348,9 +424,10 @@ class Runner:
                     live.update(events)
                     live.finish(None if stopped else {t.name: succeeded for t in targets})
                 run.buildx_seconds += time.monotonic() - started
+                self.timeline.bake_ended()
             metadata = _read_json(metadata_file)
         tally.add(events, [t.name for t in targets])
-        return BakeRun(succeeded, events, metadata, stderr)
+        return BakeRun(succeeded and watchdog.stalled is None, events, metadata, stderr, watchdog.stalled)
 
     def _record(
         self, targets: Sequence[Target], bake: BakeRun, tally: Tally, results: Mapping[str, StageResult]
@@ -393,6 +470,11 @@ class Runner:
         for target in plan.targets:
             results[target.name].status = "failed" if target.name in failed or not failures else "cancelled"
         run.exit_code = 1
+        if bake.stalled:  # stopped by the watchdog: not the build's fault, nor anything to rescue
+            for target in plan.running:
+                results[target.name].status, results[target.name].error = "failed", f"stopped: {bake.stalled}"
+            run.error = f"{', '.join(s.name for s in plan.services)}: stopped: a transfer stalled ({bake.stalled})"
+            return
         if not failures:
             pushing = _push_failure(bake)
             reason = pushing or bake.events.last_error_line() or _last_line(bake.stderr) or "buildx bake failed"
@@ -607,8 +689,12 @@ def _push_failure(bake: BakeRun) -> str | None:
 
 
 _SOLVER_RACE = "failed to get state for index"
-#: The containerd image store refusing a name another job of the same commit stored an instant before.
-_IMAGE_RACE = re.compile(r'image "[^"\n]+"[^\n]*already exists')
+#: The containerd image store refusing a name another job of the same commit stored an instant before, or losing
+#: the parent snapshot of a layer another job's export was unpacking at the same moment.
+_IMAGE_RACE = re.compile(
+    r'image "[^"\n]+"[^\n]*already exists'
+    r"|failed to prepare extraction snapshot[^\n]*parent snapshot [^\n]*does not exist"
+)
 
 
 def _race(bake: BakeRun) -> str | None:
@@ -616,7 +702,9 @@ def _race(bake: BakeRun) -> str | None:
 
     - BuildKit 0.13's solver can fail a solve of concurrent targets that share vertices (moby/buildkit#3635);
     - two jobs of one commit on one agent store the same image name at once, and the containerd image store
-      refuses the second (``exporting to image: image "app:<commit>": already exists``).
+      refuses the second (``exporting to image: image "app:<commit>": already exists``), or loses a layer's parent
+      snapshot while both unpack it (``failed to prepare extraction snapshot ...: parent snapshot ... does not
+      exist``).
     """
     texts = [*(v.error or "" for v in bake.events.vertexes.values()), *bake.events.text, bake.stderr]
     for text in texts:

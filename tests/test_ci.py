@@ -571,8 +571,9 @@ def test_a_github_pull_request_plans_as_an_untrusted_writer_and_settings_default
 
     final = plan(pr).targets[-1]
     assert final.cache_to is not None and final.cache_to.location == "reg:5000/cache/app:final-pr-42"
-    assert [s.location for s in final.cache_from][:2] == [
+    assert [s.location for s in final.cache_from][:3] == [
         "reg:5000/cache/app:final-pr-42",
+        "reg:5000/cache/app:final-main",  # its head branch's (here a fork's branch called main: ours, read only)
         "reg:5000/cache/app:final-develop",
     ]
     push = plan(github(tmp_path, event, GITHUB_REF="refs/heads/main", GITHUB_REF_NAME="main"))

@@ -768,13 +768,18 @@ def test_registry_options_reach_the_cache_export(store: RegistryCache, expected:
 
 
 def test_a_pull_request_never_writes_shared_refs_whatever_its_branch_is_called() -> None:
-    """A fork's branch called main: it reads its own refs, then the base branch's; it writes pr-N only."""
+    """A fork's branch called main: it reads its own refs, then its head branch's (main's, here: read only), then
+    the base branch's; it writes pr-N only."""
     pr = inputs(branch="main", pull_request="123", base_branch="release/1.x")
     plan = make_plan(pr, BuildOptions())
     final = plan.targets[-1]
     assert final.cache_to is not None and final.cache_to.location == "reg:5000/cache/ruby:final-pr-123"
-    assert refs(final)[:2] == ["reg:5000/cache/ruby:final-pr-123", "reg:5000/cache/ruby:final-release-1.x-81caa6e9"]
-    assert not any(ref.endswith("-main") for t in plan.targets for ref in refs(t))
+    assert refs(final)[:3] == [
+        "reg:5000/cache/ruby:final-pr-123",
+        "reg:5000/cache/ruby:final-main",
+        "reg:5000/cache/ruby:final-release-1.x-81caa6e9",
+    ]
+    assert all(t.cache_to is None or t.cache_to.location.endswith("-pr-123") for t in plan.targets)
     assert plan.cache_write and "pull request #123" in plan.cache_write_reason
     # Without a base branch it reads the default branch's refs; trusted_branches do not make it a writer.
     trusted = Settings(trusted_branches=("*",))
@@ -794,8 +799,29 @@ def test_s3_a_pull_request_saves_under_its_own_key_and_reads_the_base_branch() -
     deps = make_plan(s3_inputs("main", pull_request="42", base_branch="develop"), BuildOptions()).targets[1]
     step = deps.caches.step
     assert step is not None
-    assert step.to_json()["restore_keys"] == ["shop/latest", "shop/pr-42", "shop/develop"]
+    assert step.to_json()["restore_keys"] == ["shop/latest", "shop/pr-42", "shop/main", "shop/develop"]
     assert step.to_json()["save"] == "shop/pr-42/ruby/deps"
+
+
+def test_a_pull_request_reads_its_head_branchs_caches_before_its_base_branchs() -> None:
+    """Pull request #7 from feature/x, whose last build added a dependency: what that build cached is in
+    feature/x's refs and keys (a warm agent has it), not in main's. The pull request reads them after its own and
+    before its base branch's; it still writes only its own."""
+    final = make_plan(inputs(branch="feature/x", pull_request="7"), BuildOptions()).targets[-1]
+    assert refs(final)[:3] == [
+        "reg:5000/cache/ruby:final-pr-7",
+        "reg:5000/cache/ruby:final-feature-x-217d2bf5",
+        "reg:5000/cache/ruby:final-main",
+    ]
+    assert final.cache_to is not None and final.cache_to.location == "reg:5000/cache/ruby:final-pr-7"
+    s3 = make_plan(s3_inputs("feature/x", pull_request="7"), BuildOptions()).targets[-1]
+    assert s3.caches.step is not None
+    assert s3.caches.step.to_json()["restore_keys"] == [
+        "shop/latest",
+        "shop/pr-7",
+        "shop/feature-x-217d2bf5",
+        "shop/main",
+    ]
 
 
 def test_the_bake_file_holds_every_string_literally() -> None:

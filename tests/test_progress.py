@@ -546,3 +546,35 @@ def test_cancellations_are_given_at_the_end_but_not_those_of_merged_away_duplica
     last = {"vertexes": [timed(step("sha256:late", "[app-final] exporting to image"))]}
     assert [v.digest for v in events.finish([last])] == ["sha256:late", "sha256:stopped"]
     assert events.finish() == []  # each once
+
+
+def test_a_blob_transfer_that_stops_moving_is_stalled() -> None:
+    """Only blob fetches (statuses named by a digest) are watched. One BuildKit keeps reporting (as it does every
+    fraction of a second while a fetch is open) without progress is stalled, whatever its vertex's state (a lazily
+    fetched cache layer is reported under the vertex that resolved it, long completed); one that moves, completes,
+    or is no longer reported is not."""
+    now = [0.0]
+    events = BuildEvents(clock=lambda: now[0])
+    blob = "sha256:" + "ab" * 32
+    done = {"digest": "sha256:step", "name": "[deps 2/3] RUN x", "started": "2026-12-07T10:00:00Z"}
+    done["completed"] = "2026-12-07T10:00:01Z"
+
+    def status(current: int, **extra: object) -> None:
+        fetch = {"id": blob, "vertex": "sha256:step", "current": current, "total": 100, **extra}
+        events.apply({"vertexes": [done], "statuses": [fetch]})
+
+    status(10)
+    events.apply({"statuses": [{"id": "extracting " + blob, "vertex": "sha256:step", "current": 0}]})
+    now[0] = 50.0
+    status(40)  # moved
+    now[0] = 100.0
+    status(40)
+    assert events.stalled(60) is None
+    now[0] = 111.0
+    status(40)  # reported again, still at 40
+    stalled = events.stalled(60)
+    assert stalled is not None and stalled.describe(60) == f"blob {blob} made no progress for 60 s (40 of 100 bytes)"
+    now[0] = 130.0  # no longer reported: not a fetch BuildKit waits for
+    assert events.stalled(60) is None
+    status(100, completed="2026-12-07T10:01:00Z")
+    assert events.stalled(60) is None

@@ -15,6 +15,8 @@ import json
 import signal
 import stat
 import subprocess
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +65,8 @@ class FakeDocker:
     cached: bool = False
     race_once: bool = False
     image_race_once: bool = False
+    stall: int = 0
+    """The first ``stall`` bakes fetch a blob that stops moving half-way and wait until stopped."""
     push_fails: bool = False
     """Every bake fails pushing its image: the image registry refuses connections."""
     before_manifest: list[Any] = field(default_factory=list)
@@ -126,6 +130,13 @@ class FakeDocker:
             raise EnvironmentProblem(f"builder '{name}' cannot boot: failed to pull moby/buildkit:buildx-stable-1")
 
     def bake(self, argv: Sequence[str], env: Any = None) -> Iterator[str]:
+        if len(self.bakes) < self.stall:
+            self.bakes.append(json.loads(Path(argv[argv.index("--file") + 1]).read_text()))
+            self.log.add("docker buildx bake (stalls)")
+            return StallingBake()
+        return self._run_bake(argv, env)
+
+    def _run_bake(self, argv: Sequence[str], env: Any = None) -> Iterator[str]:
         self.bake_envs.append(env)
         bake_file = Path(argv[argv.index("--file") + 1])
         self.bake_files.append((bake_file, stat.S_IMODE(bake_file.stat().st_mode)))
@@ -255,6 +266,33 @@ def registry_login(host: str, env: Mapping[str, str]) -> dict[str, str]:
     answer = json.loads(out.stdout)
     token = base64.b64encode(f"{answer['Username']}:{answer['Secret']}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
+
+
+class StallingBake:
+    """A bake whose cache blob download stops half-way (a half-dead connection): it waits until stopped."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self.started = time.monotonic()
+        blob = {"id": "sha256:" + "ef" * 32, "vertex": "sha256:deps-step", "current": 512, "total": 4096}
+        step = {"digest": "sha256:deps-step", "name": "[deps 2/2] RUN step", "started": STAMP.format(1)}
+        self.item = json.dumps({"vertexes": [step], "statuses": [blob]}) + "\n"
+
+    def __iter__(self) -> StallingBake:
+        return self
+
+    def __next__(self) -> str:
+        """The same status again and again (BuildKit reports an open fetch every 150 ms), until stopped."""
+        if self.stopped.wait(0.05):
+            raise BuildFailed(130, "ERROR: context canceled")
+        assert time.monotonic() - self.started < 30, "the watchdog never stopped the stalled bake"
+        return self.item
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def close(self) -> None:
+        pass
 
 
 def push_cache(ref: str, name: str, env: Mapping[str, str], between: Any = None) -> str | None:
@@ -680,6 +718,27 @@ def test_a_push_failure_is_a_push_failure_not_a_cache_fault(
     assert world.agent.meta == {}
 
 
+def test_a_stalled_cache_transfer_costs_a_miss_and_a_warning(world: World, tmp_path: Path) -> None:
+    """A cache blob whose download stops half-way: the watchdog stops the run after ``stall_seconds`` without
+    progress and it builds again without caches, with one warning; a second stall fails the run, named."""
+    save_snapshot(world.store, "pipe/main/app/final", b"final manifest", b"layer")
+    world.docker.stall = 1
+    plan = dataclasses.replace(plan_for(S3, tmp_path), stall_seconds=0.3)
+    result = world.runner.run(plan)
+    assert result.exit_code == 0, result.error
+    stalled, again = world.docker.bakes
+    assert stalled["target"]["app-final"]["cache-from"] and not again["target"]["app-final"].get("cache-from")
+    assert result.warnings == [
+        f"a transfer stalled (blob sha256:{'ef' * 32} made no progress for 0 s (512 of 4096 bytes)): building again "
+        "without caches"
+    ]
+    world.docker.bakes.clear()
+    world.docker.stall = 2
+    failed = world.runner.run(plan)
+    assert failed.exit_code == 1 and failed.error is not None
+    assert failed.error.startswith("app: stopped: a transfer stalled (blob sha256:efef")
+
+
 def test_two_jobs_storing_one_image_name_at_once_is_retried_once(world: World, tmp_path: Path) -> None:
     """Two jobs of one commit on one agent: the containerd image store refuses the name the other stored an
     instant before. Not the build's fault: built again (all cached by then), exit 0."""
@@ -969,3 +1028,17 @@ def test_an_interrupted_build_marks_no_target_a_success_in_the_live_display(worl
     last = [line.replace("\x1b[2K", "") for line in err.getvalue().split("\x1b[2F")[-1].splitlines()]
     assert [line.split()[:2] for line in last] == [["-", "app-test"], ["-", "app-final"]], last
     assert all(line.endswith("s") and "cancelled" in line for line in last)
+
+
+def test_the_json_says_where_the_time_went(world: World, tmp_path: Path) -> None:
+    """``timings``: from the process's start to the first byte bake printed, the bake, what came after it, own
+    time (wall minus bake), and each step of dockercache's own by name."""
+    document = world.runner.run(plan_for(S3, tmp_path)).to_json()
+    timings = document["timings"]
+    assert timings["to_first_bake_byte"] >= timings["before_bake"] > 0
+    assert timings["bake"] == document["buildx_seconds"]
+    assert timings["own"] == pytest.approx(timings["total"] - timings["bake"], abs=0.002)
+    names = [s["name"] for s in timings["steps"]]
+    assert names[:2] == ["docker ping", "registry logins"] and "cache stores before the build" in names
+    assert names[-2:] == ["cache stores after the build", "meta-data and annotations"]
+    assert all(s["seconds"] >= 0 and s["start"] > 0 for s in timings["steps"])

@@ -45,6 +45,14 @@ class Keys:
     default_branch: str
     writes_shared: bool
     """This branch may write what the default branch reads (the default branch, or a trusted one)."""
+    reads_too: tuple[str, ...] = ()
+    """Branches whose caches this run reads after its own and before the default branch's: a pull request's
+    head branch (its earlier builds hold what the pull request changed; it writes only its own, ``pr-N``)."""
+
+    @property
+    def read_branches(self) -> tuple[str, ...]:
+        """Every branch this run reads the caches of, in order: its own, ``reads_too``, the default branch."""
+        return tuple(dict.fromkeys((self.branch, *self.reads_too, self.default_branch)))
 
 
 def may_write_shared(branch: str, default_branch: str, settings: Settings) -> bool:

@@ -8,6 +8,7 @@ default branch's (shared) when this branch may write shared caches, else this br
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from ..config import CacheStore, RegistryCache, split_variant
 from ..errors import CacheError, StoreError
 from ..reference import REFERENCE
 from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime, TargetCaches
-from .content import adds_nothing
+from .content import adds_nothing, cache_content
 from .entry import CacheEntry
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class RegistryKind:
             return registry_ref(store, request.service, stage, branch)
 
         extra = [r.format(service=split_variant(request.service)[0], stage=request.stage) for r in store.extra_from]
-        refs = [r for s in request.stages for r in (ref(s, keys.branch), ref(s, keys.default_branch))]
+        refs = [ref(s, b) for s in request.stages for b in keys.read_branches]
         sources = tuple(CacheEntry.make("registry", ref=r) for r in dict.fromkeys([*refs, *extra]))
         plan = TargetCaches(self.name, request.store_name, sources, config=store)
         if not request.cache_write:
@@ -98,6 +99,8 @@ class RegistryRuntime(NoRuntime):
         self._clients: dict[str, Any] = {}
         self._held: dict[str, Manifest] = {}
         """A ref this run writes -> the cache manifest it held before the run."""
+        self._seen: dict[str, Manifest] = {}
+        """Every ref this run reads or writes -> the cache manifest it held before the run."""
 
     def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
         return self._probe(self._reachable(targets))
@@ -146,7 +149,8 @@ class RegistryRuntime(NoRuntime):
             return list(targets)
         with ThreadPoolExecutor(max_workers=min(8, len(refs))) as pool:
             found = dict(zip(refs, pool.map(self._manifest, refs), strict=True))
-        self._held = {ref: m for ref in written if isinstance(m := found[ref], Manifest)}
+        self._seen = {ref: m for ref, m in found.items() if isinstance(m, Manifest)}
+        self._held = {ref: m for ref, m in self._seen.items() if ref in written}
         return [
             dataclasses.replace(
                 t,
@@ -176,6 +180,38 @@ class RegistryRuntime(NoRuntime):
             return self._client(host).get_manifest(repo, tag)  # type: ignore[no-any-return]
         except (StoreError, OSError, ValueError):
             return True
+
+    def import_failed(self, targets: Sequence[Target], error: str) -> dict[str, str]:
+        """As every registry source (:func:`registry_import_failure`), then the repair: a layer that could not be
+        fetched (truncated, corrupt, a 500) while the registry says it has it is deleted from the repositories
+        whose caches name it, so the next export uploads it whole instead of naming the broken one again."""
+        found = super().import_failed(targets, error)
+        if found:
+            for digest in sorted(broken_digests(error)):
+                for ref, manifest in self._seen.items():
+                    if digest in _layers(manifest.body):
+                        self._delete_broken(ref, digest)
+        return found
+
+    def _delete_broken(self, ref: str, digest: str) -> None:
+        place = _split(ref)
+        if place is None:
+            return
+        host, repo, _ = place
+        try:
+            deleted = self._client(host).delete_blob(repo, digest)
+        except (StoreError, OSError, ValueError) as exc:
+            self.context.console.warn(f"cache layer {digest} of {ref} could not be removed: {exc}")
+            return
+        if deleted:
+            self.context.console.info(
+                f"removed broken cache layer {digest} from {host}/{repo}: the next save uploads it"
+            )
+        else:
+            self.context.console.warn(
+                f"cache layer {digest} of {ref} is broken and {host} does not allow deleting blobs: caches will name "
+                "it again until it is deleted there"
+            )
 
     def after(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> None:
         super().after(targets, results)
@@ -208,6 +244,20 @@ class RegistryRuntime(NoRuntime):
         result.cache_written = None
         result.kept = f"kept {ref}: {why}, so it restores at least as much"
         self.context.console.info(f"{target.name}: {result.kept}")
+
+
+_BLOB_URL = re.compile(r"/v2/\S+?/blobs/(?P<digest>sha256:[0-9a-f]{64})")
+_NAMED = re.compile(r"(?:could not fetch content descriptor|expected) (?P<digest>sha256:[0-9a-f]{64})")
+
+
+def broken_digests(error: str) -> set[str]:
+    """The layers a failed run's error says could not be fetched whole: by URL, by descriptor, by expected digest."""
+    return {m["digest"] for pattern in (_BLOB_URL, _NAMED) for m in pattern.finditer(error)}
+
+
+def _layers(manifest: bytes) -> set[str]:
+    content = cache_content(manifest)
+    return set(content.layers) if content is not None else set()
 
 
 #: Seconds a registry has to answer a question before the run (a ref's manifest); else BuildKit asks itself.

@@ -76,6 +76,7 @@ def restore_keys(store: S3Cache, keys: Keys) -> tuple[str, ...]:
             [
                 *(snapshot_key(t, keys, keys.branch) for t in store.cache_from),
                 snapshot_key(store.key, keys, keys.branch) if keys.writes_shared else own_key(store.key, keys),
+                *(snapshot_key(store.key, keys, b) for b in keys.reads_too),
                 snapshot_key(store.key, keys, keys.default_branch),
             ]
         )
@@ -380,7 +381,13 @@ class S3Runtime:
                 self.context.console.warn(problem)
             for target in mine:  # what S3 said is why a planned save did not happen
                 step = target.caches.step
-                if isinstance(step, S3Step) and step.save and target.runs and not results[target.name].s3_saved:
+                if not (isinstance(step, S3Step) and step.save and target.runs) or results[target.name].s3_saved:
+                    continue
+                kept = endpoint.traffic.kept.get((repository_name(step.save.key, target.service), target.stage))
+                if kept:  # the snapshot there restores at least as much: no problem, and the report says so
+                    results[target.name].kept = kept
+                    self.context.console.info(f"{target.name}: {kept}")
+                else:
                     results[target.name].cache_warnings.extend(f"not saved: {p}" for p in problems)
         self._endpoints.clear()
 
@@ -479,6 +486,8 @@ def report_traffic(endpoint: Endpoint, targets: Sequence[Target], results: Mappi
             continue
         result = results[target.name]
         key = (repository_name(step.save.key, target.service), target.stage)
+        if key in traffic.kept:
+            continue  # the snapshot there stays: this run's adds nothing to it
         if key not in traffic.saved and not (result.exported and key in traffic.manifests):
             continue  # BuildKit skips a manifest the store already has: that is saved too
         result.s3_saved = result.cache_written = str(step.save)

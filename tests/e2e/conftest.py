@@ -19,13 +19,15 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..conftest import ROOT
+from .agents import Daemon, preflight, start_daemon
 
 STACK_ENV = ROOT / ".stack" / "env"
 EXAMPLE = ROOT / "examples" / "ruby"
@@ -119,14 +121,112 @@ def stack() -> Stack:
     return Stack(registry, values["DOCKERCACHE_S3_ENDPOINT"], values["DOCKERCACHE_BASE_IMAGE"])
 
 
+SHARED_AGENT = os.environ.get("DOCKERCACHE_E2E_AGENT") == "shared"
+"""``DOCKERCACHE_E2E_AGENT=shared``: the ``agent`` fixture keeps the main daemon (pruned by ``fresh_agent()``),
+for a machine where a second dockerd cannot run; what those tests prove is then weaker."""
+
+
+@dataclass
+class Agents:
+    """Which daemon the test's docker, buildx and dockercache calls reach: the main one, or (``agent`` fixture)
+    a private daemon with an empty data root, taken when first needed and replaced by ``fresh_agent()``.
+
+    Starting a daemon takes about 1.1 s and stopping one about as long; neither is on a test's path: one spare
+    daemon (never used, so as empty as a new one) is started in the background while a test runs, and a retired
+    daemon is stopped and removed in the background. The session's end stops whatever is left."""
+
+    private: bool = False
+    current: Daemon | None = None
+    spare: Future[Daemon] | None = None
+    stopping: list[Future[None]] = field(default_factory=list)
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=4))
+    taken: int = 0
+
+    def host(self) -> str | None:
+        """The private daemon's DOCKER_HOST (taking one if there is none yet), None on the main daemon."""
+        if not self.private:
+            return None
+        if self.current is None:
+            ready, self.spare = self.spare, self.pool.submit(start_daemon)
+            self.current = (ready or self.pool.submit(start_daemon)).result()
+            self.taken += 1
+        return self.current.host
+
+    def prepare(self) -> None:
+        """Have a spare daemon starting (a test that takes the ``agent`` fixture will want one)."""
+        if self.spare is None:
+            self.spare = self.pool.submit(start_daemon)
+
+    def retire(self) -> None:
+        if self.current is not None:
+            self.stopping.append(self.pool.submit(self.current.stop))
+            self.current = None
+
+    def close(self) -> None:
+        self.retire()
+        if self.spare is not None:
+            with contextlib.suppress(Exception):
+                self.spare.result().stop()
+            self.spare = None
+        for stopping in self.stopping:
+            stopping.result()
+        self.stopping.clear()
+
+
+AGENTS = Agents()
+
+
+def docker_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) pointed at the test's daemon."""
+    values = dict(os.environ if env is None else env)
+    host = AGENTS.host()
+    if host is not None:
+        values.pop("DOCKER_CONTEXT", None)
+        values["DOCKER_HOST"] = host
+    return values
+
+
+@pytest.fixture(scope="session")
+def agent_pool() -> Iterator[Agents]:
+    """The private daemons of the session; at its end, the spare and the retired ones are stopped and removed."""
+    try:
+        yield AGENTS
+    finally:
+        AGENTS.close()
+
+
+@pytest.fixture
+def agent(agent_pool: Agents) -> Iterator[Agents]:
+    """Every Docker call of the test goes to a private daemon with an empty data root (none of another test's
+    build records, nor a cancelled build's that ``buildx prune`` cannot reach), so a cached step came from a cache
+    store; ``fresh_agent()`` retires it and the next call takes another."""
+    if SHARED_AGENT:
+        yield agent_pool
+        return
+    problem = preflight()
+    if problem:
+        pytest.fail(f"the agent fixture needs a private dockerd: {problem} (or set DOCKERCACHE_E2E_AGENT=shared)")
+    agent_pool.private = True
+    agent_pool.prepare()
+    try:
+        yield agent_pool
+    finally:
+        agent_pool.retire()
+        agent_pool.private = False
+
+
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, env=docker_env())
 
 
 def fresh_agent(*builders: str) -> None:
-    """What a new CI agent has: no build cache, no images, no extra builders."""
+    """What a new CI agent has: no build cache, no images, no extra builders. Under the ``agent`` fixture, a new
+    daemon with an empty data root; else the main daemon pruned, which may keep a cancelled build's records."""
     for name in builders:
         docker("buildx", "rm", "--force", name, check=False)
+    if AGENTS.private:
+        AGENTS.retire()
+        return
     docker("buildx", "prune", "--all", "--force", "--builder", "default")
     ids = docker("image", "ls", "--all", "--quiet").stdout.split()
     if ids:
@@ -169,7 +269,7 @@ def base_env(**extra: str) -> dict[str, str]:
         }
     )
     env.update(extra)
-    return env
+    return docker_env(env)
 
 
 def run_dockercache(*args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: int = 300) -> Result:
@@ -177,7 +277,7 @@ def run_dockercache(*args: str, cwd: Path, env: Mapping[str, str] | None = None,
     proc = subprocess.run(
         argv,
         cwd=cwd,
-        env=dict(env or base_env()),
+        env=docker_env(env or base_env()),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -340,7 +440,7 @@ class S3Project(Project):
         proc = subprocess.run(
             [sys.executable, str(STUB_AGENT / "dockercache-crash-before-index"), "build", "--json"],
             cwd=self.path,
-            env=self.env(CRASH_BEFORE_INDEX=snapshot),
+            env=docker_env(self.env(CRASH_BEFORE_INDEX=snapshot)),
             capture_output=True,
             text=True,
             timeout=300,

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,7 @@ def test_human_report_has_table_and_closing_line(project: Project, stack: Stack)
     assert "CACHED" in plain.stderr
 
 
+@pytest.mark.usefixtures("agent")
 def test_fresh_agent_after_one_file_change_hits_every_unchanged_stage(project: Project) -> None:
     fresh_agent()
     assert project.build().returncode == 0
@@ -91,6 +93,7 @@ def test_fresh_agent_after_one_file_change_hits_every_unchanged_stage(project: P
     assert final_total == 3 and final_cached < final_total  # the changed COPY and what follows it ran
 
 
+@pytest.mark.usefixtures("agent")
 def test_five_fresh_agent_builds_in_a_row_all_hit(project: Project) -> None:
     fresh_agent()
     first = project.build()
@@ -104,6 +107,7 @@ def test_five_fresh_agent_builds_in_a_row_all_hit(project: Project) -> None:
         assert (svc["steps_cached"], svc["steps_total"]) == (8, 8), f"build {attempt}: {counts(result, *STAGES)}"
 
 
+@pytest.mark.usefixtures("agent")
 @pytest.mark.hardening("poisoning")
 def test_feature_branch_reads_default_branch_cache_and_writes_only_its_own(project: Project, stack: Stack) -> None:
     fresh_agent()
@@ -127,6 +131,7 @@ def test_no_cache_write_leaves_the_registry_alone(project: Project, stack: Stack
     assert all(s["cache_written"] is None for s in result.json["services"][0]["stages"])
 
 
+@pytest.mark.usefixtures("agent")
 @pytest.mark.hardening("faults")
 def test_unreachable_cache_registry_is_a_warning_then_fatal_on_request(
     project: Project, stack: Stack, extra_registry: ExtraRegistry
@@ -298,6 +303,7 @@ def test_no_cache_runs_every_step_even_with_caches_at_hand(project: Project) -> 
     assert all(done == total for done, total in counts(warm, *STAGES).values())  # caches are still good
 
 
+@pytest.mark.usefixtures("agent")
 def test_a_cache_that_adds_nothing_never_replaces_the_richer_one(project: Project, stack: Stack) -> None:
     """The branch's ref holds a cache with a layer the next build's export lacks (here: a step since removed;
     in the field, BuildKit 0.13 exporting a build whose steps all hit without their intermediate records).
@@ -324,3 +330,36 @@ def test_a_cache_that_adds_nothing_never_replaces_the_richer_one(project: Projec
     changed = project.build()
     assert changed.returncode == 0 and changed.stage("ruby", "final")["cache_kept"] is None
     assert stack.registry.manifest(repo, "final-main")[0] != richer
+
+
+@pytest.mark.usefixtures("agent")
+def test_two_services_sharing_base_steps_count_them_once(stack: Stack, tmp_path: Path) -> None:
+    """Two services, a Dockerfile each, the same base steps (BuildKit solves them once): each step counts once,
+    in the first service's row (the other's row says where), and a stage that hit names where its hits came from."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    base = f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}} AS base\nRUN echo {name} > /base\nRUN echo shared > /shared\n"
+    for service in ("api", "worker"):
+        (tmp_path / f"{service}.Dockerfile").write_text(f"{base}FROM base AS final\nRUN echo {service} > /svc\n")
+    services = "".join(
+        f'\n[services.{s}]\ncontext = "."\ndockerfile = "{s}.Dockerfile"\nstages = ["base"]\ntarget = "final"\n'
+        f'image = "{stack.host}/{name}/{s}"\nargs = {{ BASE_IMAGE = "{stack.base_image}" }}\n'
+        for s in ("api", "worker")
+    )
+    (tmp_path / "dockercache.toml").write_text(
+        f'[builder]\nname = "default"\ndriver = "docker"\n\n[caches.default]\ntype = "registry"\n'
+        f'ref = "{stack.host}/{name}/cache/{{service}}"\n{services}'
+    )
+    results = []
+    for _ in range(2):
+        fresh_agent()
+        result = run_dockercache("build", "--json", cwd=tmp_path, env=base_env())
+        assert result.returncode == 0, result.stderr
+        results.append(result)
+    for result in results:
+        stages = {(s["name"], st["stage"]): st for s in result.json["services"] for st in s["stages"]}
+        assert stages[("api", "base")]["steps_total"] == 2 and stages[("worker", "base")]["steps_total"] == 0
+        assert stages[("worker", "base")]["shared_steps_counted_in"] == ["api-base"]
+        assert stages[("api", "final")]["steps_total"] == stages[("worker", "final")]["steps_total"] == 1
+    second = {(s["name"], st["stage"]): st for s in results[1].json["services"] for st in s["stages"]}
+    assert all(st["steps_cached"] == st["steps_total"] for st in second.values())
+    assert second[("api", "base")]["cache_read"], second[("api", "base")]  # where its hits came from

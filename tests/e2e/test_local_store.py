@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DOCKERCACHE, Project, Stack, base_env, copy_example, fresh_agent
+from .conftest import DOCKERCACHE, Project, Stack, base_env, copy_example, docker, docker_env, fresh_agent
 
 STAGES = ("base", "deps", "final")
 
@@ -49,6 +49,7 @@ def assert_complete(directory: Path) -> None:
         assert (blobs / manifest["digest"].removeprefix("sha256:")).is_file(), manifest
 
 
+@pytest.mark.usefixtures("agent")
 def test_the_local_store_restores_on_an_agent_whose_build_cache_is_gone(project: Project, stack: Stack) -> None:
     project.write_config(local_config(stack))
     fresh_agent()
@@ -84,6 +85,7 @@ def shared_store_config(stack: Stack, store: Path) -> str:
     )
 
 
+@pytest.mark.usefixtures("agent")
 @pytest.mark.hardening("faults")
 def test_two_builds_at_once_share_one_local_store(stack: Stack, tmp_path: Path) -> None:
     """Two jobs on one agent, one cache directory (a `path` outside the checkouts): both succeed, neither trips
@@ -164,6 +166,7 @@ def test_four_jobs_of_one_commit_at_once_all_succeed(stack: Stack, tmp_path: Pat
     print(f"jobs that met the image store's race and built again: {retried} of 12")
 
 
+@pytest.mark.usefixtures("agent")
 def test_a_copy_everything_project_without_dockerignore_stays_clean(stack: Stack, tmp_path: Path) -> None:
     """`COPY . /app` and no .dockerignore, on a laptop (off CI) in a git checkout: the built-in store is outside
     the project, so the second build hits every step (the COPY too), the image holds no cache, the tree stays
@@ -187,7 +190,12 @@ def test_a_copy_everything_project_without_dockerignore_stays_clean(stack: Stack
     for _ in range(2):
         fresh_agent()
         proc = subprocess.run(
-            [str(DOCKERCACHE), "build", "--json"], cwd=project, env=env, capture_output=True, text=True, check=False
+            [str(DOCKERCACHE), "build", "--json"],
+            cwd=project,
+            env=docker_env(env),  # this agent's daemon (fresh_agent() may have started another)
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert proc.returncode == 0, proc.stderr
         builds.append(json.loads(proc.stdout))
@@ -197,11 +205,12 @@ def test_a_copy_everything_project_without_dockerignore_stays_clean(stack: Stack
     assert status.stdout == ""  # nothing untracked: the next tag is not -dirty
     tag = builds[1]["services"][0]["stages"][0]["image"]["tags"][0]
     assert not tag.endswith("-dirty"), tag
-    listing = subprocess.run(["docker", "run", "--rm", tag, "cat", "/listing"], capture_output=True, text=True)
+    listing = docker("run", "--rm", tag, "cat", "/listing")
     assert ".dockercache" not in listing.stdout and "main.sh" in listing.stdout, listing.stdout
     assert (tmp_path / "user-cache").is_dir()
 
 
+@pytest.mark.usefixtures("agent")
 def test_an_export_that_adds_nothing_is_not_swapped_in(project: Project, stack: Stack) -> None:
     """The local store's side of "a cache never gets worse": the live version holds a layer the next export
     lacks; that export is dropped and the live version stays."""

@@ -82,9 +82,12 @@ def test_two_variants_build_in_one_bake_run_with_their_own_tags_args_and_caches(
     fresh_agent()
     again = project.build()
     assert again.returncode == 0, again.stderr
-    for svc in again.json["services"]:
-        assert svc["status"] == "ok"
-        assert (svc["steps_cached"], svc["steps_total"]) == (svc["steps_total"], 9), (svc["name"], again.stdout)
+    # Every step counts once: the base steps both variants share (one vertex BuildKit solves once, named for
+    # both) in the first variant's rows; deps, whose COPY reads each target's own context transfer, is solved
+    # once per variant and counted in each.
+    totals = {svc["name"]: (svc["steps_cached"], svc["steps_total"]) for svc in again.json["services"]}
+    assert totals == {"ruby[3.2]": (9, 9), "ruby[3.3]": (7, 7)}, again.stdout
+    assert all(svc["status"] == "ok" for svc in again.json["services"])
     assert stack.registry.tags(cache) == [f"final-main-{v}" for v in VARIANTS]
 
 

@@ -53,6 +53,7 @@ def is_sum_of(total: int, count: int, sizes: Iterable[int]) -> bool:
     return total > 0 and any(sum(c) == total for c in itertools.combinations(sorted(sizes), count))
 
 
+@pytest.mark.usefixtures("agent")
 def test_a_fresh_agent_fetches_only_the_blobs_its_build_needs(s3_project: S3Project, s3_client: Any) -> None:
     s3_project.fresh_agent()
     assert s3_project.build().returncode == 0
@@ -81,6 +82,7 @@ def test_a_fresh_agent_fetches_only_the_blobs_its_build_needs(s3_project: S3Proj
     assert full.json["services"][0]["steps_cached"] == full.json["services"][0]["steps_total"]
 
 
+@pytest.mark.usefixtures("agent")
 @pytest.mark.hardening("faults")
 def test_s3_failing_blob_gets_during_a_build_is_a_miss_not_an_outage(
     s3_project: S3Project, stack: Stack, s3_client: Any
@@ -177,6 +179,7 @@ def test_prune_racing_a_save_never_leaves_a_snapshot_naming_a_deleted_blob(
     assert s3_client.list_objects_v2(Bucket=s3_project.bucket, Prefix="cache/leases/").get("KeyCount") == 0
 
 
+@pytest.mark.usefixtures("agent")
 def test_a_snapshot_saved_by_the_previous_release_still_restores(
     s3_project: S3Project, s3_client: Any, tmp_path: Path
 ) -> None:

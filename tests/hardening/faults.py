@@ -27,6 +27,9 @@ class Fault:
     status: int = 500
     corrupt: bool = False
     body: tuple[str, bytes] | None = None
+    stall: bool = False
+    """The upstream's answer, its headers and the first half of its body; then nothing (a half-dead
+    connection), until the proxy stops."""
 
 
 class FaultyProxy:
@@ -48,6 +51,7 @@ class FaultyProxy:
         self.upstream = upstream
         self.fails = fails
         self.failed: list[str] = []
+        self.stopping = threading.Event()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -87,7 +91,7 @@ class FaultyProxy:
                     fault = Fault()
                 if isinstance(fault, Fault):
                     proxy.failed.append(f"{self.command} {self.path}")
-                    if not fault.corrupt:
+                    if not fault.corrupt and not fault.stall:
                         content_type, data = fault.body or error
                         self._reply(fault.status, [("Content-Type", content_type)], data)
                         return
@@ -99,8 +103,23 @@ class FaultyProxy:
                 data = response.read()
                 if isinstance(fault, Fault) and fault.corrupt and data:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
-                self._reply(response.status, response.getheaders(), data)
                 conn.close()
+                if isinstance(fault, Fault) and fault.stall:
+                    self._stall(response.status, response.getheaders(), data)
+                    return
+                self._reply(response.status, response.getheaders(), data)
+
+            def _stall(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                proxy.stopping.wait(600)
+                self.close_connection = True
 
             do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_HEAD = _handle
 
@@ -141,6 +160,7 @@ class FaultyProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 

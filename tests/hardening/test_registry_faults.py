@@ -8,6 +8,7 @@ without that cache source, with one warning naming it, so a broken cache is a mi
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -116,3 +117,100 @@ def test_a_cache_export_answered_not_found_is_reported_as_not_written(
     assert final["cache_warnings"], final
     assert "final-main" not in stack.registry.__class__(upstream).tags(f"{project.name}/cache")
     assert final["image"], final
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "500"])
+def test_a_broken_cache_layer_is_repaired_not_named_again(
+    project: Project, stack: Stack, extra_registry: ExtraRegistry, kind: str
+) -> None:
+    """The registry holds one layer broken (its content never changes; `HEAD` still says it is there): without a
+    repair every fresh agent misses with a warning, rebuilds the same digest, the export skips it (`HEAD` says
+    present) and the new cache names the broken blob again, for ever. dockercache deletes the broken blob, so the
+    rebuild's export uploads it whole, and the next fresh agent hits every step with no warning."""
+    upstream = extra_registry.host.replace("localhost", "127.0.0.1")
+    project.write_config(registry_config(stack, project.name, cache_host=upstream))
+    assert project.build().returncode == 0
+    base = cache_layers(stack, upstream, f"{project.name}/cache", "final-main")
+    broken = {sorted(base)[0]}  # one layer, broken where it is stored, until it is replaced
+
+    def fails(method: str, path: str) -> bool | Fault:
+        digest = path.rsplit("/", 1)[-1]
+        if method == "DELETE" and digest in broken:
+            broken.discard(digest)  # deleted: what is uploaded next is whole
+            return False
+        return method == "GET" and digest in broken and FAULTS[kind]
+
+    with FaultyRegistry(upstream, fails) as proxy:
+        project.write_config(registry_config(stack, project.name, cache_host=proxy.host))
+        fresh_agent()
+        first = project.build()
+        assert first.returncode == 0, first.stderr
+        assert len(first.json["warnings"]) == 1 and "building again without it" in first.json["warnings"][0]
+        assert "removed broken cache layer" in first.stderr and not broken
+        fresh_agent()
+        again = project.build()
+    assert again.returncode == 0, again.stderr
+    assert again.json["warnings"] == [], again.json["warnings"]
+    svc = again.json["services"][0]
+    assert svc["steps_cached"] == svc["steps_total"] > 0
+
+
+def test_a_stalled_cache_download_costs_a_miss_and_a_warning_never_more_than_the_bound(
+    project: Project, stack: Stack, extra_registry: ExtraRegistry
+) -> None:
+    """A cache layer whose body stops half-way (a half-dead connection): the build waited for more than 12
+    minutes. With `stall_seconds = 5` the transfer is abandoned after 5 s without progress and the build goes on
+    without caches: exit 0, one warning, the image pushed."""
+    upstream = extra_registry.host.replace("localhost", "127.0.0.1")
+    project.write_config(registry_config(stack, project.name, cache_host=upstream))
+    assert project.build().returncode == 0
+    layers = cache_layers(stack, upstream, f"{project.name}/cache", "final-main")
+
+    def fails(method: str, path: str) -> bool | Fault:
+        return method == "GET" and any(path.endswith(f"/blobs/{d}") for d in layers) and Fault(stall=True)
+
+    with FaultyRegistry(upstream, fails) as proxy:
+        config = registry_config(stack, project.name, cache_host=proxy.host, settings="stall_seconds = 5")
+        project.write_config(config)
+        fresh_agent()
+        project.touch_source()  # the final stage's COPY changes: BuildKit needs deps' layers from the cache
+        started = time.monotonic()
+        result = project.build()
+        seconds = time.monotonic() - started
+    assert proxy.failed, "the fault never triggered"
+    assert result.returncode == 0, result.stderr
+    (warning,) = result.json["warnings"]
+    assert warning.startswith("a transfer stalled (blob sha256:") and "made no progress for 5 s" in warning, (
+        f"{seconds:.1f} s\n{result.stderr}"
+    )
+    assert warning.endswith("building again without caches")
+    assert result.stage("ruby", "final")["image"]["pushed"]
+    print(f"\nstalled cache download: the build took {seconds:.1f} s (bound 5 s without progress)")
+
+
+def test_a_push_failure_is_reported_as_one_and_nothing_is_built_again(
+    project: Project, stack: Stack, extra_registry: ExtraRegistry
+) -> None:
+    """The cache lives in the image's own repository (tags `final-main`) and the registry refuses the image's
+    upload: BuildKit's error quotes a URL of that repository, which is no cache fault. One line naming the
+    registry, exit 1, no cache warning, no second bake."""
+    upstream = extra_registry.host.replace("localhost", "127.0.0.1")
+    with FaultyRegistry(upstream, lambda method, path: method == "POST" and "/blobs/uploads/" in path) as proxy:
+        config = registry_config(stack, project.name, cache_host=proxy.host)
+        config = config.replace(
+            f'ref = "{proxy.host}/{project.name}/cache"', f'ref = "{proxy.host}/{project.name}/app"'
+        )
+        config = config.replace(
+            f'image = "{stack.host}/{project.name}/ruby"', f'image = "{proxy.host}/{project.name}/app"'
+        )
+        project.write_config(config)
+        fresh_agent()
+        result = project.build()
+    assert proxy.failed, "the fault never triggered"
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["warnings"] == [], document["warnings"]
+    assert document["error"].startswith(f"ruby: push to {proxy.host} failed ({proxy.host}/{project.name}/app:"), (
+        document
+    )
+    assert result.stderr.count(":docker: build") == 1  # no second bake without caches
