@@ -1,12 +1,14 @@
-"""Write the README's benchmark figures from the committed results, so that no figure there is typed by hand.
+"""Write the benchmark figures of the README and docs/benchmarks.md from the committed results, so that no figure
+there is typed by hand.
 
-The README holds four generated blocks, each between ``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``:
-``table`` (every strategy and change, from results.json), ``figures`` (the comparisons the README's prose refers
-to, from results.json), ``example`` (examples/ruby, from example.md) and ``cache-mounts`` (from
-cache-mounts.md, written by benchmarks/cache_mounts.py); a fifth, ``sequence`` (benchmarks/sequence.py's sums,
-from sequence.json), where the README has its marker. ``bench.py`` rewrites them after a full run;
-``python benchmarks/readme.py`` does it by hand and ``--check`` exits 1 when the README differs
-(tests/test_benchmark_readme.py runs the check).
+Each generated block sits between ``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->`` in the document
+that shows it (:data:`DOCUMENTS`): ``table`` (every strategy and change, from results.json), ``figures`` (the
+comparisons docs/benchmarks.md's prose refers to, from results.json), ``example`` (examples/ruby, from
+example.md) and ``cache-mounts`` (from cache-mounts.md, written by benchmarks/cache_mounts.py) in
+docs/benchmarks.md; ``sequence`` (benchmarks/sequence.py's sums, from sequence.json), the README's comparison
+with the alternatives, where a document has its marker. A block is written into whichever document holds its
+marker. ``bench.py`` rewrites them after a full run; ``python benchmarks/readme.py`` does it by hand and
+``--check`` exits 1 when a document differs (tests/test_benchmark_readme.py runs the check).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+BENCHMARKS_DOC = ROOT / "docs" / "benchmarks.md"
+DOCUMENTS = (README, BENCHMARKS_DOC)
+"""The documents that hold generated blocks, each block in the one that has its marker."""
 RESULTS = ROOT / "benchmarks" / "results" / "results.json"
 EXAMPLE = ROOT / "benchmarks" / "results" / "example.md"
 CACHE_MOUNTS = ROOT / "benchmarks" / "results" / "cache-mounts.md"
 SEQUENCE = ROOT / "benchmarks" / "results" / "sequence.json"
 SEQUENCE_MARKER = "<!-- benchmark:sequence -->"
-"""The ``sequence`` block (benchmarks/sequence.py's sums) is generated where the README has this marker."""
+"""The ``sequence`` block (benchmarks/sequence.py's sums) is generated where a document has this marker."""
 
 LABELS = {
     "no-cache": "no cache",
@@ -250,28 +255,44 @@ def _replacement(body: str) -> Callable[[re.Match[str]], str]:
 
 
 def render(readme: str, generated: Mapping[str, str]) -> str:
+    """``readme`` (any document) with each of the ``generated`` blocks rewritten; each must be there."""
     for name, body in generated.items():
         pattern = re.compile(rf"(<!-- benchmark:{name} -->\n)(?:.*?\n)?(<!-- /benchmark:{name} -->)", re.DOTALL)
         if not pattern.search(readme):
-            raise ValueError(f"README.md has no <!-- benchmark:{name} --> block")
+            raise ValueError(f"the document has no <!-- benchmark:{name} --> block")
         readme = pattern.sub(_replacement(body), readme)
     return readme
 
 
+def render_all(documents: Mapping[Path, str], generated: Mapping[str, str]) -> dict[Path, str]:
+    """Each document with the blocks whose markers it holds rewritten; a block no document holds is an error."""
+    placed: dict[Path, dict[str, str]] = {path: {} for path in documents}
+    for name, body in generated.items():
+        holders = [path for path, text in documents.items() if f"<!-- benchmark:{name} -->" in text]
+        if not holders:
+            raise ValueError(f"no document has a <!-- benchmark:{name} --> block ({', '.join(map(str, documents))})")
+        for path in holders:
+            placed[path][name] = body
+    return {path: render(text, placed[path]) for path, text in documents.items()}
+
+
 def expected(
-    readme: Path = README, results: Path = RESULTS, example_md: Path = EXAMPLE, mounts_md: Path = CACHE_MOUNTS
-) -> tuple[str, str]:
-    """(the README as it is, the README as the committed results make it)."""
-    text = readme.read_text()
+    documents: Sequence[Path] = DOCUMENTS,
+    results: Path = RESULTS,
+    example_md: Path = EXAMPLE,
+    mounts_md: Path = CACHE_MOUNTS,
+) -> tuple[dict[Path, str], dict[Path, str]]:
+    """(the documents as they are, the documents as the committed results make them)."""
+    texts = {path: path.read_text() for path in documents}
     generated = blocks(json.loads(results.read_text()), example_md.read_text(), mounts_md.read_text())
-    if SEQUENCE_MARKER in text:
+    if any(SEQUENCE_MARKER in text for text in texts.values()):
         generated["sequence"] = sequence(json.loads(SEQUENCE.read_text()))
-    return text, render(text, generated)
+    return texts, render_all(texts, generated)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when the README differs from the results")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a document differs from the results")
     parser.add_argument(
         "--sequence", action="store_true", help="print the sequence block (from sequence.json) and exit"
     )
@@ -280,14 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(SEQUENCE_MARKER + "\n" + sequence(json.loads(SEQUENCE.read_text())) + "\n<!-- /benchmark:sequence -->")
         return 0
     current, wanted = expected()
+    differ = [path for path in current if current[path] != wanted[path]]
     if args.check:
-        if current != wanted:
-            print("README.md: the benchmark blocks differ from benchmarks/results (run benchmarks/readme.py)")
-            return 1
-        return 0
-    if current != wanted:
-        README.write_text(wanted)
-        print("README.md: benchmark blocks rewritten")
+        for path in differ:
+            print(f"{path.relative_to(ROOT)}: its benchmark blocks differ from the results (run benchmarks/readme.py)")
+        return 1 if differ else 0
+    for path in differ:
+        path.write_text(wanted[path])
+        print(f"{path.relative_to(ROOT)}: benchmark blocks rewritten")
     return 0
 
 

@@ -195,7 +195,7 @@ class LocalCache:
 
 @dataclass(frozen=True)
 class S3Cache:
-    """BuildKit cache in S3: content-addressed blobs shared by named snapshots (see README "S3 store")."""
+    """BuildKit cache in S3: content-addressed blobs shared by named snapshots (see docs/s3.md)."""
 
     type: Literal["s3"]
     bucket: str = field(metadata=_doc("Bucket (the old plugin's s3_bucket).", min_length=1))

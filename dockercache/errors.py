@@ -1,6 +1,6 @@
 """All of dockercache's expected failures, under one base class.
 
-Each class carries the process exit code it maps to at the CLI boundary (see README "Exit codes").
+Each class carries the process exit code it maps to at the CLI boundary (see docs/cli.md, "Exit codes").
 Anything that is not a ``DockercacheError`` is a bug and is allowed to show a traceback.
 """
 

@@ -78,7 +78,7 @@ def render(found: Sequence[Found], source: str) -> str:
     lines = [
         f"# dockercache.toml, written by `dockercache init` from {source}.",
         "# Next: `dockercache check` (validates it), `dockercache plan` (what a build would do),",
-        "# `dockercache build` (builds; pushes only on CI or with --push). README.md explains every key.",
+        "# `dockercache build` (builds; pushes only on CI or with --push). docs/configuration.md explains every key.",
         "",
         "# Where caches go. With no [caches] table: a directory in ~/.cache/dockercache, which is all a laptop",
         "# needs. On CI agents that start empty, a registry or S3 store:",

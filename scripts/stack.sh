@@ -6,7 +6,8 @@
 #   - an S3 server (moto) at $DOCKERCACHE_S3_ENDPOINT (default http://127.0.0.1:5002);
 #   - the project's virtualenv (.venv) with dockercache and its test tools;
 #   - a busybox base image built from Debian's busybox-static and pushed to the registry
-#     (nothing is pulled from the internet).
+#     (nothing is pulled from the internet);
+#   - graphviz (`dot`), which renders the pictures in docs/ (scripts/render_docs.py, tests/test_docs.py).
 # Idempotent: running it again only starts what is not running.
 #
 # Usage: scripts/stack.sh [up|down|status]
@@ -41,12 +42,13 @@ need_apt() {
   command -v docker-registry >/dev/null 2>&1 || return 0
   command -v htpasswd >/dev/null 2>&1 || return 0
   command -v bats >/dev/null 2>&1 || return 0 # the plugin hook's tests
+  command -v dot >/dev/null 2>&1 || return 0 # graphviz: the docs' pictures (tests/test_docs.py)
   [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" || return 0
   return 1
 }
 
 install_packages() {
-  need_apt || { log "Docker engine, buildx, compose, registry: present"; return 0; }
+  need_apt || { log "Docker engine, buildx, compose, registry, graphviz: present"; return 0; }
   [ "$(id -u)" = 0 ] || die "installing Docker needs root (or install docker.io>=26, docker-buildx, docker-compose, docker-registry yourself)"
   log "installing Docker engine, buildx, compose and registry from Debian packages"
   . /etc/os-release
@@ -73,7 +75,7 @@ EOF
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${extra[@]}" docker-registry busybox-static apache2-utils iproute2 bats >/dev/null
+    "${extra[@]}" docker-registry busybox-static apache2-utils iproute2 bats graphviz >/dev/null
 }
 
 start_docker() {

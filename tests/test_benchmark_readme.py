@@ -1,4 +1,5 @@
-"""The README's benchmark figures are generated from the committed results (benchmarks/readme.py)."""
+"""The benchmark figures of the README and docs/benchmarks.md are generated from the committed results
+(benchmarks/readme.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,31 @@ bench = load("bench")
 
 def test_the_readme_shows_exactly_what_the_committed_results_say() -> None:
     current, wanted = readme.expected()
-    assert current == wanted, "README.md's benchmark blocks differ: run python benchmarks/readme.py"
+    assert set(current) == {readme.README, readme.BENCHMARKS_DOC}
+    for path in current:
+        assert current[path] == wanted[path], f"{path.name}'s benchmark blocks differ: run python benchmarks/readme.py"
+
+
+def documents() -> dict[Path, str]:
+    return {path: path.read_text() for path in readme.DOCUMENTS}
+
+
+def test_each_block_lives_in_one_document_the_comparison_in_the_readme() -> None:
+    """The README shows the comparison with the alternatives (the sequence block); the method and the other
+    figures are in docs/benchmarks.md. Each block is written into the one document that holds its marker."""
+    names = ["sequence", "table", "figures", "example", "cache-mounts"]
+    where = {
+        name: [p.name for p, text in documents().items() if f"<!-- benchmark:{name} -->" in text] for name in names
+    }
+    assert where == {
+        "sequence": ["README.md"],
+        "table": ["benchmarks.md"],
+        "figures": ["benchmarks.md"],
+        "example": ["benchmarks.md"],
+        "cache-mounts": ["benchmarks.md"],
+    }
+    with pytest.raises(ValueError, match="benchmark:table"):
+        readme.render_all({readme.README: documents()[readme.README]}, {"table": "x"})
 
 
 def results() -> dict[str, Any]:
@@ -41,8 +66,10 @@ def test_a_figure_changed_in_the_results_changes_the_readme() -> None:
     document = results()
     row = next(r for r in document["rows"] if r["strategy"] == "dockercache-registry" and r["change"] == "none")
     row["median_s"] = 123.4
-    text = readme.render(readme.README.read_text(), readme.blocks(document, readme.EXAMPLE.read_text()))
-    assert "123.4s" in text and text != readme.README.read_text()
+    texts = readme.render_all(documents(), readme.blocks(document, readme.EXAMPLE.read_text()))
+    text = texts[readme.BENCHMARKS_DOC]
+    assert "123.4s" in text and text != readme.BENCHMARKS_DOC.read_text()
+    assert texts[readme.README] == readme.README.read_text()  # the README holds no block of results.json
 
 
 def test_a_missing_block_is_an_error() -> None:
@@ -52,8 +79,9 @@ def test_a_missing_block_is_an_error() -> None:
 
 def test_rendering_twice_changes_nothing() -> None:
     generated = readme.blocks(results(), readme.EXAMPLE.read_text())
-    once = readme.render(readme.README.read_text(), generated)
-    assert readme.render(once, generated) == once
+    generated["sequence"] = readme.sequence(json.loads(readme.SEQUENCE.read_text()))
+    once = readme.render_all(documents(), generated)
+    assert readme.render_all(once, generated) == once
 
 
 def row(strategy: str, change: str, median: float, low: float, high: float) -> dict[str, Any]:
@@ -98,4 +126,4 @@ def test_the_cache_mounts_block_is_computed_from_its_samples() -> None:
     assert "- s3: with cache mounts the dependency step is 4.0x faster, the build 1.5x." in text
     assert text.startswith("# Cache mounts figures\n\nFull run, now, 3 repeats")
     generated = readme.blocks(results(), readme.EXAMPLE.read_text(), text)
-    assert readme.render(readme.README.read_text(), generated).count("4.0x faster") == 2
+    assert readme.render_all(documents(), generated)[readme.BENCHMARKS_DOC].count("4.0x faster") == 2
