@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 
 from .ci import CIContext, branch_slug, slugify
 from .config import Config, S3Cache
-from .ecr import credentials, login_user, token_registry
+from .ecr import credentials
+from .ecr_hosts import login_user, token_registry
 from .errors import ConfigError, DockercacheError, EnvironmentProblem
 from .loader import find_config, load_config
-from .plan import BuildOptions, Plan, PlanInputs, image_options, make_plan, run_keys
+from .model import BuildOptions, Plan
+from .plan import PlanInputs, image_options, make_plan, run_keys
 from .report import Console, RunResult, render_table
 from .resolve import ResolvedService, resolve_services
 from .secrets import Redactor, secret_values

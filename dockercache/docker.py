@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import BuildFailed, ConfigError, EnvironmentProblem, HelperBuildFailed
-from .plan import BuilderPlan
+from .model import BuilderPlan
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient

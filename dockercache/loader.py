@@ -36,8 +36,8 @@ from .config import (
     type_name,
     union_members,
 )
-from .ecr import USERNAME as ECR_USERNAME
-from .ecr import token_registry
+from .ecr_hosts import USERNAME as ECR_USERNAME
+from .ecr_hosts import token_registry
 from .errors import ConfigError
 from .interpolation import interpolate_tree, variables_used
 from .reference import TAG, reference_problem, repository_problem, unsafe_character

@@ -3,7 +3,7 @@
 ``hooks/command`` runs ``python -m dockercache.plugin`` in the job's checkout. The options come from
 ``$BUILDKITE_PLUGIN_CONFIGURATION`` (the agent's JSON of them) or, without it, from the agent's
 ``BUILDKITE_PLUGIN_<NAME>_<OPTION>`` variables (arrays as ``_0``, ``_1``, ...). They are checked as plugin.yml's
-schema says (:data:`OPTIONS` is that schema; a test keeps the two equal), mapped as the README's migration table
+schema says (:data:`OPTIONS` is that schema; a test keeps the two equal), mapped as docs/buildkite.md's migration table
 says, merged over dockercache.toml when there is one (the options win, table by table), and checked by
 :func:`dockercache.loader.parse_config` like any file. Then the same build as ``dockercache build --service S``.
 """
@@ -24,7 +24,7 @@ from .ci import CIContext
 from .config import CONFIG_NAME, ENV_CONFIG, Config, split_variant, suggest, type_name
 from .errors import ConfigError
 from .loader import MAX_DEPTH, check_depth, find_config, parse_config, read_document
-from .plan import BuildOptions
+from .model import BuildOptions
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class Mapped:
 
 
 def mapping(options: Mapping[str, Any], file: Mapping[str, Any] | None) -> Mapped:
-    """The README's migration table as code. ``file`` is dockercache.toml's raw document (None: none)."""
+    """docs/buildkite.md's migration table as code. ``file`` is dockercache.toml's raw document (None: none)."""
     file = file or {}
     file_services = _table(file, "services")
     file_caches = _table(file, "caches")

@@ -156,7 +156,7 @@ class ServiceResult:
     seconds: float = 0.0
     skip: SkipReport | None = None
     cache_mounts: dict[str, Any] | None = None
-    """What cache_mounts restored and saved (:class:`dockercache.cachemounts.MountsReport`), when it is on."""
+    """What cache_mounts restored and saved (:class:`dockercache.mounts_run.MountsReport`), when it is on."""
 
     @property
     def status(self) -> str:

@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .buildkite import Agent, AgentError, annotation_context, job_log_url
-from .cachemounts import CacheMounts
 from .config import RegistryLogin
 from .dockerconfig import run_config
 from .errors import BuildFailed, CacheError, EnvironmentProblem
 from .live import Ticker
-from .plan import BuilderPlan, Plan, ServicePlan, Target
+from .model import BuilderPlan, Plan, ServicePlan, Target
+from .model.skip import SkipSetting
+from .mounts_run import CacheMounts
 from .progress import BuildEvents, RawJsonDecoder, Tally, TargetInfo, first_line
 from .report import Console, GroupKind, RunResult, ServiceResult, SkipReport, StageResult, render_markdown
-from .skip import KeyInputs, SkipSetting, Unavailable, context_digest, key_tag, sha256_bytes
+from .skip import KeyInputs, Unavailable, context_digest, key_tag, sha256_bytes
 from .stores import BlobStoreFactory, RunContext, Stores
 from .timeline import Timeline
 

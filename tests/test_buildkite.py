@@ -12,14 +12,8 @@ from typing import Any
 
 import pytest
 
-from dockercache.buildkite import (
-    Agent,
-    AgentError,
-    annotation_context,
-    compose_plugin_key,
-    image_metadata_key,
-    job_log_url,
-)
+from dockercache.buildkite import Agent, AgentError, annotation_context, job_log_url
+from dockercache.model.metadata import compose_plugin_key, image_metadata_key
 
 from .conftest import ROOT
 
@@ -172,7 +166,7 @@ def plan_keys(
     from dockercache.commands import Environment, plan_for
     from dockercache.config import CONFIG_NAME
     from dockercache.loader import parse_config
-    from dockercache.plan import BuildOptions
+    from dockercache.model import BuildOptions
     from dockercache.report import Console
 
     variables = {"BUILDKITE_COMMIT": "0123456789abcdef0123456789abcdef01234567", "BUILDKITE_BRANCH": "main"}

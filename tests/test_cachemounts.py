@@ -14,26 +14,23 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.cachemounts import (
-    INDEX,
-    MARK,
-    NOTHING,
-    CacheMount,
-    CacheMounts,
-    MountsPlan,
-    Place,
-    export_dockerfile,
-    find_cache_mounts,
-    parse_mark_lines,
-    restore_dockerfile,
-    scan_cache_mounts,
-    swap_into_place,
-)
+from dockercache.cachemounts import find_cache_mounts, scan_cache_mounts
 from dockercache.commands import render_plan
 from dockercache.config import LocalCache, RegistryCache, S3Cache, Settings
 from dockercache.errors import ConfigError, EnvironmentProblem, HelperBuildFailed
 from dockercache.loader import load_config
-from dockercache.plan import BuildOptions, make_plan
+from dockercache.model import BuildOptions, CacheMount, MountsPlan, Place
+from dockercache.mounts_run import (
+    INDEX,
+    MARK,
+    NOTHING,
+    CacheMounts,
+    export_dockerfile,
+    parse_mark_lines,
+    restore_dockerfile,
+    swap_into_place,
+)
+from dockercache.plan import make_plan
 from dockercache.progress import StepCount
 from dockercache.report import Console, ServiceResult, StageResult
 

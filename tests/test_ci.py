@@ -545,7 +545,7 @@ def test_a_github_pull_request_plans_as_an_untrusted_writer_and_settings_default
     import io
 
     from dockercache import commands
-    from dockercache.plan import BuildOptions, Plan
+    from dockercache.model import BuildOptions, Plan
     from dockercache.report import Console
 
     project = tmp_path / "shop"

@@ -300,7 +300,7 @@ def test_an_error_in_a_collapsed_group_opens_it_in_buildkite(tmp_path: Path) -> 
 
     from dockercache import commands
     from dockercache.errors import DockercacheError
-    from dockercache.plan import BuildOptions
+    from dockercache.model import BuildOptions
     from dockercache.report import Console
 
     class Daemon:

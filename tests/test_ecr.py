@@ -17,7 +17,8 @@ from botocore.stub import Stubber
 
 from dockercache import commands
 from dockercache.config import LocalCache, RegistryLogin
-from dockercache.ecr import EcrRegistry, credentials, decode_token, is_ecr_host, make_client, token_registry
+from dockercache.ecr import credentials, decode_token, make_client
+from dockercache.ecr_hosts import EcrRegistry, is_ecr_host, token_registry
 from dockercache.errors import ConfigError, EnvironmentProblem
 from dockercache.loader import parse_config
 from dockercache.report import Console

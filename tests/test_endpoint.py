@@ -17,7 +17,8 @@ import pytest
 from dockercache.config import BuilderConfig, S3Cache, Settings
 from dockercache.endpoint import PRESIGN_SECONDS, Endpoint, Repository, repository_name
 from dockercache.errors import StoreError
-from dockercache.plan import BuildOptions, PlanInputs, make_plan
+from dockercache.model import BuildOptions
+from dockercache.plan import PlanInputs, make_plan
 from dockercache.report import StageResult
 from dockercache.resolve import ResolvedService
 from dockercache.snapshots import Snapshot, parse_snapshot

@@ -17,7 +17,7 @@ from dockercache.commands import Environment, plan_for
 from dockercache.config import CONFIG_NAME, Config, matrix_variants, split_variant, variant_name
 from dockercache.errors import ConfigError
 from dockercache.loader import parse_config
-from dockercache.plan import BuildOptions, Plan
+from dockercache.model import BuildOptions, Plan
 from dockercache.report import Console
 from dockercache.resolve import resolve_services
 from dockercache.stores.layout import SnapshotName

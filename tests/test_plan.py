@@ -12,7 +12,8 @@ import pytest
 
 from dockercache.config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
 from dockercache.errors import ConfigError
-from dockercache.plan import BuilderPlan, BuildOptions, ImageOptions, PlanInputs, Target, make_plan
+from dockercache.model import BuilderPlan, BuildOptions, Target
+from dockercache.plan import ImageOptions, PlanInputs, make_plan
 from dockercache.resolve import ResolvedService, SecretSource
 
 if sys.version_info >= (3, 11):

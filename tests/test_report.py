@@ -14,7 +14,8 @@ import pytest
 
 from dockercache.commands import report
 from dockercache.config import BuilderConfig, LocalCache, Settings
-from dockercache.plan import BuilderPlan, BuildOptions, PlanInputs, make_plan
+from dockercache.model import BuilderPlan, BuildOptions
+from dockercache.plan import PlanInputs, make_plan
 from dockercache.progress import StepCount, Vertex
 from dockercache.report import (
     ERROR_WIDTH,

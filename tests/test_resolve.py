@@ -14,7 +14,7 @@ from dockercache.commands import Environment, load, plan_for
 from dockercache.config import CACHE_DIR_ENV, CONFIG_NAME, Config, LocalCache, local_store_path
 from dockercache.errors import ConfigError
 from dockercache.loader import parse_config
-from dockercache.plan import BuildOptions
+from dockercache.model import BuildOptions
 from dockercache.report import Console
 from dockercache.resolve import compose_files, resolve_service
 from dockercache.stores.local import LocalSwap

@@ -27,7 +27,8 @@ import pytest
 from dockercache.config import BuilderConfig, LocalCache, RegistryCache, RegistryLogin, S3Cache, Settings
 from dockercache.endpoint import Endpoint
 from dockercache.errors import BuildFailed, CacheError, EnvironmentProblem, Interrupted, StoreError
-from dockercache.plan import BuilderPlan, BuildOptions, Plan, PlanInputs, make_plan
+from dockercache.model import BuilderPlan, BuildOptions, Plan
+from dockercache.plan import PlanInputs, make_plan
 from dockercache.report import Console
 from dockercache.resolve import ResolvedService
 from dockercache.runner import Runner

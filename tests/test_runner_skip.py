@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dockercache.config import BuilderConfig, RegistryCache, Settings
-from dockercache.plan import BuildOptions, Plan, PlanInputs, make_plan
+from dockercache.model import BuildOptions, Plan
+from dockercache.plan import PlanInputs, make_plan
 from dockercache.report import Console, render_table
 from dockercache.resolve import ResolvedService
 from dockercache.runner import Runner

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from dockercache.config import LocalCache, RegistryCache, S3Cache
+from dockercache.model import TargetCaches
 from dockercache.report import Console, StageResult
-from dockercache.stores import KINDS, CacheEntry, CacheRequest, Keys, RunContext, TargetCaches, kind_for, local
+from dockercache.stores import KINDS, CacheEntry, CacheRequest, Keys, RunContext, kind_for, local
 from dockercache.stores.layout import S3Layout, SnapshotName
 
 KEYS = Keys(pipeline="shop", commit="abc123", branch="feature-x", default_branch="main", writes_shared=False)

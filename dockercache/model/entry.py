@@ -7,9 +7,13 @@ the printed plan and ``--json`` all show the same text.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import CacheStore
 
 #: The attribute that says where an entry points, by backend type (what a person wants to see first).
 _LOCATION = ("ref", "src", "dest", "name")
@@ -60,3 +64,40 @@ class CacheEntry:
 
     def __str__(self) -> str:
         return self.encode()
+
+
+@dataclass(frozen=True)
+class StoreStep:
+    """A store's own work for one target before and after the run (a subclass per store kind)."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = [str(v) for v in value]
+            elif value is not None and not isinstance(value, (str, int, bool)):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+    def summary(self) -> list[tuple[str, str]]:
+        """Lines for the printed plan: (label, text)."""
+        return []
+
+
+@dataclass(frozen=True)
+class TargetCaches:
+    """A store's plan for one target."""
+
+    kind: str
+    """The store kind that made it (and whose runtime carries it out)."""
+    store: str
+    """The configured store's name (``built-in local`` when dockercache.toml names none)."""
+    sources: tuple[CacheEntry, ...] = ()
+    sink: CacheEntry | None = None
+    refused: str | None = None
+    """Why this target writes no cache although writes are on (an untrusted branch and a shared ref)."""
+    step: StoreStep | None = None
+    config: CacheStore | None = field(default=None, repr=False, compare=False)
+    """The store's configuration, for its runtime."""

@@ -11,22 +11,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..config import CacheStore
+from ..model import TargetCaches
+from ..model.entry import CacheEntry
 from . import local, registry, s3, s3_native
-from .base import (
-    BlobStoreFactory,
-    CacheRequest,
-    Keys,
-    RunContext,
-    StoreKind,
-    StoreRuntime,
-    TargetCaches,
-    may_write_shared,
-)
-from .entry import CacheEntry
+from .base import BlobStoreFactory, CacheRequest, Keys, RunContext, StoreKind, StoreRuntime, may_write_shared
 
 if TYPE_CHECKING:
     from ..endpoint import Endpoint
-    from ..plan import Target
+    from ..model import Target
     from ..report import StageResult
 
 __all__ = [

@@ -18,7 +18,6 @@ The planner and the runner know no store by name: they ask :func:`dockercache.st
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -27,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import CacheStore, S3Cache, Settings
-from .entry import CacheEntry
+from ..model import TargetCaches
 
 if TYPE_CHECKING:
-    from ..plan import Target
+    from ..model import Target
     from ..report import Console, StageResult
     from ..snapshots import BlobStore
 
@@ -86,43 +85,6 @@ class CacheRequest:
     def stages(self) -> tuple[str, ...]:
         """This target's stage, then the cached stages of its graph: the order sources are read in."""
         return (self.stage, *self.graph)
-
-
-@dataclass(frozen=True)
-class StoreStep:
-    """A store's own work for one target before and after the run (a subclass per store kind)."""
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = [str(v) for v in value]
-            elif value is not None and not isinstance(value, (str, int, bool)):
-                value = str(value)
-            out[f.name] = value
-        return out
-
-    def summary(self) -> list[tuple[str, str]]:
-        """Lines for the printed plan: (label, text)."""
-        return []
-
-
-@dataclass(frozen=True)
-class TargetCaches:
-    """A store's plan for one target."""
-
-    kind: str
-    """The store kind that made it (and whose runtime carries it out)."""
-    store: str
-    """The configured store's name (``built-in local`` when dockercache.toml names none)."""
-    sources: tuple[CacheEntry, ...] = ()
-    sink: CacheEntry | None = None
-    refused: str | None = None
-    """Why this target writes no cache although writes are on (an untrusted branch and a shared ref)."""
-    step: StoreStep | None = None
-    config: CacheStore | None = field(default=None, repr=False, compare=False)
-    """The store's configuration, for its runtime."""
 
 
 BlobStoreFactory = Callable[[str, S3Cache], "BlobStore"]

@@ -48,12 +48,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import CacheStore, LocalCache
-from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime, StoreStep, TargetCaches
+from ..model import StoreStep, TargetCaches
+from ..model.entry import CacheEntry
+from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime
 from .content import adds_nothing
-from .entry import CacheEntry
 
 if TYPE_CHECKING:
-    from ..plan import Target
+    from ..model import Target
     from ..report import StageResult
 
 LEASE = ".dockercache-lease"

@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 from ..ci import slugify
 from ..config import CacheStore, RegistryCache, split_variant
 from ..errors import CacheError, StoreError
+from ..model import TargetCaches
+from ..model.entry import CacheEntry
 from ..reference import REFERENCE
-from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime, TargetCaches
+from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime
 from .content import adds_nothing, cache_content
-from .entry import CacheEntry
 
 if TYPE_CHECKING:
+    from ..model import Target
     from ..oci import Manifest
-    from ..plan import Target
     from ..report import StageResult
 
 

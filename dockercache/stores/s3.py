@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING
 
 from ..config import CacheStore, S3Cache
 from ..errors import CacheError, StoreError
-from .base import CacheRequest, Keys, RunContext, StoreRuntime, StoreStep, TargetCaches
-from .entry import CacheEntry
+from ..model import StoreStep, TargetCaches
+from ..model.entry import CacheEntry
+from .base import CacheRequest, Keys, RunContext, StoreRuntime
 from .layout import MOUNTS_STAGE, SnapshotName, repository_name
 
 if TYPE_CHECKING:
     from ..endpoint import Endpoint, Repository
-    from ..plan import Target
+    from ..model import Target
     from ..report import StageResult
     from ..snapshots import BlobStore, Snapshots
 

@@ -8,8 +8,9 @@ takes them from its own environment. Snapshot names and trust rules are the S3 s
 from __future__ import annotations
 
 from ..config import CacheStore, S3Cache
-from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime, TargetCaches
-from .entry import CacheEntry
+from ..model import TargetCaches
+from ..model.entry import CacheEntry
+from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime
 from .layout import S3Layout, SnapshotName
 from .s3 import restore_keys, save_key
 
