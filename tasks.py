@@ -17,7 +17,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from dockercache.schema import build_schema
+from dockercache.config.schema import build_schema
 from dockercache.tasks import collection
 
 ROOT = Path(__file__).resolve().parent

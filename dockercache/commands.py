@@ -18,25 +18,25 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .ci import CIContext, branch_slug, slugify
-from .config import Config, S3Cache
-from .ecr import credentials
-from .ecr_hosts import login_user, token_registry
+from .adapters.ci import CIContext, branch_slug, slugify
+from .adapters.ecr import credentials
+from .config.ecr_hosts import login_user, token_registry
+from .config.load import find_config, load_config
+from .config.model import Config, S3Cache
 from .errors import ConfigError, DockercacheError, EnvironmentProblem
-from .loader import find_config, load_config
 from .model import BuildOptions, Plan
-from .plan import PlanInputs, image_options, make_plan, run_keys
-from .report import Console, RunResult, render_table
-from .resolve import ResolvedService, resolve_services
+from .output.report import Console, RunResult, render_table
+from .planning.plan import PlanInputs, image_options, make_plan, run_keys
+from .planning.resolve import ResolvedService, resolve_services
 from .secrets import Redactor, secret_values
-from .snapshots import Retention
 from .stores import Keys
-from .stores.s3 import open_snapshots, save_key, snapshot_key
+from .stores.s3.snapshots import Retention
+from .stores.s3.store import open_snapshots, save_key, snapshot_key
 from .timeline import Timeline
 
 if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check never need them
-    from .docker import Docker
-    from .snapshots import Snapshots
+    from .adapters.docker import Docker
+    from .stores.s3.snapshots import Snapshots
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Environment:
 
     def get_docker(self) -> Docker:
         if self.docker is None:
-            from .docker import Docker
+            from .adapters.docker import Docker
 
             self.docker = Docker()
         return self.docker
@@ -195,10 +195,10 @@ def check_remote(cfg: Config, env: Mapping[str, str]) -> dict[str, str | None]:
     bucket; a local store: a writable directory). {what: None when reachable, else why not}."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .config import LocalCache, RegistryCache, local_store_path
+    from .adapters.netcheck import registry_host, unreachable
+    from .config.model import LocalCache, RegistryCache, local_store_path
     from .errors import StoreError
-    from .netcheck import registry_host, unreachable
-    from .stores.s3 import open_store
+    from .stores.s3.store import open_store
 
     def try_store(name: str) -> str | None:
         store = cfg.caches[name]
@@ -354,8 +354,8 @@ def build_config(
     with timeline.step("plan"):
         plan = plan_for(environment, cfg, ci, options)
     with timeline.step("runner and adapters (imports, Docker client, Buildkite agent)"):
-        from .buildkite import Agent
-        from .runner import Runner
+        from .adapters.buildkite import Agent
+        from .run.runner import Runner
 
         agent = Agent.detect(environment.env, environment.redact)
         docker = environment.get_docker()
@@ -409,7 +409,7 @@ def report(console: Console, result: RunResult, as_json: bool) -> None:
 def cmd_builder_create(environment: Environment, config: str | None) -> int:
     cfg, ci = load(environment, config)
     plan = plan_for(environment, cfg, ci, BuildOptions(services=(next(iter(cfg.services)),)))
-    from .runner import ensure_builder
+    from .run.runner import ensure_builder
 
     docker = environment.get_docker()
     docker.ping()
@@ -532,7 +532,7 @@ def _key_option(text: str, keys: Keys, option: str) -> str:
 
 def _write_refusal(key: str, action: str, keys: Keys, config: Config, ci: CIContext, s3: S3Cache) -> str | None:
     """Why this run may not ``action`` (promote to, delete) ``key``, or None. The rule a save follows
-    (:func:`dockercache.stores.s3.save_key`): a key the default branch writes or reads only from the default
+    (:func:`dockercache.stores.s3.store.save_key`): a key the default branch writes or reads only from the default
     branch and ``settings.trusted_branches``, never from a pull request, which writes only its own key."""
     pr = ci.pull_request
     if pr:
@@ -674,8 +674,8 @@ def cmd_list(environment: Environment, config: str | None, store: str | None, as
     it (one index read each)."""
     from datetime import datetime, timezone
 
-    from .report import human_age, human_bytes
-    from .snapshots import parse_snapshot
+    from .output.report import human_age, human_bytes
+    from .stores.s3.snapshots import parse_snapshot
 
     snapshots, *_ = _snapshots(environment, config, store)
     now = datetime.now(timezone.utc)

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .ci import slugify
-from .config import CONFIG_NAME
-from .dockerfile import parse_stages, stage_graph
+from .adapters.ci import slugify
+from .config.model import CONFIG_NAME
 from .errors import ConfigError
-from .resolve import COMPOSE_DEFAULTS
+from .planning.dockerfile import parse_stages, stage_graph
+from .planning.resolve import COMPOSE_DEFAULTS
 
 DOCKERFILE = "Dockerfile"
 

@@ -5,7 +5,7 @@
 ``BUILDKITE_PLUGIN_<NAME>_<OPTION>`` variables (arrays as ``_0``, ``_1``, ...). They are checked as plugin.yml's
 schema says (:data:`OPTIONS` is that schema; a test keeps the two equal), mapped as docs/buildkite.md's migration table
 says, merged over dockercache.toml when there is one (the options win, table by table), and checked by
-:func:`dockercache.loader.parse_config` like any file. Then the same build as ``dockercache build --service S``.
+:func:`dockercache.config.load.parse_config` like any file. Then the same build as ``dockercache build --service S``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import commands
-from .ci import CIContext
-from .config import CONFIG_NAME, ENV_CONFIG, Config, split_variant, suggest, type_name
+from .adapters.ci import CIContext
+from .config.load import MAX_DEPTH, check_depth, find_config, parse_config, read_document
+from .config.model import CONFIG_NAME, ENV_CONFIG, Config, split_variant, suggest, type_name
 from .errors import ConfigError
-from .loader import MAX_DEPTH, check_depth, find_config, parse_config, read_document
 from .model import BuildOptions
 
 
@@ -207,7 +207,7 @@ def _table(document: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def _s3_store_name(service: Mapping[str, Any] | None, caches: Mapping[str, Any]) -> str:
-    """The file's S3 store the service uses (as :func:`dockercache.config.default_cache_name` picks it), else
+    """The file's S3 store the service uses (as :func:`dockercache.config.model.default_cache_name` picks it), else
     ``s3``, a new one."""
     used = (service or {}).get("cache") or ("default" if "default" in caches else None)
     if used is None and len(caches) == 1:

@@ -47,52 +47,52 @@ _EMPTY = "None and '' are both an empty path: `dotted` and `or` treat them alike
 #: a name goes stale when its function changes, and the survivor then shows as UNEXPLAINED until checked).
 EQUIVALENT: dict[str, str] = {
     # config.py
-    "dockercache.config.x_suggest__mutmut_8": "only the best match is shown; `n` limits how many difflib returns",
-    "dockercache.config.x_suggest__mutmut_9": "0.6 is difflib's default cutoff",
-    "dockercache.config.x_suggest__mutmut_11": "only the best match is shown; `n` limits how many difflib returns",
+    "dockercache.config.model.x_suggest__mutmut_8": "only the best match is shown; `n` limits how many difflib returns",
+    "dockercache.config.model.x_suggest__mutmut_9": "0.6 is difflib's default cutoff",
+    "dockercache.config.model.x_suggest__mutmut_11": "only the best match is shown; `n` limits difflib's answers",
     # loader.py
-    "dockercache.loader.x_load_config__mutmut_5": (
+    "dockercache.config.load.x_load_config__mutmut_5": (
         "the default encoding is UTF-8 on every machine this runs on (UTF-8 locale or Python's UTF-8 mode)"
     ),
-    "dockercache.loader.x_load_config__mutmut_7": "codec names are case-insensitive",
-    "dockercache.loader.x_parse_config__mutmut_28": _EMPTY,
-    "dockercache.loader.x_parse_config__mutmut_38": _EMPTY,
-    "dockercache.loader.x__convert__mutmut_3": _TOP,
-    "dockercache.loader.x__convert__mutmut_4": _TOP,
-    "dockercache.loader.x__convert__mutmut_19": _OPTIONAL,
-    "dockercache.loader.x__convert__mutmut_20": _OPTIONAL,
-    "dockercache.loader.x__convert__mutmut_22": _OPTIONAL,
-    "dockercache.loader.x__convert__mutmut_23": _OPTIONAL,
-    "dockercache.loader.x__convert__mutmut_24": _OPTIONAL + " (the branch is never taken)",
-    "dockercache.loader.x__convert__mutmut_121": (
+    "dockercache.config.load.x_load_config__mutmut_7": "codec names are case-insensitive",
+    "dockercache.config.load.x_parse_config__mutmut_28": _EMPTY,
+    "dockercache.config.load.x_parse_config__mutmut_38": _EMPTY,
+    "dockercache.config.load.x__convert__mutmut_3": _TOP,
+    "dockercache.config.load.x__convert__mutmut_4": _TOP,
+    "dockercache.config.load.x__convert__mutmut_19": _OPTIONAL,
+    "dockercache.config.load.x__convert__mutmut_20": _OPTIONAL,
+    "dockercache.config.load.x__convert__mutmut_22": _OPTIONAL,
+    "dockercache.config.load.x__convert__mutmut_23": _OPTIONAL,
+    "dockercache.config.load.x__convert__mutmut_24": _OPTIONAL + " (the branch is never taken)",
+    "dockercache.config.load.x__convert__mutmut_121": (
         "unreachable: raised only for an annotation config.py does not use (a bug in the definitions)"
     ),
-    "dockercache.loader.x__convert_table__mutmut_3": "unreachable: a TOML document is always a table",
-    "dockercache.loader.x__convert_table__mutmut_4": "unreachable: a TOML document is always a table",
-    "dockercache.loader.x__check_limits__mutmut_25": _FORM,
-    "dockercache.loader.x__check_limits__mutmut_27": _FORM,
-    "dockercache.loader.x__check_limits__mutmut_30": _FORM,
-    "dockercache.loader.x__check_limits__mutmut_31": _FORM,
-    "dockercache.loader.x__check_references__mutmut_106": "any maxsplit gives the same last path segment",
-    "dockercache.loader.x__check_references__mutmut_109": "any maxsplit gives the same last path segment",
-    "dockercache.loader.x__check_references__mutmut_107": (
+    "dockercache.config.load.x__convert_table__mutmut_3": "unreachable: a TOML document is always a table",
+    "dockercache.config.load.x__convert_table__mutmut_4": "unreachable: a TOML document is always a table",
+    "dockercache.config.load.x__check_limits__mutmut_25": _FORM,
+    "dockercache.config.load.x__check_limits__mutmut_27": _FORM,
+    "dockercache.config.load.x__check_limits__mutmut_30": _FORM,
+    "dockercache.config.load.x__check_limits__mutmut_31": _FORM,
+    "dockercache.config.load.x__check_references__mutmut_106": "any maxsplit gives the same last path segment",
+    "dockercache.config.load.x__check_references__mutmut_109": "any maxsplit gives the same last path segment",
+    "dockercache.config.load.x__check_references__mutmut_107": (
         "differs only for a ':' in a middle path segment, which no valid repository has"
     ),
     # interpolation.py
-    "dockercache.interpolation.x_interpolate_tree__mutmut_8": (
+    "dockercache.config.interpolate.x_interpolate_tree__mutmut_8": (
         "unreachable from the loader: it passes a table, and every value inside has a non-empty dotted key"
     ),
-    "dockercache.interpolation.x_interpolate_tree__mutmut_9": (
+    "dockercache.config.interpolate.x_interpolate_tree__mutmut_9": (
         "unreachable from the loader: it passes a table, and every value inside has a non-empty dotted key"
     ),
     # dockerfile.py
-    "dockercache.dockerfile.x_logical_lines__mutmut_10": (
+    "dockercache.planning.dockerfile.x_logical_lines__mutmut_10": (
         "a comment line is dropped by the next check (`if stripped.startswith('#')`) anyway"
     ),
-    "dockercache.dockerfile.x__mount_sources__mutmut_20": (
+    "dockercache.planning.dockerfile.x__mount_sources__mutmut_20": (
         "differs only for a from= value containing '=', which no stage name or image reference has"
     ),
-    "dockercache.dockerfile.x_stage_graph__mutmut_22": (
+    "dockercache.planning.dockerfile.x_stage_graph__mutmut_22": (
         "a stage that names itself is already in the graph: it is pushed again only to be skipped as seen"
     ),
 }
@@ -100,11 +100,11 @@ EQUIVALENT: dict[str, str] = {
 #: Survivors left alive on purpose: the code they mutate is wrong, and a test of the right behaviour waits for
 #: the fix (each is reported as a bug).
 KNOWN_BUGS: dict[str, str] = {
-    "dockercache.loader.x__check_references__mutmut_113": (
+    "dockercache.config.load.x__check_references__mutmut_113": (
         "the message is not an f-string: it prints `caches.{name}.tag` literally; a test of the right text "
         "waits for the fix"
     ),
-    "dockercache.loader.x__check_references__mutmut_114": (
+    "dockercache.config.load.x__check_references__mutmut_114": (
         "the message is not an f-string: it prints `caches.{name}.tag` literally; a test of the right text "
         "waits for the fix"
     ),

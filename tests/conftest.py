@@ -17,8 +17,8 @@ from typing import IO
 import pytest
 
 from dockercache.errors import StoreError
-from dockercache.snapshots import BlobCorrupt, BlobMissing
-from dockercache.stores.layout import SnapshotName
+from dockercache.stores.s3.layout import SnapshotName
+from dockercache.stores.s3.snapshots import BlobCorrupt, BlobMissing
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -101,7 +101,7 @@ def digest_of(data: bytes) -> str:
 
 @dataclass
 class MemoryStore:
-    """An S3 blob store in memory (dockercache.snapshots.BlobStore), for tests without S3."""
+    """An S3 blob store in memory (dockercache.stores.s3.snapshots.BlobStore), for tests without S3."""
 
     blobs: dict[str, bytes] = field(default_factory=dict)
     blob_dates: dict[str, datetime] = field(default_factory=dict)
@@ -209,7 +209,7 @@ def export(directory: Path, *contents: bytes) -> Path:
 
 def save_snapshot(store: MemoryStore, name: str, *contents: bytes, modified: datetime = NOW) -> dict[str, int]:
     """A snapshot as the endpoint writes one: its blobs, then an index naming the first as the manifest."""
-    from dockercache.snapshots import snapshot_document
+    from dockercache.stores.s3.snapshots import snapshot_document
 
     blobs = {}
     for data in contents:

@@ -1,4 +1,4 @@
-"""dockercache.buildkite: the agent is used only under Buildkite, and through its documented CLI.
+"""dockercache.adapters.buildkite: the agent is used only under Buildkite, and through its documented CLI.
 
 Runs the stand-in agent in tests/bin (it keeps its state and every call in $BUILDKITE_AGENT_STUB_DIR).
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dockercache.buildkite import Agent, AgentError, annotation_context, job_log_url
+from dockercache.adapters.buildkite import Agent, AgentError, annotation_context, job_log_url
 from dockercache.model.metadata import compose_plugin_key, image_metadata_key
 
 from .conftest import ROOT
@@ -162,12 +162,12 @@ def plan_keys(
     files: tuple[str, ...] = ("docker-compose.yml", "docker-compose.ci.yml", "compose.yaml"),
 ) -> dict[str, Any]:
     """``plan --json``'s meta-data key per service, for dockercache.toml ``raw`` in ``root`` with ``files``."""
-    from dockercache.ci import CIContext
+    from dockercache.adapters.ci import CIContext
     from dockercache.commands import Environment, plan_for
-    from dockercache.config import CONFIG_NAME
-    from dockercache.loader import parse_config
+    from dockercache.config.load import parse_config
+    from dockercache.config.model import CONFIG_NAME
     from dockercache.model import BuildOptions
-    from dockercache.report import Console
+    from dockercache.output.report import Console
 
     variables = {"BUILDKITE_COMMIT": "0123456789abcdef0123456789abcdef01234567", "BUILDKITE_BRANCH": "main"}
     env = {**variables, **(env or {})}

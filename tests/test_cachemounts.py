@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.cachemounts import find_cache_mounts, scan_cache_mounts
 from dockercache.commands import render_plan
-from dockercache.config import LocalCache, RegistryCache, S3Cache, Settings
+from dockercache.config.load import load_config
+from dockercache.config.model import LocalCache, RegistryCache, S3Cache, Settings
 from dockercache.errors import ConfigError, EnvironmentProblem, HelperBuildFailed
-from dockercache.loader import load_config
 from dockercache.model import BuildOptions, CacheMount, MountsPlan, Place
-from dockercache.mounts_run import (
+from dockercache.output.progress import StepCount
+from dockercache.output.report import Console, ServiceResult, StageResult
+from dockercache.planning.mounts import find_cache_mounts, scan_cache_mounts
+from dockercache.planning.plan import make_plan
+from dockercache.run.mounts import (
     INDEX,
     MARK,
     NOTHING,
@@ -30,9 +33,6 @@ from dockercache.mounts_run import (
     restore_dockerfile,
     swap_into_place,
 )
-from dockercache.plan import make_plan
-from dockercache.progress import StepCount
-from dockercache.report import Console, ServiceResult, StageResult
 
 from .test_plan import inputs, service
 

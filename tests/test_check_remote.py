@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from dockercache.commands import Environment, cmd_check
-from dockercache.report import Console
+from dockercache.output.report import Console
 
 
 @pytest.fixture(scope="module")

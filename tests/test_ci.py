@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.ci import CIContext, branch_slug, slugify
+from dockercache.adapters.ci import CIContext, branch_slug, slugify
+from dockercache.config.load import parse_config
 from dockercache.errors import ConfigError
-from dockercache.loader import parse_config
 from dockercache.reference import TAG
 
 
@@ -176,7 +176,7 @@ def test_without_a_remote_default_branch_it_is_main(clone: Path) -> None:
 
 
 def test_a_pull_request_is_known_by_buildkites_variables() -> None:
-    from dockercache.ci import CIContext
+    from dockercache.adapters.ci import CIContext
 
     def ctx(**env: str) -> CIContext:
         return CIContext(env=env, cwd=Path("."), git=lambda cwd, args: None)
@@ -546,7 +546,7 @@ def test_a_github_pull_request_plans_as_an_untrusted_writer_and_settings_default
 
     from dockercache import commands
     from dockercache.model import BuildOptions, Plan
-    from dockercache.report import Console
+    from dockercache.output.report import Console
 
     project = tmp_path / "shop"
     project.mkdir()

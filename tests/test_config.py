@@ -1,4 +1,4 @@
-"""dockercache.config: the model's helpers (store choice, dotted keys, type names, suggestions)."""
+"""dockercache.config.model: the model's helpers (store choice, dotted keys, type names, suggestions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config import (
+from dockercache.config.model import (
     Config,
     LocalCache,
     RegistryCache,

@@ -1,4 +1,4 @@
-"""dockercache.docker's process handling, with real child processes (no Docker needed)."""
+"""dockercache.adapters.docker's process handling, with real child processes (no Docker needed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dockercache.docker import ProcessFailed, parse_platforms, stop_process_group, stream_process
+from dockercache.adapters.docker import ProcessFailed, parse_platforms, stop_process_group, stream_process
 
 
 def alive(pid: int) -> bool:
@@ -74,8 +74,8 @@ def test_a_build_does_not_import_python_on_whales_until_it_needs_its_models() ->
     python-on-whales (about 0.1-0.3 s to import) is imported by builder listing and Compose only."""
     code = (
         "import sys\n"
-        "import dockercache.commands, dockercache.runner\n"
-        "from dockercache.docker import Docker\n"
+        "import dockercache.commands, dockercache.run.runner\n"
+        "from dockercache.adapters.docker import Docker\n"
         "docker = Docker()\n"
         "assert docker.docker_cmd == ['docker']\n"
         "assert 'python_on_whales' not in sys.modules, 'imported'\n"

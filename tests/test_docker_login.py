@@ -1,4 +1,4 @@
-"""dockercache.docker's ``docker login``: its output never reaches stdout (a fake ``docker``, no daemon needed)."""
+"""dockercache.adapters.docker's ``docker login``: its output never reaches stdout (a fake ``docker``, no daemon)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from python_on_whales import DockerClient
 
-from dockercache.docker import Docker
+from dockercache.adapters.docker import Docker
 from dockercache.errors import EnvironmentProblem
 
 FAKE = """#!/bin/sh

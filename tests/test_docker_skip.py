@@ -1,4 +1,4 @@
-"""dockercache.docker's registry look-up and retag for skip_unchanged, against a stand-in docker CLI."""
+"""dockercache.adapters.docker's registry look-up and retag for skip_unchanged, against a stand-in docker CLI."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from python_on_whales import DockerClient
 
-from dockercache.docker import Docker
+from dockercache.adapters.docker import Docker
 from dockercache.errors import EnvironmentProblem
 
 MANIFEST = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.dockerconfig import run_config
+from dockercache.adapters.dockerconfig import run_config
 from dockercache.errors import EnvironmentProblem
 
 

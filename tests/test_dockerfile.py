@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockercache.dockerfile import (
+from dockercache.planning.dockerfile import (
     expand,
     from_values,
     global_args,

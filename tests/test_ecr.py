@@ -1,4 +1,4 @@
-"""dockercache.ecr: which registry entries log in with an ECR token, the token call against a real moto server
+"""dockercache.adapters.ecr: which registry entries log in with an ECR token, the token call against a real moto server
 (in process, on a free port), its failures as one line naming the registry, and the password's redaction."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import pytest
 from botocore.stub import Stubber
 
 from dockercache import commands
-from dockercache.config import LocalCache, RegistryLogin
-from dockercache.ecr import credentials, decode_token, make_client
-from dockercache.ecr_hosts import EcrRegistry, is_ecr_host, token_registry
+from dockercache.adapters.ecr import credentials, decode_token, make_client
+from dockercache.config.ecr_hosts import EcrRegistry, is_ecr_host, token_registry
+from dockercache.config.load import parse_config
+from dockercache.config.model import LocalCache, RegistryLogin
 from dockercache.errors import ConfigError, EnvironmentProblem
-from dockercache.loader import parse_config
-from dockercache.report import Console
-from dockercache.runner import Runner
+from dockercache.output.report import Console
+from dockercache.run.runner import Runner
 from dockercache.secrets import MASK, Redactor
 
 from .test_runner import FakeDocker, Log, plan_for
@@ -310,7 +310,7 @@ def test_plan_shows_an_ecr_login_without_asking_aws(tmp_path: Path, monkeypatch:
     def never(*args: Any) -> Any:
         raise AssertionError("plan asked AWS for a token")
 
-    monkeypatch.setattr("dockercache.ecr.fetch_token", never)
+    monkeypatch.setattr("dockercache.adapters.ecr.fetch_token", never)
     (tmp_path / "Dockerfile").write_text("FROM busybox AS final\n")
     (tmp_path / "dockercache.toml").write_text(
         f'[registries."{PRIVATE}"]\n[registries."localhost:5000"]\necr = true\n'

@@ -1,4 +1,4 @@
-"""dockercache.endpoint (unit): the S3 store served to BuildKit as a registry, over a store in memory.
+"""dockercache.stores.s3.endpoint (unit): the S3 store served to BuildKit as a registry, over a store in memory.
 
 Talks HTTP to a started endpoint on 127.0.0.1; tests/e2e/test_endpoint.py does the same against S3 and BuildKit.
 """
@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config import BuilderConfig, S3Cache, Settings
-from dockercache.endpoint import PRESIGN_SECONDS, Endpoint, Repository, repository_name
+from dockercache.config.model import BuilderConfig, S3Cache, Settings
 from dockercache.errors import StoreError
 from dockercache.model import BuildOptions
-from dockercache.plan import PlanInputs, make_plan
-from dockercache.report import StageResult
-from dockercache.resolve import ResolvedService
-from dockercache.snapshots import Snapshot, parse_snapshot
-from dockercache.stores.layout import SnapshotName
-from dockercache.stores.s3 import report_traffic
+from dockercache.output.report import StageResult
+from dockercache.planning.plan import PlanInputs, make_plan
+from dockercache.planning.resolve import ResolvedService
+from dockercache.stores.s3.endpoint import PRESIGN_SECONDS, Endpoint, Repository, repository_name
+from dockercache.stores.s3.layout import SnapshotName
+from dockercache.stores.s3.snapshots import Snapshot, parse_snapshot
+from dockercache.stores.s3.store import report_traffic
 
 from .conftest import MemoryStore, digest_of, save_snapshot
 

@@ -1,4 +1,5 @@
-"""dockercache.endpoint against the OCI distribution spec and its own rules, in process, over a store in memory.
+"""dockercache.stores.s3.endpoint against the OCI distribution spec and its own rules, in process, over
+a store in memory.
 
 Each row is one request (method, path, headers, body) and what must come back (status, OCI error code,
 headers); the rows run against an endpoint that asks for credentials, serving a writable repository that
@@ -20,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from dockercache.endpoint import Endpoint, Repository, repository_name
-from dockercache.snapshots import BlobStore, Snapshot, parse_snapshot, snapshot_document
-from dockercache.stores.layout import SnapshotName
+from dockercache.stores.s3.endpoint import Endpoint, Repository, repository_name
+from dockercache.stores.s3.layout import SnapshotName
+from dockercache.stores.s3.snapshots import BlobStore, Snapshot, parse_snapshot, snapshot_document
 
 from .conftest import NOW, MemoryStore, digest_of, save_snapshot
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from dockercache.config.load import parse_config
 from dockercache.errors import ConfigError
 from dockercache.init import Found, discover, from_compose, from_dockerfile, render, write
-from dockercache.loader import parse_config
 
 from .conftest import BIN
 from .conftest import run_cli as run

@@ -1,4 +1,4 @@
-"""dockercache.interpolation: ${VAR} expansion."""
+"""dockercache.config.interpolate: ${VAR} expansion."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dockercache.config.interpolate import interpolate, interpolate_tree, variables_used
 from dockercache.errors import ConfigError
-from dockercache.interpolation import interpolate, interpolate_tree, variables_used
 
 VARS = {"HOME": "/root", "BUILDKITE_COMMIT": "abc123", "EMPTY": ""}
 

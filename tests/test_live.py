@@ -1,4 +1,4 @@
-"""dockercache.live: on a terminal, one line per bake target with its running step and a timer, redrawn in
+"""dockercache.output.live: on a terminal, one line per bake target with its running step and a timer, redrawn in
 place; a finished target collapses to its cached/total line."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import pty
 import re
 from pathlib import Path
 
-from dockercache.ci import CIContext
+from dockercache.adapters.ci import CIContext
 from dockercache.commands import progress_mode
-from dockercache.config import LocalCache
-from dockercache.live import CLEAR_LINE, LiveDisplay, owner
-from dockercache.progress import BuildEvents
-from dockercache.report import Console
+from dockercache.config.model import LocalCache
+from dockercache.output.live import CLEAR_LINE, LiveDisplay, owner
+from dockercache.output.progress import BuildEvents
+from dockercache.output.report import Console
 from dockercache.secrets import Redactor
 
 from .test_runner import World, plan_for, world  # noqa: F401  (the runner's fakes)

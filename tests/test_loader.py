@@ -1,4 +1,4 @@
-"""dockercache.loader: finding, reading and checking dockercache.toml."""
+"""dockercache.config.load: finding, reading and checking dockercache.toml."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from dockercache.adapters.docker import Docker
 from dockercache.commands import Environment, cmd_check
-from dockercache.config import CONFIG_NAME, LocalCache, RegistryCache, S3Cache
-from dockercache.docker import Docker
+from dockercache.config.load import find_config, load_config, parse_config
+from dockercache.config.model import CONFIG_NAME, LocalCache, RegistryCache, S3Cache
 from dockercache.errors import ConfigError
-from dockercache.loader import find_config, load_config, parse_config
-from dockercache.report import Console
+from dockercache.output.report import Console
 
 from .conftest import BAD, ROOT, expectation
 

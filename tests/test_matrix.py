@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from dockercache.ci import CIContext
+from dockercache.adapters.ci import CIContext
 from dockercache.commands import Environment, plan_for
-from dockercache.config import CONFIG_NAME, Config, matrix_variants, split_variant, variant_name
+from dockercache.config.load import parse_config
+from dockercache.config.model import CONFIG_NAME, Config, matrix_variants, split_variant, variant_name
 from dockercache.errors import ConfigError
-from dockercache.loader import parse_config
 from dockercache.model import BuildOptions, Plan
-from dockercache.report import Console
-from dockercache.resolve import resolve_services
-from dockercache.stores.layout import SnapshotName
-from dockercache.stores.s3 import S3Step
+from dockercache.output.report import Console
+from dockercache.planning.resolve import resolve_services
+from dockercache.stores.s3.layout import SnapshotName
+from dockercache.stores.s3.store import S3Step
 
 VARS = {
     "BUILDKITE_COMMIT": "0123456789abcdef0123456789abcdef01234567",

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from dockercache.netcheck import registry_host, unreachable, url_host
+from dockercache.adapters.netcheck import registry_host, unreachable, url_host
 
 
 def test_registry_host() -> None:

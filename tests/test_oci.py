@@ -1,4 +1,5 @@
-"""dockercache.oci (unit): the registry client against tiny registries in this process, and Docker's credentials.
+"""dockercache.adapters.oci (unit): the registry client against tiny registries in this process, and
+Docker's credentials.
 
 Each fake registry is an ``http.server`` on 127.0.0.1 whose answers a test writes as a function of the request;
 tests/e2e/test_oci.py runs the client against the real registry (and one with htpasswd logins).
@@ -25,8 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.errors import StoreError
-from dockercache.oci import (
+from dockercache.adapters.oci import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -39,6 +39,7 @@ from dockercache.oci import (
     parse_challenges,
     sha256_digest,
 )
+from dockercache.errors import StoreError
 from dockercache.secrets import Redactor
 
 PASSWORD = "s3cret-Pa55word"

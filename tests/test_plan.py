@@ -1,4 +1,4 @@
-"""dockercache.plan: configuration in, one bake definition out (no Docker)."""
+"""dockercache.planning.plan: configuration in, one bake definition out (no Docker)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
+from dockercache.config.model import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
 from dockercache.errors import ConfigError
 from dockercache.model import BuilderPlan, BuildOptions, Target
-from dockercache.plan import ImageOptions, PlanInputs, make_plan
-from dockercache.resolve import ResolvedService, SecretSource
+from dockercache.planning.plan import ImageOptions, PlanInputs, make_plan
+from dockercache.planning.resolve import ResolvedService, SecretSource
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -642,7 +642,7 @@ def test_a_builder_for_several_platforms() -> None:
 
 
 def test_the_buildkitd_config_is_valid_toml_naming_every_endpoint_address() -> None:
-    from dockercache.stores.s3 import CONTAINER_PORTS
+    from dockercache.stores.s3.store import CONTAINER_PORTS
 
     plan = make_plan(s3_inputs("main", builder=BuilderConfig(name="ci", driver="docker-container")), BuildOptions())
     assert plan.builder.buildkitd_config is not None
@@ -928,8 +928,8 @@ def test_labels_change_no_cache_entry() -> None:
 
 
 def test_image_options_take_the_service_then_the_settings() -> None:
-    from dockercache.loader import parse_config
-    from dockercache.plan import image_options
+    from dockercache.config.load import parse_config
+    from dockercache.planning.plan import image_options
 
     config = parse_config(
         {

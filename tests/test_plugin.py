@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from dockercache import commands, plugin
+from dockercache.config.load import parse_config
 from dockercache.errors import ConfigError
-from dockercache.loader import parse_config
-from dockercache.report import Console
+from dockercache.output.report import Console
 
 from .conftest import ROOT
 

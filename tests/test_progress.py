@@ -1,11 +1,11 @@
-"""dockercache.progress: the rawjson stream, and its attribution to bake targets."""
+"""dockercache.output.progress: the rawjson stream, and its attribution to bake targets."""
 
 from __future__ import annotations
 
 import base64
 import json
 
-from dockercache.progress import BuildEvents, Failure, RawJsonDecoder, Step, Tally, TargetInfo
+from dockercache.output.progress import BuildEvents, Failure, RawJsonDecoder, Step, Tally, TargetInfo
 from dockercache.secrets import Redactor
 
 from .conftest import FIXTURES

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dockercache.loader import parse_config
+from dockercache.config.load import parse_config
 
 if sys.version_info >= (3, 11):
     import tomllib

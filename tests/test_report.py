@@ -1,4 +1,4 @@
-"""dockercache.report: the cache table a build prints, and the JSON report's ``buildx_seconds``."""
+"""dockercache.output.report: the cache table a build prints, and the JSON report's ``buildx_seconds``."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 
 from dockercache.commands import report
-from dockercache.config import BuilderConfig, LocalCache, Settings
+from dockercache.config.model import BuilderConfig, LocalCache, Settings
 from dockercache.model import BuilderPlan, BuildOptions
-from dockercache.plan import PlanInputs, make_plan
-from dockercache.progress import StepCount, Vertex
-from dockercache.report import (
+from dockercache.output.progress import StepCount, Vertex
+from dockercache.output.report import (
     ERROR_WIDTH,
     STEP_WIDTH,
     Console,
@@ -27,8 +26,9 @@ from dockercache.report import (
     render_markdown,
     render_table,
 )
-from dockercache.resolve import ResolvedService
-from dockercache.runner import Runner
+from dockercache.planning.plan import PlanInputs, make_plan
+from dockercache.planning.resolve import ResolvedService
+from dockercache.run.runner import Runner
 from dockercache.secrets import Redactor
 
 from .test_secrets import SECRET, leaks, straddling
@@ -221,7 +221,7 @@ def test_under_the_document_guard_stdout_carries_the_document_alone() -> None:
 
     script = (
         "import subprocess, sys\n"
-        "from dockercache.report import Console\n"
+        "from dockercache.output.report import Console\n"
         "console = Console()\n"
         "with console.stdout_for_document():\n"
         "    subprocess.run(['sh', '-c', 'echo Login Succeeded'], check=True)\n"
@@ -293,7 +293,7 @@ def test_log_groups_use_buildkites_headers_and_open_a_failed_group_once() -> Non
 
 
 def test_sizes_and_ages_in_human_units() -> None:
-    from dockercache.report import human_age, human_bytes
+    from dockercache.output.report import human_age, human_bytes
 
     sizes = [0, 999, 11_000, 11_264, 999_999, 3_200_000, 123_456_789, 1_500_000_000]
     assert [human_bytes(n) for n in sizes] == [
@@ -389,7 +389,7 @@ def test_the_annotation_masks_the_error_before_it_is_cut() -> None:
 
 
 def test_the_agent_masks_annotations_meta_data_and_its_own_errors(tmp_path: Path) -> None:
-    from dockercache.buildkite import Agent, AgentError
+    from dockercache.adapters.buildkite import Agent, AgentError
 
     from .test_buildkite import STUB_BIN, env_for
 
@@ -455,7 +455,7 @@ def test_cache_mount_warnings_count_as_the_services_own() -> None:
 
 def progress_lines(*updates: dict[str, Any]) -> list[str]:
     """The plain progress a run of these vertex updates prints, as the runner feeds the console."""
-    from dockercache.progress import BuildEvents
+    from dockercache.output.progress import BuildEvents
 
     err = io.StringIO()
     console = Console(out=io.StringIO(), err=err)

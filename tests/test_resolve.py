@@ -1,4 +1,4 @@
-"""dockercache.resolve: from configuration to the paths, Dockerfile stages and Compose files a build uses."""
+"""dockercache.planning.resolve: from configuration to the paths, Dockerfile stages and Compose files a build uses."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from dockercache.commands import Environment, load, plan_for
-from dockercache.config import CACHE_DIR_ENV, CONFIG_NAME, Config, LocalCache, local_store_path
+from dockercache.config.load import parse_config
+from dockercache.config.model import CACHE_DIR_ENV, CONFIG_NAME, Config, LocalCache, local_store_path
 from dockercache.errors import ConfigError
-from dockercache.loader import parse_config
 from dockercache.model import BuildOptions
-from dockercache.report import Console
-from dockercache.resolve import compose_files, resolve_service
+from dockercache.output.report import Console
+from dockercache.planning.resolve import compose_files, resolve_service
 from dockercache.stores.local import LocalSwap
 
 VARS = {"BUILDKITE_COMMIT": "0123456789abcdef0123456789abcdef01234567", "BUILDKITE_BRANCH": "main"}

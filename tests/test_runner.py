@@ -1,4 +1,4 @@
-"""dockercache.runner in process: fakes for Docker, S3 and the Buildkite agent (the real stack is tests/e2e).
+"""dockercache.run.runner in process: fakes for Docker, S3 and the Buildkite agent (the real stack is tests/e2e).
 
 The fake Docker answers a bake as BuildKit would in rawjson: a vertex per Dockerfile step of every target
 (prefixed with the target when there are several), an export vertex per cache sink, a local export directory
@@ -24,15 +24,15 @@ from typing import Any
 
 import pytest
 
-from dockercache.config import BuilderConfig, LocalCache, RegistryCache, RegistryLogin, S3Cache, Settings
-from dockercache.endpoint import Endpoint
+from dockercache.config.model import BuilderConfig, LocalCache, RegistryCache, RegistryLogin, S3Cache, Settings
 from dockercache.errors import BuildFailed, CacheError, EnvironmentProblem, Interrupted, StoreError
 from dockercache.model import BuilderPlan, BuildOptions, Plan
-from dockercache.plan import PlanInputs, make_plan
-from dockercache.report import Console
-from dockercache.resolve import ResolvedService
-from dockercache.runner import Runner
-from dockercache.snapshots import BlobStore
+from dockercache.output.report import Console
+from dockercache.planning.plan import PlanInputs, make_plan
+from dockercache.planning.resolve import ResolvedService
+from dockercache.run.runner import Runner
+from dockercache.stores.s3.endpoint import Endpoint
+from dockercache.stores.s3.snapshots import BlobStore
 
 from .conftest import MemoryStore, digest_of, export, save_snapshot
 
@@ -66,6 +66,7 @@ class FakeDocker:
     cached: bool = False
     race_once: bool = False
     image_race_once: bool = False
+    image_race_error: str = 'image "docker.io/library/app:abc123": already exists'
     stall: int = 0
     """The first ``stall`` bakes fetch a blob that stops moving half-way and wait until stopped."""
     push_fails: bool = False
@@ -170,7 +171,7 @@ class FakeDocker:
             yield json.dumps({"vertexes": [{"digest": "sha256:export", "name": "exporting to image", "error": error}]})
             raise BuildFailed(1, f"ERROR: failed to solve: {error}")
         if first and self.image_race_once:
-            error = 'image "docker.io/library/app:abc123": already exists'
+            error = self.image_race_error
             yield json.dumps({"vertexes": [{"digest": "sha256:export", "name": "exporting to image", "error": error}]})
             raise BuildFailed(1, f"ERROR: failed to solve: {error}")
         sources = [s for t in targets.values() for s in t.get("cache-from", [])]
@@ -496,7 +497,7 @@ def test_a_failing_target_keeps_the_caches_of_what_succeeded(world: World, tmp_p
     assert "==> :rotating_light: output of [test 2/2] RUN step 1 (target app-test)" in err and "tests failed" in err
     closing = result.services[0].closing_line()
     assert "FAILED at test" in closing and "caches kept: base, deps, final" in closing
-    from dockercache.report import render_table
+    from dockercache.output.report import render_table
 
     rows = {line.split()[1]: line.split() for line in render_table(result).splitlines()[1:]}
     assert rows["test"][3] == "failed" and all(rows[s][3] == "cancelled" for s in kept), rows
@@ -637,7 +638,7 @@ def test_a_builder_with_another_driver_is_an_environment_problem(world: World, t
 
 
 def test_an_agent_that_fails_is_a_warning(world: World, tmp_path: Path) -> None:
-    from dockercache.buildkite import AgentError
+    from dockercache.adapters.buildkite import AgentError
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise AgentError("buildkite-agent meta-data set exited 1")
@@ -707,7 +708,9 @@ def test_a_push_failure_is_a_push_failure_not_a_cache_fault(
     """The cache lives in the image's own repository (another tag) and the image registry refuses connections:
     its URL in BuildKit's error is not taken for a cache blob that failed. No cache warning, no second bake, one
     line naming the registry, exit 1, nothing recorded."""
-    monkeypatch.setattr("dockercache.netcheck.unreachable", lambda host, port: None)  # the cache registry answers
+    monkeypatch.setattr(
+        "dockercache.adapters.netcheck.unreachable", lambda host, port: None
+    )  # the cache registry answers
     world.docker.push_fails = True
     result = world.runner.run(plan_for(RegistryCache(type="registry", ref="reg.test/app"), tmp_path))
     assert result.exit_code == 1
@@ -750,6 +753,21 @@ def test_two_jobs_storing_one_image_name_at_once_is_retried_once(world: World, t
     assert result.warnings == [
         'another job stored the same image at the same moment (image "docker.io/library/app:abc123": already '
         "exists): building again"
+    ]
+
+
+def test_an_image_name_lost_before_its_push_is_built_again_once(world: World, tmp_path: Path) -> None:
+    """The docker driver pushes through the daemon's image store, which can lose the name the export gave an
+    instant before (Docker 26, when a cache export of the same run failed at that moment): not a push failure of
+    the registry, not the build's fault: built again once."""
+    world.docker.image_race_once = True
+    world.docker.image_race_error = "pushing reg.test/app:abc123 with docker: tag does not exist: reg.test/app:abc123"
+    result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    assert result.exit_code == 0, result.error
+    assert len(world.docker.bakes) == 2
+    assert result.warnings == [
+        "the image store lost the image's name before its push (pushing reg.test/app:abc123 with docker: tag does "
+        "not exist): building again"
     ]
 
 
@@ -982,7 +1000,9 @@ def test_cache_read_names_where_each_stages_hits_came_from(
 ) -> None:
     """``cache_read`` names the sources of a stage's hits: base and deps, built inside app-test, name the refs
     app-test read (they said ``[]``); with no hit, no stage names a source (app-final listed its imports)."""
-    monkeypatch.setattr("dockercache.netcheck.unreachable", lambda host, port: None)  # the cache registry answers
+    monkeypatch.setattr(
+        "dockercache.adapters.netcheck.unreachable", lambda host, port: None
+    )  # the cache registry answers
     world.docker.imports = True
     plan = plan_for(RegistryCache(type="registry", ref="reg.test/cache"), tmp_path)
     first = world.runner.run(plan)

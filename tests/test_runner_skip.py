@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config import BuilderConfig, RegistryCache, Settings
+from dockercache.config.model import BuilderConfig, RegistryCache, Settings
 from dockercache.model import BuildOptions, Plan
-from dockercache.plan import PlanInputs, make_plan
-from dockercache.report import Console, render_table
-from dockercache.resolve import ResolvedService
-from dockercache.runner import Runner
+from dockercache.output.report import Console, render_table
+from dockercache.planning.plan import PlanInputs, make_plan
+from dockercache.planning.resolve import ResolvedService
+from dockercache.run.runner import Runner
 
 from .test_runner import GRAPHS, FakeAgent, FakeDocker, Log
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from dockercache.config.load import parse_config
+from dockercache.config.schema import build_schema
 from dockercache.errors import ConfigError
-from dockercache.loader import parse_config
-from dockercache.schema import build_schema
 
 from .conftest import FIXTURES, ROOT
 

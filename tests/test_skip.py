@@ -1,4 +1,4 @@
-"""dockercache.skip: ignore files as moby/patternmatcher reads and matches them, the context walk, the key."""
+"""dockercache.planning.skip: ignore files as moby/patternmatcher reads and matches them, the context walk, the key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.skip import (
+from dockercache.planning.skip import (
     Ignore,
     KeyInputs,
     Pattern,

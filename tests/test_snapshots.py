@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from dockercache.errors import ConfigError, StoreError
-from dockercache.snapshots import LEASE_STALE, Retention, Snapshot, Snapshots, parse_snapshot
+from dockercache.stores.s3.snapshots import LEASE_STALE, Retention, Snapshot, Snapshots, parse_snapshot
 
 from .conftest import NOW, MemoryStore, digest_of, save_snapshot
 
@@ -280,9 +280,9 @@ def test_a_protected_key_goes_only_when_named_and_a_name_must_exist() -> None:
 
 def test_retention_protects_exactly_the_keys_a_save_refuses_an_untrusted_branch() -> None:
     """One rule: prune protects what an untrusted branch's save may not write (stores.s3.save_key)."""
-    from dockercache.config import S3Cache
+    from dockercache.config.model import S3Cache
     from dockercache.stores import Keys
-    from dockercache.stores.s3 import save_key
+    from dockercache.stores.s3.store import save_key
 
     keys = Keys("app", "0123456789ab", "feature-x", "main", writes_shared=False)
     cache_from = ("{pipeline}/latest",)
@@ -296,9 +296,9 @@ def test_a_key_the_agent_expanded_with_this_builds_commit_is_a_per_commit_key() 
     """The old plugin's ``s3_key: "${BUILDKITE_PIPELINE_SLUG}/${BUILDKITE_COMMIT}"`` reaches dockercache expanded
     (the plugin's options): as a ``{commit}`` key, an untrusted branch writes its own key in its place (the
     default branch reads this commit's key when it builds it); another commit's key stays refused."""
-    from dockercache.config import S3Cache
+    from dockercache.config.model import S3Cache
     from dockercache.stores import Keys
-    from dockercache.stores.s3 import save_key
+    from dockercache.stores.s3.store import save_key
 
     full = "0123456789ab" + "c" * 28
     keys = Keys("app", full[:12], "feature-x", "main", writes_shared=False)

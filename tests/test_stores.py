@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config import LocalCache, RegistryCache, S3Cache
+from dockercache.config.model import LocalCache, RegistryCache, S3Cache
 from dockercache.model import TargetCaches
-from dockercache.report import Console, StageResult
+from dockercache.output.report import Console, StageResult
 from dockercache.stores import KINDS, CacheEntry, CacheRequest, Keys, RunContext, kind_for, local
-from dockercache.stores.layout import S3Layout, SnapshotName
+from dockercache.stores.s3.layout import S3Layout, SnapshotName
 
 KEYS = Keys(pipeline="shop", commit="abc123", branch="feature-x", default_branch="main", writes_shared=False)
 
@@ -93,7 +93,7 @@ def test_a_feature_branch_writes_its_own_cache_only() -> None:
 
 
 def test_repository_names_are_valid_and_never_shared() -> None:
-    from dockercache.endpoint import NAME, repository_name
+    from dockercache.stores.s3.endpoint import NAME, repository_name
 
     assert repository_name("shop/main", "web") == "shop/main/web"
     odd = repository_name("Shop/Feature_X", "web")

@@ -3,7 +3,7 @@
 A :class:`Plan` holds the builder (:class:`BuilderPlan`), a :class:`ServicePlan` per service and its
 :class:`Target` per (service, stage); each target carries its :class:`TargetCaches` (the cache entries
 (:class:`CacheEntry`) a store planned for it, and the store's own :class:`StoreStep`), and a service its
-:class:`MountsPlan` for cache mounts. The planner (:mod:`dockercache.plan`) makes these, the stores plan a
+:class:`MountsPlan` for cache mounts. The planner (:mod:`dockercache.planning.plan`) makes these, the stores plan a
 target's caches in them, the runner carries them out: the model imports none of them, so each can import it.
 """
 

@@ -1,5 +1,5 @@
 """The cache mounts of a plan: a Dockerfile's ``RUN --mount=type=cache`` directories, where a service's
-archives of them are restored from and saved to (made by :mod:`dockercache.cachemounts`)."""
+archives of them are restored from and saved to (made by :mod:`dockercache.planning.mounts`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What the plan says of skip-unchanged: whether a service may be skipped, and what a walk of its context found
-(the key itself is computed when building, by :mod:`dockercache.skip`)."""
+(the key itself is computed when building, by :mod:`dockercache.planning.skip`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cache stores: one module per kind (registry, local, s3, s3_native) behind one small protocol.
+"""Cache stores: one module per kind (registry, local; s3/store and s3/native) behind one small protocol.
 
 A new kind is a new module with a ``KIND`` object (see :mod:`dockercache.stores.base`) and one line in
 :data:`KINDS`. The planner asks :func:`kind_for` to plan a target's caches; the runner drives a
@@ -10,16 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..config import CacheStore
+from ..config.model import CacheStore
 from ..model import TargetCaches
 from ..model.entry import CacheEntry
-from . import local, registry, s3, s3_native
+from . import local, registry
 from .base import BlobStoreFactory, CacheRequest, Keys, RunContext, StoreKind, StoreRuntime, may_write_shared
+from .s3 import native as s3_native
+from .s3 import store as s3
 
 if TYPE_CHECKING:
-    from ..endpoint import Endpoint
     from ..model import Target
-    from ..report import StageResult
+    from ..output.report import StageResult
+    from .s3.endpoint import Endpoint
 
 __all__ = [
     "KINDS",

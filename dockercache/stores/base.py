@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import CacheStore, S3Cache, Settings
+from ..config.model import CacheStore, S3Cache, Settings
 from ..model import TargetCaches
 
 if TYPE_CHECKING:
     from ..model import Target
-    from ..report import Console, StageResult
-    from ..snapshots import BlobStore
+    from ..output.report import Console, StageResult
+    from .s3.snapshots import BlobStore
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class CacheRequest:
     """The target's Dockerfile stage (its label: the stage name, or ``stage-N``)."""
     graph: tuple[str, ...]
     """The service's other stages whose caches can hold this target's vertices: those it builds on, nearest
-    first, then those that build on the same stages (:func:`dockercache.plan.related_stages`)."""
+    first, then those that build on the same stages (:func:`dockercache.planning.plan.related_stages`)."""
     keys: Keys
     cache_write: bool
     root: Path

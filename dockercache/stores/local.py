@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import CacheStore, LocalCache
+from ..config.model import CacheStore, LocalCache
 from ..model import StoreStep, TargetCaches
 from ..model.entry import CacheEntry
 from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime
@@ -55,7 +55,7 @@ from .content import adds_nothing
 
 if TYPE_CHECKING:
     from ..model import Target
-    from ..report import StageResult
+    from ..output.report import StageResult
 
 LEASE = ".dockercache-lease"
 """The file in a version or export directory that runs using it hold a shared lock on."""

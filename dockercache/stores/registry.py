@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ..ci import slugify
-from ..config import CacheStore, RegistryCache, split_variant
+from ..adapters.ci import slugify
+from ..config.model import CacheStore, RegistryCache, split_variant
 from ..errors import CacheError, StoreError
 from ..model import TargetCaches
 from ..model.entry import CacheEntry
@@ -23,9 +23,9 @@ from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime
 from .content import adds_nothing, cache_content
 
 if TYPE_CHECKING:
+    from ..adapters.oci import Manifest
     from ..model import Target
-    from ..oci import Manifest
-    from ..report import StageResult
+    from ..output.report import StageResult
 
 
 def _bool(value: bool) -> str:
@@ -107,7 +107,7 @@ class RegistryRuntime(NoRuntime):
         return self._probe(self._reachable(targets))
 
     def _reachable(self, targets: Sequence[Target]) -> list[Target]:
-        from ..netcheck import registry_host, unreachable  # socket: only a build needs it
+        from ..adapters.netcheck import registry_host, unreachable  # socket: only a build needs it
 
         hosts = sorted({registry_host(e.location) for t in targets for e in _entries(t)})
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:  # a silent one takes seconds
@@ -140,7 +140,7 @@ class RegistryRuntime(NoRuntime):
     def _probe(self, targets: Sequence[Target]) -> list[Target]:
         """Every ref a running target reads or writes, asked of its registry at once: one that is not there is no
         source (a ref that cannot be asked stays one: BuildKit decides), and what a written one holds is kept."""
-        from ..oci import Manifest
+        from ..adapters.oci import Manifest
 
         running = [t for t in targets if t.runs]
         read = {e.location for t in running for e in t.caches.sources if e.type == "registry"}
@@ -165,7 +165,7 @@ class RegistryRuntime(NoRuntime):
         ]
 
     def _client(self, host: str) -> Any:
-        from ..oci import Registry  # urllib: only a build needs it
+        from ..adapters.oci import Registry  # urllib: only a build needs it
 
         if host not in self._clients:
             self._clients[host] = Registry.from_docker_config(host, timeout=PROBE_SECONDS)

@@ -1,4 +1,4 @@
-"""End-to-end: the registry endpoint (dockercache.endpoint) over HTTP, backed by a real S3 server (moto)."""
+"""End-to-end: the registry endpoint (dockercache.stores.s3.endpoint) over HTTP, backed by a real S3 server (moto)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from typing import IO, Any
 
 import pytest
 
-from dockercache.config import S3Cache
-from dockercache.endpoint import Endpoint, Repository, repository_name
-from dockercache.s3 import S3Store
-from dockercache.snapshots import Snapshot, Snapshots, parse_snapshot
+from dockercache.config.model import S3Cache
+from dockercache.stores.s3.client import S3Store
+from dockercache.stores.s3.endpoint import Endpoint, Repository, repository_name
+from dockercache.stores.s3.snapshots import Snapshot, Snapshots, parse_snapshot
 
 from .conftest import ACCESS_KEY, SECRET_KEY, Stack
 

@@ -11,7 +11,7 @@ import select
 import subprocess
 import time
 
-from dockercache.live import CLEAR_LINE
+from dockercache.output.live import CLEAR_LINE
 
 from .conftest import DOCKERCACHE, Project, Stack, base_env, fresh_agent, run_dockercache
 

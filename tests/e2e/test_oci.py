@@ -1,4 +1,4 @@
-"""dockercache.oci against real registries: the stack's (distribution, deletes enabled), one with deletes
+"""dockercache.adapters.oci against real registries: the stack's (distribution, deletes enabled), one with deletes
 disabled, and one with htpasswd logins whose credentials come from a Docker configuration's ``auths``."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.oci import OCI_MANIFEST, Registry, RegistryError, sha256_digest
+from dockercache.adapters.oci import OCI_MANIFEST, Registry, RegistryError, sha256_digest
 
 from .conftest import Stack, free_port
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from dockercache.config import S3Cache
-from dockercache.endpoint import Endpoint, Repository, repository_name
-from dockercache.s3 import S3Store
-from dockercache.snapshots import Snapshots
+from dockercache.config.model import S3Cache
+from dockercache.stores.s3.client import S3Store
+from dockercache.stores.s3.endpoint import Endpoint, Repository, repository_name
+from dockercache.stores.s3.snapshots import Snapshots
 
 from ..hardening.faults import FaultyS3
 from .conftest import ACCESS_KEY, SECRET_KEY, S3Project, Stack, docker, s3_config

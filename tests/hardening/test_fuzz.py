@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockercache.config import Config
+from dockercache.config.load import load_config, parse_config
+from dockercache.config.model import Config
+from dockercache.config.schema import build_schema
 from dockercache.errors import ConfigError
-from dockercache.loader import load_config, parse_config
-from dockercache.schema import build_schema
 
 KEYS = sorted(
     {

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dockercache.stores.layout import repository_name
+from dockercache.stores.s3.layout import repository_name
 
 from ..e2e.conftest import (
     DOCKERCACHE,

@@ -1,0 +1,236 @@
+"""Just enough Dockerfile parsing to know its stages and which stages each one builds on.
+
+Stage names let a typo in dockercache.toml fail before Docker runs; the dependencies (``FROM <stage>``,
+``COPY --from=<stage>``, ``RUN --mount=...,from=<stage>``) say which cached stages can hold a target's
+vertices, so a target reads only the caches of its own graph. Two mistakes are found here too: a ``FROM ${ARG}``
+whose variable has no value (BuildKit fails mid-build: "base name should not be blank") and two stages whose
+names differ only in case (one stage to BuildKit, which compares names case-insensitively; BuildKit 0.13
+builds such a file without a word, from whichever stage it picks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..reference import REFERENCE
+
+_FROM = re.compile(r"^FROM\s+(?:--\S+\s+)*(?P<image>\S+)(?:\s+AS\s+(?P<name>\S+))?\s*$", re.IGNORECASE)
+_COPY_FROM = re.compile(r"^(?:COPY|ADD)\s+(?:--\S+\s+)*?--from=(?P<source>\S+)", re.IGNORECASE)
+_INSTRUCTION = re.compile(r"^(?P<keyword>[A-Za-z]+)\s+(?P<rest>.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int
+    name: str | None
+    base: str
+    uses: tuple[str, ...] = ()
+    """Other stages (by name, lower case, or by index as a string) this one copies or mounts from."""
+    spelled: str | None = None
+    """The name as the Dockerfile writes it (``name`` is lower case)."""
+
+    @property
+    def label(self) -> str:
+        """How BuildKit names the stage in progress output: its name, or ``stage-N``."""
+        return self.name or f"stage-{self.index}"
+
+
+def logical_lines(text: str) -> list[str]:
+    """Join backslash continuations and drop comments, as the Dockerfile frontend does."""
+    lines: list[str] = []
+    current = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue  # before an instruction or inside a continued one: BuildKit skips both
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        lines.append(current + stripped)
+        current = ""
+    if current.strip():
+        lines.append(current)
+    return lines
+
+
+def _mount_sources(rest: str) -> list[str]:
+    """``from=`` of every ``--mount`` flag of a RUN instruction."""
+    try:
+        words = shlex.split(rest)
+    except ValueError:
+        words = rest.split()
+    sources = []
+    for word in words:
+        if not word.startswith("--"):
+            break
+        if word.startswith("--mount="):
+            for part in word.removeprefix("--mount=").split(","):
+                key, _, value = part.partition("=")
+                if key.strip().lower() == "from" and value:
+                    sources.append(value)
+    return sources
+
+
+def parse_stages(text: str) -> tuple[Stage, ...]:
+    stages: list[Stage] = []
+    uses: list[str] = []
+
+    def close() -> None:
+        if stages:
+            last = stages[-1]
+            stages[-1] = dataclasses.replace(last, uses=tuple(dict.fromkeys(uses)))
+        uses.clear()
+
+    for line in logical_lines(text):
+        match = _FROM.match(line)
+        if match:
+            close()
+            name = match.group("name")
+            stages.append(Stage(len(stages), name.lower() if name else None, match.group("image"), spelled=name))
+            continue
+        copy = _COPY_FROM.match(line)
+        if copy:
+            uses.append(copy.group("source").lower())
+            continue
+        instruction = _INSTRUCTION.match(line)
+        if instruction and instruction.group("keyword").upper() == "RUN":
+            uses.extend(s.lower() for s in _mount_sources(instruction.group("rest")))
+    close()
+    return tuple(stages)
+
+
+def stage_graph(stages: tuple[Stage, ...], label: str) -> tuple[str, ...]:
+    """The labels of the stages that building ``label`` builds too (itself included), in Dockerfile order.
+
+    A reference that names no stage (an image, a build context) adds nothing; stages can only refer to
+    stages before them, as the Dockerfile frontend requires.
+    """
+    by_ref: dict[str, Stage] = {}
+    for stage in stages:
+        by_ref[str(stage.index)] = stage
+        if stage.name:
+            by_ref[stage.name] = stage
+    start = next((s for s in stages if s.label == label), None)
+    if start is None:
+        return ()
+    seen: set[int] = set()
+    todo = [start]
+    while todo:
+        stage = todo.pop()
+        if stage.index in seen:
+            continue
+        seen.add(stage.index)
+        for ref in (stage.base.lower(), *stage.uses):
+            parent = by_ref.get(ref)
+            if parent is not None and parent.index < stage.index:
+                todo.append(parent)
+    return tuple(s.label for s in stages if s.index in seen)
+
+
+def same_name(stages: tuple[Stage, ...]) -> tuple[Stage, Stage] | None:
+    """Two stages BuildKit takes for one: their names are equal, or differ only in case."""
+    seen: dict[str, Stage] = {}
+    for stage in stages:
+        if stage.name is None:
+            continue
+        if stage.name in seen:
+            return seen[stage.name], stage
+        seen[stage.name] = stage
+    return None
+
+
+#: Arguments BuildKit gives FROM lines itself (with values like these).
+PLATFORM_ARGS: Mapping[str, str] = {
+    "BUILDPLATFORM": "linux/amd64",
+    "BUILDOS": "linux",
+    "BUILDARCH": "amd64",
+    "BUILDVARIANT": "",
+    "TARGETPLATFORM": "linux/amd64",
+    "TARGETOS": "linux",
+    "TARGETARCH": "amd64",
+    "TARGETVARIANT": "",
+}
+
+
+def global_args(text: str) -> dict[str, str | None]:
+    """The ARGs declared before the first FROM (the only ones FROM lines see), with their defaults (None:
+    none), in order."""
+    declared: dict[str, str | None] = {}
+    for line in logical_lines(text):
+        instruction = _INSTRUCTION.match(line)
+        keyword = instruction.group("keyword").upper() if instruction else ""
+        if keyword == "FROM":
+            break
+        if keyword != "ARG" or instruction is None:
+            continue
+        rest = instruction.group("rest")
+        try:
+            words = shlex.split(rest)
+        except ValueError:
+            words = rest.split()
+        for word in words:
+            name, equals, default = word.partition("=")
+            declared[name] = default if equals else None
+    return declared
+
+
+def from_values(declared: Mapping[str, str | None], build_args: Mapping[str, str]) -> dict[str, str]:
+    """The variables a FROM line sees: BuildKit's platform arguments, then every global ARG, its build
+    argument or else its default. A declared ARG without either is unset (absent here), as is any other name."""
+    values = dict(PLATFORM_ARGS)
+    for name, default in declared.items():
+        if name in build_args:
+            values[name] = build_args[name]
+        elif default is not None:
+            values[name] = expand(default, values)[0]
+    return values
+
+
+_WORD_VARIABLE = re.compile(
+    r"\\(?P<escaped>.)"
+    r"|\$(?:\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-+?])(?P<word>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))",
+    re.DOTALL,
+)
+
+
+def expand(word: str, values: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+    """``word`` as the Dockerfile frontend expands it (``$A``, ``${A}``, ``${A:-x}``, ``${A-x}``, ``${A:+x}``,
+    ``${A+x}``, ``${A:?x}``), and the variables it needed that had no value (unset or empty)."""
+    empty: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("escaped") is not None:
+            return match.group("escaped")
+        name = match.group("name") or match.group("bare")
+        value = values.get(name)
+        op, alternative = match.group("op"), match.group("word") or ""
+        given = bool(value) if op and op.startswith(":") else value is not None  # ':' also treats '' as unset
+        if op in (":-", "-"):
+            return value or "" if given else expand(alternative, values)[0]
+        if op in (":+", "+"):
+            return expand(alternative, values)[0] if given else ""
+        if op in (":?", "?") and given:
+            return value or ""
+        if op or not value:
+            empty.append(name)
+        return value or ""
+
+    return _WORD_VARIABLE.sub(replace, word), tuple(dict.fromkeys(empty))
+
+
+def unset_base(text: str, stages: tuple[Stage, ...], build_args: Mapping[str, str]) -> tuple[Stage, str] | None:
+    """The first stage whose ``FROM`` BuildKit would reject for a variable without a value, and that variable:
+    a base that expands to nothing, or to no image reference and no stage name (``registry/:tag``)."""
+    values = from_values(global_args(text), build_args)
+    names = {s.name for s in stages if s.name}
+    for stage in stages:
+        base, missing = expand(stage.base, values)
+        if not missing:
+            continue
+        if not base or (base.lower() not in names and not REFERENCE.fullmatch(base.lower())):
+            return stage, missing[0]
+    return None

@@ -1,0 +1,450 @@
+"""The pure core: resolved services and CI facts in, a build plan out.
+
+A plan is one bake definition: a target per (service, stage) with its context, Dockerfile, Dockerfile target,
+args, tags, output (push, load or cache only) and its cache entries; a group per service and a default group
+hold the targets ``build`` runs. ``build`` runs the default group as ``docker buildx bake`` in one BuildKit
+session, where targets run concurrently as their graph allows and the vertices they share are solved once;
+``plan --bake`` prints the same file.
+
+Which targets run: the service's *leaves*, the stages no other selected stage builds on (the final image and,
+say, a test stage beside it), plus stages whose image is pushed. A stage that a leaf builds on is built
+inside that leaf, and its layers are in the leaf's ``mode=max`` cache. Running it as a target of its own
+costs a second cache export and, on BuildKit 0.13, makes the leaves miss their own caches: the short job ends
+first and cancels lazy cache records the leaf shares with it (seen in 40% of fresh-agent builds of
+examples/ruby; 0% with leaves only). Its target stays in the file (``docker buildx bake -f FILE ruby-deps``).
+
+Planning does no I/O except the injected ``exists`` check for local cache directories.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..adapters.ci import branch_slug, slugify
+from ..config.model import BuilderConfig, CacheStore, Config, LocalCache, S3Cache, Settings, split_variant
+from ..errors import ConfigError
+from ..model import BuilderPlan, BuildOptions, Output, Plan, ServicePlan, Target, TargetCaches, group_name, target_name
+from ..model.entry import _csv_field
+from ..model.skip import ContextScan, SkipSetting
+from ..reference import TAG
+from ..stores import CacheRequest, Keys, kind_for, may_write_shared
+from .resolve import ResolvedService, SecretSource
+from .skip import Unavailable, base_images, remote_sources, scan_context
+
+if TYPE_CHECKING:
+    from ..model import MountsPlan
+
+
+def endpoint_builder(builder: BuilderPlan, stores: Sequence[CacheStore]) -> BuilderPlan:
+    """A docker-container builder that must reach the S3 store's endpoint on the agent's loopback: host
+    networking, and buildkitd.toml naming the endpoint's addresses as plain-HTTP registries."""
+    from ..stores.s3.store import CONTAINER_PORTS
+
+    lazy = [s for s in stores if isinstance(s, S3Cache) and not s.native]
+    if builder.driver != "docker-container" or not lazy:
+        return builder
+    hosts = dict.fromkeys(s.listen or "" for s in lazy)
+    addresses = [h for h in hosts if h] + ([f"127.0.0.1:{p}" for p in CONTAINER_PORTS] if "" in hosts else [])
+    config = "".join(f'[registry."{a}"]\n  http = true\n  insecure = true\n\n' for a in addresses)
+    return dataclasses.replace(
+        builder,
+        driver_opts={"network": "host", **builder.driver_opts},
+        buildkitd_config=config,
+    )
+
+
+def cache_write_decision(
+    settings: Settings, options: BuildOptions, on_ci: bool, local_store: bool, pull_request: str | None = None
+) -> tuple[bool, str]:
+    """Whether this run writes caches, and why (shown in the plan)."""
+    if options.cache_write is False:
+        return False, "--no-cache-write"
+    if settings.cache_write == "never":
+        return False, "settings.cache_write = 'never'"
+    if pull_request and settings.pull_request_writes == "none":
+        return False, f"pull request #{pull_request}: settings.pull_request_writes = 'none'"
+    if options.cache_write:
+        return True, "--cache-write"
+    if settings.cache_write == "always":
+        return True, "settings.cache_write = 'always'"
+    if local_store:
+        return True, "local cache store"
+    if on_ci and pull_request:
+        return True, f"pull request #{pull_request}: its own refs and keys only (pr-{branch_slug(pull_request)})"
+    if on_ci:
+        return True, "running in CI"
+    return False, "not in CI (a laptop reads shared caches; pass --cache-write to write)"
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything the planner needs, gathered by the caller."""
+
+    services: tuple[ResolvedService, ...]
+    builder: BuilderConfig
+    settings: Settings
+    root: Path
+    commit: str
+    branch: str
+    default_branch: str
+    on_ci: bool
+    job_id: str | None = None
+    pipeline: str = "pipeline"
+    pull_request: str | None = None
+    """The pull request this build is for (an untrusted writer whatever its branch is called), or None."""
+    base_branch: str | None = None
+    """A pull request's base branch: whose caches it reads (else the default branch's)."""
+    """Where stores that need local space (S3) keep their blob pool, restores and exports."""
+    source: str = "dockercache.toml"
+    """The configuration file, named in errors."""
+    skip_unchanged: Mapping[str, bool] = dataclasses.field(default_factory=dict)
+    """Per service (by name) that sets it: ``skip_unchanged``; the others follow ``settings.skip_unchanged``."""
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Labels every tagged image gets (the OCI labels the CI context knows), under each service's own."""
+    images: Mapping[str, ImageOptions] = dataclasses.field(default_factory=dict)
+    cache_mounts: Mapping[str, bool] = dataclasses.field(default_factory=dict)
+    """Per service (by name) that sets it: ``cache_mounts``; the others follow ``settings.cache_mounts``."""
+    """Per service (by name): its labels and attestations; a service not named has none of its own."""
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """What a service's images carry besides their layers: labels and attestations."""
+
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    provenance: str = "off"
+    sbom: bool = False
+
+    def attest(self) -> tuple[str, ...]:
+        """bake's ``attest`` entries. Provenance is disabled explicitly when off: buildx otherwise adds a
+        ``mode=min`` one to every pushed image, which makes it an index with an ``unknown/unknown`` manifest."""
+        mode = self.provenance
+        out = ["type=provenance,disabled=true" if mode == "off" else f"type=provenance,mode={mode}"]
+        if self.sbom:
+            out.append("type=sbom")
+        return tuple(out)
+
+
+def image_options(config: Config) -> dict[str, ImageOptions]:
+    """Each service's labels and attestations: its own settings, else ``[settings]``."""
+    settings = config.settings
+    return {
+        name: ImageOptions(
+            labels=svc.labels,
+            provenance=svc.provenance or settings.provenance,
+            sbom=settings.sbom if svc.sbom is None else svc.sbom,
+        )
+        for name, svc in config.services.items()
+    }
+
+
+def _with_image_options(targets: Sequence[Target], inputs: PlanInputs, service: str) -> list[Target]:
+    """Labels on the tagged targets (the final image, pushed stages), attestations on the pushed ones; a
+    service's labels over the defaults, an empty value removing one. Caches are untouched: a label is image
+    config, which no cache key includes."""
+    own = inputs.images.get(service) or inputs.images.get(split_variant(service)[0]) or ImageOptions()
+    labels = {k: v for k, v in {**inputs.labels, **own.labels}.items() if v}
+    return [
+        dataclasses.replace(t, labels=labels if t.tags else {}, attest=own.attest() if t.push else ()) for t in targets
+    ]
+
+
+def selected_stages(svc: ResolvedService, stage: str | None) -> tuple[str, ...]:
+    """The stages to build: all, or ``stage`` and the service's stages in its graph (--stage)."""
+    if stage is None:
+        return svc.stages
+    if stage not in svc.stages:
+        raise ConfigError(f"--stage: service '{svc.name}' has no stage '{stage}' (stages: {', '.join(svc.stages)})")
+    return tuple(s for s in svc.stages if s in svc.graphs[stage])
+
+
+def related_stages(svc: ResolvedService, selected: Sequence[str], stage: str) -> tuple[str, ...]:
+    """The service's other stages whose caches can hold vertices of ``stage``: those it builds on (nearest
+    first), then the selected stages that build on some of the same stages, then the other stages that do
+    (``--stage deps`` reads the final image's cache, which holds the dependencies).
+
+    The second kind matters because build runs leaves only: a test stage and the final image both build on
+    the dependencies, and when a run that changed them failed in the tests, only the final image's cache
+    holds the new dependencies. In one BuildKit session a vertex two targets share is solved by one of them,
+    with that target's cache sources only; so each must be able to find it.
+    """
+    graph = svc.graphs[stage]
+    below = [s for s in reversed(svc.stages) if s != stage and s in graph]
+    order = [*selected, *(s for s in svc.stages if s not in selected)]
+    beside = [s for s in order if s != stage and s not in below and set(svc.graphs[s]) & set(graph)]
+    return (*below, *beside)
+
+
+def run_keys(
+    settings: Settings,
+    pipeline: str,
+    commit: str,
+    branch: str,
+    default_branch: str,
+    pull_request: str | None,
+    base_branch: str | None,
+) -> Keys:
+    """A run's key names and whether it may write what the default branch reads (builds, promote, prune):
+    a pull request writes as ``pr-N`` (a fork's branch may be called main) and never a shared key, reading its
+    head branch's then its base branch's; a branch writes shared keys only as the default branch or a trusted
+    one."""
+    default_branch = settings.default_branch or default_branch
+    return Keys(
+        pipeline=pipeline,
+        commit=commit,
+        branch=f"pr-{branch_slug(pull_request)}" if pull_request else branch_slug(branch),
+        default_branch=branch_slug(base_branch or default_branch) if pull_request else branch_slug(default_branch),
+        writes_shared=not pull_request and may_write_shared(branch, default_branch, settings),
+        reads_too=(branch_slug(branch),) if pull_request and branch else (),
+    )
+
+
+def make_plan(
+    inputs: PlanInputs,
+    options: BuildOptions,
+    exists: Callable[[str], bool] = os.path.isdir,
+    scan: Callable[[Path, Path], ContextScan] = scan_context,
+) -> Plan:
+    default_branch = inputs.settings.default_branch or inputs.default_branch
+    pr = inputs.pull_request
+    if options.push is None:
+        options = dataclasses.replace(options, push=inputs.on_ci)
+    keys = run_keys(
+        inputs.settings, inputs.pipeline, inputs.commit, inputs.branch, inputs.default_branch, pr, inputs.base_branch
+    )
+    local_only = all(isinstance(s.store, LocalCache) for s in inputs.services)
+    cache_write, reason = cache_write_decision(inputs.settings, options, inputs.on_ci, local_only, pr)
+    builder_name = inputs.builder.name
+    if inputs.builder.ephemeral:
+        builder_name = f"{builder_name}-{slugify(inputs.job_id or str(os.getpid()), 40)}"
+    builder = BuilderPlan(
+        name=builder_name,
+        driver=inputs.builder.driver,
+        driver_opts=inputs.builder.driver_opts,
+        endpoint=inputs.builder.endpoint,
+        platforms=inputs.builder.platforms,
+        ephemeral=inputs.builder.ephemeral,
+        keep_storage=inputs.builder.keep_storage,
+    )
+    builder = endpoint_builder(builder, [s.store for s in inputs.services])
+    untagged = next((s for s in inputs.services if not s.tags), None)
+    if untagged and not TAG.fullmatch(inputs.commit):
+        raise ConfigError(
+            f"{inputs.source}: services.{untagged.name}.tags: the default tag, the commit {inputs.commit!r} "
+            "(from ${BUILDKITE_COMMIT} or git), is not a valid image tag; set tags"
+        )
+    for svc in inputs.services:
+        bad = next((t for t in variant_tags(svc, inputs.commit) if not TAG.fullmatch(t)), None)
+        if bad is not None:
+            raise ConfigError(
+                f"{inputs.source}: services.{split_variant(svc.name)[0]}.variant_tag: {bad!r} (for {svc.name}) is not "
+                "a valid image tag (at most 128 characters)"
+            )
+    services = []
+    for svc in inputs.services:
+        targets = []
+        identity = json.dumps([str(svc.context), str(svc.dockerfile), sorted(svc.args.items()), svc.platforms])
+        selected = selected_stages(svc, options.stage)
+        for stage in selected:
+            request = CacheRequest(
+                service=svc.name,
+                store_name=svc.store_name or "built-in local",
+                store=svc.store,
+                stage=stage,
+                graph=related_stages(svc, selected, stage),
+                keys=keys,
+                cache_write=cache_write,
+                root=inputs.root,
+                exists=exists,
+                siblings=svc.siblings,
+            )
+            targets.append(_target(svc, stage, inputs.commit, options, kind_for(svc.store).plan(request), identity))
+        targets = _with_image_options(targets, inputs, svc.name)
+        marked = _mark_running(targets)
+        services.append(
+            ServicePlan(
+                name=svc.name,
+                targets=marked,
+                image=svc.image,
+                metadata_key=svc.metadata_key,
+                store=svc.store_name or "built-in local",
+                skip=_skip_setting(svc, marked, inputs, options, scan),
+                compose_files=svc.compose_files,
+                cache_mounts=_cache_mounts(svc, marked, inputs, keys, cache_write),
+            )
+        )
+    _check_names(services, inputs.source)
+    return Plan(
+        builder=builder,
+        services=tuple(services),
+        commit=inputs.commit,
+        branch=inputs.branch,
+        default_branch=default_branch,
+        cache_write=cache_write,
+        cache_write_reason=reason,
+        cache_errors=inputs.settings.cache_errors,
+        stall_seconds=inputs.settings.stall_seconds,
+        bake_env=_bake_env(inputs.services),
+    )
+
+
+def _skip_setting(
+    svc: ResolvedService,
+    targets: Sequence[Target],
+    inputs: PlanInputs,
+    options: BuildOptions,
+    scan: Callable[[Path, Path], ContextScan],
+) -> SkipSetting | None:
+    """skip_unchanged for one service: off unless asked for; on only for a pushed build of the whole service,
+    the context walked (stat only) and the base images named (their digests are resolved when building)."""
+    name = split_variant(svc.name)[0]
+    if name in inputs.skip_unchanged:
+        asked, source = inputs.skip_unchanged[name], f"services.{name}.skip_unchanged"
+    else:
+        asked, source = inputs.settings.skip_unchanged, "settings.skip_unchanged"
+    if not asked:
+        return None
+    why_not = None
+    if not svc.image:
+        why_not = f"services.{name} has no image to retag"
+    elif options.stage:
+        why_not = "--stage builds one stage"
+    elif options.no_cache:
+        why_not = "--no-cache"
+    elif not options.push:
+        why_not = "nothing is pushed (--no-push, or off CI without --push), and a skip retags an image in the registry"
+    if why_not:
+        return SkipSetting(False, f"off ({why_not}): building")
+    try:
+        found = scan(svc.context, svc.dockerfile)
+        remote = remote_sources(found.dockerfile_text)
+        if remote:
+            raise Unavailable(f"ADD {remote[0]} has no --checksum: what it fetches is known only by building")
+        stages = dict.fromkeys(s for t in targets if t.runs for s in t.graph)
+        bases = base_images(found.dockerfile_text, svc.args, stages, svc.platforms)
+    except Unavailable as exc:
+        return SkipSetting(False, f"off ({exc}): building")
+    return SkipSetting(True, f"on ({source})", found, bases, tuple(sorted(svc.args)))
+
+
+def _cache_mounts(
+    svc: ResolvedService, targets: Sequence[Target], inputs: PlanInputs, keys: Keys, cache_write: bool
+) -> MountsPlan | None:
+    """cache_mounts for one service: off unless asked for; the mounts of the stages its running targets build."""
+    name = split_variant(svc.name)[0]
+    if not inputs.cache_mounts.get(name, inputs.settings.cache_mounts):
+        return None
+    try:
+        text = svc.dockerfile.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{inputs.source}: services.{name}.cache_mounts: cannot read {svc.dockerfile}: {exc}"
+        ) from None
+    from .mounts import plan_mounts  # only when a service asks: not on every plan's start-up path
+
+    stages = {s for t in targets if t.runs for s in t.graph}
+    image, max_mb = inputs.settings.cache_mounts_image, inputs.settings.cache_mounts_max_mb
+    return plan_mounts(
+        svc.name, text, stages, svc.args, svc.store, keys, cache_write, inputs.root, image, max_mb, svc.store_name or ""
+    )
+
+
+def _bake_env(services: Sequence[ResolvedService]) -> dict[str, str]:
+    profiles = {
+        s.store.profile: s.store_name
+        for s in services
+        if isinstance(s.store, S3Cache) and s.store.native and s.store.profile
+    }
+    if len(profiles) > 1:
+        raise ConfigError(
+            f"native S3 stores {', '.join(map(str, profiles.values()))} name different AWS profiles; buildx "
+            "resolves one profile per run (AWS_PROFILE)"
+        )
+    return {"AWS_PROFILE": next(iter(profiles))} if profiles else {}
+
+
+def _target(
+    svc: ResolvedService, stage: str, commit: str, options: BuildOptions, caches: TargetCaches, identity: str
+) -> Target:
+    final = stage == svc.stages[-1]
+    image = svc.image or split_variant(svc.name)[0]
+    tag_names = variant_tags(svc, commit)
+    tags: tuple[str, ...] = ()
+    if final:
+        tags = tuple(f"{image}:{t}" for t in tag_names)
+    elif stage in svc.push_stages:
+        tags = tuple(f"{image}:{svc.stage_tag.format(stage=stage, tag=t)}" for t in tag_names)
+    output: Output = "cacheonly"
+    if tags:
+        output = "push" if svc.image and options.push else "load"
+    return Target(
+        name=target_name(svc.name, stage),
+        service=svc.name,
+        stage=stage,
+        dockerfile_target=svc.final_target if final else stage,
+        final=final,
+        # Absolute: bake reads a relative dockerfile against the context, and a kept bake file may move.
+        context=str(svc.context.resolve()),
+        dockerfile=str(svc.dockerfile.resolve()),
+        args=svc.args,
+        tags=tags,
+        output=output,
+        caches=caches,
+        graph=svc.graphs[stage],
+        identity=identity,
+        no_cache=options.no_cache,
+        secrets=tuple(secret_spec(s) for s in svc.secrets),
+        ssh=svc.ssh,
+        platforms=svc.platforms,
+    )
+
+
+def secret_spec(secret: SecretSource) -> str:
+    """A secret as bake's ``secret`` field (and ``--secret``) takes it: CSV, as buildx reads it."""
+    source = f"env={secret.env}" if secret.env is not None else f"src={secret.src}"
+    return ",".join(_csv_field(part) for part in (f"id={secret.id}", source))
+
+
+def variant_tags(svc: ResolvedService, commit: str) -> tuple[str, ...]:
+    """The tags a service pushes (default: the commit); a variant's through its ``variant_tag``."""
+    tags = svc.tags or (commit,)
+    if svc.variant is None:
+        return tags
+    return tuple(svc.variant_tag.format(tag=t, variant=svc.variant) for t in tags)
+
+
+def _mark_running(targets: Sequence[Target]) -> tuple[Target, ...]:
+    """Run the leaves and the stages whose image is pushed; every other stage is built by the first leaf
+    (in Dockerfile order) that builds on it."""
+    marked = []
+    for target in targets:
+        leaf = not any(target.stage in other.graph for other in targets if other is not target)
+        marked.append(dataclasses.replace(target, runs=leaf or bool(target.tags)))
+    running = [t for t in marked if t.runs]
+    return tuple(
+        dataclasses.replace(t, built_by=t.name if t.runs else next(r.name for r in running if t.stage in r.graph))
+        for t in marked
+    )
+
+
+def _check_names(services: Sequence[ServicePlan], source: str) -> None:
+    """Bake has one namespace for groups and targets: two names that meet would build the wrong thing."""
+    owners: dict[str, str] = {"default": "the default group"}
+    for svc in services:
+        base, variant = split_variant(svc.name)
+        groups = [(group_name(svc.name), f"service '{svc.name}'")]
+        if variant is not None:
+            groups.append((base, f"service '{base}'"))
+        for name, owner in groups + [(t.name, f"stage '{t.stage}' of service '{svc.name}'") for t in svc.targets]:
+            if name in owners and owners[name] != owner:
+                raise ConfigError(
+                    f"{source}: services.{base}: {owner} and {owners[name]} both become bake target or group "
+                    f"'{name}'; rename one of them"
+                )
+            owners[name] = owner

@@ -1,0 +1,53 @@
+"""Native S3 store: BuildKit's own ``type=s3`` cache (``native = true``).
+
+BuildKit reads and writes the bucket itself, under ``PREFIX/native/``, so only builders that run their own
+BuildKit (``docker-container``, ``remote``) can use it, and dockercache passes no credentials: the builder
+takes them from its own environment. Snapshot names and trust rules are the S3 store's.
+"""
+
+from __future__ import annotations
+
+from ...config.model import CacheStore, S3Cache
+from ...model import TargetCaches
+from ...model.entry import CacheEntry
+from ..base import CacheRequest, NoRuntime, RunContext, StoreRuntime
+from .layout import S3Layout, SnapshotName
+from .store import restore_keys, save_key
+
+
+class S3NativeKind:
+    name = "s3-native"
+
+    def handles(self, store: CacheStore) -> bool:
+        return isinstance(store, S3Cache) and store.native
+
+    def plan(self, request: CacheRequest) -> TargetCaches:
+        store = request.store
+        assert isinstance(store, S3Cache)
+        attrs = {"bucket": store.bucket, "prefix": S3Layout(store.prefix).native}
+        if store.region:
+            attrs["region"] = store.region
+        if store.endpoint_url:
+            attrs["endpoint_url"] = store.endpoint_url
+            attrs["use_path_style"] = "true"
+        keys = restore_keys(store, request.keys)
+        sources = tuple(
+            CacheEntry.make("s3", attrs, name=str(SnapshotName(k, request.service, s)))
+            for s in request.stages
+            for k in keys
+        )
+        save, refused = save_key(store, request.keys)
+        sink = None
+        if request.cache_write and save:
+            name = str(SnapshotName(save, request.service, request.stage))
+            sink = CacheEntry.make(
+                "s3",
+                {**attrs, "name": name, "mode": store.mode, "compression": store.compression, "ignore-error": "true"},
+            )
+        return TargetCaches(self.name, request.store_name, sources, sink, refused, config=store)
+
+    def runtime(self, context: RunContext) -> StoreRuntime:
+        return NoRuntime()
+
+
+KIND = S3NativeKind()
