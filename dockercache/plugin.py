@@ -157,9 +157,28 @@ def mapping(options: Mapping[str, Any], file: Mapping[str, Any] | None) -> Mappe
             if per_service
             else f"plugin option service: required without a {CONFIG_NAME} (the Compose service to build)"
         )
-    svc: dict[str, Any] = {}
     in_file = file_services.get(name) if name else None
     in_file = in_file if isinstance(in_file, dict) else None
+    svc = _service_table(options, name, in_file, origins)
+    s3 = _s3_table(options, in_file, file_caches, origins)
+    if s3 is not None:
+        store_name, document["caches"] = s3
+        if name:
+            svc["cache"] = store_name
+            origins[f"services.{name}.cache"] = "s3_bucket"
+    if name and (svc or in_file is None):
+        document["services"] = {name: svc}
+    if "cache_write" in options:
+        document["settings"] = {"cache_write": options["cache_write"]}
+        origins["settings.cache_write"] = "cache_write"
+    return Mapped(document, origins, service)
+
+
+def _service_table(
+    options: Mapping[str, Any], name: str | None, in_file: Mapping[str, Any] | None, origins: dict[str, str]
+) -> dict[str, Any]:
+    """The service's table from ``service``, ``config``, ``image_repository``, ``image_name``, ``metadata_key``."""
+    svc: dict[str, Any] = {}
     if name and (
         in_file is None or ("config" in options and not (in_file.get("context") or in_file.get("dockerfile")))
     ):
@@ -174,31 +193,30 @@ def mapping(options: Mapping[str, Any], file: Mapping[str, Any] | None) -> Mappe
         if value is not None:
             svc[key] = value
             origins[f"services.{name}.{key}"] = option
+    return svc
 
+
+def _s3_table(
+    options: Mapping[str, Any],
+    in_file: Mapping[str, Any] | None,
+    file_caches: Mapping[str, Any],
+    origins: dict[str, str],
+) -> tuple[str, dict[str, Any]] | None:
+    """The S3 store's name and ``[caches]`` table from ``s3_bucket``, ``s3_key``, ``cache_from`` (None: none)."""
     s3_options = [k for k in ("s3_bucket", "s3_key", "cache_from") if k in options]
-    if s3_options:
-        store_name = _s3_store_name(in_file, file_caches)
-        store: dict[str, Any] = {}
-        if store_name not in file_caches:
-            if "s3_bucket" not in options:
-                raise ConfigError(
-                    f"plugin option {s3_options[0]}: needs s3_bucket (or an S3 cache store in {CONFIG_NAME})"
-                )
-            store["type"] = "s3"
-        for option, key in (("s3_bucket", "bucket"), ("s3_key", "key"), ("cache_from", "cache_from")):
-            if option in options:
-                store[key] = _strings(options[option]) if option == "cache_from" else options[option]
-                origins[f"caches.{store_name}.{key}"] = option
-        document["caches"] = {store_name: store}
-        if name:
-            svc["cache"] = store_name
-            origins[f"services.{name}.cache"] = "s3_bucket"
-    if name and (svc or in_file is None):
-        document["services"] = {name: svc}
-    if "cache_write" in options:
-        document["settings"] = {"cache_write": options["cache_write"]}
-        origins["settings.cache_write"] = "cache_write"
-    return Mapped(document, origins, service)
+    if not s3_options:
+        return None
+    store_name = _s3_store_name(in_file, file_caches)
+    store: dict[str, Any] = {}
+    if store_name not in file_caches:
+        if "s3_bucket" not in options:
+            raise ConfigError(f"plugin option {s3_options[0]}: needs s3_bucket (or an S3 cache store in {CONFIG_NAME})")
+        store["type"] = "s3"
+    for option, key in (("s3_bucket", "bucket"), ("s3_key", "key"), ("cache_from", "cache_from")):
+        if option in options:
+            store[key] = _strings(options[option]) if option == "cache_from" else options[option]
+            origins[f"caches.{store_name}.{key}"] = option
+    return store_name, {store_name: store}
 
 
 def _table(document: Mapping[str, Any], key: str) -> Mapping[str, Any]:
