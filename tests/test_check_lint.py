@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from python_on_whales import DockerClient
 
-from dockercache.adapters.docker import CheckFinding, Docker, parse_check_result
+from dockercache.adapters.buildcheck import CheckFinding, parse_check_result
+from dockercache.adapters.docker import Docker
 from dockercache.commands import Environment, cmd_check
 from dockercache.errors import EnvironmentProblem
 from dockercache.output.report import Console

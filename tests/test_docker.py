@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from dockercache.adapters.docker import ProcessFailed, parse_platforms, stop_process_group, stream_process
+from dockercache.adapters.docker import parse_platforms
+from dockercache.adapters.process import ProcessFailed, stop_process_group, stream_process
 
 
 def alive(pid: int) -> bool:

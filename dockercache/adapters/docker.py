@@ -2,118 +2,30 @@
 
 Everything here turns Docker's failures into dockercache's exceptions, naming what failed. python-on-whales is
 imported only by the calls that use its models (listing and removing builders, reading Compose files): the
-others run the docker CLI directly, so a build does not pay for importing it (about 0.1-0.3 s) on its way to
-the bake.
+others run the docker CLI directly (through :mod:`.process`), so a build does not pay for importing it (about
+0.1-0.3 s) on its way to the bake.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import queue
 import re
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BuildFailed, ConfigError, EnvironmentProblem, HelperBuildFailed
 from ..model import BuilderPlan
+from .buildcheck import CheckFinding, parse_check_result
+from .process import DockerFailed, ProcessFailed, ProcessStream, run
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
-
-
-class ProcessFailed(Exception):
-    def __init__(self, return_code: int, stderr: str) -> None:
-        super().__init__(f"exit code {return_code}")
-        self.return_code = return_code
-        self.stderr = stderr
-
-
-#: How long buildx gets to cancel its build after SIGINT before it is killed.
-STOP_GRACE_SECONDS = 10.0
-
-
-def stop_process_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGINT to the child's process group (buildx cancels the solve, as on Ctrl-C), SIGKILL after ``grace``;
-    then SIGKILL to what is left of the group (a grandchild the child left behind)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGINT)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(5.0)
-
-
-class ProcessStream:
-    """The lines a process writes to stdout and stderr, as they come; ProcessFailed on a non-zero exit.
-
-    As python-on-whales' ``stream_stdout_and_stderr``, with the child in a session of its own (a terminal's
-    Ctrl-C reaches only dockercache, which decides), started at once, and stopped when the stream is closed before
-    the end (:meth:`close`, in the reading thread) or by :meth:`stop` (from any thread: a watchdog).
-    """
-
-    def __init__(self, command: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(
-            list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
-        )
-        self._lines: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        for pipe, name in ((self.process.stdout, "stdout"), (self.process.stderr, "stderr")):
-            assert pipe is not None
-            threading.Thread(target=self._read, args=(pipe, name), daemon=True).start()
-        self._stream: Generator[str, None, None] = self._run()
-
-    def _read(self, pipe: IO[bytes], name: str) -> None:
-        try:
-            with pipe:
-                for line in iter(pipe.readline, b""):
-                    self._lines.put((name, line))
-        finally:
-            self._lines.put(None)
-
-    def _run(self) -> Generator[str, None, None]:
-        stderr: list[bytes] = []
-        try:
-            for _ in range(2):
-                for name, line in iter(self._lines.get, None):
-                    if name == "stderr":
-                        stderr.append(line)
-                    yield line.decode(errors="replace")
-            return_code = self.process.wait()
-        finally:
-            if self.process.poll() is None:
-                stop_process_group(self.process)
-        if return_code != 0:
-            raise ProcessFailed(return_code, b"".join(stderr).decode(errors="replace"))
-
-    def __iter__(self) -> ProcessStream:
-        return self
-
-    def __next__(self) -> str:
-        return next(self._stream)
-
-    def close(self) -> None:
-        self._stream.close()
-        self.stop()  # a stream never read from has not run the clean-up above
-
-    def stop(self) -> None:
-        """Stop the process (SIGINT to its group, SIGKILL after a grace period): the reader sees it end."""
-        if self.process.poll() is None:
-            stop_process_group(self.process)
-
-
-def stream_process(command: Sequence[str], env: Mapping[str, str] | None = None) -> ProcessStream:
-    return ProcessStream(command, env)
 
 
 class BakeStream:
@@ -146,52 +58,6 @@ class BakeStream:
         self._stream.stop()
 
 
-@dataclass(frozen=True)
-class CheckFinding:
-    """One finding of BuildKit's Dockerfile checks (``docker buildx build --call=check``)."""
-
-    rule: str
-    """The check's rule (``JSONArgsRecommended``), or ``error`` when the Dockerfile could not be checked."""
-    message: str
-    file: str
-    line: int | None
-    url: str = ""
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.rule}: {self.message}{f' ({self.url})' if self.url else ''}"
-
-
-def parse_check_result(text: str, dockerfile: str) -> tuple[CheckFinding, ...]:
-    """Findings from ``--call=check,format=json`` output: BuildKit's lint result, ``{"warnings": [{"ruleName",
-    "description", "url", "detail", "location": {"sourceIndex", "ranges": [{"start": {"line"}}]}}], "sources":
-    [{"filename"}], "buildError": {"message", "location"}}``. ValueError when it is no such document."""
-    document = json.loads(text)
-    if not isinstance(document, dict) or not isinstance(document.get("warnings", []), (list, type(None))):
-        raise ValueError("not a check result")
-    sources = [s.get("filename") or s.get("fileName") or dockerfile for s in document.get("sources") or []]
-
-    def place(location: Any) -> tuple[str, int | None]:
-        if not isinstance(location, dict):
-            return dockerfile, None
-        index = location.get("sourceIndex", 0)
-        file = sources[index] if isinstance(index, int) and 0 <= index < len(sources) else dockerfile
-        ranges = location.get("ranges") or [{}]
-        line = (ranges[0].get("start") or {}).get("line") if isinstance(ranges[0], dict) else None
-        return file, line if isinstance(line, int) and line > 0 else None
-
-    findings = []
-    for warning in document.get("warnings") or []:
-        file, line = place(warning.get("location"))
-        message = warning.get("detail") or warning.get("description") or ""
-        findings.append(CheckFinding(str(warning.get("ruleName", "?")), message, file, line, warning.get("url", "")))
-    error = document.get("buildError")
-    if isinstance(error, dict):
-        file, line = place(error.get("location"))
-        findings.append(CheckFinding("error", str(error.get("message", "")), file, line))
-    return tuple(findings)
-
-
 #: Names the docker CLI reads from its own environment: a build argument of that name cannot travel there.
 _CLI_ENVIRONMENT = re.compile(r"PATH|HOME|TMPDIR|(DOCKER|BUILDX|BUILDKIT|XDG)_.*")
 
@@ -204,24 +70,6 @@ def parse_platforms(inspect: str) -> tuple[str, ...]:
         if sep and key.strip() == "Platforms":
             found.update(dict.fromkeys(p.strip().rstrip("*") for p in value.split(",") if p.strip()))
     return tuple(found)
-
-
-class DockerFailed(Exception):
-    """A docker command that exited non-zero (as python-on-whales' DockerException: its output kept)."""
-
-    def __init__(self, return_code: int, stdout: str, stderr: str) -> None:
-        super().__init__(f"exit code {return_code}")
-        self.return_code, self.stdout, self.stderr = return_code, stdout, stderr
-
-
-def run(argv: Sequence[str], input: bytes | None = None) -> tuple[str, str]:
-    """(stdout without its last newline, stderr) of a docker command; DockerFailed on a non-zero exit,
-    FileNotFoundError when there is no docker at all."""
-    out = subprocess.run(list(argv), input=input, capture_output=True, check=False)
-    stdout, stderr = out.stdout.decode(errors="replace"), out.stderr.decode(errors="replace")
-    if out.returncode != 0:
-        raise DockerFailed(out.returncode, stdout, stderr)
-    return stdout.removesuffix("\n"), stderr
 
 
 def _reason(exc: Any) -> str:
@@ -315,7 +163,7 @@ class Docker:
 
         Raises BuildFailed at the end when bake exits non-zero, EnvironmentProblem when buildx is missing.
         buildx runs in a process group of its own: closing the stream early (an interrupt, an error in the
-        caller) stops it (see :func:`stop_process_group`), so it never goes on to push or load unobserved; so
+        caller) stops it (see :func:`.process.stop_process_group`), so it never goes on to push or load unobserved; so
         does the stream's ``stop`` from another thread (a transfer that stalled).
         """
         command = [*self.docker_cmd, *argv]
