@@ -1,4 +1,4 @@
-"""dockercache.adapters.docker's process handling, with real child processes (no Docker needed)."""
+"""dockercache.adapters.process and docker: running docker, with real child processes (no Docker needed)."""
 
 from __future__ import annotations
 
