@@ -25,7 +25,9 @@ from .config.load import find_config, load_config
 from .config.model import Config, S3Cache
 from .errors import ConfigError, DockercacheError, EnvironmentProblem
 from .model import BuildOptions, Plan
-from .output.report import Console, RunResult, render_table
+from .output.console import Console
+from .output.report import render_table
+from .output.results import RunResult
 from .planning.plan import PlanInputs, image_options, make_plan, run_keys
 from .planning.resolve import ResolvedService, resolve_services
 from .secrets import Redactor, secret_values
@@ -409,7 +411,7 @@ def report(console: Console, result: RunResult, as_json: bool) -> None:
 def cmd_builder_create(environment: Environment, config: str | None) -> int:
     cfg, ci = load(environment, config)
     plan = plan_for(environment, cfg, ci, BuildOptions(services=(next(iter(cfg.services)),)))
-    from .run.runner import ensure_builder
+    from .run.builder import ensure_builder
 
     docker = environment.get_docker()
     docker.ping()
@@ -674,7 +676,7 @@ def cmd_list(environment: Environment, config: str | None, store: str | None, as
     it (one index read each)."""
     from datetime import datetime, timezone
 
-    from .output.report import human_age, human_bytes
+    from .output.words import human_age, human_bytes
     from .stores.s3.snapshots import parse_snapshot
 
     snapshots, *_ = _snapshots(environment, config, store)
