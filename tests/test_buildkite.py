@@ -167,7 +167,7 @@ def plan_keys(
     from dockercache.config.load import parse_config
     from dockercache.config.model import CONFIG_NAME
     from dockercache.model import BuildOptions
-    from dockercache.output.report import Console
+    from dockercache.output.console import Console
 
     variables = {"BUILDKITE_COMMIT": "0123456789abcdef0123456789abcdef01234567", "BUILDKITE_BRANCH": "main"}
     env = {**variables, **(env or {})}

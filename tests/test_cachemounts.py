@@ -19,8 +19,9 @@ from dockercache.config.load import load_config
 from dockercache.config.model import LocalCache, RegistryCache, S3Cache, Settings
 from dockercache.errors import ConfigError, EnvironmentProblem, HelperBuildFailed
 from dockercache.model import BuildOptions, CacheMount, MountsPlan, Place
-from dockercache.output.progress import StepCount
-from dockercache.output.report import Console, ServiceResult, StageResult
+from dockercache.output.console import Console
+from dockercache.output.results import ServiceResult, StageResult
+from dockercache.output.tally import StepCount
 from dockercache.planning.mounts import find_cache_mounts, scan_cache_mounts
 from dockercache.planning.plan import make_plan
 from dockercache.run.mounts import (

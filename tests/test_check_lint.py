@@ -18,7 +18,7 @@ from dockercache.adapters.buildcheck import CheckFinding, parse_check_result
 from dockercache.adapters.docker import Docker
 from dockercache.commands import Environment, cmd_check
 from dockercache.errors import EnvironmentProblem
-from dockercache.output.report import Console
+from dockercache.output.console import Console
 
 #: ``docker buildx build --call=check,format=json`` as buildx 0.15+ prints it (BuildKit's lint result: the
 #: Dockerfile's bytes as base64 under sources[].data, lines 1-based).

@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from dockercache.commands import Environment, cmd_check
-from dockercache.output.report import Console
+from dockercache.output.console import Console
 
 
 @pytest.fixture(scope="module")

@@ -546,7 +546,7 @@ def test_a_github_pull_request_plans_as_an_untrusted_writer_and_settings_default
 
     from dockercache import commands
     from dockercache.model import BuildOptions, Plan
-    from dockercache.output.report import Console
+    from dockercache.output.console import Console
 
     project = tmp_path / "shop"
     project.mkdir()

@@ -205,7 +205,7 @@ def maintenance(path: Path, env: dict[str, str], command: str, **options: Any) -
 
     from dockercache import commands
     from dockercache.errors import ConfigError, StoreError
-    from dockercache.output.report import Console
+    from dockercache.output.console import Console
 
     environment = commands.Environment(env=env, cwd=path, console=Console(io.StringIO(), io.StringIO()))
     try:
@@ -301,7 +301,7 @@ def test_an_error_in_a_collapsed_group_opens_it_in_buildkite(tmp_path: Path) -> 
     from dockercache import commands
     from dockercache.errors import DockercacheError
     from dockercache.model import BuildOptions
-    from dockercache.output.report import Console
+    from dockercache.output.console import Console
 
     class Daemon:
         def ping(self) -> None:

@@ -21,7 +21,7 @@ from dockercache.config.ecr_hosts import EcrRegistry, is_ecr_host, token_registr
 from dockercache.config.load import parse_config
 from dockercache.config.model import LocalCache, RegistryLogin
 from dockercache.errors import ConfigError, EnvironmentProblem
-from dockercache.output.report import Console
+from dockercache.output.console import Console
 from dockercache.run.runner import Runner
 from dockercache.secrets import MASK, Redactor
 

@@ -17,7 +17,7 @@ import pytest
 from dockercache.config.model import BuilderConfig, S3Cache, Settings
 from dockercache.errors import StoreError
 from dockercache.model import BuildOptions
-from dockercache.output.report import StageResult
+from dockercache.output.results import StageResult
 from dockercache.planning.plan import PlanInputs, make_plan
 from dockercache.planning.resolve import ResolvedService
 from dockercache.stores.s3.endpoint import PRESIGN_SECONDS, Endpoint, Repository, repository_name

@@ -13,9 +13,9 @@ from pathlib import Path
 from dockercache.adapters.ci import CIContext
 from dockercache.commands import progress_mode
 from dockercache.config.model import LocalCache
+from dockercache.output.console import Console
 from dockercache.output.live import CLEAR_LINE, LiveDisplay, owner
 from dockercache.output.progress import BuildEvents
-from dockercache.output.report import Console
 from dockercache.secrets import Redactor
 
 from .test_runner import World, plan_for, world  # noqa: F401  (the runner's fakes)

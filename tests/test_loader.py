@@ -12,7 +12,7 @@ from dockercache.commands import Environment, cmd_check
 from dockercache.config.load import find_config, load_config, parse_config
 from dockercache.config.model import CONFIG_NAME, LocalCache, RegistryCache, S3Cache
 from dockercache.errors import ConfigError
-from dockercache.output.report import Console
+from dockercache.output.console import Console
 
 from .conftest import BAD, ROOT, expectation
 

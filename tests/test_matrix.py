@@ -18,7 +18,7 @@ from dockercache.config.load import parse_config
 from dockercache.config.model import CONFIG_NAME, Config, matrix_variants, split_variant, variant_name
 from dockercache.errors import ConfigError
 from dockercache.model import BuildOptions, Plan
-from dockercache.output.report import Console
+from dockercache.output.console import Console
 from dockercache.planning.resolve import resolve_services
 from dockercache.stores.s3.layout import SnapshotName
 from dockercache.stores.s3.store import S3Step

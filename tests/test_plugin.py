@@ -17,7 +17,7 @@ import yaml
 from dockercache import commands, plugin
 from dockercache.config.load import parse_config
 from dockercache.errors import ConfigError
-from dockercache.output.report import Console
+from dockercache.output.console import Console
 
 from .conftest import ROOT
 

@@ -1,11 +1,13 @@
-"""dockercache.output.progress: the rawjson stream, and its attribution to bake targets."""
+"""dockercache.output.rawjson, .progress and .tally: the rawjson stream, and its attribution to bake targets."""
 
 from __future__ import annotations
 
 import base64
 import json
 
-from dockercache.output.progress import BuildEvents, Failure, RawJsonDecoder, Step, Tally, TargetInfo
+from dockercache.output.progress import BuildEvents
+from dockercache.output.rawjson import RawJsonDecoder
+from dockercache.output.tally import Failure, Step, Tally, TargetInfo
 from dockercache.secrets import Redactor
 
 from .conftest import FIXTURES

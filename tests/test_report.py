@@ -15,17 +15,11 @@ import pytest
 from dockercache.commands import report
 from dockercache.config.model import BuilderConfig, LocalCache, Settings
 from dockercache.model import BuilderPlan, BuildOptions
-from dockercache.output.progress import StepCount, Vertex
-from dockercache.output.report import (
-    ERROR_WIDTH,
-    STEP_WIDTH,
-    Console,
-    RunResult,
-    ServiceResult,
-    StageResult,
-    render_markdown,
-    render_table,
-)
+from dockercache.output.console import STEP_WIDTH, Console
+from dockercache.output.progress import Vertex
+from dockercache.output.report import ERROR_WIDTH, render_markdown, render_table
+from dockercache.output.results import RunResult, ServiceResult, StageResult
+from dockercache.output.tally import StepCount
 from dockercache.planning.plan import PlanInputs, make_plan
 from dockercache.planning.resolve import ResolvedService
 from dockercache.run.runner import Runner
@@ -221,7 +215,7 @@ def test_under_the_document_guard_stdout_carries_the_document_alone() -> None:
 
     script = (
         "import subprocess, sys\n"
-        "from dockercache.output.report import Console\n"
+        "from dockercache.output.console import Console\n"
         "console = Console()\n"
         "with console.stdout_for_document():\n"
         "    subprocess.run(['sh', '-c', 'echo Login Succeeded'], check=True)\n"
@@ -293,7 +287,7 @@ def test_log_groups_use_buildkites_headers_and_open_a_failed_group_once() -> Non
 
 
 def test_sizes_and_ages_in_human_units() -> None:
-    from dockercache.output.report import human_age, human_bytes
+    from dockercache.output.words import human_age, human_bytes
 
     sizes = [0, 999, 11_000, 11_264, 999_999, 3_200_000, 123_456_789, 1_500_000_000]
     assert [human_bytes(n) for n in sizes] == [

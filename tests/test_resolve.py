@@ -15,7 +15,7 @@ from dockercache.config.load import parse_config
 from dockercache.config.model import CACHE_DIR_ENV, CONFIG_NAME, Config, LocalCache, local_store_path
 from dockercache.errors import ConfigError
 from dockercache.model import BuildOptions
-from dockercache.output.report import Console
+from dockercache.output.console import Console
 from dockercache.planning.resolve import compose_files, resolve_service
 from dockercache.stores.local import LocalSwap
 

@@ -27,7 +27,7 @@ import pytest
 from dockercache.config.model import BuilderConfig, LocalCache, RegistryCache, RegistryLogin, S3Cache, Settings
 from dockercache.errors import BuildFailed, CacheError, EnvironmentProblem, Interrupted, StoreError
 from dockercache.model import BuilderPlan, BuildOptions, Plan
-from dockercache.output.report import Console
+from dockercache.output.console import Console
 from dockercache.planning.plan import PlanInputs, make_plan
 from dockercache.planning.resolve import ResolvedService
 from dockercache.run.runner import Runner

@@ -12,7 +12,8 @@ import pytest
 
 from dockercache.config.model import BuilderConfig, RegistryCache, Settings
 from dockercache.model import BuildOptions, Plan
-from dockercache.output.report import Console, render_table
+from dockercache.output.console import Console
+from dockercache.output.report import render_table
 from dockercache.planning.plan import PlanInputs, make_plan
 from dockercache.planning.resolve import ResolvedService
 from dockercache.run.runner import Runner

@@ -16,7 +16,8 @@ import pytest
 
 from dockercache.config.model import LocalCache, RegistryCache, S3Cache
 from dockercache.model import TargetCaches
-from dockercache.output.report import Console, StageResult
+from dockercache.output.console import Console
+from dockercache.output.results import StageResult
 from dockercache.stores import KINDS, CacheEntry, CacheRequest, Keys, RunContext, kind_for, local
 from dockercache.stores.s3.layout import S3Layout, SnapshotName
 

@@ -10,7 +10,9 @@ from ..adapters.ecr import credentials
 from ..config.model import Config
 from ..errors import ConfigError, DockercacheError
 from ..model import BuildOptions
-from ..output.report import Console, RunResult, render_table
+from ..output.console import Console
+from ..output.report import render_table
+from ..output.results import RunResult
 from ..timeline import Timeline
 
 if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check never need them
@@ -115,7 +117,7 @@ def report(console: Console, result: RunResult, as_json: bool) -> None:
 def cmd_builder_create(environment: Environment, config: str | None) -> int:
     cfg, ci = load(environment, config)
     plan = plan_for(environment, cfg, ci, BuildOptions(services=(next(iter(cfg.services)),)))
-    from ..run.runner import ensure_builder  # start-up: as above
+    from ..run.builder import ensure_builder  # start-up: as above
 
     docker = environment.get_docker()
     docker.ping()

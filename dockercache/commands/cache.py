@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..stores.s3.snapshots import Snapshots
 
 
-from ..output.report import human_age, human_bytes
+from ..output.words import human_age, human_bytes
 from ..stores.s3.snapshots import parse_snapshot
 from .environment import Environment, load
 

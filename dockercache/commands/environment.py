@@ -21,7 +21,7 @@ from ..config.load import find_config, load_config
 from ..config.model import Config
 from ..errors import ConfigError
 from ..model import BuildOptions, Plan
-from ..output.report import Console
+from ..output.console import Console
 from ..planning.plan import PlanInputs, image_options, make_plan
 from ..planning.resolve import resolve_services
 from ..secrets import Redactor, secret_values

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from ..secrets import shorten
-from .progress import BuildEvents, Failure, Tally, TargetInfo, Vertex
+from .progress import BuildEvents, Vertex
+from .tally import Failure, Tally, TargetInfo
 
 UP_AND_CLEAR = "\x1b[{n}F"
 CLEAR_LINE = "\x1b[2K"
@@ -64,7 +65,7 @@ _EXPORTS = ("exporting to ", "exporting cache", "pushing ", "writing image", "na
 class LiveDisplay:
     """Folds the run's vertexes into one line per target and redraws them in place.
 
-    A line's steps are counted as the report counts them (:class:`~dockercache.output.progress.Tally`, with the runs
+    A line's steps are counted as the report counts them (:class:`~dockercache.output.tally.Tally`, with the runs
     before this one): the steps of the target's own row and of the rows of the stages it builds that run no
     target of their own, so the lines add up to the report's table. A target is shown finished once an export
     of its finished and nothing of it runs, and in the last frame (:meth:`finish`).

@@ -31,8 +31,9 @@ from ..stores.s3.layout import MOUNTS_STAGE, SnapshotName, repository_name
 
 if TYPE_CHECKING:
     from ..model import Plan
-    from ..output.progress import StepCount
-    from ..output.report import Console, ServiceResult, StageResult
+    from ..output.console import Console
+    from ..output.results import ServiceResult, StageResult
+    from ..output.tally import StepCount
     from ..stores.s3.snapshots import Snapshot
 
 

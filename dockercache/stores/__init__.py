@@ -20,7 +20,7 @@ from .s3 import store as s3
 
 if TYPE_CHECKING:
     from ..model import Target
-    from ..output.report import StageResult
+    from ..output.results import StageResult
     from .s3.endpoint import Endpoint
 
 __all__ = [

@@ -30,7 +30,8 @@ from ..model import TargetCaches
 
 if TYPE_CHECKING:
     from ..model import Target
-    from ..output.report import Console, StageResult
+    from ..output.console import Console
+    from ..output.results import StageResult
     from .s3.snapshots import BlobStore
 
 

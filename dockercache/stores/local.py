@@ -55,7 +55,7 @@ from .content import adds_nothing
 
 if TYPE_CHECKING:
     from ..model import Target
-    from ..output.report import StageResult
+    from ..output.results import StageResult
 
 LEASE = ".dockercache-lease"
 """The file in a version or export directory that runs using it hold a shared lock on."""

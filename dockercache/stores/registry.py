@@ -25,7 +25,7 @@ from .content import adds_nothing, cache_content
 if TYPE_CHECKING:
     from ..adapters.oci import Manifest
     from ..model import Target
-    from ..output.report import StageResult
+    from ..output.results import StageResult
 
 
 def _bool(value: bool) -> str:

@@ -28,7 +28,7 @@ from .layout import MOUNTS_STAGE, SnapshotName, repository_name
 
 if TYPE_CHECKING:
     from ...model import Target
-    from ...output.report import StageResult
+    from ...output.results import StageResult
     from .endpoint import Endpoint, Repository
     from .snapshots import BlobStore, Snapshots
 
