@@ -30,8 +30,9 @@ from .planning.plan import PlanInputs, image_options, make_plan, run_keys
 from .planning.resolve import ResolvedService, resolve_services
 from .secrets import Redactor, secret_values
 from .stores import Keys
+from .stores.s3.keys import save_key, snapshot_key
+from .stores.s3.runtime import open_snapshots
 from .stores.s3.snapshots import Retention
-from .stores.s3.store import open_snapshots, save_key, snapshot_key
 from .timeline import Timeline
 
 if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check never need them
@@ -198,7 +199,7 @@ def check_remote(cfg: Config, env: Mapping[str, str]) -> dict[str, str | None]:
     from .adapters.netcheck import registry_host, unreachable
     from .config.model import LocalCache, RegistryCache, local_store_path
     from .errors import StoreError
-    from .stores.s3.store import open_store
+    from .stores.s3.runtime import open_store
 
     def try_store(name: str) -> str | None:
         store = cfg.caches[name]
@@ -532,7 +533,7 @@ def _key_option(text: str, keys: Keys, option: str) -> str:
 
 def _write_refusal(key: str, action: str, keys: Keys, config: Config, ci: CIContext, s3: S3Cache) -> str | None:
     """Why this run may not ``action`` (promote to, delete) ``key``, or None. The rule a save follows
-    (:func:`dockercache.stores.s3.store.save_key`): a key the default branch writes or reads only from the default
+    (:func:`dockercache.stores.s3.keys.save_key`): a key the default branch writes or reads only from the default
     branch and ``settings.trusted_branches``, never from a pull request, which writes only its own key."""
     pr = ci.pull_request
     if pr:
