@@ -20,10 +20,11 @@ from dockercache.model import BuildOptions
 from dockercache.output.results import StageResult
 from dockercache.planning.plan import PlanInputs, make_plan
 from dockercache.planning.resolve import ResolvedService
-from dockercache.stores.s3.endpoint import PRESIGN_SECONDS, Endpoint, Repository, repository_name
+from dockercache.stores.s3.endpoint import PRESIGN_SECONDS, Endpoint, repository_name
+from dockercache.stores.s3.endpoint_access import Repository
 from dockercache.stores.s3.layout import SnapshotName
+from dockercache.stores.s3.runtime import report_traffic
 from dockercache.stores.s3.snapshots import Snapshot, parse_snapshot
-from dockercache.stores.s3.store import report_traffic
 
 from .conftest import MemoryStore, digest_of, save_snapshot
 

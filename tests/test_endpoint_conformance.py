@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from dockercache.stores.s3.endpoint import Endpoint, Repository, repository_name
+from dockercache.stores.s3.endpoint import Endpoint, repository_name
+from dockercache.stores.s3.endpoint_access import Repository
 from dockercache.stores.s3.layout import SnapshotName
 from dockercache.stores.s3.snapshots import BlobStore, Snapshot, parse_snapshot, snapshot_document
 

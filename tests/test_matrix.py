@@ -20,8 +20,8 @@ from dockercache.errors import ConfigError
 from dockercache.model import BuildOptions, Plan
 from dockercache.output.console import Console
 from dockercache.planning.resolve import resolve_services
+from dockercache.stores.s3.keys import S3Step
 from dockercache.stores.s3.layout import SnapshotName
-from dockercache.stores.s3.store import S3Step
 
 VARS = {
     "BUILDKITE_COMMIT": "0123456789abcdef0123456789abcdef01234567",

@@ -642,7 +642,7 @@ def test_a_builder_for_several_platforms() -> None:
 
 
 def test_the_buildkitd_config_is_valid_toml_naming_every_endpoint_address() -> None:
-    from dockercache.stores.s3.store import CONTAINER_PORTS
+    from dockercache.stores.s3.keys import CONTAINER_PORTS
 
     plan = make_plan(s3_inputs("main", builder=BuilderConfig(name="ci", driver="docker-container")), BuildOptions())
     assert plan.builder.buildkitd_config is not None

@@ -845,12 +845,12 @@ def test_a_stale_incoming_directory_never_reaches_the_cache(world: World, tmp_pa
 def test_a_full_disk_at_the_swap_is_a_warning(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from dockercache.stores import local
+    from dockercache.stores.local import versions
 
     def full(src: str, dst: str) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", dst)
 
-    monkeypatch.setattr(local.os, "rename", full)
+    monkeypatch.setattr(versions.os, "rename", full)
     result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
     assert result.exit_code == 0, result.error
     assert "local cache not updated:" in world.err.getvalue() and "No space left on device" in world.err.getvalue()  # type: ignore[attr-defined]

@@ -282,7 +282,7 @@ def test_retention_protects_exactly_the_keys_a_save_refuses_an_untrusted_branch(
     """One rule: prune protects what an untrusted branch's save may not write (stores.s3.save_key)."""
     from dockercache.config.model import S3Cache
     from dockercache.stores import Keys
-    from dockercache.stores.s3.store import save_key
+    from dockercache.stores.s3.keys import save_key
 
     keys = Keys("app", "0123456789ab", "feature-x", "main", writes_shared=False)
     cache_from = ("{pipeline}/latest",)
@@ -298,7 +298,7 @@ def test_a_key_the_agent_expanded_with_this_builds_commit_is_a_per_commit_key() 
     default branch reads this commit's key when it builds it); another commit's key stays refused."""
     from dockercache.config.model import S3Cache
     from dockercache.stores import Keys
-    from dockercache.stores.s3.store import save_key
+    from dockercache.stores.s3.keys import save_key
 
     full = "0123456789ab" + "c" * 28
     keys = Keys("app", full[:12], "feature-x", "main", writes_shared=False)

@@ -19,6 +19,7 @@ from dockercache.model import TargetCaches
 from dockercache.output.console import Console
 from dockercache.output.results import StageResult
 from dockercache.stores import KINDS, CacheEntry, CacheRequest, Keys, RunContext, kind_for, local
+from dockercache.stores.local import retention
 from dockercache.stores.s3.layout import S3Layout, SnapshotName
 
 KEYS = Keys(pipeline="shop", commit="abc123", branch="feature-x", default_branch="main", writes_shared=False)
@@ -159,7 +160,7 @@ def siblings(final: Path) -> list[str]:
 @pytest.fixture
 def no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replaced versions go as soon as nobody holds them (the grace period is its own test)."""
-    monkeypatch.setattr(local, "GRACE", 0.0)
+    monkeypatch.setattr(retention, "GRACE", 0.0)
 
 
 @pytest.mark.usefixtures("no_grace")
@@ -320,7 +321,7 @@ def test_a_reader_never_sees_a_half_swapped_store(tmp_path: Path, monkeypatch: p
     for thread in threads:
         thread.join()
     assert not problems, problems[:5]
-    monkeypatch.setattr(local, "GRACE", 0.0)
+    monkeypatch.setattr(retention, "GRACE", 0.0)
     local.clean(str(final))
     assert is_complete(final) and siblings(final) == sorted(["final", os.readlink(final)])
 

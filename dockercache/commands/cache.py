@@ -12,8 +12,9 @@ from ..config.model import Config, S3Cache
 from ..errors import ConfigError
 from ..planning.plan import run_keys
 from ..stores import Keys
+from ..stores.s3.keys import save_key, snapshot_key
+from ..stores.s3.runtime import open_snapshots
 from ..stores.s3.snapshots import Retention
-from ..stores.s3.store import open_snapshots, save_key, snapshot_key
 
 if TYPE_CHECKING:
     from ..stores.s3.snapshots import Snapshots
@@ -105,7 +106,7 @@ def _key_option(text: str, keys: Keys, option: str) -> str:
 
 def _write_refusal(key: str, action: str, keys: Keys, config: Config, ci: CIContext, s3: S3Cache) -> str | None:
     """Why this run may not ``action`` (promote to, delete) ``key``, or None. The rule a save follows
-    (:func:`dockercache.stores.s3.store.save_key`): a key the default branch writes or reads only from the default
+    (:func:`dockercache.stores.s3.keys.save_key`): a key the default branch writes or reads only from the default
     branch and ``settings.trusted_branches``, never from a pull request, which writes only its own key."""
     pr = ci.pull_request
     if pr:

@@ -19,7 +19,7 @@ from ..adapters.netcheck import registry_host, unreachable
 from ..config.model import LocalCache, RegistryCache, local_store_path
 from ..errors import StoreError
 from ..init import discover, render, write
-from ..stores.s3.store import open_store
+from ..stores.s3.runtime import open_store
 from .environment import Environment, load
 
 

@@ -171,7 +171,7 @@ def _s3_places(
 ) -> tuple[tuple[Place, ...], Place | None, str | None]:
     """An S3 store's mounts follow its caches: read under its restore keys in order, saved under the key its
     caches are saved under (or not, and why)."""
-    from ..stores.s3.store import restore_keys, save_key, snapshot_key
+    from ..stores.s3.keys import restore_keys, save_key, snapshot_key
 
     def branch(key: str) -> str:
         named = (b for b in keys.read_branches if key == snapshot_key(store.key, keys, b))

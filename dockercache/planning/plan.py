@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 def endpoint_builder(builder: BuilderPlan, stores: Sequence[CacheStore]) -> BuilderPlan:
     """A docker-container builder that must reach the S3 store's endpoint on the agent's loopback: host
     networking, and buildkitd.toml naming the endpoint's addresses as plain-HTTP registries."""
-    from ..stores.s3.store import CONTAINER_PORTS
+    from ..stores.s3.keys import CONTAINER_PORTS
 
     lazy = [s for s in stores if isinstance(s, S3Cache) and not s.native]
     if builder.driver != "docker-container" or not lazy:

@@ -17,6 +17,7 @@ from . import local, registry
 from .base import BlobStoreFactory, CacheRequest, Keys, RunContext, StoreKind, StoreRuntime, may_write_shared
 from .s3 import native as s3_native
 from .s3 import store as s3
+from .s3.runtime import S3Runtime
 
 if TYPE_CHECKING:
     from ..model import Target
@@ -115,7 +116,7 @@ class Stores:
     def endpoint(self, store_name: str) -> Endpoint | None:
         """The registry endpoint serving S3 store ``store_name`` in this run (between before and after), if any."""
         runtime = self._runtimes.get(s3.KIND.name)
-        return runtime.endpoint(store_name) if isinstance(runtime, s3.S3Runtime) else None
+        return runtime.endpoint(store_name) if isinstance(runtime, S3Runtime) else None
 
     def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
         values: dict[str, str] = {}

@@ -21,7 +21,8 @@ import pytest
 
 from dockercache.config.model import S3Cache
 from dockercache.stores.s3.client import S3Store
-from dockercache.stores.s3.endpoint import Endpoint, Repository, repository_name
+from dockercache.stores.s3.endpoint import Endpoint, repository_name
+from dockercache.stores.s3.endpoint_access import Repository
 from dockercache.stores.s3.snapshots import Snapshots
 
 from ..hardening.faults import FaultyS3

@@ -11,8 +11,8 @@ from ...config.model import CacheStore, S3Cache
 from ...model import TargetCaches
 from ...model.entry import CacheEntry
 from ..base import CacheRequest, NoRuntime, RunContext, StoreRuntime
+from .keys import restore_keys, save_key
 from .layout import S3Layout, SnapshotName
-from .store import restore_keys, save_key
 
 
 class S3NativeKind:
