@@ -20,14 +20,16 @@ from typing import TYPE_CHECKING
 
 from .adapters.ci import CIContext, branch_slug, slugify
 from .adapters.ecr import credentials
+from .config.caches import S3Cache
 from .config.ecr_hosts import login_user, token_registry
 from .config.load import find_config, load_config
-from .config.model import Config, S3Cache
+from .config.model import Config
 from .errors import ConfigError, DockercacheError, EnvironmentProblem
 from .model import BuildOptions, Plan
 from .output.report import Console, RunResult, render_table
-from .planning.plan import PlanInputs, image_options, make_plan, run_keys
+from .planning.plan import PlanInputs, make_plan, run_keys
 from .planning.resolve import ResolvedService, resolve_services
+from .planning.targets import image_options
 from .secrets import Redactor, secret_values
 from .stores import Keys
 from .stores.s3.snapshots import Retention
@@ -196,7 +198,7 @@ def check_remote(cfg: Config, env: Mapping[str, str]) -> dict[str, str | None]:
     from concurrent.futures import ThreadPoolExecutor
 
     from .adapters.netcheck import registry_host, unreachable
-    from .config.model import LocalCache, RegistryCache, local_store_path
+    from .config.caches import LocalCache, RegistryCache, local_store_path
     from .errors import StoreError
     from .stores.s3.store import open_store
 

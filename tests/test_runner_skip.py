@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config.model import BuilderConfig, RegistryCache, Settings
+from dockercache.config.caches import RegistryCache
+from dockercache.config.model import BuilderConfig, Settings
 from dockercache.model import BuildOptions, Plan
 from dockercache.output.report import Console, render_table
 from dockercache.planning.plan import PlanInputs, make_plan

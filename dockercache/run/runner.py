@@ -23,11 +23,12 @@ from ..adapters.dockerconfig import run_config
 from ..config.model import RegistryLogin
 from ..errors import BuildFailed, CacheError, EnvironmentProblem
 from ..model import BuilderPlan, Plan, ServicePlan, Target
-from ..model.skip import SkipSetting
+from ..model.skip import SkipSetting, Unavailable
 from ..output.live import Ticker
 from ..output.progress import BuildEvents, RawJsonDecoder, Tally, TargetInfo, first_line
 from ..output.report import Console, GroupKind, RunResult, ServiceResult, SkipReport, StageResult, render_markdown
-from ..planning.skip import KeyInputs, Unavailable, context_digest, key_tag, sha256_bytes
+from ..planning.context import context_digest
+from ..planning.skip import KeyInputs, key_tag, sha256_bytes
 from ..stores import BlobStoreFactory, RunContext, Stores
 from ..timeline import Timeline
 from .mounts import CacheMounts

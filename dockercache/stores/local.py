@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config.model import CacheStore, LocalCache
+from ..config.caches import CacheStore, LocalCache
 from ..model import StoreStep, TargetCaches
 from ..model.entry import CacheEntry
 from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime

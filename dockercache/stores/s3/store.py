@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ...config.model import CacheStore, S3Cache
+from ...config.caches import CacheStore, S3Cache
 from ...errors import CacheError, StoreError
 from ...model import StoreStep, TargetCaches
 from ...model.entry import CacheEntry
