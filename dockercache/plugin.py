@@ -21,8 +21,10 @@ from typing import Any, Literal
 
 from . import commands
 from .adapters.ci import CIContext
+from .config.fields import suggest, type_name
 from .config.load import MAX_DEPTH, check_depth, find_config, parse_config, read_document
-from .config.model import CONFIG_NAME, ENV_CONFIG, Config, split_variant, suggest, type_name
+from .config.model import CONFIG_NAME, ENV_CONFIG, Config
+from .config.services import split_variant
 from .errors import ConfigError
 from .model import BuildOptions
 

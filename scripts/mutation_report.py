@@ -47,9 +47,11 @@ _EMPTY = "None and '' are both an empty path: `dotted` and `or` treat them alike
 #: a name goes stale when its function changes, and the survivor then shows as UNEXPLAINED until checked).
 EQUIVALENT: dict[str, str] = {
     # config.py
-    "dockercache.config.model.x_suggest__mutmut_8": "only the best match is shown; `n` limits how many difflib returns",
-    "dockercache.config.model.x_suggest__mutmut_9": "0.6 is difflib's default cutoff",
-    "dockercache.config.model.x_suggest__mutmut_11": "only the best match is shown; `n` limits difflib's answers",
+    "dockercache.config.fields.x_suggest__mutmut_8": (
+        "only the best match is shown; `n` limits how many difflib returns"
+    ),
+    "dockercache.config.fields.x_suggest__mutmut_9": "0.6 is difflib's default cutoff",
+    "dockercache.config.fields.x_suggest__mutmut_11": "only the best match is shown; `n` limits difflib's answers",
     # loader.py
     "dockercache.config.load.x_load_config__mutmut_5": (
         "the default encoding is UTF-8 on every machine this runs on (UTF-8 locale or Python's UTF-8 mode)"
@@ -67,12 +69,12 @@ EQUIVALENT: dict[str, str] = {
     "dockercache.config.load.x__convert__mutmut_121": (
         "unreachable: raised only for an annotation config.py does not use (a bug in the definitions)"
     ),
-    "dockercache.config.load.x__convert_table__mutmut_3": "unreachable: a TOML document is always a table",
-    "dockercache.config.load.x__convert_table__mutmut_4": "unreachable: a TOML document is always a table",
-    "dockercache.config.load.x__check_limits__mutmut_25": _FORM,
-    "dockercache.config.load.x__check_limits__mutmut_27": _FORM,
-    "dockercache.config.load.x__check_limits__mutmut_30": _FORM,
-    "dockercache.config.load.x__check_limits__mutmut_31": _FORM,
+    "dockercache.config.convert.x__convert_table__mutmut_3": "unreachable: a TOML document is always a table",
+    "dockercache.config.convert.x__convert_table__mutmut_4": "unreachable: a TOML document is always a table",
+    "dockercache.config.convert.x__check_limits__mutmut_25": _FORM,
+    "dockercache.config.convert.x__check_limits__mutmut_27": _FORM,
+    "dockercache.config.convert.x__check_limits__mutmut_30": _FORM,
+    "dockercache.config.convert.x__check_limits__mutmut_31": _FORM,
     "dockercache.config.load.x__check_references__mutmut_106": "any maxsplit gives the same last path segment",
     "dockercache.config.load.x__check_references__mutmut_109": "any maxsplit gives the same last path segment",
     "dockercache.config.load.x__check_references__mutmut_107": (

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from dockercache.commands import render_plan
+from dockercache.config.caches import LocalCache, RegistryCache, S3Cache
 from dockercache.config.load import load_config
-from dockercache.config.model import LocalCache, RegistryCache, S3Cache, Settings
+from dockercache.config.model import Settings
 from dockercache.errors import ConfigError, EnvironmentProblem, HelperBuildFailed
 from dockercache.model import BuildOptions, CacheMount, MountsPlan, Place
 from dockercache.output.console import Console

@@ -1,4 +1,4 @@
-"""dockercache.config.model: the model's helpers (store choice, dotted keys, type names, suggestions)."""
+"""dockercache.config.model and .fields: the model's helpers (store choice, dotted keys, type names, suggestions)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config.model import (
-    Config,
-    LocalCache,
-    RegistryCache,
-    ServiceConfig,
-    default_cache_name,
-    dotted,
-    suggest,
-    type_name,
-)
+from dockercache.config.caches import LocalCache, RegistryCache
+from dockercache.config.fields import dotted, suggest, type_name
+from dockercache.config.model import Config, default_cache_name
+from dockercache.config.services import ServiceConfig
 from dockercache.errors import ConfigError
 
 LOCAL = LocalCache(type="local")

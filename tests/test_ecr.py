@@ -17,9 +17,10 @@ from botocore.stub import Stubber
 
 from dockercache import commands
 from dockercache.adapters.ecr import credentials, decode_token, make_client
+from dockercache.config.caches import LocalCache
 from dockercache.config.ecr_hosts import EcrRegistry, is_ecr_host, token_registry
 from dockercache.config.load import parse_config
-from dockercache.config.model import LocalCache, RegistryLogin
+from dockercache.config.model import RegistryLogin
 from dockercache.errors import ConfigError, EnvironmentProblem
 from dockercache.output.console import Console
 from dockercache.run.runner import Runner

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config.model import BuilderConfig, S3Cache, Settings
+from dockercache.config.caches import S3Cache
+from dockercache.config.model import BuilderConfig, Settings
 from dockercache.errors import StoreError
 from dockercache.model import BuildOptions
 from dockercache.output.results import StageResult

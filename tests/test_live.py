@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dockercache.adapters.ci import CIContext
 from dockercache.commands import progress_mode
-from dockercache.config.model import LocalCache
+from dockercache.config.caches import LocalCache
 from dockercache.output.console import Console
 from dockercache.output.live import CLEAR_LINE, LiveDisplay, owner
 from dockercache.output.progress import BuildEvents

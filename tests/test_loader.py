@@ -9,8 +9,9 @@ import pytest
 
 from dockercache.adapters.docker import Docker
 from dockercache.commands import Environment, cmd_check
+from dockercache.config.caches import LocalCache, RegistryCache, S3Cache
 from dockercache.config.load import find_config, load_config, parse_config
-from dockercache.config.model import CONFIG_NAME, LocalCache, RegistryCache, S3Cache
+from dockercache.config.model import CONFIG_NAME
 from dockercache.errors import ConfigError
 from dockercache.output.console import Console
 

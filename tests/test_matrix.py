@@ -15,7 +15,8 @@ import pytest
 from dockercache.adapters.ci import CIContext
 from dockercache.commands import Environment, plan_for
 from dockercache.config.load import parse_config
-from dockercache.config.model import CONFIG_NAME, Config, matrix_variants, split_variant, variant_name
+from dockercache.config.model import CONFIG_NAME, Config
+from dockercache.config.services import matrix_variants, split_variant, variant_name
 from dockercache.errors import ConfigError
 from dockercache.model import BuildOptions, Plan
 from dockercache.output.console import Console

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config.model import BuilderConfig, LocalCache, RegistryCache, S3Cache, Settings
+from dockercache.config.caches import LocalCache, RegistryCache, S3Cache
+from dockercache.config.model import BuilderConfig, Settings
 from dockercache.errors import ConfigError
 from dockercache.model import BuilderPlan, BuildOptions, Target
-from dockercache.planning.plan import ImageOptions, PlanInputs, make_plan
+from dockercache.planning.plan import PlanInputs, make_plan
 from dockercache.planning.resolve import ResolvedService, SecretSource
+from dockercache.planning.targets import ImageOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -929,7 +931,7 @@ def test_labels_change_no_cache_entry() -> None:
 
 def test_image_options_take_the_service_then_the_settings() -> None:
     from dockercache.config.load import parse_config
-    from dockercache.planning.plan import image_options
+    from dockercache.planning.targets import image_options
 
     config = parse_config(
         {

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from dockercache.commands import report
-from dockercache.config.model import BuilderConfig, LocalCache, Settings
+from dockercache.config.caches import LocalCache
+from dockercache.config.model import BuilderConfig, Settings
 from dockercache.model import BuilderPlan, BuildOptions
 from dockercache.output.console import STEP_WIDTH, Console
 from dockercache.output.progress import Vertex

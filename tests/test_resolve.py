@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from dockercache.commands import Environment, load, plan_for
+from dockercache.config.caches import CACHE_DIR_ENV, LocalCache, local_store_path
 from dockercache.config.load import parse_config
-from dockercache.config.model import CACHE_DIR_ENV, CONFIG_NAME, Config, LocalCache, local_store_path
+from dockercache.config.model import CONFIG_NAME, Config
 from dockercache.errors import ConfigError
 from dockercache.model import BuildOptions
 from dockercache.output.console import Console

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from dockercache.config.model import BuilderConfig, LocalCache, RegistryCache, RegistryLogin, S3Cache, Settings
+from dockercache.config.caches import LocalCache, RegistryCache, S3Cache
+from dockercache.config.model import BuilderConfig, RegistryLogin, Settings
 from dockercache.errors import BuildFailed, CacheError, EnvironmentProblem, Interrupted, StoreError
 from dockercache.model import BuilderPlan, BuildOptions, Plan
 from dockercache.output.console import Console

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config.model import BuilderConfig, RegistryCache, Settings
+from dockercache.config.caches import RegistryCache
+from dockercache.config.model import BuilderConfig, Settings
 from dockercache.model import BuildOptions, Plan
 from dockercache.output.console import Console
 from dockercache.output.report import render_table

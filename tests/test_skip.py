@@ -1,4 +1,5 @@
-"""dockercache.planning.skip: ignore files as moby/patternmatcher reads and matches them, the context walk, the key."""
+"""dockercache.planning.skip, .dockerignore and .context: ignore files as moby/patternmatcher reads and matches
+them, the context walk, the key."""
 
 from __future__ import annotations
 
@@ -8,21 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.planning.skip import (
-    Ignore,
-    KeyInputs,
-    Pattern,
-    Unavailable,
-    base_images,
-    clean,
-    context_digest,
-    ignore_file,
-    key_tag,
-    read_ignore,
-    remote_sources,
-    scan_context,
-    syntax_image,
-)
+from dockercache.model.skip import Unavailable
+from dockercache.planning.context import context_digest, scan_context
+from dockercache.planning.dockerignore import Ignore, Pattern, clean, ignore_file, read_ignore
+from dockercache.planning.skip import KeyInputs, base_images, key_tag, remote_sources, syntax_image
 
 # ------------------------------------------------------------------------------------------ reading patterns
 

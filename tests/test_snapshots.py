@@ -280,7 +280,7 @@ def test_a_protected_key_goes_only_when_named_and_a_name_must_exist() -> None:
 
 def test_retention_protects_exactly_the_keys_a_save_refuses_an_untrusted_branch() -> None:
     """One rule: prune protects what an untrusted branch's save may not write (stores.s3.save_key)."""
-    from dockercache.config.model import S3Cache
+    from dockercache.config.caches import S3Cache
     from dockercache.stores import Keys
     from dockercache.stores.s3.keys import save_key
 
@@ -296,7 +296,7 @@ def test_a_key_the_agent_expanded_with_this_builds_commit_is_a_per_commit_key() 
     """The old plugin's ``s3_key: "${BUILDKITE_PIPELINE_SLUG}/${BUILDKITE_COMMIT}"`` reaches dockercache expanded
     (the plugin's options): as a ``{commit}`` key, an untrusted branch writes its own key in its place (the
     default branch reads this commit's key when it builds it); another commit's key stays refused."""
-    from dockercache.config.model import S3Cache
+    from dockercache.config.caches import S3Cache
     from dockercache.stores import Keys
     from dockercache.stores.s3.keys import save_key
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dockercache.config.model import LocalCache, RegistryCache, S3Cache
+from dockercache.config.caches import LocalCache, RegistryCache, S3Cache
 from dockercache.model import TargetCaches
 from dockercache.output.console import Console
 from dockercache.output.results import StageResult

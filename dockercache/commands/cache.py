@@ -8,7 +8,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ..adapters.ci import CIContext, branch_slug, slugify
-from ..config.model import Config, S3Cache
+from ..config.caches import S3Cache
+from ..config.model import Config
 from ..errors import ConfigError
 from ..planning.plan import run_keys
 from ..stores import Keys

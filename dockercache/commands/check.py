@@ -7,7 +7,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..config.model import Config, S3Cache
+from ..config.caches import S3Cache
+from ..config.model import Config
 from ..errors import EnvironmentProblem
 from ..planning.resolve import ResolvedService, resolve_services
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and che
 
 
 from ..adapters.netcheck import registry_host, unreachable
-from ..config.model import LocalCache, RegistryCache, local_store_path
+from ..config.caches import LocalCache, RegistryCache, local_store_path
 from ..errors import StoreError
 from ..init import discover, render, write
 from ..stores.s3.runtime import open_store

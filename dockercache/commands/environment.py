@@ -22,8 +22,9 @@ from ..config.model import Config
 from ..errors import ConfigError
 from ..model import BuildOptions, Plan
 from ..output.console import Console
-from ..planning.plan import PlanInputs, image_options, make_plan
+from ..planning.plan import PlanInputs, make_plan
 from ..planning.resolve import resolve_services
+from ..planning.targets import image_options
 from ..secrets import Redactor, secret_values
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .model import dotted
+from .fields import dotted
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -11,7 +11,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from .model import Config, fields_of, union_members
+from .fields import fields_of, union_members
+from .model import Config
 
 SCHEMA_ID = "https://dockercache.dev/schema/dockercache.schema.json"
 

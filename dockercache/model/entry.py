@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..config.model import CacheStore
+    from ..config.caches import CacheStore
 
 #: The attribute that says where an entry points, by backend type (what a person wants to see first).
 _LOCATION = ("ref", "src", "dest", "name")

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..config.model import split_variant
+from ..config.services import split_variant
 from .entry import CacheEntry, TargetCaches, _csv_field
 from .metadata import image_metadata_key
 from .mounts import MountsPlan

@@ -1,5 +1,6 @@
 """What the plan says of skip-unchanged: whether a service may be skipped, and what a walk of its context found
-(the key itself is computed when building, by :mod:`dockercache.planning.skip`)."""
+(the key itself is computed when building, by :mod:`dockercache.planning.skip`); and :class:`Unavailable`, raised
+by the planner and the runner alike when no key can be computed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 TAG_PREFIX = "dc-"
+
+
+class Unavailable(Exception):
+    """No key can be computed (the service is built): the reason, one line."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..adapters.ci import slugify
-from ..config.model import CacheStore, LocalCache, RegistryCache, S3Cache, split_variant
+from ..config.caches import CacheStore, LocalCache, RegistryCache, S3Cache
+from ..config.services import split_variant
 from ..model import CacheMount, Kind, MountsPlan, Place
 from ..stores.s3.layout import MOUNTS_STAGE, S3Layout, SnapshotName
 from .dockerfile import expand, from_values, global_args, logical_lines, parse_stages
@@ -97,51 +98,66 @@ def scan_cache_mounts(
             values = {}  # a stage sees the ARGs it declares, as the Dockerfile frontend has it
             continue
         if keyword == "ARG" and index >= 0:
-            for word in (instruction.group("rest") or "").split():
-                name, equals, default = word.partition("=")
-                if name in build_args:
-                    values[name] = build_args[name]
-                elif equals:
-                    values[name] = expand(default.strip("\"'"), values)[0]
-                elif name in declared:
-                    values[name] = declared[name]
+            _declare_args(instruction.group("rest") or "", values, build_args, declared)
             continue
         if keyword != "RUN" or index < 0 or index >= len(labels):
             continue
         stage = labels[index]
         if stages is not None and stage not in stages:
             continue
-        rest = instruction.group("rest") or ""
-        try:
-            words = shlex.split(rest, posix=False)
-        except ValueError:
-            words = rest.split()
-        for word in words:
-            if not word.startswith("--"):
-                break
-            options = _mount_options(word)
-            if options is None or options.get("type", "bind").lower() != "cache":
-                continue
-            missing: list[str] = []
-            for key, value in list(options.items()):
-                options[key], empty = expand(value, values)
-                missing += empty
-            target = options.get("target") or options.get("dst") or options.get("destination") or ""
-            mount_id = options.get("id") or target
-            where = f"{stage}: cache mount {mount_id or '?'}"
-            if options.get("from") or options.get("source") or options.get("src"):
-                notes.append(f"{where}: left out (it has from= or source=: its content comes from another stage)")
-                continue
-            if missing:
-                notes.append(f"{where}: left out (build argument {missing[0]} has no value)")
-                continue
-            if not mount_id or any(c.isspace() for c in mount_id):
-                notes.append(f"{where}: left out (no usable id or target)")
-                continue
-            mount = CacheMount(mount_id, target, stage, options.get("uid"), options.get("gid"), options.get("mode"))
+        for mount in _run_cache_mounts(instruction.group("rest") or "", stage, values, notes):
             found.setdefault((mount.id, mount.uid, mount.gid, mount.mode), mount)
             mounting[stage] = None
     return tuple(found.values()), tuple(notes), tuple(mounting)
+
+
+def _declare_args(
+    rest: str, values: dict[str, str], build_args: Mapping[str, str], declared: Mapping[str, str]
+) -> None:
+    """An ``ARG`` instruction's names into the stage's ``values``: the build argument given, else the default it
+    declares, else the global ARG's value."""
+    for word in rest.split():
+        name, equals, default = word.partition("=")
+        if name in build_args:
+            values[name] = build_args[name]
+        elif equals:
+            values[name] = expand(default.strip("\"'"), values)[0]
+        elif name in declared:
+            values[name] = declared[name]
+
+
+def _run_cache_mounts(rest: str, stage: str, values: Mapping[str, str], notes: list[str]) -> list[CacheMount]:
+    """The cache mounts among a ``RUN`` instruction's leading flags, its stage's ARG ``values`` expanded; a
+    note in ``notes`` for each one left out."""
+    try:
+        words = shlex.split(rest, posix=False)
+    except ValueError:
+        words = rest.split()
+    mounts = []
+    for word in words:
+        if not word.startswith("--"):
+            break
+        options = _mount_options(word)
+        if options is None or options.get("type", "bind").lower() != "cache":
+            continue
+        missing: list[str] = []
+        for key, value in list(options.items()):
+            options[key], empty = expand(value, values)
+            missing += empty
+        target = options.get("target") or options.get("dst") or options.get("destination") or ""
+        mount_id = options.get("id") or target
+        where = f"{stage}: cache mount {mount_id or '?'}"
+        if options.get("from") or options.get("source") or options.get("src"):
+            notes.append(f"{where}: left out (it has from= or source=: its content comes from another stage)")
+            continue
+        if missing:
+            notes.append(f"{where}: left out (build argument {missing[0]} has no value)")
+            continue
+        if not mount_id or any(c.isspace() for c in mount_id):
+            notes.append(f"{where}: left out (no usable id or target)")
+            continue
+        mounts.append(CacheMount(mount_id, target, stage, options.get("uid"), options.get("gid"), options.get("mode")))
+    return mounts
 
 
 # ----------------------------------------------------------------------------------------------- plan
@@ -246,6 +262,3 @@ def plan_mounts(
     if not cache_write:
         return dataclasses.replace(plan, no_save="cache writes are off")
     return dataclasses.replace(plan, save_to=Place(write, place(write)))
-
-
-# ------------------------------------------------------------------------------------------------ run

@@ -27,15 +27,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..adapters.ci import branch_slug, slugify
-from ..config.model import BuilderConfig, CacheStore, Config, LocalCache, S3Cache, Settings, split_variant
+from ..config.caches import CacheStore, LocalCache, S3Cache
+from ..config.model import BuilderConfig, Settings
+from ..config.services import split_variant
 from ..errors import ConfigError
-from ..model import BuilderPlan, BuildOptions, Output, Plan, ServicePlan, Target, TargetCaches, group_name, target_name
-from ..model.entry import _csv_field
-from ..model.skip import ContextScan, SkipSetting
+from ..model import BuilderPlan, BuildOptions, Plan, ServicePlan, Target, group_name
+from ..model.skip import ContextScan, SkipSetting, Unavailable
 from ..reference import TAG
 from ..stores import CacheRequest, Keys, kind_for, may_write_shared
-from .resolve import ResolvedService, SecretSource
-from .skip import Unavailable, base_images, remote_sources, scan_context
+from .context import scan_context
+from .resolve import ResolvedService
+from .skip import base_images, remote_sources
+from .targets import (
+    ImageOptions,
+    make_target,
+    mark_running,
+    related_stages,
+    selected_stages,
+    variant_tags,
+    with_image_options,
+)
 
 if TYPE_CHECKING:
     from ..model import MountsPlan
@@ -100,7 +111,6 @@ class PlanInputs:
     """The pull request this build is for (an untrusted writer whatever its branch is called), or None."""
     base_branch: str | None = None
     """A pull request's base branch: whose caches it reads (else the default branch's)."""
-    """Where stores that need local space (S3) keep their blob pool, restores and exports."""
     source: str = "dockercache.toml"
     """The configuration file, named in errors."""
     skip_unchanged: Mapping[str, bool] = dataclasses.field(default_factory=dict)
@@ -108,77 +118,9 @@ class PlanInputs:
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Labels every tagged image gets (the OCI labels the CI context knows), under each service's own."""
     images: Mapping[str, ImageOptions] = dataclasses.field(default_factory=dict)
+    """Per service (by name): its labels and attestations; a service not named has none of its own."""
     cache_mounts: Mapping[str, bool] = dataclasses.field(default_factory=dict)
     """Per service (by name) that sets it: ``cache_mounts``; the others follow ``settings.cache_mounts``."""
-    """Per service (by name): its labels and attestations; a service not named has none of its own."""
-
-
-@dataclass(frozen=True)
-class ImageOptions:
-    """What a service's images carry besides their layers: labels and attestations."""
-
-    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    provenance: str = "off"
-    sbom: bool = False
-
-    def attest(self) -> tuple[str, ...]:
-        """bake's ``attest`` entries. Provenance is disabled explicitly when off: buildx otherwise adds a
-        ``mode=min`` one to every pushed image, which makes it an index with an ``unknown/unknown`` manifest."""
-        mode = self.provenance
-        out = ["type=provenance,disabled=true" if mode == "off" else f"type=provenance,mode={mode}"]
-        if self.sbom:
-            out.append("type=sbom")
-        return tuple(out)
-
-
-def image_options(config: Config) -> dict[str, ImageOptions]:
-    """Each service's labels and attestations: its own settings, else ``[settings]``."""
-    settings = config.settings
-    return {
-        name: ImageOptions(
-            labels=svc.labels,
-            provenance=svc.provenance or settings.provenance,
-            sbom=settings.sbom if svc.sbom is None else svc.sbom,
-        )
-        for name, svc in config.services.items()
-    }
-
-
-def _with_image_options(targets: Sequence[Target], inputs: PlanInputs, service: str) -> list[Target]:
-    """Labels on the tagged targets (the final image, pushed stages), attestations on the pushed ones; a
-    service's labels over the defaults, an empty value removing one. Caches are untouched: a label is image
-    config, which no cache key includes."""
-    own = inputs.images.get(service) or inputs.images.get(split_variant(service)[0]) or ImageOptions()
-    labels = {k: v for k, v in {**inputs.labels, **own.labels}.items() if v}
-    return [
-        dataclasses.replace(t, labels=labels if t.tags else {}, attest=own.attest() if t.push else ()) for t in targets
-    ]
-
-
-def selected_stages(svc: ResolvedService, stage: str | None) -> tuple[str, ...]:
-    """The stages to build: all, or ``stage`` and the service's stages in its graph (--stage)."""
-    if stage is None:
-        return svc.stages
-    if stage not in svc.stages:
-        raise ConfigError(f"--stage: service '{svc.name}' has no stage '{stage}' (stages: {', '.join(svc.stages)})")
-    return tuple(s for s in svc.stages if s in svc.graphs[stage])
-
-
-def related_stages(svc: ResolvedService, selected: Sequence[str], stage: str) -> tuple[str, ...]:
-    """The service's other stages whose caches can hold vertices of ``stage``: those it builds on (nearest
-    first), then the selected stages that build on some of the same stages, then the other stages that do
-    (``--stage deps`` reads the final image's cache, which holds the dependencies).
-
-    The second kind matters because build runs leaves only: a test stage and the final image both build on
-    the dependencies, and when a run that changed them failed in the tests, only the final image's cache
-    holds the new dependencies. In one BuildKit session a vertex two targets share is solved by one of them,
-    with that target's cache sources only; so each must be able to find it.
-    """
-    graph = svc.graphs[stage]
-    below = [s for s in reversed(svc.stages) if s != stage and s in graph]
-    order = [*selected, *(s for s in svc.stages if s not in selected)]
-    beside = [s for s in order if s != stage and s not in below and set(svc.graphs[s]) & set(graph)]
-    return (*below, *beside)
 
 
 def run_keys(
@@ -211,6 +153,8 @@ def make_plan(
     exists: Callable[[str], bool] = os.path.isdir,
     scan: Callable[[Path, Path], ContextScan] = scan_context,
 ) -> Plan:
+    """The build plan: the builder, each service's targets with the caches its store planned for them, and
+    whether this run writes caches (``exists`` checks local cache directories, ``scan`` walks a context)."""
     default_branch = inputs.settings.default_branch or inputs.default_branch
     pr = inputs.pull_request
     if options.push is None:
@@ -220,6 +164,27 @@ def make_plan(
     )
     local_only = all(isinstance(s.store, LocalCache) for s in inputs.services)
     cache_write, reason = cache_write_decision(inputs.settings, options, inputs.on_ci, local_only, pr)
+    builder = _builder_plan(inputs)
+    _check_default_tags(inputs)
+    services = [_service_plan(svc, inputs, options, keys, cache_write, exists, scan) for svc in inputs.services]
+    _check_names(services, inputs.source)
+    return Plan(
+        builder=builder,
+        services=tuple(services),
+        commit=inputs.commit,
+        branch=inputs.branch,
+        default_branch=default_branch,
+        cache_write=cache_write,
+        cache_write_reason=reason,
+        cache_errors=inputs.settings.cache_errors,
+        stall_seconds=inputs.settings.stall_seconds,
+        bake_env=_bake_env(inputs.services),
+    )
+
+
+def _builder_plan(inputs: PlanInputs) -> BuilderPlan:
+    """The builder as configured; an ephemeral one named for this job, one that serves an S3 store's endpoint
+    on the host network."""
     builder_name = inputs.builder.name
     if inputs.builder.ephemeral:
         builder_name = f"{builder_name}-{slugify(inputs.job_id or str(os.getpid()), 40)}"
@@ -232,7 +197,11 @@ def make_plan(
         ephemeral=inputs.builder.ephemeral,
         keep_storage=inputs.builder.keep_storage,
     )
-    builder = endpoint_builder(builder, [s.store for s in inputs.services])
+    return endpoint_builder(builder, [s.store for s in inputs.services])
+
+
+def _check_default_tags(inputs: PlanInputs) -> None:
+    """The commit, the default tag, and every variant's tags must be valid image tags."""
     untagged = next((s for s in inputs.services if not s.tags), None)
     if untagged and not TAG.fullmatch(inputs.commit):
         raise ConfigError(
@@ -246,51 +215,47 @@ def make_plan(
                 f"{inputs.source}: services.{split_variant(svc.name)[0]}.variant_tag: {bad!r} (for {svc.name}) is not "
                 "a valid image tag (at most 128 characters)"
             )
-    services = []
-    for svc in inputs.services:
-        targets = []
-        identity = json.dumps([str(svc.context), str(svc.dockerfile), sorted(svc.args.items()), svc.platforms])
-        selected = selected_stages(svc, options.stage)
-        for stage in selected:
-            request = CacheRequest(
-                service=svc.name,
-                store_name=svc.store_name or "built-in local",
-                store=svc.store,
-                stage=stage,
-                graph=related_stages(svc, selected, stage),
-                keys=keys,
-                cache_write=cache_write,
-                root=inputs.root,
-                exists=exists,
-                siblings=svc.siblings,
-            )
-            targets.append(_target(svc, stage, inputs.commit, options, kind_for(svc.store).plan(request), identity))
-        targets = _with_image_options(targets, inputs, svc.name)
-        marked = _mark_running(targets)
-        services.append(
-            ServicePlan(
-                name=svc.name,
-                targets=marked,
-                image=svc.image,
-                metadata_key=svc.metadata_key,
-                store=svc.store_name or "built-in local",
-                skip=_skip_setting(svc, marked, inputs, options, scan),
-                compose_files=svc.compose_files,
-                cache_mounts=_cache_mounts(svc, marked, inputs, keys, cache_write),
-            )
+
+
+def _service_plan(
+    svc: ResolvedService,
+    inputs: PlanInputs,
+    options: BuildOptions,
+    keys: Keys,
+    cache_write: bool,
+    exists: Callable[[str], bool],
+    scan: Callable[[Path, Path], ContextScan],
+) -> ServicePlan:
+    """One service's plan: a target per selected stage with the caches its store plans, which of them run,
+    and its skip-unchanged and cache-mount settings."""
+    targets = []
+    identity = json.dumps([str(svc.context), str(svc.dockerfile), sorted(svc.args.items()), svc.platforms])
+    selected = selected_stages(svc, options.stage)
+    for stage in selected:
+        request = CacheRequest(
+            service=svc.name,
+            store_name=svc.store_name or "built-in local",
+            store=svc.store,
+            stage=stage,
+            graph=related_stages(svc, selected, stage),
+            keys=keys,
+            cache_write=cache_write,
+            root=inputs.root,
+            exists=exists,
+            siblings=svc.siblings,
         )
-    _check_names(services, inputs.source)
-    return Plan(
-        builder=builder,
-        services=tuple(services),
-        commit=inputs.commit,
-        branch=inputs.branch,
-        default_branch=default_branch,
-        cache_write=cache_write,
-        cache_write_reason=reason,
-        cache_errors=inputs.settings.cache_errors,
-        stall_seconds=inputs.settings.stall_seconds,
-        bake_env=_bake_env(inputs.services),
+        targets.append(make_target(svc, stage, inputs.commit, options, kind_for(svc.store).plan(request), identity))
+    targets = with_image_options(targets, inputs.images, inputs.labels, svc.name)
+    marked = mark_running(targets)
+    return ServicePlan(
+        name=svc.name,
+        targets=marked,
+        image=svc.image,
+        metadata_key=svc.metadata_key,
+        store=svc.store_name or "built-in local",
+        skip=_skip_setting(svc, marked, inputs, options, scan),
+        compose_files=svc.compose_files,
+        cache_mounts=_cache_mounts(svc, marked, inputs, keys, cache_write),
     )
 
 
@@ -367,70 +332,6 @@ def _bake_env(services: Sequence[ResolvedService]) -> dict[str, str]:
             "resolves one profile per run (AWS_PROFILE)"
         )
     return {"AWS_PROFILE": next(iter(profiles))} if profiles else {}
-
-
-def _target(
-    svc: ResolvedService, stage: str, commit: str, options: BuildOptions, caches: TargetCaches, identity: str
-) -> Target:
-    final = stage == svc.stages[-1]
-    image = svc.image or split_variant(svc.name)[0]
-    tag_names = variant_tags(svc, commit)
-    tags: tuple[str, ...] = ()
-    if final:
-        tags = tuple(f"{image}:{t}" for t in tag_names)
-    elif stage in svc.push_stages:
-        tags = tuple(f"{image}:{svc.stage_tag.format(stage=stage, tag=t)}" for t in tag_names)
-    output: Output = "cacheonly"
-    if tags:
-        output = "push" if svc.image and options.push else "load"
-    return Target(
-        name=target_name(svc.name, stage),
-        service=svc.name,
-        stage=stage,
-        dockerfile_target=svc.final_target if final else stage,
-        final=final,
-        # Absolute: bake reads a relative dockerfile against the context, and a kept bake file may move.
-        context=str(svc.context.resolve()),
-        dockerfile=str(svc.dockerfile.resolve()),
-        args=svc.args,
-        tags=tags,
-        output=output,
-        caches=caches,
-        graph=svc.graphs[stage],
-        identity=identity,
-        no_cache=options.no_cache,
-        secrets=tuple(secret_spec(s) for s in svc.secrets),
-        ssh=svc.ssh,
-        platforms=svc.platforms,
-    )
-
-
-def secret_spec(secret: SecretSource) -> str:
-    """A secret as bake's ``secret`` field (and ``--secret``) takes it: CSV, as buildx reads it."""
-    source = f"env={secret.env}" if secret.env is not None else f"src={secret.src}"
-    return ",".join(_csv_field(part) for part in (f"id={secret.id}", source))
-
-
-def variant_tags(svc: ResolvedService, commit: str) -> tuple[str, ...]:
-    """The tags a service pushes (default: the commit); a variant's through its ``variant_tag``."""
-    tags = svc.tags or (commit,)
-    if svc.variant is None:
-        return tags
-    return tuple(svc.variant_tag.format(tag=t, variant=svc.variant) for t in tags)
-
-
-def _mark_running(targets: Sequence[Target]) -> tuple[Target, ...]:
-    """Run the leaves and the stages whose image is pushed; every other stage is built by the first leaf
-    (in Dockerfile order) that builds on it."""
-    marked = []
-    for target in targets:
-        leaf = not any(target.stage in other.graph for other in targets if other is not target)
-        marked.append(dataclasses.replace(target, runs=leaf or bool(target.tags)))
-    running = [t for t in marked if t.runs]
-    return tuple(
-        dataclasses.replace(t, built_by=t.name if t.runs else next(r.name for r in running if t.stage in r.graph))
-        for t in marked
-    )
 
 
 def _check_names(services: Sequence[ServicePlan], source: str) -> None:

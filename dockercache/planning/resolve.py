@@ -13,18 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config.model import (
-    CacheStore,
-    Config,
-    LocalCache,
-    ServiceConfig,
-    default_cache_name,
-    local_store_path,
-    matrix_variants,
-    split_variant,
-    suggest,
-    variant_name,
-)
+from ..config.caches import CacheStore, LocalCache, local_store_path
+from ..config.fields import suggest
+from ..config.model import Config, default_cache_name
+from ..config.services import ServiceConfig, matrix_variants, split_variant, variant_name
 from ..errors import ConfigError
 from .dockerfile import Stage, global_args, parse_stages, same_name, stage_graph, unset_base
 
@@ -266,6 +258,8 @@ def _service_inputs(
 def resolve_service(
     config: Config, name: str, env: Mapping[str, str], read_compose: ComposeReader | None = None
 ) -> ResolvedService:
+    """One service as concrete build inputs: its context, Dockerfile (read and checked), stages in build
+    order, args, cache store, secrets and ssh entries (a Compose service's first, dockercache.toml's over them)."""
     svc = config.service(name)
     where = f"{config.path}: services.{name}"
     target = svc.target
@@ -282,39 +276,8 @@ def resolve_service(
         if not context.is_dir():
             raise ConfigError(f"{where}.context: directory {context} does not exist")
     args.update(svc.args)
-    file_key = "compose_service" if svc.compose_service else "dockerfile"
-    try:
-        text = dockerfile.read_text(encoding="utf-8")
-    except OSError:
-        raise ConfigError(f"{where}.{file_key}: Dockerfile {dockerfile} does not exist or cannot be read") from None
-    dockerfile_stages = parse_stages(text)
-    if not dockerfile_stages:
-        raise ConfigError(f"{where}.dockerfile: {dockerfile} has no FROM instruction")
-    for _, values in matrix_variants(svc) or (("", {}),):  # each variant's args, matrix values included
-        _check_dockerfile(text, dockerfile_stages, {**args, **values}, dockerfile, f"{where}.{file_key}", where)
-    named = [s.name for s in dockerfile_stages if s.name]
-    for key, stage in [*((f"stages[{i}]", s) for i, s in enumerate(svc.stages)), ("target", target)]:
-        if stage is not None and stage.lower() not in named:
-            raise ConfigError(
-                f"{where}.{key}: no stage '{stage}' in {dockerfile}{suggest(stage.lower(), named)}"
-                f" (stages: {', '.join(named) or 'none named'})"
-            )
-    stages = [s.lower() for s in svc.stages]
-    if target is None:
-        final_label = dockerfile_stages[-1].label
-        final_target = dockerfile_stages[-1].name
-    else:
-        final_label = final_target = target.lower()
-    order = [s.label for s in dockerfile_stages]
-    positions = [order.index(s) for s in stages]
-    if positions != sorted(positions):
-        raise ConfigError(f"{where}.stages: stages must follow their order in {dockerfile} ({', '.join(order)})")
-    if final_label in stages:
-        if stages[-1] != final_label:
-            raise ConfigError(f"{where}.stages: the final target '{final_label}' must come last")
-        stages.pop()
-    elif positions and order.index(final_label) < positions[-1]:
-        raise ConfigError(f"{where}.target: '{final_label}' comes before stage '{stages[-1]}' in {dockerfile}")
+    dockerfile_stages = _read_stages(svc, target, args, dockerfile, where)
+    stages, final_label, final_target = _build_order(svc, target, dockerfile_stages, dockerfile, where)
     store_name = default_cache_name(config, svc)
     store = config.caches[store_name] if store_name else BUILTIN_STORE
     if isinstance(store, LocalCache) and store.path is None:  # the user's cache directory: no context holds it
@@ -341,6 +304,55 @@ def resolve_service(
         ssh=inputs.ssh,
         compose_files=compose_plugin_names(config, svc, env) if svc.compose_service else (),
     )
+
+
+def _read_stages(
+    svc: ServiceConfig, target: str | None, args: Mapping[str, str], dockerfile: Path, where: str
+) -> tuple[Stage, ...]:
+    """The Dockerfile's stages, checked for every variant's args, with the service's stages and target among
+    them."""
+    file_key = "compose_service" if svc.compose_service else "dockerfile"
+    try:
+        text = dockerfile.read_text(encoding="utf-8")
+    except OSError:
+        raise ConfigError(f"{where}.{file_key}: Dockerfile {dockerfile} does not exist or cannot be read") from None
+    dockerfile_stages = parse_stages(text)
+    if not dockerfile_stages:
+        raise ConfigError(f"{where}.dockerfile: {dockerfile} has no FROM instruction")
+    for _, values in matrix_variants(svc) or (("", {}),):  # each variant's args, matrix values included
+        _check_dockerfile(text, dockerfile_stages, {**args, **values}, dockerfile, f"{where}.{file_key}", where)
+    named = [s.name for s in dockerfile_stages if s.name]
+    for key, stage in [*((f"stages[{i}]", s) for i, s in enumerate(svc.stages)), ("target", target)]:
+        if stage is not None and stage.lower() not in named:
+            raise ConfigError(
+                f"{where}.{key}: no stage '{stage}' in {dockerfile}{suggest(stage.lower(), named)}"
+                f" (stages: {', '.join(named) or 'none named'})"
+            )
+    return dockerfile_stages
+
+
+def _build_order(
+    svc: ServiceConfig, target: str | None, dockerfile_stages: tuple[Stage, ...], dockerfile: Path, where: str
+) -> tuple[list[str], str, str | None]:
+    """The service's stages before the final one (in Dockerfile order), the final target's label, and its
+    ``--target`` (None: the Dockerfile's last stage, unnamed)."""
+    stages = [s.lower() for s in svc.stages]
+    if target is None:
+        final_label = dockerfile_stages[-1].label
+        final_target = dockerfile_stages[-1].name
+    else:
+        final_label = final_target = target.lower()
+    order = [s.label for s in dockerfile_stages]
+    positions = [order.index(s) for s in stages]
+    if positions != sorted(positions):
+        raise ConfigError(f"{where}.stages: stages must follow their order in {dockerfile} ({', '.join(order)})")
+    if final_label in stages:
+        if stages[-1] != final_label:
+            raise ConfigError(f"{where}.stages: the final target '{final_label}' must come last")
+        stages.pop()
+    elif positions and order.index(final_label) < positions[-1]:
+        raise ConfigError(f"{where}.target: '{final_label}' comes before stage '{stages[-1]}' in {dockerfile}")
+    return stages, final_label, final_target
 
 
 def _check_dockerfile(

@@ -1,38 +1,33 @@
 """Skip unchanged builds: a key over everything that decides a service's image, computed before building.
 
-The key covers the Dockerfile, the build context as BuildKit receives it, build args, the Dockerfile targets
-the service runs and pushes, platforms, secret and SSH ids (never their values), labels and attestations
-(but the revision and creation labels, which change on every commit), and the digests the base images
-resolve to now. When the image repository already holds an image tagged with the key (``dc-<key>``, pushed
-beside the build's own tags), the runner retags it instead of building (see :mod:`dockercache.run.runner`).
+The key covers the Dockerfile, the build context as BuildKit receives it (walked and digested by
+:mod:`dockercache.planning.context`), build args, the Dockerfile targets the service runs and pushes, platforms,
+secret and SSH ids (never their values), labels and attestations (but the revision and creation labels, which
+change on every commit), and the digests the base images resolve to now. When the image repository already
+holds an image tagged with the key (``dc-<key>``, pushed beside the build's own tags), the runner retags it
+instead of building (see :mod:`dockercache.run.runner`).
 
-The context is what BuildKit's file transfer (tonistiigi/fsutil) sends: ``<Dockerfile>.dockerignore`` beside
-the Dockerfile, else ``.dockerignore`` at the context's root, read and matched as moby/patternmatcher does
-(``**``, ``!`` exceptions, a leading ``/``, parents matching for their contents). Entries count with their
-path, type, permission bits, symlink target, hard-link source and content; never their times or owners.
-Where this module cannot tell exactly what BuildKit would send or fetch, it errs towards a different key
-(a build): an excluded directory is walked whenever the patterns have exceptions, even where fsutil would
-prune it; and an input it cannot pin (``ADD`` of a URL without ``--checksum``, an unreadable file, a
-``--from`` image whose variables have no value) raises :class:`Unavailable`, and the service is built.
+This module parses the Dockerfile's text for what the key must pin (its base images, after ARG expansion for each
+platform, and its ``# syntax=`` frontend), and puts the key together (:class:`KeyInputs`, :func:`key_tag`).
+Where it cannot tell exactly what BuildKit would fetch, it errs towards a different key (a build): an input
+it cannot pin (``ADD`` of a URL without ``--checksum``, a ``--from`` image whose variables have no value)
+raises :class:`~dockercache.model.skip.Unavailable`, and the service is built.
 
-Pure apart from reading the context and the Dockerfile: no Docker, no network.
+Pure: no Docker, no network, no file read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform as host_platform
 import re
 import shlex
-import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ..model.skip import TAG_PREFIX, ContextScan, Entry
+from ..model.skip import TAG_PREFIX, Unavailable
 from .dockerfile import PLATFORM_ARGS, expand, global_args, logical_lines, parse_stages
 
 KEY_VERSION = 1
@@ -40,293 +35,6 @@ TAG_KEY_LENGTH = 32
 """Hex digits of the key in the tag (128 bits)."""
 #: Labels that differ on every commit: a skipped build keeps the ones of the image it retags.
 VOLATILE_LABELS = frozenset({"org.opencontainers.image.revision", "org.opencontainers.image.created"})
-_CHUNK = 1 << 20
-
-
-class Unavailable(Exception):
-    """No key can be computed (the service is built): the reason, one line."""
-
-
-# ------------------------------------------------------------------------------------------ ignore files
-
-
-def clean(path: str) -> str:
-    """Go's ``filepath.Clean`` on a slash-separated path."""
-    if not path:
-        return "."
-    rooted = path.startswith("/")
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append("..")
-            continue
-        parts.append(part)
-    text = "/".join(parts)
-    if rooted:
-        return "/" + text
-    return text or "."
-
-
-def read_ignore(text: str) -> tuple[str, ...]:
-    """The patterns of an ignore file, as moby/patternmatcher's ``ignorefile.ReadAll`` returns them: a BOM
-    and ``#`` comment lines dropped, whitespace trimmed, each pattern cleaned, a leading ``/`` removed."""
-    patterns: list[str] = []
-    for number, line in enumerate(text.split("\n")):
-        line = line.removesuffix("\r")
-        if number == 0:
-            line = line.removeprefix("\ufeff")
-        if line.startswith("#"):
-            continue
-        pattern = line.strip()
-        if not pattern:
-            continue
-        invert = pattern.startswith("!")
-        if invert:
-            pattern = pattern[1:].strip()
-        if pattern:
-            pattern = clean(pattern)
-            if len(pattern) > 1 and pattern.startswith("/"):
-                pattern = pattern[1:]
-        patterns.append("!" + pattern if invert else pattern)
-    return tuple(patterns)
-
-
-_REGEX_ESCAPE = frozenset(".+()|{}$")
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """One pattern, compiled as patternmatcher's ``Pattern.compile`` does (an exact, prefix or suffix match
-    where it can, a regular expression otherwise)."""
-
-    text: str
-    exclusion: bool
-    kind: Literal["exact", "prefix", "suffix", "regexp"]
-    regex: re.Pattern[str] | None = None
-
-    @classmethod
-    def compile(cls, raw: str) -> Pattern:
-        text = clean(raw.strip())
-        exclusion = text.startswith("!")
-        if exclusion:
-            if len(text) == 1:
-                raise Unavailable('illegal exclusion pattern "!" in the ignore file')
-            text = text[1:]
-        regex = "^"
-        kind: Literal["exact", "prefix", "suffix", "regexp"] = "exact"
-        i = pos = 0
-        while pos < len(text):
-            ch = text[pos]
-            pos += 1
-            if ch == "*":
-                if pos < len(text) and text[pos] == "*":
-                    pos += 1
-                    if pos < len(text) and text[pos] == "/":
-                        pos += 1
-                    if pos >= len(text):  # "**" at the end matches everything below, as in .gitignore
-                        if kind == "exact":
-                            kind = "prefix"
-                        else:
-                            regex += ".*"
-                            kind = "regexp"
-                    else:  # any number of directories, none included
-                        regex += "(.*/)?"
-                        kind = "regexp"
-                    if i == 0:
-                        kind = "suffix"
-                else:
-                    regex += "[^/]*"
-                    kind = "regexp"
-            elif ch == "?":
-                regex += "[^/]"
-                kind = "regexp"
-            elif ch in _REGEX_ESCAPE:
-                regex += "\\" + ch
-            elif ch == "\\":
-                if pos < len(text):
-                    regex += "\\" + text[pos]
-                    pos += 1
-                    kind = "regexp"
-                else:
-                    regex += "\\\\"
-            elif ch in "[]":
-                regex += ch
-                kind = "regexp"
-            else:
-                regex += ch
-            i += 1
-        compiled = None
-        if kind == "regexp":
-            try:
-                compiled = re.compile(regex + "$")
-            except re.error:
-                raise Unavailable(f"invalid pattern {raw.strip()!r} in the ignore file") from None
-        return cls(text, exclusion, kind, compiled)
-
-    def match(self, path: str) -> bool:
-        if self.kind == "exact":
-            return path == self.text
-        if self.kind == "prefix":
-            return path.startswith(self.text[:-2])
-        if self.kind == "suffix":
-            suffix = self.text[2:]
-            return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
-        assert self.regex is not None
-        return self.regex.match(path) is not None
-
-
-MatchInfo = tuple[bool, ...]
-"""Per pattern, whether a directory matched it (its contents then match it too)."""
-
-
-@dataclass(frozen=True)
-class Ignore:
-    """A list of patterns matched as patternmatcher's ``MatchesUsingParentResults`` does, which is what
-    BuildKit's context transfer calls for every path it walks."""
-
-    patterns: tuple[Pattern, ...] = ()
-
-    @classmethod
-    def parse(cls, patterns: Iterable[str]) -> Ignore:
-        return cls(tuple(Pattern.compile(p) for p in patterns if p.strip()))
-
-    @property
-    def exclusions(self) -> bool:
-        return any(p.exclusion for p in self.patterns)
-
-    def match(self, path: str, parent: MatchInfo = ()) -> tuple[bool, MatchInfo]:
-        """Whether ``path`` (slash-separated, relative to the context) is excluded, and what its contents
-        inherit. ``parent`` is its directory's result (empty at the top, where parents are matched here)."""
-        matched = False
-        info: list[bool] = []
-        for i, pattern in enumerate(self.patterns):
-            hit = parent[i] if parent else False
-            if not hit:
-                if pattern.exclusion != matched:
-                    info.append(False)
-                    continue
-                hit = pattern.match(path)
-                if not hit and not parent:
-                    parts = path.split("/")[:-1]
-                    hit = any(pattern.match("/".join(parts[: n + 1])) for n in range(len(parts)))
-            info.append(hit)
-            if hit:
-                matched = not pattern.exclusion
-        return matched, tuple(info)
-
-    def excluded(self, path: str) -> bool:
-        """``path`` as BuildKit would judge it walking down to it (every parent first)."""
-        parent: MatchInfo = ()
-        parts = path.split("/")
-        result = False
-        for n in range(len(parts)):
-            result, parent = self.match("/".join(parts[: n + 1]), parent)
-        return result
-
-
-def ignore_file(context: Path, dockerfile: Path) -> Path | None:
-    """The ignore file BuildKit uses: ``<Dockerfile>.dockerignore`` beside the Dockerfile, else the
-    context's ``.dockerignore``."""
-    for candidate in (dockerfile.with_name(dockerfile.name + ".dockerignore"), context / ".dockerignore"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-# ------------------------------------------------------------------------------------------ the context
-
-
-def scan_context(context: Path, dockerfile: Path) -> ContextScan:
-    """Walk the context as BuildKit's transfer would (lstat only, in name order), the ignore file applied."""
-    try:
-        dockerfile_bytes = dockerfile.read_bytes()
-        ignore_path = ignore_file(context, dockerfile)
-        patterns = read_ignore(ignore_path.read_text(encoding="utf-8", errors="replace")) if ignore_path else ()
-    except OSError as exc:
-        raise Unavailable(f"cannot read {exc.filename}: {exc.strerror}") from None
-    ignore = Ignore.parse(patterns)
-    entries: list[Entry] = []
-    inodes: dict[tuple[int, int], str] = {}
-    root = context.resolve()
-
-    def include(entry: Entry, ancestors: list[list[Any]]) -> None:
-        """Emit ``entry`` after the excluded directories above it not sent yet (fsutil sends the parents
-        of every path it includes)."""
-        for ancestor in ancestors:
-            if not ancestor[1]:
-                entries.append(ancestor[0])
-                ancestor[1] = True
-        entries.append(entry)
-
-    def walk(directory: Path, prefix: str, parent: MatchInfo, ancestors: list[list[Any]]) -> None:
-        try:
-            children = sorted(os.scandir(directory), key=lambda d: d.name)
-        except OSError as exc:
-            raise Unavailable(f"cannot list {directory}: {exc.strerror}") from None
-        for child in children:
-            path = f"{prefix}{child.name}"
-            try:
-                info = child.stat(follow_symlinks=False)
-            except OSError as exc:
-                raise Unavailable(f"cannot stat {child.path}: {exc.strerror}") from None
-            excluded, inherited = ignore.match(path, parent) if ignore.patterns else (False, ())
-            is_dir = stat.S_ISDIR(info.st_mode)
-            if excluded and not (is_dir and ignore.exclusions):
-                continue  # an excluded directory is walked only for exceptions (fsutil may prune more)
-            entry = _entry(path, child.path, info, inodes)
-            if not excluded:
-                include(entry, ancestors)
-                if entry.kind == "file" and info.st_nlink > 1:
-                    inodes.setdefault((info.st_dev, info.st_ino), path)
-            if is_dir:
-                walk(Path(child.path), f"{path}/", inherited, [*ancestors, [entry, not excluded]])
-
-    walk(root, "", (), [])
-    return ContextScan(context, dockerfile, dockerfile_bytes, ignore_path, patterns, tuple(entries))
-
-
-def _entry(path: str, full: str, info: os.stat_result, inodes: Mapping[tuple[int, int], str]) -> Entry:
-    mode = stat.S_IMODE(info.st_mode)
-    if stat.S_ISDIR(info.st_mode):
-        return Entry(path, "dir", mode)
-    if stat.S_ISLNK(info.st_mode):
-        try:
-            return Entry(path, "symlink", mode, link=os.readlink(full))
-        except OSError as exc:
-            raise Unavailable(f"cannot read symlink {full}: {exc.strerror}") from None
-    if stat.S_ISREG(info.st_mode):
-        first = inodes.get((info.st_dev, info.st_ino)) if info.st_nlink > 1 else None
-        if first is not None:
-            return Entry(path, "hardlink", mode, link=first)
-        return Entry(path, "file", mode, size=info.st_size)
-    return Entry(path, "other", mode, link=f"{stat.S_IFMT(info.st_mode)}:{info.st_rdev}")
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's content, read once in chunks."""
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    except OSError as exc:
-        raise Unavailable(f"cannot read {path}: {exc.strerror}") from None
-    return digest.hexdigest()
-
-
-def context_digest(scan: ContextScan, read: Callable[[Path], str] = file_digest) -> str:
-    """One digest over every entry of the scan: path, type, mode, link, and each regular file's content."""
-    digest = hashlib.sha256()
-    for entry in scan.entries:
-        content = read(scan.root / entry.path) if entry.kind == "file" else ""
-        line = json.dumps([entry.path, entry.kind, entry.mode, entry.link, content], separators=(",", ":"))
-        digest.update(line.encode("utf-8", errors="surrogateescape") + b"\n")
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ the Dockerfile
@@ -485,7 +193,7 @@ class KeyInputs:
     dockerfile: str
     """sha256 of the Dockerfile's bytes."""
     context: str
-    """:func:`context_digest`."""
+    """:func:`dockercache.planning.context.context_digest`."""
     patterns: tuple[str, ...]
     args: Mapping[str, str]
     targets: tuple[tuple[str, str], ...]
@@ -528,6 +236,3 @@ def key_tag(key: str, stage: str | None = None) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-# ------------------------------------------------------------------------------------------ the plan's view

@@ -11,10 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import EnvironmentProblem
 from ..model import Plan, ServicePlan, Target
-from ..model.skip import SkipSetting
+from ..model.skip import SkipSetting, Unavailable
 from ..output.console import Console
 from ..output.results import SkipReport, StageResult
-from ..planning.skip import KeyInputs, Unavailable, context_digest, key_tag, sha256_bytes
+from ..planning.context import context_digest
+from ..planning.skip import KeyInputs, key_tag, sha256_bytes
 from .port import DockerPort
 
 

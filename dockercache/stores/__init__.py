@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..config.model import CacheStore
+from ..config.caches import CacheStore
 from ..model import TargetCaches
 from ..model.entry import CacheEntry
 from . import local, registry

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config.model import CacheStore, S3Cache, Settings
+from ..config.caches import CacheStore, S3Cache
+from ..config.model import Settings
 from ..model import TargetCaches
 
 if TYPE_CHECKING:

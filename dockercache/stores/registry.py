@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..adapters.ci import slugify
-from ..config.model import CacheStore, RegistryCache, split_variant
+from ..config.caches import CacheStore, RegistryCache
+from ..config.services import split_variant
 from ..errors import CacheError, StoreError
 from ..model import TargetCaches
 from ..model.entry import CacheEntry

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dockercache.config.model import LocalCache, local_store_path
+from dockercache.config.caches import LocalCache, local_store_path
 
 from .conftest import ACCESS_KEY, SECRET_KEY, Result, Stack, base_env, docker, fresh_agent, run_dockercache
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from dockercache.config.model import S3Cache
+from dockercache.config.caches import S3Cache
 from dockercache.stores.s3.client import S3Store
 from dockercache.stores.s3.endpoint import Endpoint, repository_name
 from dockercache.stores.s3.endpoint_access import Repository

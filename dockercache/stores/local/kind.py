@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...config.model import CacheStore, LocalCache
+from ...config.caches import CacheStore, LocalCache
 from ...model import StoreStep, TargetCaches
 from ...model.entry import CacheEntry
 from ..base import CacheRequest, NoRuntime, RunContext, StoreRuntime

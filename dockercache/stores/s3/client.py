@@ -25,7 +25,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 
-from ...config.model import S3Cache
+from ...config.caches import S3Cache
 from ...errors import StoreError
 from .layout import S3Layout, SnapshotName
 from .snapshots import BlobCorrupt, BlobMissing

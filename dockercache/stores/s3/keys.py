@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ...config.model import S3Cache
+from ...config.caches import S3Cache
 from ...model import StoreStep
 from ...model.entry import CacheEntry
 from ..base import Keys

@@ -7,7 +7,7 @@ takes them from its own environment. Snapshot names and trust rules are the S3 s
 
 from __future__ import annotations
 
-from ...config.model import CacheStore, S3Cache
+from ...config.caches import CacheStore, S3Cache
 from ...model import TargetCaches
 from ...model.entry import CacheEntry
 from ..base import CacheRequest, NoRuntime, RunContext, StoreRuntime

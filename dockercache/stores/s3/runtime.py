@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ...config.model import S3Cache
+from ...config.caches import S3Cache
 from ...errors import CacheError, StoreError
 from ..base import RunContext
 from .keys import CONTAINER_PORTS, ENDPOINT, S3_KEY, S3Step, source

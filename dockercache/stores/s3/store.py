@@ -13,7 +13,7 @@ with the plan (open the store, serve it, publish, report) is :mod:`.runtime`.
 
 from __future__ import annotations
 
-from ...config.model import CacheStore, S3Cache
+from ...config.caches import CacheStore, S3Cache
 from ...model import TargetCaches
 from ..base import CacheRequest, RunContext, StoreRuntime
 from .keys import ENDPOINT, S3Step, restore_keys, save_key, source
