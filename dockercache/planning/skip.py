@@ -5,7 +5,7 @@ The key covers the Dockerfile, the build context as BuildKit receives it (walked
 secret and SSH ids (never their values), labels and attestations (but the revision and creation labels, which
 change on every commit), and the digests the base images resolve to now. When the image repository already
 holds an image tagged with the key (``dc-<key>``, pushed beside the build's own tags), the runner retags it
-instead of building (see :mod:`dockercache.run.runner`).
+instead of building (see :mod:`dockercache.run.unchanged`).
 
 This module parses the Dockerfile's text for what the key must pin (its base images, after ARG expansion for each
 platform, and its ``# syntax=`` frontend), and puts the key together (:class:`KeyInputs`, :func:`key_tag`).
