@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config.ecr_hosts import USERNAME, EcrRegistry, token_registry
@@ -38,46 +37,21 @@ def decode_token(token: str, host: str) -> str:
     return password
 
 
-def _reason(exc: Exception) -> str:
-    import botocore.exceptions
-
-    if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "error")
-        message = error.get("Message") or ""
-        # A proxy (or a test server) may answer ECR's JSON API in the XML error form; botocore then gives the
-        # HTTP status as the code and the whole document as the message.
-        inner = re.search(r"<Code>([^<]*)</Code>.*?<Message>([^<]*)</Message>", message, re.S)
-        if inner:
-            code, message = inner[1], inner[2]
-        message = message.strip().splitlines()[0] if message.strip() else ""
-        return f"{code}{': ' + message if message and message != code else ''}"
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return "no AWS credentials found (environment, profile or instance role)"
-    if isinstance(exc, botocore.exceptions.NoRegionError):
-        return "no AWS region (set the entry's region, or AWS_REGION)"
-    if isinstance(exc, botocore.exceptions.ProfileNotFound):
-        return f"AWS profile '{exc.kwargs.get('profile', '')}' not found"
-    if isinstance(exc, botocore.exceptions.ConnectionError):
-        return f"cannot connect to {exc.kwargs.get('endpoint_url', 'the ECR endpoint')}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
 def make_client(registry: EcrRegistry) -> ECRClient | ECRPublicClient:
     """A boto3 client of ``registry``'s token API, from the standard credential chain."""
-    import boto3
-    from botocore.config import Config as BotoConfig
+    from . import aws  # start-up: boto3 is imported only when a token is fetched
 
-    session = boto3.session.Session(profile_name=registry.profile, region_name=registry.region)
-    config = BotoConfig(
+    client: ECRClient | ECRPublicClient = aws.client(
+        "ecr-public" if registry.public else "ecr",
+        profile=registry.profile,
+        region=registry.region,
+        endpoint_url=registry.endpoint_url,
         retries={"mode": "standard", "max_attempts": 3},
         connect_timeout=5,
         read_timeout=30,
         use_fips_endpoint=registry.fips or None,
     )
-    if registry.public:
-        return session.client("ecr-public", endpoint_url=registry.endpoint_url, config=config)
-    return session.client("ecr", endpoint_url=registry.endpoint_url, config=config)
+    return client
 
 
 class ClientFactory(Protocol):
@@ -86,15 +60,17 @@ class ClientFactory(Protocol):
 
 def fetch_token(registry: EcrRegistry, clients: ClientFactory = make_client) -> str:
     """``registry``'s authorization token (base64 ``AWS:<password>``); a failure is one line naming the host."""
-    import botocore.exceptions
+    from . import aws  # start-up: as above
 
     try:
         client = clients(registry)
         response = client.get_authorization_token()
         data = response["authorizationData"]
         token = data["authorizationToken"] if registry.public else data[0]["authorizationToken"]
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise EnvironmentProblem(f"ECR login to {registry.host} failed: {_reason(exc)}") from None
+    except aws.ERRORS as exc:
+        raise EnvironmentProblem(
+            f"ECR login to {registry.host} failed: {aws.reason(exc, 'the ECR endpoint')}"
+        ) from None
     except (KeyError, IndexError, TypeError):
         raise EnvironmentProblem(f"ECR login to {registry.host} failed: no authorization token in the answer") from None
     return str(token)

@@ -1,4 +1,5 @@
-"""The S3 adapter: the only module that talks to boto3.
+"""The S3 store's client: blobs, snapshot indexes, leases and prune locks in one bucket, through boto3's S3 client
+(made by :mod:`dockercache.adapters.aws`, the one module that imports boto3).
 
 Objects are laid out as :mod:`dockercache.stores.s3.layout` says (blobs by digest, snapshot indexes by name).
 Credentials come from the standard AWS chain (environment, profile, instance role); they are never put in
@@ -19,12 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import boto3
-import boto3.exceptions
-import botocore.exceptions
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config as BotoConfig
-
+from ...adapters import aws
 from ...config.caches import S3Cache
 from ...errors import StoreError
 from .layout import S3Layout, SnapshotName
@@ -58,39 +54,20 @@ class SnapshotInfo:
 
 
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "error")
-        message = error.get("Message") or ""
-        return f"{code}{': ' + message if message and message != code else ''}"
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
-        return f"cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}"
-    if isinstance(exc, boto3.exceptions.S3UploadFailedError):
-        # "Failed to upload <local path> to <bucket/key>: An error occurred (Code) when calling ...: message"
-        return str(exc).rsplit(": An error occurred ", 1)[-1]
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return "no AWS credentials found (environment, profile or instance role)"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return aws.reason(exc)
 
 
 def _no_bucket(exc: Exception) -> bool:
     """S3 said the bucket is not there (a HEAD of the bucket answers a bare 404)."""
-    if not isinstance(exc, botocore.exceptions.ClientError):
-        return False
-    code = exc.response.get("Error", {}).get("Code")
-    return code == "NoSuchBucket" or (code in ("404", "NotFound") and exc.operation_name == "HeadBucket")
+    code = aws.error_code(exc)
+    return code == "NoSuchBucket" or (code in ("404", "NotFound") and aws.operation(exc) == "HeadBucket")
 
 
 def _not_found(exc: Exception) -> bool:
-    return isinstance(exc, botocore.exceptions.ClientError) and exc.response.get("Error", {}).get("Code") in (
-        "404",
-        "NoSuchKey",
-        "NotFound",
-    )
+    return aws.error_code(exc) in ("404", "NoSuchKey", "NotFound")
 
 
-# upload_file wraps failures in boto3's own S3UploadFailedError, which is neither of botocore's.
-BOTO_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, boto3.exceptions.Boto3Error)
+BOTO_ERRORS = aws.ERRORS
 
 
 class S3Store:
@@ -102,7 +79,7 @@ class S3Store:
         self.prefix = config.prefix.strip("/")
         self.layout = S3Layout(self.prefix)
         self.client = client or make_client(config)
-        self.transfer = TransferConfig(
+        self.transfer = aws.transfer_config(
             multipart_threshold=config.multipart_threshold_mb * 1024 * 1024,
             multipart_chunksize=max(8, config.multipart_threshold_mb // 4) * 1024 * 1024,
             max_concurrency=4,
@@ -175,7 +152,7 @@ class S3Store:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.blob_key(digest), Body=body, IfNoneMatch="*")
         except BOTO_ERRORS as exc:
-            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, botocore.exceptions.ClientError) else ""
+            code = aws.error_code(exc) or ""
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 return
             if code != "NotImplemented":  # a server without conditional writes: content-addressed, so plain put
@@ -317,14 +294,17 @@ class S3Store:
 
 def make_client(config: S3Cache) -> S3Client:
     try:
-        session = boto3.session.Session(profile_name=config.profile, region_name=config.region)
-    except botocore.exceptions.ProfileNotFound:
+        client: S3Client = aws.client(
+            "s3",
+            profile=config.profile,
+            region=config.region,
+            endpoint_url=config.endpoint_url,
+            retries={"mode": "standard", "max_attempts": 4},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=max(10, config.transfers * 2),
+            s3={"addressing_style": "path"} if config.endpoint_url else {},
+        )
+    except aws.ProfileNotFound:
         raise StoreError(f"s3://{config.bucket}: AWS profile '{config.profile}' not found") from None
-    boto_config = BotoConfig(
-        retries={"mode": "standard", "max_attempts": 4},
-        connect_timeout=5,
-        read_timeout=60,
-        max_pool_connections=max(10, config.transfers * 2),
-        s3={"addressing_style": "path"} if config.endpoint_url else {},
-    )
-    return session.client("s3", endpoint_url=config.endpoint_url, config=boto_config)
+    return client
