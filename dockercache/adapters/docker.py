@@ -89,7 +89,7 @@ class Docker:
     @property
     def client(self) -> DockerClient:
         if self._client is None:
-            from python_on_whales import DockerClient
+            from python_on_whales import DockerClient  # start-up: see the module's docstring
 
             self._client = DockerClient()
         return self._client
@@ -109,7 +109,7 @@ class Docker:
 
     def builder_driver(self, name: str) -> str | None:
         """The driver of builder ``name``, or None when there is no such builder."""
-        from python_on_whales.exceptions import DockerException
+        from python_on_whales.exceptions import DockerException  # start-up: see the module's docstring
 
         try:
             builders = self.client.buildx.list()
@@ -150,7 +150,7 @@ class Docker:
         return lines[-1] if lines else ""
 
     def remove_builder(self, name: str) -> None:
-        from python_on_whales.exceptions import DockerException
+        from python_on_whales.exceptions import DockerException  # start-up: see the module's docstring
 
         try:
             self.client.buildx.remove(name)
@@ -174,8 +174,8 @@ class Docker:
 
     def compose_config(self, files: Sequence[Path], project_dir: Path) -> Mapping[str, Any]:
         """``docker compose config --format json`` (the raw JSON keeps build.target and cache_from)."""
-        from python_on_whales import DockerClient
-        from python_on_whales.exceptions import DockerException
+        from python_on_whales import DockerClient  # start-up: see the module's docstring
+        from python_on_whales.exceptions import DockerException  # start-up: see the module's docstring
 
         client = DockerClient(
             compose_files=list(files),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
+from ..adapters.buildkite import Agent
 from ..adapters.ci import CIContext
 from ..adapters.ecr import credentials
 from ..config.model import Config
@@ -14,13 +15,11 @@ from ..output.console import Console
 from ..output.report import render_table
 from ..output.results import RunResult
 from ..timeline import Timeline
+from .environment import Environment, load, plan_for
 
 if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check never need them
     pass
 
-
-from ..adapters.buildkite import Agent
-from .environment import Environment, load, plan_for
 
 PROGRESS_MODES = ("auto", "tty", "plain", "quiet")
 

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from ..adapters.ci import CIContext, branch_slug, slugify
 from ..config.caches import S3Cache
 from ..config.model import Config
 from ..errors import ConfigError
+from ..output.words import human_age, human_bytes
 from ..planning.plan import run_keys
 from ..stores import Keys
 from ..stores.s3.keys import save_key, snapshot_key
 from ..stores.s3.runtime import open_snapshots
-from ..stores.s3.snapshots import Retention
+from ..stores.s3.snapshots import Retention, parse_snapshot
+from .environment import Environment, load
 
 if TYPE_CHECKING:
     from ..stores.s3.snapshots import Snapshots
-
-
-from ..output.words import human_age, human_bytes
-from ..stores.s3.snapshots import parse_snapshot
-from .environment import Environment, load
 
 
 def _s3_store_name(config: Config, store: str | None) -> str:
@@ -247,8 +244,6 @@ def cmd_verify(
 def cmd_list(environment: Environment, config: str | None, store: str | None, as_json: bool = False) -> int:
     """The snapshots, newest first, with their age, the bytes of the blobs each names and the commit that wrote
     it (one index read each)."""
-    from datetime import datetime, timezone
-
     snapshots, *_ = _snapshots(environment, config, store)
     now = datetime.now(timezone.utc)
     rows = []

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from ..config.caches import S3Cache
+from ..adapters.netcheck import registry_host, unreachable
+from ..config.caches import LocalCache, RegistryCache, S3Cache, local_store_path
 from ..config.model import Config
-from ..errors import EnvironmentProblem
+from ..errors import EnvironmentProblem, StoreError
+from ..init import discover, render, write
 from ..planning.resolve import ResolvedService, resolve_services
+from ..stores.s3.runtime import open_store
+from .environment import Environment, load
 
 if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check never need them
     pass
-
-
-from ..adapters.netcheck import registry_host, unreachable
-from ..config.caches import LocalCache, RegistryCache, local_store_path
-from ..errors import StoreError
-from ..init import discover, render, write
-from ..stores.s3.runtime import open_store
-from .environment import Environment, load
 
 
 def cmd_check(
@@ -52,7 +49,6 @@ def check_remote(cfg: Config, env: Mapping[str, str]) -> dict[str, str | None]:
     """``check --remote``: every cache store, registry login and image registry (where builds push) this
     configuration names, tried without building (a registry: an HTTP answer on /v2/; S3: its endpoint and
     bucket; a local store: a writable directory). {what: None when reachable, else why not}."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def try_store(name: str) -> str | None:
         store = cfg.caches[name]

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from ..secrets import redact_data, shorten
+from .live import LiveDisplay
 from .progress import cancelled
 from .words import plural
 
 if TYPE_CHECKING:
-    from .live import LiveDisplay
     from .progress import Vertex
     from .tally import Tally
 
@@ -143,8 +143,6 @@ class Console:
         with this console's redactor; it counts steps with ``tally``, as the report does)."""
         if self.progress != "tty":
             return None
-        from .live import LiveDisplay
-
         return LiveDisplay(targets, self.err, self.redact, tally=tally)
 
     def step(self, vertex: Vertex) -> None:

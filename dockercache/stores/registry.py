@@ -141,7 +141,7 @@ class RegistryRuntime(NoRuntime):
     def _probe(self, targets: Sequence[Target]) -> list[Target]:
         """Every ref a running target reads or writes, asked of its registry at once: one that is not there is no
         source (a ref that cannot be asked stays one: BuildKit decides), and what a written one holds is kept."""
-        from ..adapters.oci import Manifest
+        from ..adapters.oci import Manifest  # urllib: as above
 
         running = [t for t in targets if t.runs]
         read = {e.location for t in running for e in t.caches.sources if e.type == "registry"}

@@ -13,23 +13,27 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...adapters.netcheck import unreachable, url_host
 from ...config.caches import S3Cache
 from ...errors import CacheError, StoreError
 from ..base import RunContext
 from .keys import CONTAINER_PORTS, ENDPOINT, S3_KEY, S3Step, source
 from .layout import MOUNTS_STAGE, SnapshotName, repository_name
+from .snapshots import BlobCorrupt, Snapshots
 
 if TYPE_CHECKING:
     from ...model import Target
     from ...output.results import StageResult
     from .endpoint import Endpoint
     from .endpoint_access import Repository
-    from .snapshots import BlobStore, Snapshots
+    from .snapshots import BlobStore
 
 
 #: BuildKit's error for a blob it could not fetch: ``unexpected status code https://HOST/v2/REPO/blobs/DIGEST: 500 ...``
@@ -43,13 +47,11 @@ _CORRUPT = re.compile(r"unexpected commit digest sha256:[0-9a-f]{64}, expected (
 
 def open_store(name: str, config: S3Cache, context: RunContext | None = None) -> BlobStore:
     """The blob store of one S3 cache, its endpoint and bucket checked first (boto3 is imported only here)."""
-    from ...adapters.netcheck import unreachable, url_host
-
     blob_store: BlobStore
     if context is not None and context.blob_store is not None:
         blob_store = context.blob_store(name, config)
     else:
-        from .client import S3Store
+        from .client import S3Store  # start-up: boto3, imported when a build opens a bucket
 
         blob_store = S3Store(config)
         if config.endpoint_url:
@@ -61,8 +63,6 @@ def open_store(name: str, config: S3Cache, context: RunContext | None = None) ->
 
 
 def open_snapshots(name: str, config: S3Cache) -> Snapshots:
-    from .snapshots import Snapshots
-
     return Snapshots(open_store(name, config))
 
 
@@ -109,7 +109,7 @@ class S3Runtime:
         return [prepared[t.name] for t in targets]
 
     def _prepare(self, name: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
-        from .endpoint import Endpoint
+        from .endpoint import Endpoint  # start-up: http.server and threads, for a build only
 
         config = targets[0].caches.config
         assert isinstance(config, S3Cache)
@@ -175,7 +175,7 @@ class S3Runtime:
     def _repositories(self, targets: Sequence[Target], recorded: Mapping[str, str | None]) -> dict[str, Repository]:
         """The repositories the endpoint serves: every key a target restores from, read-only; and each save's
         key, writable under the exact tags this run writes (each once)."""
-        from .endpoint_access import Repository
+        from .endpoint_access import Repository  # start-up: the endpoint's modules, for a build only
 
         repositories: dict[str, Repository] = {}
         for target in targets:
@@ -238,7 +238,7 @@ class S3Runtime:
 
     def logins(self) -> dict[str, tuple[str, str]]:
         """Every endpoint's address and the run's secret for it: BuildKit presents it, nobody else knows it."""
-        from .endpoint_access import USERNAME
+        from .endpoint_access import USERNAME  # start-up: as above
 
         return {endpoint.address: (USERNAME, self._secrets[name]) for name, endpoint in self._endpoints.items()}
 
@@ -312,11 +312,6 @@ class S3Runtime:
 
     @staticmethod
     def _remove_if_corrupt(endpoint: Endpoint, digest: str) -> str:
-        import tempfile
-        from pathlib import Path
-
-        from .snapshots import BlobCorrupt
-
         store = endpoint.store
         with tempfile.TemporaryDirectory(prefix="dockercache-check-") as scratch:
             try:
