@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from ..adapters.netcheck import registry_host, unreachable
-from ..config.caches import LocalCache, RegistryCache, S3Cache, local_store_path
 from ..config.model import Config
-from ..errors import EnvironmentProblem, StoreError
+from ..errors import EnvironmentProblem
 from ..init import discover, render, write
 from ..planning.resolve import ResolvedService, resolve_services
-from ..stores.s3.runtime import open_store
+from ..stores import kind_for
 from .environment import Environment, load
 
 if TYPE_CHECKING:  # python-on-whales and boto3 are slow to import; plan and check never need them
@@ -52,21 +50,7 @@ def check_remote(cfg: Config, env: Mapping[str, str]) -> dict[str, str | None]:
 
     def try_store(name: str) -> str | None:
         store = cfg.caches[name]
-        if isinstance(store, RegistryCache):
-            host, port = registry_host(store.ref)
-            why = unreachable(host, port)
-            return f"registry {host}:{port} unreachable ({why})" if why else None
-        if isinstance(store, S3Cache):
-            try:
-                open_store(name, store)
-            except StoreError as exc:
-                return str(exc)
-            return None
-        if isinstance(store, LocalCache):
-            directory = local_store_path(store, cfg.path.parent, env)
-            existing = next((p for p in (directory, *directory.parents) if p.exists()), directory)
-            return None if os.access(existing, os.W_OK) else f"{existing} is not writable"
-        return None
+        return kind_for(store).probe(name, store, cfg.path.parent, env)
 
     def try_login(host: str) -> str | None:
         server, _, port = host.rpartition(":") if ":" in host else (host, "", "443")

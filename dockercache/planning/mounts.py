@@ -32,15 +32,14 @@ import csv
 import dataclasses
 import re
 import shlex
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..adapters.ci import slugify
-from ..config.caches import CacheStore, LocalCache, RegistryCache, S3Cache
-from ..config.services import split_variant
-from ..model import CacheMount, Kind, MountsPlan, Place
-from ..stores.s3.layout import MOUNTS_STAGE, S3Layout, SnapshotName
+from ..config.caches import CacheStore
+from ..model import CacheMount, MountsPlan
+from ..stores import kind_for
+from ..stores.base import MountsRequest
 from .dockerfile import expand, from_values, global_args, logical_lines, parse_stages
 
 if TYPE_CHECKING:
@@ -163,45 +162,6 @@ def _run_cache_mounts(rest: str, stage: str, values: Mapping[str, str], notes: l
 # ----------------------------------------------------------------------------------------------- plan
 
 
-def registry_mounts_ref(store: RegistryCache, service: str, branch: str) -> str:
-    """``<the store's repository>:mounts-<service>-<branch>`` (a variant's name in the tag)."""
-    return f"{store.ref.format(service=split_variant(service)[0])}:{slugify(f'mounts-{service}-{branch}', 128)}"
-
-
-def local_mounts_dir(store: LocalCache, root: Path, service: str, branch: str) -> str:
-    """``<the store's directory>.mounts/<service>/<branch>``, beside the store's own."""
-    assert store.path is not None, "resolving a service fills in the path"
-    directory = (root / store.path).resolve()
-    return str(directory.with_name(directory.name + ".mounts") / service / branch)
-
-
-def s3_mounts_place(store: S3Cache, service: str, key: str, branch: str) -> Place:
-    """The S3 snapshot ``<key>/<service>/_mounts``: where an S3 store keeps a service's cache mounts."""
-    index = S3Layout(store.prefix.strip("/")).snapshot(SnapshotName(key, service, MOUNTS_STAGE))
-    location = f"s3://{store.bucket}/{index}"
-    return Place(branch, location, key)
-
-
-def _s3_places(
-    store: S3Cache, service: str, keys: Keys, cache_write: bool
-) -> tuple[tuple[Place, ...], Place | None, str | None]:
-    """An S3 store's mounts follow its caches: read under its restore keys in order, saved under the key its
-    caches are saved under (or not, and why)."""
-    from ..stores.s3.keys import restore_keys, save_key, snapshot_key
-
-    def branch(key: str) -> str:
-        named = (b for b in keys.read_branches if key == snapshot_key(store.key, keys, b))
-        return next(named, "")  # a cache_from key: no branch of its own
-
-    restore = tuple(s3_mounts_place(store, service, k, branch(k)) for k in restore_keys(store, keys))
-    if not cache_write:
-        return restore, None, "cache writes are off"
-    save, refused = save_key(store, keys)
-    if save is None:
-        return restore, None, refused
-    return restore, s3_mounts_place(store, service, save, branch(save)), None
-
-
 def plan_mounts(
     service: str,
     dockerfile_text: str,
@@ -220,33 +180,14 @@ def plan_mounts(
     may write what the default branch reads (as the store's caches)."""
     mounts, notes, mounting = scan_cache_mounts(dockerfile_text, stages, args)
     base = MountsPlan(service, None, mounts, image, max_mb << 20, notes=notes, store=store_name, stages=mounting)
-    branches = keys.read_branches
-    write = keys.default_branch if keys.writes_shared else keys.branch
-
-    place: Callable[[str], str]
-    if isinstance(store, RegistryCache):
-        kind: Kind = "registry"
-
-        def place(branch: str) -> str:
-            return registry_mounts_ref(store, service, branch)
-    elif isinstance(store, LocalCache):
-        kind = "local"
-
-        def place(branch: str) -> str:
-            return local_mounts_dir(store, root, service, branch)
-    else:
-        assert isinstance(store, S3Cache)
-        if store.native:
-            why = "a native S3 store (BuildKit's type=s3) cannot keep cache mounts; the registry endpoint can"
-            return dataclasses.replace(base, no_save=why, notes=(*notes, f"not restored: {why}"))
-        kind = "s3"
+    places = kind_for(store).mounts(MountsRequest(service, store, keys, cache_write, root))
+    if places.transport is None:
+        return dataclasses.replace(base, no_save=places.no_save, notes=(*notes, f"not restored: {places.no_save}"))
     if not mounts:
-        return dataclasses.replace(base, kind=kind, no_save="no cache mounts in the stages built")
-    if isinstance(store, S3Cache):
-        restore, save_to, no_save = _s3_places(store, service, keys, cache_write)
-        plan = dataclasses.replace(base, kind=kind, restore_from=restore, save_to=save_to, no_save=no_save)
-    else:
-        plan = dataclasses.replace(base, kind=kind, restore_from=tuple(Place(b, place(b)) for b in branches))
+        return dataclasses.replace(base, kind=places.transport, no_save="no cache mounts in the stages built")
+    plan = dataclasses.replace(
+        base, kind=places.transport, restore_from=places.restore_from, save_to=places.save_to, no_save=places.no_save
+    )
     bare = [m.id for m in mounts if m.uid is None and m.gid is None and m.mode is None]
     if bare:
         # Docker 26's own BuildKit (driver docker, containerd image store) keeps no such cache from one build to
@@ -257,8 +198,4 @@ def plan_mounts(
             "add uid=0 (see docs/caching.md)"
         )
         plan = dataclasses.replace(plan, notes=(*plan.notes, note))
-    if kind == "s3":
-        return plan
-    if not cache_write:
-        return dataclasses.replace(plan, no_save="cache writes are off")
-    return dataclasses.replace(plan, save_to=Place(write, place(write)))
+    return plan

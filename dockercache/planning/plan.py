@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..adapters.ci import branch_slug, slugify
-from ..config.caches import CacheStore, LocalCache, S3Cache
 from ..config.model import BuilderConfig, Settings
 from ..config.services import split_variant
 from ..errors import ConfigError
 from ..model import BuilderPlan, BuildOptions, Plan, ServicePlan, Target, group_name
 from ..model.skip import ContextScan, SkipSetting, Unavailable
 from ..reference import TAG
-from ..stores import CacheRequest, Keys, kind_for, may_write_shared
+from ..stores import KINDS, CacheRequest, Keys, kind_for, may_write_shared
 from .context import scan_context
 from .resolve import ResolvedService
 from .skip import base_images, remote_sources
@@ -50,24 +49,6 @@ from .targets import (
 
 if TYPE_CHECKING:
     from ..model import MountsPlan
-
-
-def endpoint_builder(builder: BuilderPlan, stores: Sequence[CacheStore]) -> BuilderPlan:
-    """A docker-container builder that must reach the S3 store's endpoint on the agent's loopback: host
-    networking, and buildkitd.toml naming the endpoint's addresses as plain-HTTP registries."""
-    from ..stores.s3.keys import CONTAINER_PORTS
-
-    lazy = [s for s in stores if isinstance(s, S3Cache) and not s.native]
-    if builder.driver != "docker-container" or not lazy:
-        return builder
-    hosts = dict.fromkeys(s.listen or "" for s in lazy)
-    addresses = [h for h in hosts if h] + ([f"127.0.0.1:{p}" for p in CONTAINER_PORTS] if "" in hosts else [])
-    config = "".join(f'[registry."{a}"]\n  http = true\n  insecure = true\n\n' for a in addresses)
-    return dataclasses.replace(
-        builder,
-        driver_opts={"network": "host", **builder.driver_opts},
-        buildkitd_config=config,
-    )
 
 
 def cache_write_decision(
@@ -162,7 +143,7 @@ def make_plan(
     keys = run_keys(
         inputs.settings, inputs.pipeline, inputs.commit, inputs.branch, inputs.default_branch, pr, inputs.base_branch
     )
-    local_only = all(isinstance(s.store, LocalCache) for s in inputs.services)
+    local_only = all(kind_for(s.store).on_agent for s in inputs.services)
     cache_write, reason = cache_write_decision(inputs.settings, options, inputs.on_ci, local_only, pr)
     builder = _builder_plan(inputs)
     _check_default_tags(inputs)
@@ -197,7 +178,10 @@ def _builder_plan(inputs: PlanInputs) -> BuilderPlan:
         ephemeral=inputs.builder.ephemeral,
         keep_storage=inputs.builder.keep_storage,
     )
-    return endpoint_builder(builder, [s.store for s in inputs.services])
+    stores = [s.store for s in inputs.services]
+    for kind in KINDS:
+        builder = kind.builder(builder, [s for s in stores if kind.handles(s)])
+    return builder
 
 
 def _check_default_tags(inputs: PlanInputs) -> None:
@@ -321,17 +305,11 @@ def _cache_mounts(
 
 
 def _bake_env(services: Sequence[ResolvedService]) -> dict[str, str]:
-    profiles = {
-        s.store.profile: s.store_name
-        for s in services
-        if isinstance(s.store, S3Cache) and s.store.native and s.store.profile
-    }
-    if len(profiles) > 1:
-        raise ConfigError(
-            f"native S3 stores {', '.join(map(str, profiles.values()))} name different AWS profiles; buildx "
-            "resolves one profile per run (AWS_PROFILE)"
-        )
-    return {"AWS_PROFILE": next(iter(profiles))} if profiles else {}
+    """What the stores of the services built need in the bake process's environment."""
+    env: dict[str, str] = {}
+    for kind in KINDS:
+        env.update(kind.bake_env({s.store_name or "": s.store for s in services if kind.handles(s.store)}))
+    return env
 
 
 def _check_names(services: Sequence[ServicePlan], source: str) -> None:

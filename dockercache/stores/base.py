@@ -13,6 +13,11 @@ backends and restic's backends do:
   finishes targets after the runs (swap a local directory into place, say what was written) and names the
   meta-data a successful service records for later steps.
 
+A kind also answers what the planner and the commands would otherwise ask of a store by its name
+(:class:`KindDefaults` gives the answers of a kind with nothing to add): whether it lives on the agent, what
+a builder needs to reach it, what the bake process needs in its environment, where a service's cache mounts
+go (a :class:`MountsRequest` in, :class:`MountsPlaces` out), and whether it answers (``check --remote``).
+
 The planner and the runner know no store by name: they ask :func:`dockercache.stores.kind_for`.
 """
 
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config.caches import CacheStore, S3Cache
 from ..config.model import Settings
-from ..model import TargetCaches
+from ..model import BuilderPlan, Kind, Place, TargetCaches
 
 if TYPE_CHECKING:
     from ..model import Target
@@ -157,16 +162,87 @@ class StoreRuntime(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class MountsRequest:
+    """Where a store keeps one service's cache mounts: what it is told."""
+
+    service: str
+    store: CacheStore
+    keys: Keys
+    cache_write: bool
+    root: Path
+    """The directory of dockercache.toml (local store paths are relative to it)."""
+
+
+@dataclass(frozen=True)
+class MountsPlaces:
+    """Where a store keeps one service's cache mounts: where they are read from, in order, and saved to."""
+
+    transport: Kind | None
+    """How the helper builds reach them: a registry image, a local directory, the S3 store's endpoint (None:
+    this store cannot keep them, and :attr:`no_save` says why)."""
+    restore_from: tuple[Place, ...] = ()
+    save_to: Place | None = None
+    no_save: str | None = None
+
+
+def branch_places(transport: Kind, request: MountsRequest, place: Callable[[str], str]) -> MountsPlaces:
+    """Mounts kept per branch: read this branch's, then the others the run reads; saved as this branch's, or
+    the default branch's when it may write what the default branch reads (as the store's caches)."""
+    keys = request.keys
+    restore = tuple(Place(b, place(b)) for b in keys.read_branches)
+    if not request.cache_write:
+        return MountsPlaces(transport, restore, no_save="cache writes are off")
+    write = keys.default_branch if keys.writes_shared else keys.branch
+    return MountsPlaces(transport, restore, Place(write, place(write)))
+
+
 class StoreKind(Protocol):
-    """A kind of cache store: how it plans a target's caches and how it runs."""
+    """A kind of cache store: how it plans a target's caches, how it runs, and what else a planner or a command
+    would ask of a store."""
 
     name: str
+    on_agent: bool
+    """Its caches live on this agent: writing them is this agent's own business (always on)."""
 
     def handles(self, store: CacheStore) -> bool: ...
 
     def plan(self, request: CacheRequest) -> TargetCaches: ...
 
     def runtime(self, context: RunContext) -> StoreRuntime: ...
+
+    def builder(self, builder: BuilderPlan, stores: Sequence[CacheStore]) -> BuilderPlan:
+        """The builder, with what it needs to reach ``stores`` (this kind's, of the services built)."""
+        ...
+
+    def bake_env(self, stores: Mapping[str, CacheStore]) -> dict[str, str]:
+        """What the bake process needs in its environment for ``stores`` (this kind's, by name)."""
+        ...
+
+    def mounts(self, request: MountsRequest) -> MountsPlaces: ...
+
+    def probe(self, name: str, store: CacheStore, root: Path, env: Mapping[str, str]) -> str | None:
+        """``check --remote``: None when the store answers, else why not (one line)."""
+        ...
+
+
+class KindDefaults:
+    """The answers of a kind that has nothing to add: not on the agent, nothing for the builder or the bake's
+    environment, no cache mounts, nothing to probe."""
+
+    on_agent = False
+
+    def builder(self, builder: BuilderPlan, stores: Sequence[CacheStore]) -> BuilderPlan:
+        return builder
+
+    def bake_env(self, stores: Mapping[str, CacheStore]) -> dict[str, str]:
+        return {}
+
+    def mounts(self, request: MountsRequest) -> MountsPlaces:
+        return MountsPlaces(None, no_save="this cache store cannot keep cache mounts")
+
+    def probe(self, name: str, store: CacheStore, root: Path, env: Mapping[str, str]) -> str | None:
+        return None
 
 
 class NoRuntime:

@@ -11,6 +11,7 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..adapters.ci import slugify
@@ -20,7 +21,16 @@ from ..errors import CacheError, StoreError
 from ..model import TargetCaches
 from ..model.entry import CacheEntry
 from ..reference import REFERENCE
-from .base import CacheRequest, NoRuntime, RunContext, StoreRuntime
+from .base import (
+    CacheRequest,
+    KindDefaults,
+    MountsPlaces,
+    MountsRequest,
+    NoRuntime,
+    RunContext,
+    StoreRuntime,
+    branch_places,
+)
 from .content import adds_nothing, cache_content
 
 if TYPE_CHECKING:
@@ -43,7 +53,7 @@ def registry_ref(store: RegistryCache, service: str, stage: str, branch_slug: st
     return f"{repo}:{tag}"
 
 
-class RegistryKind:
+class RegistryKind(KindDefaults):
     name = "registry"
 
     def handles(self, store: CacheStore) -> bool:
@@ -85,6 +95,20 @@ class RegistryKind:
             attrs["force-compression"] = "true"
         attrs["ignore-error"] = "true"
         return dataclasses.replace(plan, sink=CacheEntry.make("registry", attrs))
+
+    def mounts(self, request: MountsRequest) -> MountsPlaces:
+        """An image per branch in the store's repository (:func:`mounts_ref`), pushed by the save's helper build."""
+        store = request.store
+        assert isinstance(store, RegistryCache)
+        return branch_places("registry", request, lambda branch: mounts_ref(store, request.service, branch))
+
+    def probe(self, name: str, store: CacheStore, root: Path, env: Mapping[str, str]) -> str | None:
+        from ..adapters.netcheck import registry_host, unreachable  # socket: as the runtime's
+
+        assert isinstance(store, RegistryCache)
+        host, port = registry_host(store.ref)
+        why = unreachable(host, port)
+        return f"registry {host}:{port} unreachable ({why})" if why else None
 
     def runtime(self, context: RunContext) -> StoreRuntime:
         return RegistryRuntime(context)
@@ -281,6 +305,11 @@ def _entries(target: Target) -> list[CacheEntry]:
     """The registry entries of a target (imported lazily with netcheck by the caller)."""
     sink = target.caches.sink
     return [e for e in (*target.caches.sources, *([sink] if sink else [])) if e.type == "registry"]
+
+
+def mounts_ref(store: RegistryCache, service: str, branch: str) -> str:
+    """``<the store's repository>:mounts-<service>-<branch>`` (a variant's name in the tag)."""
+    return f"{store.ref.format(service=split_variant(service)[0])}:{slugify(f'mounts-{service}-{branch}', 128)}"
 
 
 KIND = RegistryKind()

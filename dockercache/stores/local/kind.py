@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...config.caches import CacheStore, LocalCache
+from ...config.caches import CacheStore, LocalCache, local_store_path
 from ...model import StoreStep, TargetCaches
 from ...model.entry import CacheEntry
-from ..base import CacheRequest, NoRuntime, RunContext, StoreRuntime
+from ..base import (
+    CacheRequest,
+    KindDefaults,
+    MountsPlaces,
+    MountsRequest,
+    NoRuntime,
+    RunContext,
+    StoreRuntime,
+    branch_places,
+)
 from .retention import clean
 from .versions import Lease, adds_nothing_to_live, empty_directory, new_export_directory, pin, swap_in
 
@@ -39,8 +50,9 @@ class LocalSwap(StoreStep):
         return [("swap:", f"{self.incoming}-<run> -> {self.final} (after a complete export)")]
 
 
-class LocalKind:
+class LocalKind(KindDefaults):
     name = "local"
+    on_agent = True
 
     def handles(self, store: CacheStore) -> bool:
         return isinstance(store, LocalCache)
@@ -59,6 +71,18 @@ class LocalKind:
         attrs = {"dest": swap.incoming, "mode": store.mode, "compression": store.compression, "ignore-error": "true"}
         sink = CacheEntry.make("local", attrs)
         return dataclasses.replace(plan, sink=sink, step=swap)
+
+    def mounts(self, request: MountsRequest) -> MountsPlaces:
+        """A directory per branch beside the store's own (:func:`mounts_dir`), exported by the helper build."""
+        store = request.store
+        assert isinstance(store, LocalCache)
+        return branch_places("local", request, lambda branch: mounts_dir(store, request.root, request.service, branch))
+
+    def probe(self, name: str, store: CacheStore, root: Path, env: Mapping[str, str]) -> str | None:
+        assert isinstance(store, LocalCache)
+        directory = local_store_path(store, root, env)
+        existing = next((p for p in (directory, *directory.parents) if p.exists()), directory)
+        return None if os.access(existing, os.W_OK) else f"{existing} is not writable"
 
     def runtime(self, context: RunContext) -> StoreRuntime:
         return LocalRuntime(context)
@@ -161,6 +185,13 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc)
+
+
+def mounts_dir(store: LocalCache, root: Path, service: str, branch: str) -> str:
+    """``<the store's directory>.mounts/<service>/<branch>``, beside the store's own."""
+    assert store.path is not None, "resolving a service fills in the path"
+    directory = (root / store.path).resolve()
+    return str(directory.with_name(directory.name + ".mounts") / service / branch)
 
 
 KIND = LocalKind()

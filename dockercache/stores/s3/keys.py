@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass
 
 from ...config.caches import S3Cache
-from ...model import StoreStep
+from ...model import Place, StoreStep
 from ...model.entry import CacheEntry
-from ..base import Keys
-from .layout import SnapshotName, repository_name
+from ..base import Keys, MountsPlaces, MountsRequest
+from .layout import MOUNTS_STAGE, S3Layout, SnapshotName, repository_name
 
 #: The Buildkite meta-data key that carries the snapshot key a service saved to later steps of the build.
 S3_KEY = "dockercache-s3-key-{service}"
@@ -108,3 +108,28 @@ def save_key(store: S3Cache, keys: Keys) -> tuple[str | None, str | None]:
 
 def source(host: str, key: str, service: str, stage: str) -> CacheEntry:
     return CacheEntry.make("registry", ref=f"{host}/{repository_name(key, service)}:{stage}")
+
+
+def mounts_place(store: S3Cache, service: str, key: str, branch: str) -> Place:
+    """The S3 snapshot ``<key>/<service>/_mounts``: where an S3 store keeps a service's cache mounts."""
+    index = S3Layout(store.prefix.strip("/")).snapshot(SnapshotName(key, service, MOUNTS_STAGE))
+    return Place(branch, f"s3://{store.bucket}/{index}", key)
+
+
+def mounts_places(request: MountsRequest) -> MountsPlaces:
+    """An S3 store's mounts follow its caches: read under its restore keys in order, saved under the key its
+    caches are saved under (or not, and why)."""
+    store, keys, service = request.store, request.keys, request.service
+    assert isinstance(store, S3Cache)
+
+    def branch(key: str) -> str:
+        named = (b for b in keys.read_branches if key == snapshot_key(store.key, keys, b))
+        return next(named, "")  # a cache_from key: no branch of its own
+
+    restore = tuple(mounts_place(store, service, k, branch(k)) for k in restore_keys(store, keys))
+    if not request.cache_write:
+        return MountsPlaces("s3", restore, no_save="cache writes are off")
+    save, refused = save_key(store, keys)
+    if save is None:
+        return MountsPlaces("s3", restore, no_save=refused)
+    return MountsPlaces("s3", restore, mounts_place(store, service, save, branch(save)))

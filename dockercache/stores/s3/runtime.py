@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...adapters.netcheck import unreachable, url_host
-from ...config.caches import S3Cache
+from ...config.caches import CacheStore, S3Cache
 from ...errors import CacheError, StoreError
 from ..base import RunContext
 from .keys import CONTAINER_PORTS, ENDPOINT, S3_KEY, S3Step, source
@@ -60,6 +60,16 @@ def open_store(name: str, config: S3Cache, context: RunContext | None = None) ->
                 raise StoreError(f"{blob_store.url}: endpoint {config.endpoint_url} unreachable ({why})")
     blob_store.check()
     return blob_store
+
+
+def probe(name: str, store: CacheStore) -> str | None:
+    """``check --remote``: None when the store's endpoint and bucket answer, else why not."""
+    assert isinstance(store, S3Cache)
+    try:
+        open_store(name, store)
+    except StoreError as exc:
+        return str(exc)
+    return None
 
 
 def open_snapshots(name: str, config: S3Cache) -> Snapshots:

@@ -13,15 +13,19 @@ with the plan (open the store, serve it, publish, report) is :mod:`.runtime`.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
 from ...config.caches import CacheStore, S3Cache
-from ...model import TargetCaches
-from ..base import CacheRequest, RunContext, StoreRuntime
-from .keys import ENDPOINT, S3Step, restore_keys, save_key, source
+from ...model import BuilderPlan, TargetCaches
+from ..base import CacheRequest, KindDefaults, MountsPlaces, MountsRequest, RunContext, StoreRuntime
+from .keys import CONTAINER_PORTS, ENDPOINT, S3Step, mounts_places, restore_keys, save_key, source
 from .layout import SnapshotName
-from .runtime import S3Runtime
+from .runtime import S3Runtime, probe
 
 
-class S3Kind:
+class S3Kind(KindDefaults):
     name = "s3"
 
     def handles(self, store: CacheStore) -> bool:
@@ -52,6 +56,25 @@ class S3Kind:
 
     def runtime(self, context: RunContext) -> StoreRuntime:
         return S3Runtime(context)
+
+    def builder(self, builder: BuilderPlan, stores: Sequence[CacheStore]) -> BuilderPlan:
+        """A docker-container builder must reach the endpoint on the agent's loopback: host networking, and
+        buildkitd.toml naming the endpoint's addresses as plain-HTTP registries."""
+        if builder.driver != "docker-container" or not stores:
+            return builder
+        hosts = dict.fromkeys(s.listen or "" for s in stores if isinstance(s, S3Cache))
+        addresses = [h for h in hosts if h] + ([f"127.0.0.1:{p}" for p in CONTAINER_PORTS] if "" in hosts else [])
+        config = "".join(f'[registry."{a}"]\n  http = true\n  insecure = true\n\n' for a in addresses)
+        return dataclasses.replace(
+            builder, driver_opts={"network": "host", **builder.driver_opts}, buildkitd_config=config
+        )
+
+    def mounts(self, request: MountsRequest) -> MountsPlaces:
+        """The snapshot ``<key>/<service>/_mounts`` under the store's keys, through the run's endpoint."""
+        return mounts_places(request)
+
+    def probe(self, name: str, store: CacheStore, root: Path, env: Mapping[str, str]) -> str | None:
+        return probe(name, store)
 
 
 KIND = S3Kind()
