@@ -25,16 +25,8 @@ from dockercache.output.results import ServiceResult, StageResult
 from dockercache.output.tally import StepCount
 from dockercache.planning.mounts import find_cache_mounts, scan_cache_mounts
 from dockercache.planning.plan import make_plan
-from dockercache.run.mounts import (
-    INDEX,
-    MARK,
-    NOTHING,
-    CacheMounts,
-    export_dockerfile,
-    parse_mark_lines,
-    restore_dockerfile,
-    swap_into_place,
-)
+from dockercache.run.mounts import MARK, NOTHING, CacheMounts, export_dockerfile, parse_mark_lines, restore_dockerfile
+from dockercache.stores.local.mounts import INDEX, swap_into_place
 
 from .test_plan import inputs, service
 

@@ -12,12 +12,7 @@ Nothing here ever fails a build: every problem is one warning and the build goes
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
-import secrets
-import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,14 +22,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import EnvironmentProblem, HelperBuildFailed
 from ..model import CacheMount, MountsPlan
 from ..model.entry import _csv_field
-from ..stores.s3.layout import MOUNTS_STAGE, SnapshotName, repository_name
+from ..stores import mounts_transport
+from ..stores.base import MountsSource, MountsTransport
+from ..stores.s3.mounts import MountsEndpoint
 
 if TYPE_CHECKING:
     from ..model import Plan
     from ..output.console import Console
     from ..output.results import ServiceResult, StageResult
     from ..output.tally import StepCount
-    from ..stores.s3.snapshots import Snapshot
 
 
 #: What the helper builds print per mount, so the progress output says what happened.
@@ -51,9 +47,6 @@ _MARK_LINE = re.compile(
     r"(?: (?P<bytes>\d+))?\s*$",
     re.M,
 )
-
-
-INDEX = "index.json"
 
 
 def export_dockerfile(image: str, mounts: Sequence[CacheMount], max_bytes: int) -> str:
@@ -104,20 +97,6 @@ class HelperDocker(Protocol):
 
     def buildx_build(self, argv: Sequence[str], timeout: float = ..., env: Mapping[str, str] | None = None) -> str: ...
     def manifest_digest(self, ref: str) -> str | None: ...
-
-
-class MountsEndpoint(Protocol):
-    """What an S3 store's mounts need of the run's endpoint (:class:`dockercache.stores.s3.endpoint.Endpoint`)."""
-
-    @property
-    def address(self) -> str: ...
-    def snapshot(self, name: SnapshotName) -> Snapshot | str | None: ...
-    def permit(self, pairs: Iterable[tuple[str, str]]) -> None: ...
-
-
-def endpoint_ref(endpoint: MountsEndpoint, key: str, service: str) -> str:
-    """The mounts image of snapshot key ``key`` as the endpoint serves it (``<address>/<repository>:_mounts``)."""
-    return f"{endpoint.address}/{repository_name(key, service)}:{MOUNTS_STAGE}"
 
 
 @dataclass
@@ -199,42 +178,36 @@ class CacheMounts:
                 except (EnvironmentProblem, OSError) as exc:
                     self._warn(mounts.service, f"restore failed, building without them: {exc}")
 
-    def _endpoint(self, mounts: MountsPlan) -> MountsEndpoint | None:
-        endpoint = self.endpoints(mounts.store)
-        if endpoint is None:  # the store said why when it was opened
-            self.console.info(f"{mounts.service}: cache mounts: cache store '{mounts.store}' unavailable")
-        return endpoint
+    def _transport(self, mounts: MountsPlan) -> MountsTransport | None:
+        """How the helper builds reach ``mounts``' store, or None when it cannot be reached in this run (said;
+        the store said why when it was opened)."""
+        transport = mounts_transport(mounts.kind or "", self.docker, self.endpoints)
+        why = transport.ready(mounts) if transport else "no way to reach them"
+        if why:
+            self.console.info(f"{mounts.service}: cache mounts: {why}")
+            return None
+        return transport
 
     def _restore(self, builder: str, mounts: MountsPlan, report: MountsReport) -> None:
-        endpoint = self._endpoint(mounts) if mounts.kind == "s3" else None
-        if mounts.kind == "s3" and endpoint is None:
+        transport = self._transport(mounts)
+        if transport is None:
             return
         with tempfile.TemporaryDirectory(prefix="dockercache-mounts-") as tmp:
-            context, source, found = Path(tmp) / "context", None, None
+            context, found, source = Path(tmp) / "context", None, MountsSource()
             context.mkdir()
             for place in mounts.restore_from:
-                if endpoint is not None:
-                    assert place.key is not None
-                    snapshot = endpoint.snapshot(SnapshotName(place.key, mounts.service, MOUNTS_STAGE))
-                    if isinstance(snapshot, str):
-                        self._warn(mounts.service, f"{snapshot}: ignored")
-                    elif snapshot is not None:  # by tag: the endpoint serves what it just checked
-                        found, source = place, endpoint_ref(endpoint, place.key, mounts.service)
-                        break
-                elif mounts.kind == "registry":
-                    digest = self.docker.manifest_digest(place.location)
-                    if digest:
-                        found, source = place, f"{place.location}@{digest}"
-                        break
-                elif (Path(place.location) / INDEX).is_file():
-                    found, context = place, Path(place.location).resolve()  # a version: never written again
+                there = transport.find(mounts, place)
+                if isinstance(there, str):
+                    self._warn(mounts.service, f"{there}: ignored")
+                elif there is not None:
+                    found, source = place, there
                     break
             if found is None:
                 self.console.info(f"{mounts.service}: cache mounts: none saved yet ({mounts.restore_from[0]})")
                 return
-            dockerfile = _dockerfile(Path(tmp), restore_dockerfile(mounts.image, mounts.mounts, source))
+            dockerfile = _dockerfile(Path(tmp), restore_dockerfile(mounts.image, mounts.mounts, source.image))
             argv = ["--builder", builder, "--no-cache", "--file", dockerfile, "--output", "type=cacheonly"]
-            output = self.docker.buildx_build([*argv, str(context)], env=self.env)
+            output = self.docker.buildx_build([*argv, str(source.context or context)], env=self.env)
         report.restored_from = str(found)
         outcome = parse_mark_lines(output)
         for mount in mounts.mounts:
@@ -276,22 +249,14 @@ class CacheMounts:
         """One helper build: archive the mounts and push them (a registry or S3 store: zstd, one layer) or
         export them to the agent (a local store, then swapped into place whole)."""
         assert mounts.save_to is not None
-        ref = mounts.save_to.location
-        if mounts.kind == "s3":
-            endpoint = self._endpoint(mounts)
-            if endpoint is None:
-                return
-            assert mounts.save_to.key is not None
-            ref = endpoint_ref(endpoint, mounts.save_to.key, mounts.service)
-            endpoint.permit([(repository_name(mounts.save_to.key, mounts.service), MOUNTS_STAGE)])
+        transport = self._transport(mounts)
+        if transport is None:
+            return
         with tempfile.TemporaryDirectory(prefix="dockercache-mounts-") as tmp:
             out, empty, helper = Path(tmp) / "out", Path(tmp) / "empty", Path(tmp) / "helper"
             empty.mkdir()
             helper.mkdir()
-            if mounts.kind == "local":
-                output = f"type=local,dest={out}"
-            else:
-                output = f"type=registry,name={ref},compression=zstd,oci-mediatypes=true"
+            output = transport.output(mounts, out)
             dockerfile = _dockerfile(helper, export_dockerfile(mounts.image, mounts.mounts, mounts.max_bytes))
             argv = ["--builder", builder, "--no-cache", "--provenance=false", "--file", dockerfile, "--output", output]
             try:
@@ -314,9 +279,7 @@ class CacheMounts:
             if not index or "-" in outcome:  # every mount empty: the archives saved before are the better ones
                 self.console.info(f"{mounts.service}: cache mounts: nothing to save (every mount empty or too large)")
                 return
-            if mounts.kind == "local":
-                (out / INDEX).write_text(json.dumps({"version": 1, "mounts": index}, indent=2))
-                swap_into_place(out, Path(mounts.save_to.location))
+            transport.publish(mounts, out, index)
         report.saved_to = str(mounts.save_to)
         report.saved = {k: v["bytes"] for k, v in index.items()}
         self.console.info(
@@ -336,32 +299,6 @@ def _all_cached(stages: Collection[str], counts: Iterable[Mapping[str, StepCount
     steps could not be attributed is never taken for one that changed nothing)."""
     seen = [count for per_stage in counts for stage, count in per_stage.items() if stage in stages]
     return bool(seen) and all(c.total > 0 and c.cached == c.total for c in seen)
-
-
-def swap_into_place(source: Path, final: Path) -> None:
-    """Copy ``source`` to a new version beside ``final`` and point the symlink ``final`` at it in one step:
-    a reader sees the previous version or this one, never half of one. Versions but the live one and the one
-    it replaced are removed."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    token = f"{os.getpid()}-{secrets.token_hex(4)}"
-    version = final.with_name(f"{final.name}.v-{token}")
-    incoming = final.with_name(f"{final.name}.incoming-{token}")
-    shutil.copytree(source, incoming)
-    incoming.rename(version)
-    previous = final.resolve() if final.is_symlink() else None
-    link = final.with_name(f"{final.name}.link-{token}")
-    link.symlink_to(version.name)
-    if final.exists() and not final.is_symlink():
-        shutil.rmtree(final)  # not a layout of ours
-    os.replace(link, final)
-    for old in final.parent.glob(f"{glob_escape(final.name)}.v-*"):
-        if old != version and old != previous:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(old)
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def _in(index: int) -> str:

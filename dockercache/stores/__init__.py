@@ -7,17 +7,26 @@ A new kind is a new module with a ``KIND`` object (see :mod:`dockercache.stores.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..config.caches import CacheStore
 from ..model import TargetCaches
 from ..model.entry import CacheEntry
 from . import local, registry
-from .base import BlobStoreFactory, CacheRequest, Keys, RunContext, StoreKind, StoreRuntime, may_write_shared
+from .base import (
+    BlobStoreFactory,
+    CacheRequest,
+    Digests,
+    Keys,
+    MountsTransport,
+    RunContext,
+    StoreKind,
+    StoreRuntime,
+    may_write_shared,
+)
 from .s3 import native as s3_native
 from .s3 import store as s3
-from .s3.runtime import S3Runtime
 
 if TYPE_CHECKING:
     from ..model import Target
@@ -39,6 +48,11 @@ __all__ = [
 ]
 
 KINDS: tuple[StoreKind, ...] = (registry.KIND, local.KIND, s3.KIND, s3_native.KIND)
+
+
+def mounts_transport(kind: str, docker: Digests, endpoint: Callable[[str], Any]) -> MountsTransport | None:
+    """How the cache mounts' helper builds reach the stores of kind ``kind`` (None: it keeps none)."""
+    return next((k.mounts_transport(docker, endpoint) for k in KINDS if k.name == kind), None)
 
 
 def kind_for(store: CacheStore) -> StoreKind:
@@ -114,9 +128,9 @@ class Stores:
         return found
 
     def endpoint(self, store_name: str) -> Endpoint | None:
-        """The registry endpoint serving S3 store ``store_name`` in this run (between before and after), if any."""
-        runtime = self._runtimes.get(s3.KIND.name)
-        return runtime.endpoint(store_name) if isinstance(runtime, S3Runtime) else None
+        """The registry endpoint serving store ``store_name`` in this run (between before and after), if any."""
+        found = (runtime.endpoint(store_name) for runtime in self._runtimes.values())
+        return next((endpoint for endpoint in found if endpoint is not None), None)
 
     def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
         values: dict[str, str] = {}

@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config.caches import CacheStore, S3Cache
 from ..config.model import Settings
-from ..model import BuilderPlan, Kind, Place, TargetCaches
+from ..model import BuilderPlan, Kind, MountsPlan, Place, TargetCaches
 
 if TYPE_CHECKING:
     from ..model import Target
     from ..output.console import Console
     from ..output.results import StageResult
+    from .s3.endpoint import Endpoint
     from .s3.snapshots import BlobStore
 
 
@@ -157,6 +158,10 @@ class StoreRuntime(Protocol):
         fetched, or is corrupt): {store name: what went wrong}, after repairing what can be repaired."""
         ...
 
+    def endpoint(self, store_name: str) -> Endpoint | None:
+        """The registry endpoint serving store ``store_name`` to BuildKit in this run, if this kind runs one."""
+        ...
+
     def abort(self, targets: Sequence[Target]) -> None:
         """The run was interrupted: stop what the store started and remove what it created; publish nothing."""
         ...
@@ -197,6 +202,42 @@ def branch_places(transport: Kind, request: MountsRequest, place: Callable[[str]
     return MountsPlaces(transport, restore, Place(write, place(write)))
 
 
+@dataclass(frozen=True)
+class MountsSource:
+    """Where a restore's helper build finds a service's archives: an image it bind-mounts, or a directory that
+    is its build context."""
+
+    image: str | None = None
+    context: Path | None = None
+
+
+class MountsTransport(Protocol):
+    """How the cache mounts' helper builds reach one kind of store (:mod:`dockercache.run.mounts` runs them)."""
+
+    def ready(self, mounts: MountsPlan) -> str | None:
+        """None when the store can be reached in this run, else why not (nothing is restored or saved)."""
+        ...
+
+    def find(self, mounts: MountsPlan, place: Place) -> MountsSource | str | None:
+        """The archives saved at ``place``; None: none there; a string: what is there cannot be used, and why."""
+        ...
+
+    def output(self, mounts: MountsPlan, out: Path) -> str:
+        """The save's ``--output``: an image pushed to :attr:`MountsPlan.save_to`, or the directory ``out``."""
+        ...
+
+    def publish(self, mounts: MountsPlan, out: Path, index: Mapping[str, Any]) -> None:
+        """After the save's helper build: make what it wrote (``index``: the archives, by mount id) the saved
+        mounts, in one step."""
+        ...
+
+
+class Digests(Protocol):
+    """What a registry store's mounts need of Docker: a manifest's digest, with Docker's credentials."""
+
+    def manifest_digest(self, ref: str) -> str | None: ...
+
+
 class StoreKind(Protocol):
     """A kind of cache store: how it plans a target's caches, how it runs, and what else a planner or a command
     would ask of a store."""
@@ -221,6 +262,10 @@ class StoreKind(Protocol):
 
     def mounts(self, request: MountsRequest) -> MountsPlaces: ...
 
+    def mounts_transport(self, docker: Digests, endpoint: Callable[[str], Any]) -> MountsTransport | None:
+        """How the helper builds reach this kind's mounts (``endpoint``: the S3 endpoint of a store, by name)."""
+        ...
+
     def probe(self, name: str, store: CacheStore, root: Path, env: Mapping[str, str]) -> str | None:
         """``check --remote``: None when the store answers, else why not (one line)."""
         ...
@@ -240,6 +285,9 @@ class KindDefaults:
 
     def mounts(self, request: MountsRequest) -> MountsPlaces:
         return MountsPlaces(None, no_save="this cache store cannot keep cache mounts")
+
+    def mounts_transport(self, docker: Digests, endpoint: Callable[[str], Any]) -> MountsTransport | None:
+        return None
 
     def probe(self, name: str, store: CacheStore, root: Path, env: Mapping[str, str]) -> str | None:
         return None
@@ -275,6 +323,9 @@ class NoRuntime:
     def import_failed(self, targets: Sequence[Target], error: str) -> dict[str, str]:
         context: RunContext | None = getattr(self, "context", None)
         return registry_import_failure(targets, error, context.read_manifest if context else None)
+
+    def endpoint(self, store_name: str) -> Endpoint | None:
+        return None
 
     def abort(self, targets: Sequence[Target]) -> None:
         pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +23,12 @@ from ..model.entry import CacheEntry
 from ..reference import REFERENCE
 from .base import (
     CacheRequest,
+    Digests,
     KindDefaults,
     MountsPlaces,
     MountsRequest,
+    MountsSource,
+    MountsTransport,
     NoRuntime,
     RunContext,
     StoreRuntime,
@@ -35,7 +38,7 @@ from .content import adds_nothing, cache_content
 
 if TYPE_CHECKING:
     from ..adapters.oci import Manifest
-    from ..model import Target
+    from ..model import MountsPlan, Place, Target
     from ..output.results import StageResult
 
 
@@ -101,6 +104,9 @@ class RegistryKind(KindDefaults):
         store = request.store
         assert isinstance(store, RegistryCache)
         return branch_places("registry", request, lambda branch: mounts_ref(store, request.service, branch))
+
+    def mounts_transport(self, docker: Digests, endpoint: Callable[[str], Any]) -> MountsTransport:
+        return RegistryMounts(docker)
 
     def probe(self, name: str, store: CacheStore, root: Path, env: Mapping[str, str]) -> str | None:
         from ..adapters.netcheck import registry_host, unreachable  # socket: as the runtime's
@@ -305,6 +311,27 @@ def _entries(target: Target) -> list[CacheEntry]:
     """The registry entries of a target (imported lazily with netcheck by the caller)."""
     sink = target.caches.sink
     return [e for e in (*target.caches.sources, *([sink] if sink else [])) if e.type == "registry"]
+
+
+class RegistryMounts:
+    """The helper builds bind-mount the branch's image, by digest, and push a new one as its tag."""
+
+    def __init__(self, docker: Digests) -> None:
+        self.docker = docker
+
+    def ready(self, mounts: MountsPlan) -> str | None:
+        return None
+
+    def find(self, mounts: MountsPlan, place: Place) -> MountsSource | None:
+        digest = self.docker.manifest_digest(place.location)
+        return MountsSource(image=f"{place.location}@{digest}") if digest else None
+
+    def output(self, mounts: MountsPlan, out: Path) -> str:
+        assert mounts.save_to is not None
+        return f"type=registry,name={mounts.save_to.location},compression=zstd,oci-mediatypes=true"
+
+    def publish(self, mounts: MountsPlan, out: Path, index: Mapping[str, Any]) -> None:
+        pass  # pushed by the helper build itself
 
 
 def mounts_ref(store: RegistryCache, service: str, branch: str) -> str:

@@ -12,24 +12,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...config.caches import CacheStore, LocalCache, local_store_path
 from ...model import StoreStep, TargetCaches
 from ...model.entry import CacheEntry
 from ..base import (
     CacheRequest,
+    Digests,
     KindDefaults,
     MountsPlaces,
     MountsRequest,
+    MountsTransport,
     NoRuntime,
     RunContext,
     StoreRuntime,
     branch_places,
 )
+from .mounts import LocalMounts
 from .retention import clean
 from .versions import Lease, adds_nothing_to_live, empty_directory, new_export_directory, pin, swap_in
 
@@ -77,6 +80,9 @@ class LocalKind(KindDefaults):
         store = request.store
         assert isinstance(store, LocalCache)
         return branch_places("local", request, lambda branch: mounts_dir(store, request.root, request.service, branch))
+
+    def mounts_transport(self, docker: Digests, endpoint: Callable[[str], Any]) -> MountsTransport:
+        return LocalMounts()
 
     def probe(self, name: str, store: CacheStore, root: Path, env: Mapping[str, str]) -> str | None:
         assert isinstance(store, LocalCache)

@@ -14,14 +14,25 @@ with the plan (open the store, serve it, publish, report) is :mod:`.runtime`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ...config.caches import CacheStore, S3Cache
 from ...model import BuilderPlan, TargetCaches
-from ..base import CacheRequest, KindDefaults, MountsPlaces, MountsRequest, RunContext, StoreRuntime
+from ..base import (
+    CacheRequest,
+    Digests,
+    KindDefaults,
+    MountsPlaces,
+    MountsRequest,
+    MountsTransport,
+    RunContext,
+    StoreRuntime,
+)
 from .keys import CONTAINER_PORTS, ENDPOINT, S3Step, mounts_places, restore_keys, save_key, source
 from .layout import SnapshotName
+from .mounts import S3Mounts
 from .runtime import S3Runtime, probe
 
 
@@ -72,6 +83,9 @@ class S3Kind(KindDefaults):
     def mounts(self, request: MountsRequest) -> MountsPlaces:
         """The snapshot ``<key>/<service>/_mounts`` under the store's keys, through the run's endpoint."""
         return mounts_places(request)
+
+    def mounts_transport(self, docker: Digests, endpoint: Callable[[str], Any]) -> MountsTransport:
+        return S3Mounts(endpoint)
 
     def probe(self, name: str, store: CacheStore, root: Path, env: Mapping[str, str]) -> str | None:
         return probe(name, store)
