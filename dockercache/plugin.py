@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from invoke.exceptions import Exit
+
 from . import commands
 from .adapters.ci import CIContext
 from .config.fields import suggest, type_name
@@ -27,6 +29,7 @@ from .config.model import CONFIG_NAME, ENV_CONFIG, Config
 from .config.services import split_variant
 from .errors import ConfigError
 from .model import BuildOptions
+from .tasks import guarded  # the CLI's error boundary: signals, one-line errors, exit codes
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,7 @@ def run(environment: commands.Environment) -> int:
         # containerd image store, exports caches. Not where it cannot build the configuration (native S3).
         with contextlib.suppress(ConfigError):
             cfg = parse({**mapped.document, "builder": dict(ENGINE_BUILDER)})
-    environment.redact.add(p for p in (login.password for login in cfg.registries.values()) if p)
+    environment.hide_passwords(cfg)
     build = BuildOptions(
         services=(mapped.service,) if mapped.service else (),
         stage=options.get("stage"),
@@ -305,13 +308,9 @@ def run(environment: commands.Environment) -> int:
 
 def main() -> None:
     """``python -m dockercache.plugin``: exit codes and one-line errors as the ``dockercache`` CLI's."""
-    from invoke.exceptions import Exit
-
-    from .tasks import _run  # the CLI's error boundary: signals, one-line errors, exit codes
-
     environment = commands.Environment()
     try:
-        _run(lambda: run(environment))
+        guarded(lambda: run(environment))
     except Exit as exc:
         if exc.message:
             print(exc.message, file=sys.stderr)

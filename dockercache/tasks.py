@@ -116,7 +116,9 @@ def error_document(code: int, message: str | None) -> str:
     return json.dumps(document, indent=2)
 
 
-def _run(command: Callable[[], int], as_json: bool = False) -> None:
+def guarded(command: Callable[[], int], as_json: bool = False) -> None:
+    """Runs ``command`` inside the one error boundary of the tasks and the Buildkite plugin: signals, one-line
+    errors (``--json``: a document), the exit code as Invoke's ``Exit``."""
     try:
         with _boundary():
             exit_code = command()
@@ -168,7 +170,7 @@ def build(
             return commands.cmd_plan(env, config, options, json)
         return commands.cmd_build(env, config, options, json, progress)
 
-    _run(run, json)
+    guarded(run, json)
 
 
 @task(
@@ -193,7 +195,7 @@ def plan(
     """Show the resolved plan and the exact bake command (no Docker daemon needed)."""
     env = commands.Environment()
     config = configured(c, config)
-    _run(
+    guarded(
         lambda: commands.cmd_plan(
             env,
             config,
@@ -216,14 +218,14 @@ def check(c: Context, config: str | None = None, lint: bool = False, json: bool 
     """Validate dockercache.toml (and the Dockerfiles and Compose files it names)."""
     env = commands.Environment()
     config = configured(c, config)
-    _run(lambda: commands.cmd_check(env, config, lint, json, remote), json)
+    guarded(lambda: commands.cmd_check(env, config, lint, json, remote), json)
 
 
 @task
 def init(c: Context) -> None:
     """Write a commented dockercache.toml for the project here (from its Dockerfile or Compose file)."""
     env = commands.Environment()
-    _run(lambda: commands.cmd_init(env))
+    guarded(lambda: commands.cmd_init(env))
 
 
 @task(name="create", help=_help("config"))
@@ -231,7 +233,7 @@ def builder_create(c: Context, config: str | None = None) -> None:
     """Create the configured buildx builder if it does not exist."""
     env = commands.Environment()
     config = configured(c, config)
-    _run(lambda: commands.cmd_builder_create(env, config))
+    guarded(lambda: commands.cmd_builder_create(env, config))
 
 
 @task(name="remove", help={**_help("config"), "name": "Builder to remove (default: builder.name)."})
@@ -239,7 +241,7 @@ def builder_remove(c: Context, config: str | None = None, name: str | None = Non
     """Remove the configured (or named) buildx builder."""
     env = commands.Environment()
     config = configured(c, config)
-    _run(lambda: commands.cmd_builder_remove(env, config, name))
+    guarded(lambda: commands.cmd_builder_remove(env, config, name))
 
 
 STORE_HELP = {
@@ -270,7 +272,7 @@ def cache_promote(
     """Copy an S3 snapshot key to another key (no blobs move); shared keys only from trusted branches."""
     env = commands.Environment()
     config = configured(c, config)
-    _run(lambda: commands.cmd_promote(env, config, source, target, store, dry_run, json), json)
+    guarded(lambda: commands.cmd_promote(env, config, source, target, store, dry_run, json), json)
 
 
 @task(
@@ -299,7 +301,7 @@ def cache_prune(
     """Delete old S3 snapshots (never the default branch's or cache_from keys), then unreferenced blobs."""
     env = commands.Environment()
     config = configured(c, config)
-    _run(
+    guarded(
         lambda: commands.cmd_prune(env, config, store, keep or None, older_than, grace, dry_run, delete or (), json),
         json,
     )
@@ -312,7 +314,7 @@ def cache_verify(
     """Check that every snapshot in the S3 store would restore completely (exit 1 if not)."""
     env = commands.Environment()
     config = configured(c, config)
-    _run(lambda: commands.cmd_verify(env, config, store, deep, json), json)
+    guarded(lambda: commands.cmd_verify(env, config, store, deep, json), json)
 
 
 @task(name="list", help=STORE_HELP)
@@ -320,7 +322,7 @@ def cache_list(c: Context, store: str | None = None, config: str | None = None, 
     """List the snapshots in the S3 store, newest first, with their age and size."""
     env = commands.Environment()
     config = configured(c, config)
-    _run(lambda: commands.cmd_list(env, config, store, json), json)
+    guarded(lambda: commands.cmd_list(env, config, store, json), json)
 
 
 def collection() -> Collection:

@@ -47,6 +47,10 @@ class Environment:
         assert self.console is not None
         return self.console
 
+    def hide_passwords(self, config: Config) -> None:
+        """The registry passwords of ``config`` join the redactor before anything can print them."""
+        self.redact.add(login.password for login in config.registries.values() if login.password)
+
     def get_docker(self) -> Docker:
         if self.docker is None:
             self.docker = Docker()
@@ -57,7 +61,7 @@ def load(environment: Environment, config: str | None) -> tuple[Config, CIContex
     path = find_config(environment.cwd, config, environment.env)
     ci = CIContext(env=environment.env, cwd=path.parent)
     cfg = load_config(path, ci.variables())
-    environment.redact.add(login.password for login in cfg.registries.values() if login.password is not None)
+    environment.hide_passwords(cfg)
     return cfg, ci
 
 

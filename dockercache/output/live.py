@@ -17,14 +17,12 @@ from typing import TextIO
 
 from ..secrets import shorten
 from .progress import BuildEvents, Vertex
-from .tally import Failure, Tally, TargetInfo
+from .tally import TARGET_PREFIX, Failure, Tally, TargetInfo
 
 UP_AND_CLEAR = "\x1b[{n}F"
 CLEAR_LINE = "\x1b[2K"
 SPINNER = "|/-\\"
 TICK = 0.25
-
-_TARGET = re.compile(r"^\[(?P<target>[A-Za-z0-9_.-]+)[ \]]")
 
 
 @dataclass
@@ -46,7 +44,7 @@ def owner(vertex_name: str, targets: Sequence[str]) -> str | None:
     """The bake target a vertex name carries (``[ruby-final deps 2/3] RUN ...``); with one target, that one."""
     if len(targets) == 1:
         return targets[0]
-    match = _TARGET.match(vertex_name)
+    match = TARGET_PREFIX.match(vertex_name)
     if match and match.group("target") in targets:
         return match.group("target")
     return None

@@ -30,7 +30,9 @@ _UNNAMED = re.compile(r"stage-\d+")
 """dockercache's label of an unnamed stage (:attr:`dockercache.planning.dockerfile.Stage.label`)."""
 _CACHE_IMPORT = "importing cache manifest from "
 _CACHE_EXPORT = "exporting cache"
-_TARGET_PREFIX = re.compile(r"^\[(?P<target>[A-Za-z0-9_-]+)(?P<sep>\] | )")
+#: The bake target buildx puts before a vertex's name when a run has several (``[ruby-final deps 2/3] RUN ...``;
+#: target names are ``[A-Za-z0-9_-]``, :func:`dockercache.model.target_name`).
+TARGET_PREFIX = re.compile(r"^\[(?P<target>[A-Za-z0-9_-]+)(?P<sep>\] | )")
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ class Tally:
     def _split(self, name: str, ran: Sequence[str]) -> tuple[str | None, str]:
         if len(ran) == 1:
             return ran[0], name  # buildx prefixes names only when a bake has several targets
-        match = _TARGET_PREFIX.match(name)
+        match = TARGET_PREFIX.match(name)
         if match and match.group("target") in self._by_name:
             rest = name[match.end() :]
             return match.group("target"), rest if match.group("sep") == "] " else f"[{rest}"
