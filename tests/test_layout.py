@@ -4,7 +4,7 @@ Floors, bottom up, each importing only from floors below it or from its own fold
 package's face above them), then config/ and output/, model/, adapters/, stores/, planning/, run/ and init.py,
 the commands, tasks.py, and the front doors (cli.py, plugin.py). No import circle among files; boto3 and
 python-on-whales each imported by one module; no module over 450 lines, no function over 60; a store type named
-outside stores/ and config/ only where listed.
+outside stores/ only where listed.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ FLOORS = {
     "plugin": 9,
 }
 
-#: Where a store type may be named outside stores/ and config/, and why.
+#: Where a store type may be named outside stores/, and why.
 STORE_TYPES_ALLOWED = {
+    "config/caches.py": "each kind's table in dockercache.toml, with its own checks (the floor below stores/)",
     "commands/cache.py": "cache.promote, prune, verify and list are the S3 store's own commands",
     "planning/resolve.py": "the built-in store, when dockercache.toml names none, is a local one",
 }
@@ -144,11 +145,11 @@ def test_no_module_over_450_lines_and_no_function_over_60() -> None:
     assert not long, "\n".join(long)
 
 
-def test_a_store_type_is_named_outside_stores_and_config_only_where_listed() -> None:
+def test_a_store_type_is_named_outside_stores_only_where_listed() -> None:
     types = {"S3Cache", "LocalCache", "RegistryCache"}
     naming = set()
     for relative, path in modules():
-        if room(relative) in ("stores", "config"):
+        if room(relative) == "stores":
             continue
         tree = ast.parse(path.read_text())
         if any(isinstance(n, ast.Name) and n.id in types for n in ast.walk(tree)):

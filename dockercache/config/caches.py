@@ -1,16 +1,23 @@
 """The ``[caches]`` tables: where BuildKit's cache lives (a registry, a local directory, S3), and where a local
-store without a ``path`` goes (the user's cache directory)."""
+store without a ``path`` goes (the user's cache directory).
+
+Each kind's table says what it needs of itself (:meth:`check`: its templates' placeholders, what it needs of the
+builder) and of the values that go into cache attributes (:meth:`check_encoded`); the loader asks every store
+the same, and knows no kind by name. What a kind does is :mod:`dockercache.stores`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .fields import doc
+from ..errors import ConfigError
+from ..reference import reference_problem, repository_problem, unsafe_character
+from .fields import Refuse, check_template, doc, fill
 
 Mode = Literal["min", "max"]
 Compression = Literal["zstd", "gzip", "estargz", "uncompressed"]
@@ -49,6 +56,38 @@ class RegistryCache:
         default=(), metadata=doc("Further cache refs to read, after this branch's and the default branch's.")
     )
 
+    def check(self, path: Path, name: str, driver: str) -> None:
+        """Its templates' placeholders, and a repository without a tag."""
+        check_template(self.ref, ("service",), path, f"caches.{name}.ref")
+        check_template(self.tag, ("service", "stage", "branch"), path, f"caches.{name}.tag")
+        for i, extra in enumerate(self.extra_from):
+            check_template(extra, ("service", "stage"), path, f"caches.{name}.extra_from[{i}]")
+        if ":" in self.ref.rsplit("/", 1)[-1]:
+            raise ConfigError(
+                f"{path}: caches.{name}.ref: give a repository without a tag ({self.ref!r}); "
+                f"the tag comes from caches.{name}.tag"
+            )
+
+    def check_encoded(self, name: str, services: Sequence[str], refuse: Refuse) -> None:
+        """Its ref and extra refs, filled in for each service that uses it, and its tag."""
+        for service in services:
+            ref = fill(self.ref, service=service)
+            problem = repository_problem(ref)
+            if problem:
+                shown = f"{ref!r}" + (f" (for service '{service}')" if "{service}" in self.ref else "")
+                raise refuse(("caches", name, "ref"), ref, f"{shown} is not a valid cache repository", problem)
+            for i, extra in enumerate(self.extra_from):
+                filled = fill(extra, service=service, stage="stage")
+                problem = reference_problem(filled)
+                if problem:
+                    where = ("caches", name, "extra_from", i)
+                    raise refuse(where, filled, f"{filled!r} is not a valid image reference", problem)
+        unsafe = unsafe_character(self.tag)
+        if unsafe:
+            raise refuse(
+                ("caches", name, "tag"), self.tag, f"{self.tag!r} cannot be a cache tag", f"{unsafe} is not allowed"
+            )
+
 
 @dataclass(frozen=True)
 class LocalCache:
@@ -66,6 +105,12 @@ class LocalCache:
     )
     mode: Mode = _mode_field()  # noqa: RUF009 - returns a dataclasses.field, not a shared default
     compression: Compression = _compression_field()  # noqa: RUF009
+
+    def check(self, path: Path, name: str, driver: str) -> None:
+        """Nothing beyond its keys' own rules."""
+
+    def check_encoded(self, name: str, services: Sequence[str], refuse: Refuse) -> None:
+        """Its path is quoted where it is encoded: nothing to refuse."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +162,35 @@ class S3Cache:
         default=False,
         metadata=doc("Use BuildKit's own type=s3 cache instead (docker-container or remote builders only)."),
     )
+
+    def check(self, path: Path, name: str, driver: str) -> None:
+        """A builder that can reach it (natively, or through the agent's endpoint), and relative snapshot keys."""
+        if self.native and driver not in ("docker-container", "remote", "kubernetes"):
+            raise ConfigError(
+                f"{path}: caches.{name}.native: BuildKit's s3 cache needs builder.driver 'docker-container', "
+                f"'remote' or 'kubernetes' (this builder: '{driver}')"
+            )
+        if not self.native and not self.listen and driver in ("remote", "kubernetes"):
+            raise ConfigError(
+                f"{path}: caches.{name}: a '{driver}' builder cannot reach this agent's loopback, where the S3 store "
+                f"serves BuildKit; set caches.{name}.listen to an address the builder reaches (HOST:PORT), or "
+                "native = true"
+            )
+        if self.endpoint_url and not re.match(r"https?://[^/]+", self.endpoint_url):
+            raise ConfigError(f"{path}: caches.{name}.endpoint_url: not an http(s) URL: {self.endpoint_url!r}")
+        for i, template in enumerate((self.key, *self.cache_from)):
+            where = f"caches.{name}.key" if i == 0 else f"caches.{name}.cache_from[{i - 1}]"
+            if template.startswith("/") or ".." in template.split("/"):
+                raise ConfigError(f"{path}: {where}: snapshot keys are relative paths ({template!r})")
+            check_template(template, ("pipeline", "branch", "commit"), path, where)
+
+    def check_encoded(self, name: str, services: Sequence[str], refuse: Refuse) -> None:
+        """Its snapshot keys, which name S3 objects and registry repositories."""
+        for i, template in enumerate((self.key, *self.cache_from)):
+            where = ("caches", name, "key") if i == 0 else ("caches", name, "cache_from", i - 1)
+            unsafe = unsafe_character(template)
+            if unsafe:
+                raise refuse(where, template, f"{template!r} cannot be a snapshot key", f"{unsafe} is not allowed")
 
 
 CacheStore = RegistryCache | LocalCache | S3Cache

@@ -7,23 +7,15 @@ refused, naming the key and the ``${VARIABLE}`` it came from. Paths are quoted w
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from ..reference import TAG, reference_problem, repository_problem, unsafe_character
-from .caches import RegistryCache, S3Cache
-from .fields import dotted
+from ..reference import TAG, repository_problem, unsafe_character
+from .fields import Key, Refuse, dotted, fill
 from .interpolate import variables_used
 from .model import Config, default_cache_name
 from .services import ServiceConfig, matrix_variants
-
-Key = tuple[str | int, ...]
-"""A key's place in the document: table names and array indexes (``("caches", "c", "extra_from", 0)``)."""
-
-
-Refuse = Callable[[Key, str, str, str], ConfigError]
-"""The error refusing a value: its key, the value, how to show it, and the problem (a variable's origin added)."""
 
 
 def check_encoded(config: Config, raw: Mapping[str, Any], variables: Mapping[str, str]) -> None:
@@ -39,41 +31,10 @@ def check_encoded(config: Config, raw: Mapping[str, Any], variables: Mapping[str
     for name, svc in config.services.items():
         users.setdefault(default_cache_name(config, svc) or "", []).append(name)
     for name, store in config.caches.items():
-        if isinstance(store, RegistryCache):
-            _check_registry_store(name, store, users.get(name) or ["service"], refuse)
-        if isinstance(store, S3Cache):
-            for i, template in enumerate((store.key, *store.cache_from)):
-                key: Key = ("caches", name, "key") if i == 0 else ("caches", name, "cache_from", i - 1)
-                unsafe = unsafe_character(template)
-                if unsafe:
-                    raise refuse(key, template, f"{template!r} cannot be a snapshot key", f"{unsafe} is not allowed")
+        store.check_encoded(name, users.get(name) or ["service"], refuse)
     for name, svc in config.services.items():
         _check_image_names(name, svc, refuse)
         _check_variant_tags(name, svc, refuse)
-
-
-def _check_registry_store(name: str, store: RegistryCache, services: list[str], refuse: Refuse) -> None:
-    """A registry store's ref and extra refs, filled in for each service that uses it, and its tag."""
-    for service in services:
-        ref = _fill(store.ref, service=service)
-        problem = repository_problem(ref)
-        if problem:
-            shown = f"{ref!r}" + (f" (for service '{service}')" if "{service}" in store.ref else "")
-            raise refuse(("caches", name, "ref"), ref, f"{shown} is not a valid cache repository", problem)
-        for i, extra in enumerate(store.extra_from):
-            filled = _fill(extra, service=service, stage="stage")
-            problem = reference_problem(filled)
-            if problem:
-                key: Key = ("caches", name, "extra_from", i)
-                raise refuse(key, filled, f"{filled!r} is not a valid image reference", problem)
-    unsafe = unsafe_character(store.tag)
-    if unsafe:
-        raise refuse(
-            ("caches", name, "tag"),
-            store.tag,
-            f"{store.tag!r} cannot be a cache tag",
-            f"{unsafe} is not allowed",
-        )
 
 
 def _check_image_names(name: str, svc: ServiceConfig, refuse: Refuse) -> None:
@@ -104,7 +65,7 @@ def _check_variant_tags(name: str, svc: ServiceConfig, refuse: Refuse) -> None:
     if svc.matrix:
         longest = max((v for v, _ in matrix_variants(svc)), key=len)
         for tag in svc.tags or ("0123456789ab",):  # the default tag: the commit, 12 characters
-            filled = _fill(svc.variant_tag, tag=tag, variant=longest)
+            filled = fill(svc.variant_tag, tag=tag, variant=longest)
             if not TAG.fullmatch(filled):
                 raise refuse(
                     ("services", name, "variant_tag"),
@@ -112,7 +73,7 @@ def _check_variant_tags(name: str, svc: ServiceConfig, refuse: Refuse) -> None:
                     f"{svc.variant_tag!r} does not make a valid image tag ({filled!r})",
                     _tag_rule(filled) or "at most 128 characters",
                 )
-    example = _fill(svc.stage_tag, stage="stage", tag="tag")
+    example = fill(svc.stage_tag, stage="stage", tag="tag")
     if not TAG.fullmatch(example):
         raise refuse(
             ("services", name, "stage_tag"),
@@ -129,11 +90,6 @@ _TAG_PART = re.compile(r"[A-Za-z0-9_.-]+")
 def _tag_rule(tag: str) -> str:
     unsafe = unsafe_character(tag)
     return f"{unsafe} is not allowed" if unsafe else ""
-
-
-def _fill(template: str, **values: str) -> str:
-    """A template's placeholders filled in (unknown ones and stray braces stay, to fail the check after)."""
-    return re.sub(r"\{([a-z]+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 def _dotted_key(key: Key) -> str:

@@ -14,7 +14,11 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Union
+
+from ..errors import ConfigError
 
 
 def doc(text: str, **extra: Any) -> dict[str, Any]:
@@ -57,3 +61,26 @@ def union_members(tp: Any) -> tuple[Any, ...] | None:
     if origin is Union or (hasattr(types, "UnionType") and origin is types.UnionType):
         return typing.get_args(tp)
     return None
+
+
+Key = tuple[str | int, ...]
+"""A key's place in the document: table names and array indexes (``("caches", "c", "extra_from", 0)``)."""
+
+
+Refuse = Callable[[Key, str, str, str], ConfigError]
+"""The error refusing a value: its key, the value, how to show it, and the problem (a variable's origin added)."""
+
+
+def fill(template: str, **values: str) -> str:
+    """A template's placeholders filled in (unknown ones and stray braces stay, to fail the check after)."""
+    return re.sub(r"\{([a-z]+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def check_template(template: str, names: tuple[str, ...], path: Path, where: str) -> None:
+    """Every ``{placeholder}`` of ``template`` is one of ``names``."""
+    for field_name in re.findall(r"\{([^{}]*)\}", template):
+        if field_name not in names:
+            raise ConfigError(
+                f"{path}: {where}: unknown placeholder {{{field_name}}}{suggest(field_name, names)}"
+                f" (placeholders: {', '.join('{' + n + '}' for n in names)})"
+            )

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..reference import reference_problem
-from .caches import CacheStore, RegistryCache, S3Cache
+from .caches import CacheStore
 from .ecr_hosts import USERNAME as ECR_USERNAME
 from .ecr_hosts import token_registry
-from .fields import dotted, suggest
+from .fields import check_template, dotted, suggest
 from .model import Config, RegistryLogin
 from .services import ServiceConfig, matrix_variants
 
@@ -72,41 +72,7 @@ def _check_store(config: Config, name: str, store: CacheStore) -> None:
     path = config.path
     if not _SERVICE_NAME.fullmatch(name):
         raise ConfigError(f"{path}: caches.{name}: invalid store name (letters, digits, '_', '.', '-')")
-    if isinstance(store, S3Cache):
-        _check_s3_store(config, name, store)
-    if isinstance(store, RegistryCache):
-        _check_template(store.ref, ("service",), path, f"caches.{name}.ref")
-        _check_template(store.tag, ("service", "stage", "branch"), path, f"caches.{name}.tag")
-        for i, extra in enumerate(store.extra_from):
-            _check_template(extra, ("service", "stage"), path, f"caches.{name}.extra_from[{i}]")
-    if isinstance(store, RegistryCache) and ":" in store.ref.rsplit("/", 1)[-1]:
-        raise ConfigError(
-            f"{path}: caches.{name}.ref: give a repository without a tag ({store.ref!r}); "
-            f"the tag comes from caches.{name}.tag"
-        )
-
-
-def _check_s3_store(config: Config, name: str, store: S3Cache) -> None:
-    """An S3 store the builder can reach (natively, or through the agent's endpoint), and relative snapshot keys."""
-    path = config.path
-    if store.native and config.builder.driver not in ("docker-container", "remote", "kubernetes"):
-        raise ConfigError(
-            f"{path}: caches.{name}.native: BuildKit's s3 cache needs builder.driver 'docker-container', "
-            f"'remote' or 'kubernetes' (this builder: '{config.builder.driver}')"
-        )
-    if not store.native and not store.listen and config.builder.driver in ("remote", "kubernetes"):
-        raise ConfigError(
-            f"{path}: caches.{name}: a '{config.builder.driver}' builder cannot reach this agent's loopback, "
-            f"where the S3 store serves BuildKit; set caches.{name}.listen to an address the builder "
-            f"reaches (HOST:PORT), or native = true"
-        )
-    if store.endpoint_url and not re.match(r"https?://[^/]+", store.endpoint_url):
-        raise ConfigError(f"{path}: caches.{name}.endpoint_url: not an http(s) URL: {store.endpoint_url!r}")
-    for i, template in enumerate((store.key, *store.cache_from)):
-        where = f"caches.{name}.key" if i == 0 else f"caches.{name}.cache_from[{i - 1}]"
-        if template.startswith("/") or ".." in template.split("/"):
-            raise ConfigError(f"{path}: {where}: snapshot keys are relative paths ({template!r})")
-        _check_template(template, ("pipeline", "branch", "commit"), path, where)
+    store.check(path, name, config.builder.driver)
 
 
 def _check_service(config: Config, name: str, svc: ServiceConfig) -> None:
@@ -119,7 +85,7 @@ def _check_service(config: Config, name: str, svc: ServiceConfig) -> None:
         raise ConfigError(
             f"{path}: {where}: compose_service conflicts with context/dockerfile (they come from Compose)"
         )
-    _check_template(svc.stage_tag, ("stage", "tag"), path, f"{where}.stage_tag")
+    check_template(svc.stage_tag, ("stage", "tag"), path, f"{where}.stage_tag")
     if svc.compose_files and not svc.compose_service:
         raise ConfigError(f"{path}: {where}.compose_files: only used with compose_service")
     if svc.cache is not None and svc.cache not in config.caches:
@@ -211,7 +177,7 @@ def _check_secrets(svc: ServiceConfig, path: Path, where: str) -> None:
 
 def _check_matrix(svc: ServiceConfig, path: Path, where: str) -> None:
     """Every variant must have an id of its own (its name, bake target, tags and cache refs come from it)."""
-    _check_template(svc.variant_tag, ("tag", "variant"), path, f"{where}.variant_tag")
+    check_template(svc.variant_tag, ("tag", "variant"), path, f"{where}.variant_tag")
     if not svc.matrix:
         return
     if "{variant}" not in svc.variant_tag:
@@ -251,12 +217,3 @@ def _check_platforms(platforms: Sequence[str], path: Path, where: str) -> None:
             )
         if platform in platforms[:i]:
             raise ConfigError(f"{path}: {where}[{i}]: {platform!r} is listed twice")
-
-
-def _check_template(template: str, names: tuple[str, ...], path: Path, where: str) -> None:
-    for field_name in re.findall(r"\{([^{}]*)\}", template):
-        if field_name not in names:
-            raise ConfigError(
-                f"{path}: {where}: unknown placeholder {{{field_name}}}{suggest(field_name, names)}"
-                f" (placeholders: {', '.join('{' + n + '}' for n in names)})"
-            )
