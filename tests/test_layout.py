@@ -41,7 +41,6 @@ FLOORS = {
 STORE_TYPES_ALLOWED = {
     "config/caches.py": "each kind's table in dockercache.toml, with its own checks (the floor below stores/)",
     "commands/cache.py": "cache.promote, prune, verify and list are the S3 store's own commands",
-    "planning/resolve.py": "the built-in store, when dockercache.toml names none, is a local one",
 }
 
 

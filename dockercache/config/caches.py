@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +55,10 @@ class RegistryCache:
     extra_from: tuple[str, ...] = field(
         default=(), metadata=doc("Further cache refs to read, after this branch's and the default branch's.")
     )
+
+    def resolved(self, root: Path, environ: Mapping[str, str]) -> RegistryCache:
+        """As a build uses it (nothing to fill in)."""
+        return self
 
     def check(self, path: Path, name: str, driver: str) -> None:
         """Its templates' placeholders, and a repository without a tag."""
@@ -105,6 +109,11 @@ class LocalCache:
     )
     mode: Mode = _mode_field()  # noqa: RUF009 - returns a dataclasses.field, not a shared default
     compression: Compression = _compression_field()  # noqa: RUF009
+
+    def resolved(self, root: Path, environ: Mapping[str, str]) -> LocalCache:
+        """As a build uses it: with no ``path``, the project's own directory in the user's cache directory (no
+        build context holds it)."""
+        return self if self.path is not None else replace(self, path=str(local_store_path(self, root, environ)))
 
     def check(self, path: Path, name: str, driver: str) -> None:
         """Nothing beyond its keys' own rules."""
@@ -163,6 +172,10 @@ class S3Cache:
         metadata=doc("Use BuildKit's own type=s3 cache instead (docker-container or remote builders only)."),
     )
 
+    def resolved(self, root: Path, environ: Mapping[str, str]) -> S3Cache:
+        """As a build uses it (nothing to fill in)."""
+        return self
+
     def check(self, path: Path, name: str, driver: str) -> None:
         """A builder that can reach it (natively, or through the agent's endpoint), and relative snapshot keys."""
         if self.native and driver not in ("docker-container", "remote", "kubernetes"):
@@ -194,6 +207,9 @@ class S3Cache:
 
 
 CacheStore = RegistryCache | LocalCache | S3Cache
+
+BUILTIN = LocalCache(type="local")
+"""The store of a service when dockercache.toml names none."""
 
 
 CACHE_DIR_ENV = "DOCKERCACHE_CACHE_DIR"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config.caches import CacheStore, LocalCache, local_store_path
+from ..config.caches import BUILTIN, CacheStore
 from ..config.fields import suggest
 from ..config.model import Config, default_cache_name
 from ..config.services import ServiceConfig, matrix_variants, split_variant, variant_name
@@ -22,7 +22,6 @@ from .dockerfile import Stage, global_args, parse_stages, same_name, stage_graph
 
 ComposeReader = Callable[[Sequence[Path], Path], Mapping[str, Any]]
 COMPOSE_DEFAULTS = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
-BUILTIN_STORE = LocalCache(type="local")
 
 
 @dataclass(frozen=True)
@@ -279,9 +278,7 @@ def resolve_service(
     dockerfile_stages = _read_stages(svc, target, args, dockerfile, where)
     stages, final_label, final_target = _build_order(svc, target, dockerfile_stages, dockerfile, where)
     store_name = default_cache_name(config, svc)
-    store = config.caches[store_name] if store_name else BUILTIN_STORE
-    if isinstance(store, LocalCache) and store.path is None:  # the user's cache directory: no context holds it
-        store = dataclasses.replace(store, path=str(local_store_path(store, config.root, env)))
+    store = (config.caches[store_name] if store_name else BUILTIN).resolved(config.root, env)
     inputs = _service_inputs(config, svc, where, env, compose_inputs)
     built = (*stages, final_label)
     return ResolvedService(
