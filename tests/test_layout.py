@@ -40,7 +40,6 @@ FLOORS = {
 #: Where a store type may be named outside stores/, and why.
 STORE_TYPES_ALLOWED = {
     "config/caches.py": "each kind's table in dockercache.toml, with its own checks (the floor below stores/)",
-    "commands/cache.py": "cache.promote, prune, verify and list are the S3 store's own commands",
 }
 
 

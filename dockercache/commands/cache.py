@@ -7,47 +7,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from ..adapters.ci import CIContext, branch_slug, slugify
-from ..config.caches import S3Cache
+from ..adapters.ci import CIContext, slugify
 from ..config.model import Config
 from ..errors import ConfigError
 from ..output.words import human_age, human_bytes
 from ..planning.plan import run_keys
 from ..stores import Keys
-from ..stores.s3.keys import save_key, snapshot_key
-from ..stores.s3.runtime import open_snapshots
-from ..stores.s3.snapshots import Retention, parse_snapshot
+from ..stores.s3.admin import SnapshotAdmin
+from ..stores.s3.snapshots import parse_snapshot
 from .environment import Environment, load
 
 if TYPE_CHECKING:
     from ..stores.s3.snapshots import Snapshots
-
-
-def _s3_store_name(config: Config, store: str | None) -> str:
-    names = [n for n, c in config.caches.items() if isinstance(c, S3Cache)]
-    if store:
-        if store not in names:
-            raise ConfigError(
-                f"{config.path}: --store: no S3 cache store '{store}' (S3 stores: {', '.join(names) or 'none'})"
-            )
-        return store
-    if len(names) != 1:
-        raise ConfigError(
-            f"{config.path}: --store: name the S3 cache store ({', '.join(names)})"
-            if names
-            else f'{config.path}: caches: no S3 cache store (type = "s3")'
-        )
-    return names[0]
-
-
-def _snapshots(
-    environment: Environment, config: str | None, store: str | None
-) -> tuple[Snapshots, CIContext, Config, S3Cache]:
-    cfg, ci = load(environment, config)
-    name = _s3_store_name(cfg, store)
-    s3 = cfg.caches[name]
-    assert isinstance(s3, S3Cache)
-    return open_snapshots(name, s3), ci, cfg, s3
 
 
 def parse_duration(text: str, option: str) -> timedelta:
@@ -56,13 +27,6 @@ def parse_duration(text: str, option: str) -> timedelta:
         raise ConfigError(f"{option}: '{text}' is not a duration (e.g. 90m, 12h, 7d, 2w)")
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
     return timedelta(**{unit: int(match.group(1))})
-
-
-def _s3_store(config: Config, store: str | None) -> tuple[str, S3Cache]:
-    name = _s3_store_name(config, store)
-    s3 = config.caches[name]
-    assert isinstance(s3, S3Cache)
-    return name, s3
 
 
 def _writer_keys(config: Config, ci: CIContext) -> Keys:
@@ -78,12 +42,6 @@ def _writer_keys(config: Config, ci: CIContext) -> Keys:
         ci.pull_request,
         ci.pull_request_base_branch,
     )
-
-
-def _retention(config: Config, ci: CIContext, s3: S3Cache, delete: frozenset[str] = frozenset()) -> Retention:
-    """What prune keeps: the store's templates, and the default branch (never a pull request's base)."""
-    default_branch = branch_slug(config.settings.default_branch or ci.default_branch)
-    return Retention(key=s3.key, cache_from=s3.cache_from, default_branch=default_branch, delete=delete)
 
 
 _KEY_FIELD = re.compile(r"\{(pipeline|branch|commit)\}")
@@ -102,30 +60,9 @@ def _key_option(text: str, keys: Keys, option: str) -> str:
     return key
 
 
-def _write_refusal(key: str, action: str, keys: Keys, config: Config, ci: CIContext, s3: S3Cache) -> str | None:
-    """Why this run may not ``action`` (promote to, delete) ``key``, or None. The rule a save follows
-    (:func:`dockercache.stores.s3.keys.save_key`): a key the default branch writes or reads only from the default
-    branch and ``settings.trusted_branches``, never from a pull request, which writes only its own key."""
-    pr = ci.pull_request
-    if pr:
-        if config.settings.pull_request_writes == "none":
-            return f"settings.pull_request_writes: pull request #{pr} writes no cache; it may not {action} '{key}'"
-        own, _ = save_key(s3, keys)
-        if key != own:
-            return (
-                f"pull request #{pr} (branch '{ci.branch}') may not {action} '{key}': pull requests write only "
-                f"their own key{f' ({own})' if own else ''}, never what other builds read"
-            )
-        return None
-    protected = _retention(config, ci, s3).protected(key)
-    if protected and not keys.writes_shared:
-        default_branch = config.settings.default_branch or ci.default_branch
-        return (
-            f"settings.trusted_branches: branch '{ci.branch}' may not {action} '{key}' ({protected}: default "
-            f"branch '{default_branch}' reads it); only the default branch and trusted branches write it: add "
-            f"'{ci.branch}' to settings.trusted_branches to allow it"
-        )
-    return None
+def _snapshots(environment: Environment, config: str | None, store: str | None) -> Snapshots:
+    cfg, ci = load(environment, config)
+    return SnapshotAdmin.of(cfg, ci, store).snapshots()
 
 
 def cmd_promote(
@@ -140,16 +77,14 @@ def cmd_promote(
     """Copy a snapshot key (default: this branch's) to another (default: the first cache_from key), if this
     run may write it as a save would (checked before S3 is touched)."""
     cfg, ci = load(environment, config)
-    name, s3 = _s3_store(cfg, store)
+    admin = SnapshotAdmin.of(cfg, ci, store)
     keys = _writer_keys(cfg, ci)
-    own = save_key(s3, keys)[0] or snapshot_key(s3.key, keys, keys.branch)
-    source = _key_option(source, keys, "--source") if source else own
-    first = s3.cache_from[0] if s3.cache_from else "{pipeline}/latest"
-    target = _key_option(target, keys, "--target") if target else snapshot_key(first, keys, keys.branch)
-    refused = _write_refusal(target, "promote to", keys, cfg, ci, s3)
+    source = _key_option(source, keys, "--source") if source else admin.own_key(keys)
+    target = _key_option(target, keys, "--target") if target else admin.promotion_key(keys)
+    refused = admin.write_refusal(target, "promote to", keys)
     if refused:
         raise ConfigError(f"{cfg.path}: {refused}")
-    pairs = open_snapshots(name, s3).promote(source, target, dry_run)
+    pairs = admin.snapshots().promote(source, target, dry_run)
     if as_json:
         copies = [{"snapshot": w, "from": c} for c, w in pairs]
         environment.out.document(
@@ -183,16 +118,14 @@ def cmd_prune(
     age = parse_duration(older_than, "--older-than") if older_than else None
     grace_period = parse_duration(grace, "--grace")
     cfg, ci = load(environment, config)
-    name, s3 = _s3_store(cfg, store)
+    admin = SnapshotAdmin.of(cfg, ci, store)
     keys = _writer_keys(cfg, ci)
     named = frozenset(_key_option(k, keys, "--delete") for k in delete)
     for key in sorted(named):
-        refused = _write_refusal(key, "delete", keys, cfg, ci, s3)
+        refused = admin.write_refusal(key, "delete", keys)
         if refused:
             raise ConfigError(f"{cfg.path}: {refused}")
-    result = open_snapshots(name, s3).prune(
-        keep, age, dry_run, grace=grace_period, retention=_retention(cfg, ci, s3, named)
-    )
+    result = admin.snapshots().prune(keep, age, dry_run, grace=grace_period, retention=admin.retention(named))
     if as_json:
         environment.out.document(
             {
@@ -221,7 +154,7 @@ def cmd_verify(
     environment: Environment, config: str | None, store: str | None, deep: bool, as_json: bool = False
 ) -> int:
     """Check that every snapshot S3 lists restores completely (blobs present with the right size; --deep: sha256)."""
-    snapshots, *_ = _snapshots(environment, config, store)
+    snapshots = _snapshots(environment, config, store)
     problems = snapshots.verify(deep)
     count = len(snapshots.store.list_snapshots())
     checked = (
@@ -244,7 +177,7 @@ def cmd_verify(
 def cmd_list(environment: Environment, config: str | None, store: str | None, as_json: bool = False) -> int:
     """The snapshots, newest first, with their age, the bytes of the blobs each names and the commit that wrote
     it (one index read each)."""
-    snapshots, *_ = _snapshots(environment, config, store)
+    snapshots = _snapshots(environment, config, store)
     now = datetime.now(timezone.utc)
     rows = []
     for info in sorted(snapshots.store.list_snapshots(), key=lambda s: (s.modified, s.name), reverse=True):
