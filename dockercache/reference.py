@@ -3,7 +3,7 @@
 Refs, tags and snapshot keys end up in ``--cache-from``/``--cache-to`` values, which buildx reads as CSV
 (``type=registry,ref=...``): a comma there would add an attribute of its own (a ``ref=`` pointing at another
 repository), a newline would end the entry. Such values are refused with the key named, before Docker runs;
-paths are quoted instead (:mod:`dockercache.stores.entry`), since a directory may well have a comma in its name.
+paths are quoted instead (:mod:`dockercache.model.entry`), since a directory may well have a comma in its name.
 """
 
 from __future__ import annotations

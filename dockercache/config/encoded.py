@@ -1,7 +1,7 @@
 """Values that are encoded into cache attributes (CSV, as buildx reads them) and image names: cache refs and
 tags, snapshot keys, image repositories and tags, matrix values. One that would not be read as written is
 refused, naming the key and the ``${VARIABLE}`` it came from. Paths are quoted where they are encoded instead
-(:mod:`dockercache.stores.entry`).
+(:mod:`dockercache.model.entry`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .services import ServiceConfig, matrix_variants
 def check_encoded(config: Config, raw: Mapping[str, Any], variables: Mapping[str, str]) -> None:
     """Refs, tags and snapshot keys go into cache attributes (CSV, as buildx reads them) and image names: one
     that would not be read as written is refused, naming the key and the variable it came from. Paths are
-    quoted where they are encoded instead (:mod:`dockercache.stores.entry`)."""
+    quoted where they are encoded instead (:mod:`dockercache.model.entry`)."""
 
     def refuse(key: Key, value: str, shown: str, problem: str) -> ConfigError:
         origin = _origin(raw, key, variables, value)
