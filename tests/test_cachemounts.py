@@ -353,7 +353,10 @@ def test_a_mount_over_the_cap_is_not_saved_with_one_warning_and_the_others_are(t
     helper.save(plan, ok_results(plan))  # type: ignore[arg-type]
     assert warnings == ["ruby: cache mounts: /var/cache/apt not saved: 2.1 MB is over settings.cache_mounts_max_mb (1)"]
     (export,) = docker.builds  # one build archives and pushes
-    assert export[:4] == ["--builder", "dockercache", "--no-cache", "--provenance=false"]
+    assert export[:8] == [
+        *("buildx", "build", "--progress", "plain"),
+        *("--builder", "dockercache", "--no-cache", "--provenance=false"),
+    ]
     output = "type=registry,name=reg:5000/cache/ruby:mounts-ruby-main,compression=zstd,oci-mediatypes=true"
     assert export[export.index("--output") + 1] == output
     assert list(docker.pushed[output]) == [pip.file]  # not the one over the cap, not the empty one

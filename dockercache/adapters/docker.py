@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BuildFailed, ConfigError, EnvironmentProblem, HelperBuildFailed
-from ..model import BuilderPlan
+from ..model import BuilderPlan, buildx
 from .buildcheck import CheckFinding, parse_check_result
 from .process import DockerFailed, ProcessFailed, ProcessStream, run
 
@@ -56,10 +56,6 @@ class BakeStream:
 
     def stop(self) -> None:
         self._stream.stop()
-
-
-#: Names the docker CLI reads from its own environment: a build argument of that name cannot travel there.
-_CLI_ENVIRONMENT = re.compile(r"PATH|HOME|TMPDIR|(DOCKER|BUILDX|BUILDKIT|XDG)_.*")
 
 
 def parse_platforms(inspect: str) -> tuple[str, ...]:
@@ -247,10 +243,10 @@ class Docker:
             raise EnvironmentProblem("docker: command not found (install Docker with buildx)") from None
 
     def buildx_build(self, argv: Sequence[str], timeout: float = 600.0, env: Mapping[str, str] | None = None) -> str:
-        """``docker buildx build --progress plain <argv>`` (a small helper build, such as the cache-mount export
-        and restore; ``env`` added to the environment), its output captured and returned; EnvironmentProblem
-        with buildx's last line on failure."""
-        command = [*self.docker_cmd, "buildx", "build", "--progress", "plain", *argv]
+        """A small helper build (``argv``: :func:`dockercache.model.buildx.helper_build`, such as the cache-mount
+        export and restore; ``env`` added to the environment), its output captured and returned;
+        EnvironmentProblem with buildx's last line on failure."""
+        command = [*self.docker_cmd, *argv]
         environ = {**os.environ, **env} if env else None
         try:
             out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=environ)
@@ -292,20 +288,9 @@ class Docker:
         """BuildKit's Dockerfile checks for one build (``docker buildx build --call=check,format=json``): it
         builds nothing. Build arguments go by name, their values in the child's environment (buildx reads
         ``--build-arg NAME`` from there), never in process arguments; but for names the CLI itself reads."""
-        command = [*self.docker_cmd, "buildx", "build", "--call=check,format=json"]
-        command += ["--progress", "plain", "--file", str(dockerfile)]
-        if builder:
-            command += ["--builder", builder]
-        if target:
-            command += ["--target", target]
-        env = dict(os.environ)
-        for name, value in args.items():
-            if _CLI_ENVIRONMENT.fullmatch(name):
-                command += ["--build-arg", f"{name}={value}"]
-            else:
-                command += ["--build-arg", name]
-                env[name] = value
-        command.append(str(context))
+        argv, values = buildx.check(str(context), str(dockerfile), target, args, builder)
+        command = [*self.docker_cmd, *argv]
+        env = {**os.environ, **values}
         try:
             out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
         except FileNotFoundError:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..config.services import split_variant
-from .entry import CacheEntry, TargetCaches, _csv_field
+from . import buildx
+from .entry import CacheEntry, TargetCaches
 from .metadata import image_metadata_key
 from .mounts import MountsPlan
 from .skip import SkipSetting
@@ -60,24 +61,15 @@ class BuilderPlan:
 
     def create_argv(self, config_file: str = "BUILDKITD.toml") -> list[str]:
         """``docker buildx create`` for this builder; ``config_file`` holds :attr:`buildkitd_config`."""
-        argv = ["buildx", "create", "--name", self.name, "--driver", self.driver]
-        for key, value in self.driver_opts.items():  # buildx reads each as a CSV record, as cache entries
-            argv += ["--driver-opt", _csv_field(f"{key}={value}")]
-        if self.buildkitd_config is not None:
-            argv += ["--buildkitd-config", config_file]
-        if self.platforms:
-            argv += ["--platform", ",".join(self.platforms)]
-        if self.endpoint:
-            argv.append(self.endpoint)
-        return argv
+        config = config_file if self.buildkitd_config is not None else None
+        return buildx.create(self.name, self.driver, self.driver_opts, config, self.platforms, self.endpoint)
 
     def prune_argv(self) -> list[str] | None:
         """``docker buildx prune`` down to :attr:`keep_storage`, or None when there is no bound (or the builder is
         removed after the build anyway)."""
         if self.keep_storage is None or self.ephemeral:
             return None
-        size = self.keep_storage.replace(" ", "")
-        return ["buildx", "prune", "--builder", self.name, "--force", "--all", "--keep-storage", size]
+        return buildx.prune(self.name, self.keep_storage)
 
 
 @dataclass(frozen=True)
@@ -258,20 +250,8 @@ class Plan:
         return definition
 
     def bake_argv(self, file: str = BAKE_FILE, metadata_file: str = METADATA_FILE) -> list[str]:
-        """The ``docker buildx bake`` arguments: written here only, shown by ``plan``, run by ``build``."""
-        return [
-            "buildx",
-            "bake",
-            "--builder",
-            self.builder.name,
-            "--progress",
-            "rawjson",
-            "--file",
-            file,
-            "--metadata-file",
-            metadata_file,
-            "default",
-        ]
+        """The ``docker buildx bake`` arguments (:mod:`.buildx`), shown by ``plan``, run by ``build``."""
+        return buildx.bake(self.builder.name, file, metadata_file)
 
     def with_targets(self, targets: Iterable[Target]) -> Plan:
         """The same plan with ``targets`` in place of those of the same name (the others unchanged)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import EnvironmentProblem, HelperBuildFailed
-from ..model import CacheMount, MountsPlan
+from ..model import CacheMount, MountsPlan, buildx
 from ..model.entry import _csv_field
 from ..stores import mounts_transport
 from ..stores.base import MountsSource, MountsTransport
@@ -206,8 +206,8 @@ class CacheMounts:
                 self.console.info(f"{mounts.service}: cache mounts: none saved yet ({mounts.restore_from[0]})")
                 return
             dockerfile = _dockerfile(Path(tmp), restore_dockerfile(mounts.image, mounts.mounts, source.image))
-            argv = ["--builder", builder, "--no-cache", "--file", dockerfile, "--output", "type=cacheonly"]
-            output = self.docker.buildx_build([*argv, str(source.context or context)], env=self.env)
+            argv = buildx.helper_build(builder, dockerfile, "type=cacheonly", str(source.context or context))
+            output = self.docker.buildx_build(argv, env=self.env)
         report.restored_from = str(found)
         outcome = parse_mark_lines(output)
         for mount in mounts.mounts:
@@ -258,9 +258,9 @@ class CacheMounts:
             helper.mkdir()
             output = transport.output(mounts, out)
             dockerfile = _dockerfile(helper, export_dockerfile(mounts.image, mounts.mounts, mounts.max_bytes))
-            argv = ["--builder", builder, "--no-cache", "--provenance=false", "--file", dockerfile, "--output", output]
+            argv = buildx.helper_build(builder, dockerfile, output, str(empty), provenance=False)
             try:
-                outcome = parse_mark_lines(self.docker.buildx_build([*argv, str(empty)], env=self.env))
+                outcome = parse_mark_lines(self.docker.buildx_build(argv, env=self.env))
             except HelperBuildFailed as exc:
                 outcome = parse_mark_lines(exc.output)  # the script's own lines, not the command echoed above them
                 if outcome.get("-", ("",))[0] != NOTHING:
