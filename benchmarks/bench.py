@@ -294,6 +294,22 @@ def step_key(name: str, targets: Sequence[str]) -> tuple[str, int] | None:
     return match.group("stage"), int(match.group("n"))
 
 
+def fold_vertexes(stream: str) -> dict[str, dict[str, Any]]:
+    """A rawjson stream's vertexes by digest: whether any update said cached, completed or error, and every name
+    it was shown under (one per target sharing it)."""
+    vertexes: dict[str, dict[str, Any]] = {}
+    for obj in progress_objects(stream):
+        for raw in obj.get("vertexes") or []:
+            seen = vertexes.setdefault(
+                str(raw.get("digest")), {"cached": False, "completed": False, "error": False, "names": set()}
+            )
+            seen["names"].add(str(raw.get("name", "")))
+            seen["cached"] |= bool(raw.get("cached"))
+            seen["completed"] |= bool(raw.get("completed"))
+            seen["error"] |= bool(raw.get("error"))
+    return vertexes
+
+
 def count_steps(*runs: tuple[str, Sequence[str]]) -> tuple[int, int]:
     """Steps cached and steps in all, over the rawjson streams of one CI step's builds, each run given with the
     targets it built. Each Dockerfile step counts once, keyed by (stage label, step number), however many
@@ -302,17 +318,9 @@ def count_steps(*runs: tuple[str, Sequence[str]]) -> tuple[int, int]:
     cache; BuildKit reports the duplicates it merges away as cancelled or never started: they did not run.
     (The same rule as dockercache's own report, so the columns compare.)"""
     # A vertex's updates may carry different names (one per target sharing it): fold them by digest.
-    vertexes: dict[tuple[int, str], dict[str, Any]] = {}  # (run, digest) -> what it did, under which names
-    for i, (stream, _) in enumerate(runs):
-        for obj in progress_objects(stream):
-            for raw in obj.get("vertexes") or []:
-                seen = vertexes.setdefault(
-                    (i, str(raw.get("digest"))), {"cached": False, "completed": False, "error": False, "names": set()}
-                )
-                seen["names"].add(str(raw.get("name", "")))
-                seen["cached"] |= bool(raw.get("cached"))
-                seen["completed"] |= bool(raw.get("completed"))
-                seen["error"] |= bool(raw.get("error"))
+    vertexes = {
+        (i, digest): seen for i, (stream, _) in enumerate(runs) for digest, seen in fold_vertexes(stream).items()
+    }
     ran: dict[tuple[str, int], bool] = {}
     hit: dict[tuple[str, int], bool] = {}
     for (i, _), seen in vertexes.items():

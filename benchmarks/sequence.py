@@ -51,9 +51,9 @@ from bench import (
     Bench,
     Registry,
     count_steps,
+    fold_vertexes,
     free_port,
     machine,
-    progress_objects,
     rotated,
     s3_client,
     stack_values,
@@ -204,16 +204,7 @@ class Build:
 
 def stage_counts(stream: str, targets: Sequence[str]) -> dict[str, list[int]]:
     """count_steps's rule, per Dockerfile stage, for one bake's rawjson stream."""
-    vertexes: dict[str, dict[str, Any]] = {}
-    for obj in progress_objects(stream):
-        for raw in obj.get("vertexes") or []:
-            seen = vertexes.setdefault(
-                str(raw.get("digest")), {"cached": False, "completed": False, "error": False, "names": set()}
-            )
-            seen["names"].add(str(raw.get("name", "")))
-            seen["cached"] |= bool(raw.get("cached"))
-            seen["completed"] |= bool(raw.get("completed"))
-            seen["error"] |= bool(raw.get("error"))
+    vertexes = fold_vertexes(stream)
     ran: dict[tuple[str, int], bool] = {}
     hit: dict[tuple[str, int], bool] = {}
     for seen in vertexes.values():
