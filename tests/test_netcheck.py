@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from dockercache.adapters.netcheck import registry_host, unreachable, url_host
+from dockercache.adapters.netcheck import answers, registry_host, unreachable, url_host
 
 
 def test_registry_host() -> None:
@@ -76,6 +76,7 @@ def listening(on_accept: Callable[[socket.socket], None]) -> Iterator[int]:
 def test_a_plain_http_registry_is_alive_whatever_it_answers() -> None:
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), Registry401)) as port:
         assert unreachable("127.0.0.1", port) is None
+        assert answers("127.0.0.1", port) == (None, True)  # plain HTTP: a client may skip the TLS handshake
 
 
 def test_a_tls_registry_is_alive(tmp_path: Path) -> None:
@@ -92,6 +93,7 @@ def test_a_tls_registry_is_alive(tmp_path: Path) -> None:
     server.socket = context.wrap_socket(server.socket, server_side=True)
     with serving(server) as port:
         assert unreachable("127.0.0.1", port) is None
+        assert answers("127.0.0.1", port) == (None, False)
 
 
 def test_a_server_that_accepts_and_never_answers_is_down() -> None:

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -417,6 +418,27 @@ def test_a_loopback_registry_without_tls_is_spoken_to_in_plain_http() -> None:
         assert registry.base_url == f"http://{server.host}"
         assert registry.get_manifest(REPO, "x") is not None
     assert len(server.seen) == 2  # the failed handshake is no request
+
+
+def test_requests_side_by_side_all_move_to_plain_http_with_the_first() -> None:
+    """Probes ask a registry several things at once: every first handshake fails, one request moves the
+    registry to plain HTTP, and the others follow it instead of failing (they used to: a probe then could not
+    tell whether a cache ref was there)."""
+    started = threading.Barrier(4)
+
+    class Handshakes(urllib.request.BaseHandler):
+        def https_open(self, request: urllib.request.Request) -> object:
+            started.wait(timeout=10)  # every request has tried TLS before any falls back
+            raise urllib.error.URLError(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"))
+
+    with serve(lambda r: manifest_reply()) as server:
+        opener = urllib.request.build_opener(Handshakes(), urllib.request.HTTPHandler())
+        registry = Registry(server.host, opener=opener)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            found = list(pool.map(lambda tag: registry.get_manifest(REPO, tag), ["a", "b", "c", "d"]))
+    assert all(m is not None for m in found)
+    assert registry.base_url == f"http://{server.host}"
+    assert len(server.seen) == 4
 
 
 def test_https_only_does_not_fall_back() -> None:

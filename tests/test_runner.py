@@ -710,7 +710,7 @@ def test_a_push_failure_is_a_push_failure_not_a_cache_fault(
     its URL in BuildKit's error is not taken for a cache blob that failed. No cache warning, no second bake, one
     line naming the registry, exit 1, nothing recorded."""
     monkeypatch.setattr(
-        "dockercache.adapters.netcheck.unreachable", lambda host, port: None
+        "dockercache.adapters.netcheck.answers", lambda host, port: (None, False)
     )  # the cache registry answers
     world.docker.push_fails = True
     result = world.runner.run(plan_for(RegistryCache(type="registry", ref="reg.test/app"), tmp_path))
@@ -1002,7 +1002,7 @@ def test_cache_read_names_where_each_stages_hits_came_from(
     """``cache_read`` names the sources of a stage's hits: base and deps, built inside app-test, name the refs
     app-test read (they said ``[]``); with no hit, no stage names a source (app-final listed its imports)."""
     monkeypatch.setattr(
-        "dockercache.adapters.netcheck.unreachable", lambda host, port: None
+        "dockercache.adapters.netcheck.answers", lambda host, port: (None, False)
     )  # the cache registry answers
     world.docker.imports = True
     plan = plan_for(RegistryCache(type="registry", ref="reg.test/cache"), tmp_path)

@@ -133,17 +133,20 @@ class RegistryRuntime(NoRuntime):
         """A ref this run writes -> the cache manifest it held before the run."""
         self._seen: dict[str, Manifest] = {}
         """Every ref this run reads or writes -> the cache manifest it held before the run."""
+        self._plain: set[str] = set()
+        """Registries (``host:port``) that answered the reachability check in plain HTTP."""
 
     def before(self, targets: Sequence[Target], results: Mapping[str, StageResult]) -> list[Target]:
         return self._probe(self._reachable(targets))
 
     def _reachable(self, targets: Sequence[Target]) -> list[Target]:
-        from ..adapters.netcheck import registry_host, unreachable  # socket: only a build needs it
+        from ..adapters.netcheck import answers, registry_host  # socket: only a build needs it
 
         hosts = sorted({registry_host(e.location) for t in targets for e in _entries(t)})
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:  # a silent one takes seconds
-            answers = dict(zip(hosts, pool.map(lambda host: unreachable(*host), hosts), strict=True))
-        down = {host: why for host, why in answers.items() if why}
+            found = dict(zip(hosts, pool.map(lambda host: answers(*host), hosts), strict=True))
+        self._plain = {f"{host}:{port}" for (host, port), (_, plain) in found.items() if plain}
+        down = {host: why for host, (why, _) in found.items() if why}
         if not down:
             return list(targets)
         if self.context.cache_errors == "fail":
@@ -179,6 +182,8 @@ class RegistryRuntime(NoRuntime):
         refs = sorted(read | written)
         if not refs:
             return list(targets)
+        for place in filter(None, map(_split, refs)):
+            self._client(place[0])  # one client per registry, made before the probes share it
         with ThreadPoolExecutor(max_workers=min(8, len(refs))) as pool:
             found = dict(zip(refs, pool.map(self._manifest, refs), strict=True))
         self._seen = {ref: m for ref, m in found.items() if isinstance(m, Manifest)}
@@ -196,10 +201,12 @@ class RegistryRuntime(NoRuntime):
         ]
 
     def _client(self, host: str) -> Any:
-        from ..adapters.oci import Registry  # urllib: only a build needs it
+        from ..adapters.oci import Registry, Scheme, is_loopback  # urllib: only a build needs it
 
         if host not in self._clients:
-            self._clients[host] = Registry.from_docker_config(host, timeout=PROBE_SECONDS)
+            # A loopback registry that answered in plain HTTP is asked in it at once (no failing TLS handshake).
+            scheme: Scheme = "http" if host in self._plain and is_loopback(host) else "auto"
+            self._clients[host] = Registry.from_docker_config(host, timeout=PROBE_SECONDS, scheme=scheme)
         return self._clients[host]
 
     def _manifest(self, ref: str) -> Manifest | bool | None:

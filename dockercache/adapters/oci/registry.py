@@ -286,7 +286,7 @@ class Registry:
             try:
                 response = self._auth.send(method, url, f"repository:{repo}:{actions}", data, headers or {}, limit)
             except (OSError, http.client.HTTPException) as exc:
-                if self._connection.fall_back(exc, url):
+                if self._connection.fall_back(exc, url) and self._connection.url(target) != url:
                     continue
                 reason = self._connection.reason(exc, self._auth.mask)
                 raise RegistryError(self.host, repo, f"{what}: {reason}") from None

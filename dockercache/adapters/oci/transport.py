@@ -68,15 +68,29 @@ def origin(url: str) -> tuple[str, str]:
 def default_opener(*, verify: bool = True, proxies: bool = True) -> urllib.request.OpenerDirector:
     """The opener a :class:`Registry` uses unless given one: certificate checks unless ``verify`` is false,
     ``$HTTPS_PROXY``/``$NO_PROXY`` unless ``proxies`` is false (loopback is never proxied, as in Go)."""
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     return urllib.request.build_opener(
-        urllib.request.ProxyHandler(None if proxies else {}),
-        urllib.request.HTTPSHandler(context=context),
-        _Redirects(),
+        urllib.request.ProxyHandler(None if proxies else {}), _LazyTLS(verify=verify), _Redirects()
     )
+
+
+class _LazyTLS(urllib.request.HTTPSHandler):
+    """HTTPS with a TLS context made at the first HTTPS request: loading the CA certificates takes 10-20 ms,
+    which a registry spoken to in plain HTTP (on loopback) never needs."""
+
+    def __init__(self, *, verify: bool) -> None:
+        super().__init__()
+        self._verify = verify
+        self._made = False
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        if not self._made:
+            context = ssl.create_default_context()
+            if not self._verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._context = context
+            self._made = True
+        return super().https_open(req)
 
 
 def _tls_failure(exc: BaseException) -> bool:
@@ -128,12 +142,15 @@ class Connection:
         return target if "://" in target else self.base + target
 
     def fall_back(self, exc: BaseException, url: str) -> bool:
-        """Whether ``url`` failing with ``exc`` moved this registry to plain HTTP (then ask again)."""
-        if self._may_fall_back and _tls_failure(exc) and url.startswith("https://"):
+        """Whether ``url`` failing with ``exc`` moved this registry to plain HTTP (then ask again), here or in a
+        request that ran alongside (probes run side by side: each of their first handshakes fails)."""
+        if not (_tls_failure(exc) and url.startswith("https://")):
+            return False
+        if self._may_fall_back:
             self._may_fall_back = False
             self.base = "http://" + self.base.removeprefix("https://")
             return True
-        return False
+        return self.base.startswith("http://") and url.startswith("https://" + self.base.removeprefix("http://"))
 
     def answered(self) -> None:
         """The registry answered: the scheme in use is its scheme."""
