@@ -1,150 +1,34 @@
 """The ``dockercache`` console script: the same tasks as the Invoke collection, without a tasks.py.
 
-A thin :class:`invoke.program.Program` whose help shows dockercache's tasks and the options a user needs
-(not Invoke's shell-runner options), whose usage errors exit 2 with a hint, and which takes ``--config FILE``
-before the task as ``docker compose -f`` does.
+Everyday calls (``build`` and ``plan`` with long options, :mod:`dockercache.argv`) run straight through the
+commands' boundary; everything else goes through Invoke's parser (:mod:`dockercache.program`), which is imported
+only then.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
-import re
 import sys
-from collections.abc import Sequence
+from typing import Any
 
-from invoke.exceptions import Exit, ParseError
-from invoke.parser.context import ParserContext
-from invoke.program import Program
+from .argv import quick_parse
 
-from . import __version__
-from .tasks import collection, error_document
-
-USAGE_ERROR = 2
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a tool killed by the signal reports, without the noise
 
-CORE_HELP = (
-    ("-h [TASK], --help [TASK]", "Show this help, or a task's options (also: dockercache TASK --help)."),
-    ("-l, --list", "List the tasks."),
-    ("-V, --version", "Show the version and exit."),
-    ("--config FILE", "dockercache.toml, before or after the task (default: $DOCKERCACHE_CONFIG, else the nearest)."),
-)
 
+def run_quick(task: str, kwargs: dict[str, Any]) -> int:
+    """One everyday call, as the Invoke task would run it: the exit code, its message on stderr."""
+    from .commands import boundary
 
-def _task_contexts() -> dict[str, ParserContext]:
-    return {ctx.name: ctx for ctx in collection().to_contexts() if ctx.name}
-
-
-def normalize_argv(argv: Sequence[str], tasks: Sequence[str]) -> list[str]:
-    """Move ``--config FILE`` (or ``-f FILE``, ``--config=FILE``) given before the first task to after every
-    task that takes it: dockercache's option, not Invoke's runtime-configuration file."""
-    args = list(argv)
-    config: list[str] = []
-    i = 0
-    while i < len(args) and args[i] not in tasks:
-        token = args[i]
-        if token in ("--config", "-f") and i + 1 < len(args):
-            config = ["--config", args[i + 1]]
-            del args[i : i + 2]
-            continue
-        if token.startswith("--config="):
-            config = ["--config", token.split("=", 1)[1]]
-            del args[i]
-            continue
-        i += 1
-    if not config:
-        return args
-    out: list[str] = []
-    for token in args:
-        out.append(token)
-        if token in tasks:
-            out.extend(config)
-    return out
-
-
-def missing_value(argv: Sequence[str], contexts: dict[str, ParserContext]) -> str | None:
-    """``build --service`` with nothing after it (Invoke would build every service): the flag, else None."""
-    current: ParserContext | None = None
-    for i, token in enumerate(argv):
-        if token in contexts:
-            current = contexts[token]
-            continue
-        if current is None or not token.startswith("--") or "=" in token:
-            continue
-        arg = current.flags.get(token)
-        if arg is not None and arg.takes_value:
-            following = argv[i + 1] if i + 1 < len(argv) else None
-            if following is None or following.startswith("-") or following in contexts or not following.strip():
-                return f"{current.name} {token}"
-    return None
-
-
-def usage_hint(message: str, argv: Sequence[str], contexts: dict[str, ParserContext]) -> str:
-    """Invoke's parse error turned into one line a person can act on."""
-    unknown = re.fullmatch(r"No idea what '(.*)' is!", message)
-    if unknown:
-        word = unknown.group(1)
-        before = argv[: argv.index(word)] if word in argv else list(argv)
-        task = next((t for t in reversed(before) if t in contexts), None)
-        if word.startswith("-"):
-            if task is None:
-                return f"unknown option {word} (dockercache --help lists the options)"
-            close = difflib.get_close_matches(word, list(contexts[task].flags), n=1, cutoff=0.75)
-            guess = f" (did you mean {close[0]}?)" if close else ""
-            return f"unknown option {word} for {task}{guess}; dockercache {task} --help lists its options"
-        if task is not None and "--service" in contexts[task].flags:
-            return f"'{word}' is not a task; to {task} one service: dockercache {task} --service {word}"
-        close = difflib.get_close_matches(word, list(contexts), n=1)
-        guess = f" (did you mean '{close[0]}'?)" if close else ""
-        return f"no task '{word}'{guess}; dockercache --list lists the tasks"
-    needed = re.fullmatch(r"Flag '(.*)' needed value and was not given one!", message)
-    if needed:
-        return f"--{needed.group(1)} needs a value"
-    return message.rstrip("!.")
-
-
-class DockercacheProgram(Program):
-    """Invoke's Program with dockercache's help and usage errors (exit 2, one line, a hint)."""
-
-    def _usage(self, message: str) -> Exit:
-        argv = list(getattr(self, "argv", sys.argv)[1:])
-        return self._exit(argv, f"dockercache: error: {usage_hint(message, argv, _task_contexts())}")
-
-    @staticmethod
-    def _exit(argv: Sequence[str], message: str) -> Exit:
-        if "--json" in argv:  # a JSON document on stdout whatever happens
-            print(error_document(USAGE_ERROR, message), flush=True)
-        return Exit(message, code=USAGE_ERROR)
-
-    def parse_core(self, argv: list[str] | None) -> None:
-        try:
-            super().parse_core(argv)
-        except ParseError as exc:
-            raise self._usage(str(exc)) from None
-
-    def parse_tasks(self) -> None:
-        try:
-            super().parse_tasks()
-        except ParseError as exc:
-            raise self._usage(str(exc)) from None
-        flag = missing_value(self.core.unparsed, _task_contexts())
-        if flag:
-            raise self._exit(self.core.unparsed, f"dockercache: error: {flag} needs a value")
-
-    def parse_cleanup(self) -> None:
-        try:
-            super().parse_cleanup()
-        except ParseError as exc:
-            raise self._usage(str(exc)) from None
-
-    def print_help(self) -> None:
-        print(f"Usage: {self.binary} [--config FILE] TASK [--task-options] ...")
-        print("")
-        print("Options:")
-        print("")
-        self.print_columns(CORE_HELP)
-        self.list_tasks()
+    command = boundary.build if task == "build" else boundary.plan
+    try:
+        command(kwargs.pop("config", None), **kwargs)
+    except boundary.Stop as stop:
+        if stop.message:
+            print(stop.message, file=sys.stderr)
+        return stop.code
+    return 0
 
 
 def main() -> None:
@@ -155,13 +39,18 @@ def main() -> None:
     temporary files and threads are closed by the code that made them).
     """
     code: int | str | None = 0
-    names = list(_task_contexts())
-    argv = [sys.argv[0], *normalize_argv(sys.argv[1:], names)]
-    program = DockercacheProgram(namespace=collection(), name="dockercache", binary="dockercache", version=__version__)
     try:
-        program.run(argv)
-    except SystemExit as exc:
-        code = exc.code
+        quick = quick_parse(sys.argv[1:])
+        if sys.argv[1:] in (["--version"], ["-V"]):
+            from . import __version__
+
+            print(f"dockercache {__version__}")
+        elif quick is not None:
+            code = run_quick(*quick)
+        else:
+            from . import program
+
+            code = program.run(sys.argv)
     except BrokenPipeError:  # `dockercache plan | head -1`: the reader has what it wanted
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -19,17 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from invoke.exceptions import Exit
-
 from . import commands
 from .adapters.ci import CIContext
+from .commands.boundary import Stop, guarded  # the one error boundary: signals, one-line errors, exit codes
 from .config.fields import suggest, type_name
 from .config.load import MAX_DEPTH, check_depth, find_config, parse_config, read_document
 from .config.model import CONFIG_NAME, ENV_CONFIG, Config
 from .config.services import split_variant
 from .errors import ConfigError
 from .model import BuildOptions
-from .tasks import guarded  # the CLI's error boundary: signals, one-line errors, exit codes
 
 
 @dataclass(frozen=True)
@@ -311,7 +309,7 @@ def main() -> None:
     environment = commands.Environment()
     try:
         guarded(lambda: run(environment))
-    except Exit as exc:
+    except Stop as exc:
         if exc.message:
             print(exc.message, file=sys.stderr)
         sys.exit(exc.code)

@@ -6,12 +6,8 @@ become ``invoke.Exit`` with a one-line message and the documented exit code; onl
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
 from typing import Any
 
 from invoke.collection import Collection
@@ -20,7 +16,8 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from . import commands
-from .errors import ConfigError, DockercacheError, Interrupted
+from .commands import boundary
+from .commands.boundary import Stop
 
 HELP = {
     "config": "dockercache.toml (default: dockercache.config in invoke.yaml, $DOCKERCACHE_CONFIG, the nearest).",
@@ -38,11 +35,19 @@ HELP = {
 }
 
 
-def push_flag(push: bool, no_push: bool) -> bool | None:
-    """--push / --no-push, else None: push on CI only."""
-    if push and no_push:
-        raise Exit("dockercache: error: --push and --no-push contradict each other", code=2)
-    return True if push else False if no_push else None
+@contextmanager
+def _exits() -> Iterator[None]:
+    """The boundary's :class:`~dockercache.commands.boundary.Stop` as Invoke's ``Exit`` (message, exit code)."""
+    try:
+        yield
+    except Stop as stop:
+        raise Exit(stop.message, code=stop.code) from None
+
+
+def guarded(command: Callable[[], int], as_json: bool = False) -> None:
+    """:func:`dockercache.commands.boundary.guarded`, ending in Invoke's ``Exit``: for tasks of your own."""
+    with _exits():
+        boundary.guarded(command, as_json)
 
 
 def configured(c: Context, config: str | None) -> str | None:
@@ -57,77 +62,6 @@ def configured(c: Context, config: str | None) -> str | None:
 
 def _help(*names: str) -> dict[str, str]:
     return {n: HELP[n] for n in names}
-
-
-SIGNAL_NAMES: dict[int, str] = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
-
-
-@contextmanager
-def _signals() -> Iterator[None]:
-    """SIGTERM (Buildkite's cancel) unwinds the run as Ctrl-C does: buildx is stopped, temporary files and an
-    ephemeral builder removed, nothing pushed or recorded. A second signal while that happens leaves at once."""
-
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        if handling:
-            os._exit(128 + signum)
-        handling.append(signum)
-        raise Interrupted(signum)
-
-    handling: list[int] = []
-    try:
-        previous = {sig: signal.signal(sig, interrupted) for sig in SIGNAL_NAMES}
-    except ValueError:  # not the main thread (tasks called from a thread): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@contextmanager
-def _boundary() -> Iterator[None]:
-    """Map expected failures to one red line and an exit code."""
-    try:
-        with _signals():
-            yield
-    except DockercacheError as exc:
-        lines = exc.lines() if isinstance(exc, ConfigError) else [str(exc)]
-        message = "\n".join(f"dockercache: error: {line}" for line in lines)
-        if len(lines) > 1:
-            message += f"\ndockercache: {len(lines)} configuration errors"
-        raise Exit(message, code=exc.exit_code) from None
-    except KeyboardInterrupt as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        raise Exit(f"dockercache: interrupted by {SIGNAL_NAMES.get(signum, signum)}", code=128 + signum) from None
-
-
-def error_document(code: int, message: str | None) -> str:
-    """``--json`` when the command stops with an error: still one JSON document on stdout (``errors``: every
-    configuration error when there were several)."""
-    lines = [line for line in (message or "").splitlines() if line.startswith("dockercache: error: ")]
-    errors = [line.removeprefix("dockercache: error: ") for line in lines]
-    if not errors and message:
-        errors = [message.removeprefix("dockercache: ")]
-    document: dict[str, object] = {"exit_code": code, "error": errors[0] if errors else None}
-    if len(errors) > 1:
-        document["errors"] = errors
-    return json.dumps(document, indent=2)
-
-
-def guarded(command: Callable[[], int], as_json: bool = False) -> None:
-    """Runs ``command`` inside the one error boundary of the tasks and the Buildkite plugin: signals, one-line
-    errors (``--json``: a document), the exit code as Invoke's ``Exit``."""
-    try:
-        with _boundary():
-            exit_code = command()
-    except Exit as exc:
-        if as_json and exc.message:  # an error before the command could print its own document
-            print(error_document(exc.code, exc.message), flush=True)
-        raise
-    if exit_code:
-        raise Exit(code=exit_code)
 
 
 @task(
@@ -161,16 +95,20 @@ def build(
     progress: str = "auto",
 ) -> None:
     """Build services in one bake run with per-stage caches, push, and report cache hits."""
-    env = commands.Environment()
-    config = configured(c, config)
-
-    def run() -> int:
-        options = commands.options_from(service, stage, no_cache, push_flag(push, no_push), cache_write, no_cache_write)
-        if dry_run:
-            return commands.cmd_plan(env, config, options, json)
-        return commands.cmd_build(env, config, options, json, progress)
-
-    guarded(run, json)
+    with _exits():
+        boundary.build(
+            configured(c, config),
+            service,
+            stage,
+            dry_run=dry_run,
+            no_cache=no_cache,
+            push=push,
+            no_push=no_push,
+            json=json,
+            cache_write=cache_write,
+            no_cache_write=no_cache_write,
+            progress=progress,
+        )
 
 
 @task(
@@ -193,18 +131,19 @@ def plan(
     no_cache_write: bool = False,
 ) -> None:
     """Show the resolved plan and the exact bake command (no Docker daemon needed)."""
-    env = commands.Environment()
-    config = configured(c, config)
-    guarded(
-        lambda: commands.cmd_plan(
-            env,
-            config,
-            commands.options_from(service, stage, no_cache, push_flag(push, no_push), cache_write, no_cache_write),
-            json,
-            bake,
-        ),
-        json or bake,
-    )
+    with _exits():
+        boundary.plan(
+            configured(c, config),
+            service,
+            stage,
+            no_cache=no_cache,
+            push=push,
+            no_push=no_push,
+            json=json,
+            bake=bake,
+            cache_write=cache_write,
+            no_cache_write=no_cache_write,
+        )
 
 
 @task(

@@ -33,8 +33,10 @@ FLOORS = {
     "commands": 7,
     "init": 6,
     "tasks": 8,
-    "cli": 9,
+    "argv": 8,
+    "program": 9,
     "plugin": 9,
+    "cli": 10,
 }
 
 #: Where a store type may be named outside stores/, and why.
