@@ -239,6 +239,7 @@ def _service_plan(
         store=svc.store_name or "built-in local",
         skip=_skip_setting(svc, marked, inputs, options, scan),
         compose_files=svc.compose_files,
+        compose_service=svc.compose_service,
         cache_mounts=_cache_mounts(svc, marked, inputs, keys, cache_write),
     )
 
