@@ -100,6 +100,10 @@ class Settings:
     )
 
 
+BUILDKIT_IMAGE = "moby/buildkit:v0.13.2"
+"""The BuildKit a ``docker-container`` builder runs by default: Docker 26.1's own, which the test suite runs."""
+
+
 @dataclass(frozen=True)
 class BuilderConfig:
     """The buildx builder that runs the builds."""
@@ -113,6 +117,15 @@ class BuilderConfig:
     )
     endpoint: str | None = field(
         default=None, metadata=doc("Remote endpoint (remote driver) or Docker context/endpoint.")
+    )
+    image: str = field(
+        default=BUILDKIT_IMAGE,
+        metadata=doc(
+            "BuildKit image of a docker-container builder dockercache creates (driver_opts.image wins). Pinned: "
+            "every agent of a fleet writes and reads caches with one BuildKit, not whatever buildx-stable-1 is that "
+            "day.",
+            min_length=1,
+        ),
     )
     platforms: tuple[str, ...] = field(default=(), metadata=doc("Platforms the builder serves."))
     ephemeral: bool = field(
