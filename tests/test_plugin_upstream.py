@@ -243,3 +243,14 @@ def test_without_service_and_nothing_recorded_cache_from(tmp_path: Path, monkeyp
     assert "nothing to promote to 'example/latest'" in err
     calls, _ = promote_run(tmp_path / "2", {**UPDATE_STEP, "s3_key": f"example/{COMMIT}"}, {}, monkeypatch)
     assert calls == [("example/latest", f"example/{COMMIT}")]
+
+
+def test_the_docs_say_what_the_old_plugin_ran() -> None:
+    """Item 8: envato's hooks/command ran ``docker buildx create --driver docker-container`` and ``buildx bake``;
+    the docs said it used ``docker build`` (and built with the engine's builder "as" it did)."""
+    text = (ROOT / "docs" / "buildkite.md").read_text() + (ROOT / "README.md").read_text()
+    assert "old plugin's `docker build`" not in text
+    assert (
+        "`docker buildx create --driver\ndocker-container`" in text
+        or "docker buildx create --driver docker-container" in text
+    )
