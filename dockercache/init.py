@@ -15,8 +15,8 @@ from typing import Any
 from .adapters.ci import slugify
 from .config.model import CONFIG_NAME
 from .errors import ConfigError
+from .planning.compose import COMPOSE_DEFAULTS
 from .planning.dockerfile import parse_stages, stage_graph
-from .planning.resolve import COMPOSE_DEFAULTS
 
 DOCKERFILE = "Dockerfile"
 

@@ -74,9 +74,15 @@ def test_the_check_result_format_is_read_rule_by_rule() -> None:
 class FakeDocker:
     """The adapter's lint surface: which buildx there is, and canned findings per Dockerfile target."""
 
-    def __init__(self, missing: str | None = None, findings: Mapping[str | None, tuple[CheckFinding, ...]] = {}):
+    def __init__(
+        self,
+        missing: str | None = None,
+        findings: Mapping[str | None, tuple[CheckFinding, ...]] = {},
+        containerd: bool = True,
+    ):
         self.missing = missing
         self.findings = findings
+        self.containerd = containerd
         self.calls: list[tuple[Path, Path, str | None, dict[str, str], str | None]] = []
 
     def check_support(self) -> str | None:
@@ -84,6 +90,9 @@ class FakeDocker:
 
     def builder_driver(self, name: str) -> str | None:
         return "docker" if name == "default" else None
+
+    def containerd_image_store(self) -> bool:
+        return self.containerd
 
     def check_dockerfile(
         self, context: Path, dockerfile: Path, target: str | None, args: Mapping[str, str], builder: str | None = None
@@ -223,3 +232,18 @@ def test_check_warns_when_a_docker_driver_builder_does_not_exist(tmp_path: Path)
     quiet = io.StringIO()
     environment = Environment(env={}, cwd=tmp_path, docker=FakeDocker(), console=Console(io.StringIO(), quiet))  # type: ignore[arg-type]
     assert cmd_check(environment, str(write_project(tmp_path))) == 0 and quiet.getvalue() == ""
+
+
+def test_check_warns_of_the_docker_driver_on_the_classic_image_store(tmp_path: Path) -> None:
+    """Issue 27: the engine's BuildKit on the classic image store hits --cache-from every second build only
+    (moby/buildkit#2274, the old plugin's users' problem on Buildkite's elastic stack): check says so."""
+    err = io.StringIO()
+    docker = FakeDocker(containerd=False)
+    environment = Environment(env={}, cwd=tmp_path, docker=docker, console=Console(io.StringIO(), err))  # type: ignore[arg-type]
+    assert cmd_check(environment, str(write_project(tmp_path))) == 0
+    assert err.getvalue() == (
+        f"dockercache: warning: {tmp_path / 'dockercache.toml'}: builder.driver: the 'docker' driver builds with the "
+        "engine's own BuildKit, which on the classic image store hits a --cache-from only every second build "
+        "(moby/buildkit#2274); a docker-container builder (dockercache's default, moby/buildkit:v0.13.2) or the "
+        "containerd image store avoids it\n"
+    )

@@ -5,18 +5,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 from dockercache.config.caches import LocalCache, RegistryCache, S3Cache
-from dockercache.config.model import BuilderConfig, Settings
+from dockercache.config.model import BUILDKIT_IMAGE, BuilderConfig, Settings
 from dockercache.errors import ConfigError
 from dockercache.model import BuilderPlan, BuildOptions, Target
 from dockercache.planning.plan import PlanInputs, make_plan
 from dockercache.planning.resolve import ResolvedService, SecretSource
 from dockercache.planning.targets import ImageOptions
+
+PINNED = f"image={BUILDKIT_IMAGE}"
+"""A docker-container builder's BuildKit, pinned (issue 27): every agent of a fleet runs the same one."""
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -321,6 +325,8 @@ def test_ephemeral_builder_name_is_per_job() -> None:
         "dockercache-0190-abc",
         "--driver",
         "docker-container",
+        "--driver-opt",
+        PINNED,
     ]
     assert plan.bake_argv()[2:4] == ["--builder", "dockercache-0190-abc"]
 
@@ -360,6 +366,8 @@ def test_ephemeral_builder_name_is_per_job() -> None:
                 "docker-container",
                 "--driver-opt",
                 "network=host",
+                "--driver-opt",
+                PINNED,
                 "--platform",
                 "linux/amd64",
             ],
@@ -370,6 +378,19 @@ def test_every_driver_bakes_through_its_builder(builder: BuilderConfig, create: 
     plan = make_plan(inputs(builder=builder), BuildOptions())
     assert plan.builder.create_argv() == create
     assert plan.bake_argv()[:4] == ["buildx", "bake", "--builder", builder.name]
+
+
+def test_a_docker_container_builder_runs_the_pinned_buildkit() -> None:
+    assert re.fullmatch(r"moby/buildkit:v\d+\.\d+\.\d+", BUILDKIT_IMAGE)
+    argv = make_plan(inputs(builder=BuilderConfig()), BuildOptions()).builder.create_argv()
+    assert argv[-2:] == ["--driver-opt", PINNED]
+    own = make_plan(inputs(builder=BuilderConfig(image="registry.internal/buildkit:v0.13.2")), BuildOptions())
+    assert own.builder.create_argv()[-2:] == ["--driver-opt", "image=registry.internal/buildkit:v0.13.2"]
+    opts = make_plan(inputs(builder=BuilderConfig(driver_opts={"image": "mine:1"})), BuildOptions())
+    assert opts.builder.create_argv()[-2:] == ["--driver-opt", "image=mine:1"]  # driver_opts.image wins
+    for driver in ("remote", "kubernetes"):  # builders that bring their own BuildKit are left to it
+        other = make_plan(inputs(builder=BuilderConfig(driver=driver, endpoint="tcp://x:1")), BuildOptions())
+        assert not any(a.startswith("image=") for a in other.builder.create_argv())
 
 
 def test_force_compression() -> None:
@@ -495,6 +516,8 @@ def test_a_docker_container_builder_for_the_s3_endpoint_gets_host_network_and_pl
         "docker-container",
         "--driver-opt",
         "network=host",
+        "--driver-opt",
+        PINNED,
         "--buildkitd-config",
         "/tmp/b.toml",
     ]
@@ -534,7 +557,16 @@ def test_plan_json_is_the_whole_plan() -> None:
             "name": "dockercache",
             "driver": "docker-container",
             "ephemeral": False,
-            "create": ["buildx", "create", "--name", "dockercache", "--driver", "docker-container"],
+            "create": [
+                "buildx",
+                "create",
+                "--name",
+                "dockercache",
+                "--driver",
+                "docker-container",
+                "--driver-opt",
+                PINNED,
+            ],
             "buildkitd_config": None,
             "prune": None,
         },

@@ -255,7 +255,7 @@ def test_options_override_the_file() -> None:
 def test_a_service_the_file_lacks_comes_from_compose() -> None:
     mapped = plugin.mapping({"service": "app", "s3_bucket": "b"}, FILE)
     merged = plugin.merge(FILE, mapped.document)
-    assert merged["services"]["app"] == {"compose_service": "app", "cache": "cache"}
+    assert merged["services"]["app"] == {"compose_service": "app", "metadata_key": "docker-compose", "cache": "cache"}
     assert merged["caches"] == {"cache": {**FILE["caches"]["cache"], "bucket": "b"}}  # the store it would use
 
 

@@ -442,6 +442,22 @@ def world(tmp_path: Path) -> World:
 S3 = S3Cache(type="s3", bucket="b", key="{pipeline}/{branch}")
 
 
+def test_s3_restores_first_what_an_old_plugin_step_recorded(world: World, tmp_path: Path) -> None:
+    """The old docker-cache plugin's step wrote ``<metadata_key>-s3`` (its hooks/command, ``pull_image``): without
+    dockercache's own key, a later step restores that key first, as the old plugin's next step did."""
+    world.agent.meta["app-image-s3"] = "pipe/0123456789abcdef0123456789abcdef01234567"
+    result = world.runner.run(plan_for(S3, tmp_path))
+    assert result.exit_code == 0, result.error
+    log = world.log
+    asked = log.index("agent meta-data get app-image-s3")
+    assert log.index("agent meta-data get dockercache-s3-key-app") < asked
+    assert (
+        asked
+        < log.index("s3 get pipe/0123456789abcdef0123456789abcdef01234567/app/test")
+        < log.index("s3 get pipe/main/app/test")
+    )
+
+
 def test_s3_run_order_restore_bake_save_then_meta_data(world: World, tmp_path: Path) -> None:
     result = world.runner.run(plan_for(S3, tmp_path))
     assert result.exit_code == 0, result.error
@@ -452,7 +468,11 @@ def test_s3_run_order_restore_bake_save_then_meta_data(world: World, tmp_path: P
     saves = [e for e in log.events[log.index("docker buildx bake") :] if e.startswith("s3 put")]
     assert sorted(saves) == ["s3 put pipe/main/app/final", "s3 put pipe/main/app/test"]
     assert log.index("agent meta-data set") > max(i for i, e in enumerate(log.events) if e.startswith("s3 put"))
-    assert world.agent.meta == {"app-image": "reg.test/app:abc123", "dockercache-s3-key-app": "pipe/main"}
+    assert world.agent.meta == {
+        "app-image": "reg.test/app:abc123",
+        "dockercache-s3-key-app": "pipe/main",
+        "app-image-s3": "pipe/main",  # the old docker-cache plugin's <metadata_key>-s3, for its later steps
+    }
     # The leaves' snapshots hold the stages they build on (mode=max).
     assert sorted(world.store.snapshots) == ["pipe/main/app/final", "pipe/main/app/test"]
     stages = {s.stage: s for s in result.services[0].stages}

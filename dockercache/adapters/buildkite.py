@@ -85,6 +85,10 @@ class Agent:
             return None
         return self._run(["meta-data", "get", key]).stdout.strip()
 
+    def meta_data_keys(self) -> list[str]:
+        """Every meta-data key of the build (``meta-data keys``, one a line)."""
+        return [line.strip() for line in self._run(["meta-data", "keys"]).stdout.splitlines() if line.strip()]
+
     def annotate(self, body: str, style: str, context: str, append: bool = False) -> None:
         args = ["annotate", "--style", style, "--context", context]
         if append:

@@ -11,7 +11,7 @@ from .build import (
     progress_mode,
     report,
 )
-from .cache import cmd_list, cmd_promote, cmd_prune, cmd_verify, parse_duration
+from .cache import cmd_list, cmd_promote, cmd_prune, cmd_verify, parse_duration, promote_config
 from .check import check_remote, cmd_check, cmd_init, lint_services
 from .environment import Environment, load, options_from, plan_for
 from .plan import cmd_plan, render_plan
@@ -20,6 +20,7 @@ from .plan import cmd_plan, render_plan
 __all__ = [
     "PROGRESS_MODES", "Environment", "build_config", "check_remote", "cmd_build", "cmd_builder_create",
     "cmd_builder_remove", "cmd_check", "cmd_init", "cmd_list", "cmd_plan", "cmd_promote", "cmd_prune", "cmd_verify",
-    "lint_services", "load", "options_from", "parse_duration", "plan_for", "progress_mode", "render_plan", "report",
+    "lint_services", "load", "options_from", "parse_duration", "plan_for", "progress_mode", "promote_config",
+    "render_plan", "report",
 ]
 # fmt: on

@@ -29,7 +29,7 @@ def parse_duration(text: str, option: str) -> timedelta:
     return timedelta(**{unit: int(match.group(1))})
 
 
-def _writer_keys(config: Config, ci: CIContext) -> Keys:
+def writer_keys(config: Config, ci: CIContext) -> Keys:
     """This run's key names and whether it may write what the default branch reads, as ``make_plan`` has
     them: a pull request writes as ``pr-N`` and never a shared key, a branch only when it is the default
     branch or a trusted one. Off CI the branch is git's, as for a build."""
@@ -50,7 +50,7 @@ _KEY_FIELD = re.compile(r"\{(pipeline|branch|commit)\}")
 _BAD_KEY = re.compile(r"[{}\x00-\x1f\x7f]")
 
 
-def _key_option(text: str, keys: Keys, option: str) -> str:
+def key_option(text: str, keys: Keys, option: str) -> str:
     """A snapshot key given on the command line, ``{pipeline}``, ``{branch}`` and ``{commit}`` filled in as
     in the store's templates (``--target '{pipeline}/latest'``)."""
     values = {"pipeline": keys.pipeline, "branch": keys.branch, "commit": keys.commit}
@@ -77,10 +77,24 @@ def cmd_promote(
     """Copy a snapshot key (default: this branch's) to another (default: the first cache_from key), if this
     run may write it as a save would (checked before S3 is touched)."""
     cfg, ci = load(environment, config)
+    return promote_config(environment, cfg, ci, source, target, store, dry_run, as_json)
+
+
+def promote_config(
+    environment: Environment,
+    cfg: Config,
+    ci: CIContext,
+    source: str | None,
+    target: str | None,
+    store: str | None,
+    dry_run: bool = False,
+    as_json: bool = False,
+) -> int:
+    """``cache.promote`` of a configuration loaded already (the Buildkite plugin's, without ``service``)."""
     admin = SnapshotAdmin.of(cfg, ci, store)
-    keys = _writer_keys(cfg, ci)
-    source = _key_option(source, keys, "--source") if source else admin.own_key(keys)
-    target = _key_option(target, keys, "--target") if target else admin.promotion_key(keys)
+    keys = writer_keys(cfg, ci)
+    source = key_option(source, keys, "--source") if source else admin.own_key(keys)
+    target = key_option(target, keys, "--target") if target else admin.promotion_key(keys)
     refused = admin.write_refusal(target, "promote to", keys)
     if refused:
         raise ConfigError(f"{cfg.path}: {refused}")
@@ -119,8 +133,8 @@ def cmd_prune(
     grace_period = parse_duration(grace, "--grace")
     cfg, ci = load(environment, config)
     admin = SnapshotAdmin.of(cfg, ci, store)
-    keys = _writer_keys(cfg, ci)
-    named = frozenset(_key_option(k, keys, "--delete") for k in delete)
+    keys = writer_keys(cfg, ci)
+    named = frozenset(key_option(k, keys, "--delete") for k in delete)
     for key in sorted(named):
         refused = admin.write_refusal(key, "delete", keys)
         if refused:

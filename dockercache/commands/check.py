@@ -83,15 +83,24 @@ def cmd_init(environment: Environment) -> int:
 
 
 def _check_builder(environment: Environment, cfg: Config) -> None:
-    """A ``docker`` driver builder cannot be created: warn when the one named does not exist (the build would
-    stop with exit 3). Only then is Docker asked; an unreachable daemon leaves the question for the build."""
+    """The ``docker`` driver: on an engine with the classic image store its BuildKit hits a ``--cache-from`` only
+    every second build (moby/buildkit#2274); and it cannot be created: warn when the builder named does not exist
+    (the build would stop with exit 3). Only then is Docker asked; an unreachable daemon leaves both to the build."""
     builder = cfg.builder
-    if builder.driver != "docker" or builder.name == "default":
+    if builder.driver != "docker":
         return
     try:
-        driver = environment.get_docker().builder_driver(builder.name)
+        docker = environment.get_docker()
+        classic = not docker.containerd_image_store()
+        driver = "docker" if builder.name == "default" else docker.builder_driver(builder.name)
     except EnvironmentProblem:
         return
+    if classic:
+        environment.out.warn(
+            f"{cfg.path}: builder.driver: the 'docker' driver builds with the engine's own BuildKit, which on the "
+            "classic image store hits a --cache-from only every second build (moby/buildkit#2274); a "
+            f"docker-container builder (dockercache's default, {builder.image}) or the containerd image store avoids it"
+        )
     if driver is None:
         environment.out.warn(
             f"{cfg.path}: builder.name: no builder '{builder.name}', and the 'docker' driver cannot be created "

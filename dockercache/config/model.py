@@ -100,6 +100,10 @@ class Settings:
     )
 
 
+BUILDKIT_IMAGE = "moby/buildkit:v0.13.2"
+"""The BuildKit a ``docker-container`` builder runs by default: Docker 26.1's own, which the test suite runs."""
+
+
 @dataclass(frozen=True)
 class BuilderConfig:
     """The buildx builder that runs the builds."""
@@ -113,6 +117,15 @@ class BuilderConfig:
     )
     endpoint: str | None = field(
         default=None, metadata=doc("Remote endpoint (remote driver) or Docker context/endpoint.")
+    )
+    image: str = field(
+        default=BUILDKIT_IMAGE,
+        metadata=doc(
+            "BuildKit image of a docker-container builder dockercache creates (driver_opts.image wins). Pinned: "
+            "every agent of a fleet writes and reads caches with one BuildKit, not whatever buildx-stable-1 is that "
+            "day.",
+            min_length=1,
+        ),
     )
     platforms: tuple[str, ...] = field(default=(), metadata=doc("Platforms the builder serves."))
     ephemeral: bool = field(
@@ -191,11 +204,25 @@ class Config:
         default_factory=dict, metadata=doc('Registry logins, by host (e.g. "localhost:5001").')
     )
     path: Path = field(default=Path(CONFIG_NAME), metadata={"internal": True})
+    compose_root: Path | None = field(default=None, metadata={"internal": True})
+    """Where Compose file names (``compose_files``, $COMPOSE_FILE, the default names) are found (None: ``root``).
+    The Buildkite plugin sets the checkout: its ``config`` option names files there, as the plugins it replaces."""
+    compose_images: bool = field(default=False, metadata={"internal": True})
+    """A Compose service's ``image:`` is the image a service without ``image`` pushes (the Buildkite plugin: the
+    docker-compose plugin pushes it)."""
+    default_tags: tuple[str, ...] = field(default=(), metadata={"internal": True})
+    """The tags of a service that names none (the Buildkite plugin: the full commit, as the old plugin's
+    ``image_name``); empty: the short commit."""
 
     @property
     def root(self) -> Path:
         """The directory relative paths in the file are resolved against."""
         return self.path.parent
+
+    @property
+    def compose_dir(self) -> Path:
+        """The directory Compose file names are relative to."""
+        return self.compose_root or self.root
 
     def service(self, name: str) -> ServiceConfig:
         """A service by name; a variant's name (``ruby[3.3]``) gives its service's configuration."""

@@ -196,13 +196,17 @@ class ServicePlan:
     """skip_unchanged: whether this run may skip the service, why (not), and what its key covers."""
     compose_files: tuple[str, ...] = ()
     """The Compose files the docker-compose plugin's meta-data key is made of (``ResolvedService.compose_files``)."""
+    compose_service: str | None = None
+    """The Compose service built: the docker-compose plugin's key carries its name, not the service's."""
     cache_mounts: MountsPlan | None = None
     """cache_mounts: the service's ``RUN --mount=type=cache`` directories, where they are restored from and saved to."""
 
     @property
     def image_meta_data_key(self) -> str | None:
         """The Buildkite meta-data key that receives the pushed image (None: no key)."""
-        return image_metadata_key(self.metadata_key, self.name, self.compose_files)
+        base, variant = split_variant(self.name)
+        name = f"{self.compose_service or base}{f'[{variant}]' if variant else ''}"
+        return image_metadata_key(self.metadata_key, name, self.compose_files)
 
 
 @dataclass(frozen=True)

@@ -169,10 +169,13 @@ def _builder_plan(inputs: PlanInputs) -> BuilderPlan:
     builder_name = inputs.builder.name
     if inputs.builder.ephemeral:
         builder_name = f"{builder_name}-{slugify(inputs.job_id or str(os.getpid()), 40)}"
+    driver_opts = dict(inputs.builder.driver_opts)
+    if inputs.builder.driver == "docker-container":  # a BuildKit of its own, pinned (builder.image)
+        driver_opts.setdefault("image", inputs.builder.image)
     builder = BuilderPlan(
         name=builder_name,
         driver=inputs.builder.driver,
-        driver_opts=inputs.builder.driver_opts,
+        driver_opts=driver_opts,
         endpoint=inputs.builder.endpoint,
         platforms=inputs.builder.platforms,
         ephemeral=inputs.builder.ephemeral,
@@ -239,6 +242,7 @@ def _service_plan(
         store=svc.store_name or "built-in local",
         skip=_skip_setting(svc, marked, inputs, options, scan),
         compose_files=svc.compose_files,
+        compose_service=svc.compose_service,
         cache_mounts=_cache_mounts(svc, marked, inputs, keys, cache_write),
     )
 

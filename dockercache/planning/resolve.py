@@ -18,10 +18,10 @@ from ..config.fields import suggest
 from ..config.model import Config, default_cache_name
 from ..config.services import ServiceConfig, matrix_variants, split_variant, variant_name
 from ..errors import ConfigError
+from .compose import compose_files, compose_image, compose_plugin_names
 from .dockerfile import Stage, global_args, parse_stages, same_name, stage_graph, unset_base
 
 ComposeReader = Callable[[Sequence[Path], Path], Mapping[str, Any]]
-COMPOSE_DEFAULTS = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class ResolvedService:
     compose_files: tuple[str, ...] = ()
     """A Compose service's files as the docker-compose plugin's ``config`` names them (see
     ``compose_plugin_names``), for that plugin's meta-data key; empty for a service that is no Compose service."""
+    compose_service: str | None = None
+    """The Compose service it builds, whose name the docker-compose plugin's meta-data key carries."""
 
 
 @dataclass(frozen=True)
@@ -91,38 +93,10 @@ class BuildInputs:
 
     secrets: tuple[SecretSource, ...] = ()
     ssh: tuple[str, ...] = ()
-
-
-def compose_files(config: Config, service: ServiceConfig, env: Mapping[str, str]) -> tuple[Path, ...]:
-    """Compose files for a service: its own, the top-level ones, $COMPOSE_FILE, then the default names."""
-    names: Sequence[str] = service.compose_files or config.compose_files
-    if not names and env.get("COMPOSE_FILE"):
-        names = env["COMPOSE_FILE"].split(env.get("COMPOSE_PATH_SEPARATOR", os.pathsep))
-    if names:
-        files = tuple(config.root / n for n in names)
-        for f in files:
-            if not f.is_file():
-                raise ConfigError(f"{config.path}: compose_files: compose file {f} does not exist")
-        return files
-    for name in COMPOSE_DEFAULTS:
-        if (config.root / name).is_file():
-            return (config.root / name,)
-    raise ConfigError(
-        f"{config.path}: compose_files: no Compose file given and none of {', '.join(COMPOSE_DEFAULTS)} "
-        f"in {config.root}"
-    )
-
-
-def compose_plugin_names(config: Config, service: ServiceConfig, env: Mapping[str, str]) -> tuple[str, ...]:
-    """The files ``compose_files`` reads, named as the docker-compose plugin names them in its meta-data key:
-    as written in dockercache.toml (relative to it), $COMPOSE_FILE whole (the plugin does not split it at the
-    separator: lib/shared.bash, ``docker_compose_config_files``), or the default file found."""
-    names = service.compose_files or config.compose_files
-    if names:
-        return tuple(names)
-    if env.get("COMPOSE_FILE"):
-        return (env["COMPOSE_FILE"],)
-    return tuple(f.name for f in compose_files(config, service, env))
+    image: str | None = None
+    """The Compose service's ``image:`` repository, where ``Config.compose_images`` asks for it."""
+    tags: tuple[str, ...] = ()
+    """The tag that ``image:`` names, if any."""
 
 
 def _from_compose(
@@ -131,7 +105,7 @@ def _from_compose(
     files = compose_files(config, svc, env)
     where = f"{config.path}: services.{name}.compose_service"
     try:
-        document = read(files, config.root)
+        document = read(files, config.compose_dir)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     shown = ", ".join(f.name for f in files)
@@ -147,10 +121,14 @@ def _from_compose(
         raise ConfigError(f"{where}: {shown}: services.{svc.compose_service}.build: missing (nothing to build)")
     context = Path(build["context"])
     if not context.is_absolute():
-        context = config.root / context
+        context = config.compose_dir / context
     dockerfile = context / build.get("dockerfile", "Dockerfile")
     args = {str(k): "" if v is None else str(v) for k, v in (build.get("args") or {}).items()}
     inputs = _compose_inputs(config, document, build, f"{where}: {shown}", svc, env)
+    if config.compose_images and entry.get("image"):
+        at = f"{where}: {shown}: services.{svc.compose_service}.image"
+        image, tags = compose_image(str(entry["image"]), at)
+        inputs = dataclasses.replace(inputs, image=image, tags=tags)
     return context, dockerfile, build.get("target"), args, inputs
 
 
@@ -179,7 +157,7 @@ def _compose_inputs(
         if spec.get("environment"):
             secrets.append(_env_secret(ident, str(spec["environment"]), env, f"{at}: secrets.{source}.environment"))
         elif spec.get("file"):
-            path = _expand(str(spec["file"]), config.root, env)
+            path = _expand(str(spec["file"]), config.compose_dir, env)
             secrets.append(_file_secret(ident, path, f"{at}: secrets.{source}.file"))
         else:
             raise ConfigError(
@@ -191,7 +169,7 @@ def _compose_inputs(
         # {id: path}, should Compose ever print it so (2.26 fails to print ID=PATH entries as JSON at all)
         entries = [f"{k}={v}" if v else str(k) for k, v in entry.items()] if isinstance(entry, dict) else [str(entry)]
         where = f"{at}: services.{service}.build.ssh[{i}]"
-        ssh += [_ssh_entry(e, config.root, env, where) for e in entries if e.partition("=")[0] not in own]
+        ssh += [_ssh_entry(e, config.compose_dir, env, where) for e in entries if e.partition("=")[0] not in own]
     return BuildInputs(secrets=tuple(secrets), ssh=tuple(ssh))
 
 
@@ -288,8 +266,8 @@ def resolve_service(
         stages=built,
         final_target=final_target,
         args=args,
-        image=svc.image,
-        tags=svc.tags,
+        image=svc.image or compose_inputs.image,
+        tags=svc.tags or (() if svc.image else compose_inputs.tags) or config.default_tags,
         push_stages=tuple(s.lower() for s in svc.push_stages),
         stage_tag=svc.stage_tag,
         platforms=svc.platforms,
@@ -300,6 +278,7 @@ def resolve_service(
         secrets=inputs.secrets,
         ssh=inputs.ssh,
         compose_files=compose_plugin_names(config, svc, env) if svc.compose_service else (),
+        compose_service=svc.compose_service,
     )
 
 

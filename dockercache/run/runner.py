@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from ..adapters.buildkite import Agent, AgentError, annotation_context, job_log_url
+from ..adapters.buildkite import S3_KEY, Agent, AgentError, annotation_context, job_log_url
 from ..adapters.dockerconfig import run_config
 from ..config.model import RegistryLogin
 from ..errors import CacheError, EnvironmentProblem
@@ -100,7 +100,7 @@ class Runner:
             commit=plan.commit,
             branch=plan.branch,
             cache_errors=plan.cache_errors,
-            meta_data_get=self._meta_data_get,
+            meta_data_get=lambda key: self._recorded(plan, key),
             blob_store=self.blob_store,
             builder_driver=plan.builder.driver,
             warnings=run.warnings,
@@ -209,6 +209,15 @@ class Runner:
             self.console.warn(str(exc))
             return None
 
+    def _recorded(self, plan: Plan, key: str) -> str | None:
+        """A meta-data value; for a service's snapshot key, when dockercache's own is not there, the old docker-cache
+        plugin's ``<metadata_key>-s3`` (an earlier step of the build, with that plugin, wrote it)."""
+        value = self._meta_data_get(key)
+        for svc in plan.services:
+            if value is None and key == S3_KEY.format(service=svc.name) and svc.image_meta_data_key:
+                value = self._meta_data_get(f"{svc.image_meta_data_key}-s3")
+        return value
+
     def _publish(self, svc: ServicePlan, result: ServiceResult, store_values: Mapping[str, str]) -> None:
         """Meta-data for later steps, written only after the whole service built successfully."""
         if self.agent is None:
@@ -219,6 +228,9 @@ class Runner:
         if key and final and final.tags and final.pushed:  # a later step (another agent) pulls it
             values[key] = final.tags[0]
         values.update(store_values)
+        saved = store_values.get(S3_KEY.format(service=svc.name))
+        if key and saved:  # the old docker-cache plugin's: where the image's cache went, for its later steps
+            values[f"{key}-s3"] = saved
         for k, v in values.items():
             try:
                 self.agent.meta_data_set(k, v)

@@ -136,3 +136,43 @@ calls() { grep -c "^$1" "$FAKE_LOG" || true; }
   [[ $output == "dockercache: error: plugin option cache_write: 'sometimes' is not one of"* ]]
   [ "$(calls docker)" -eq 0 ]
 }
+
+@test "a dockercache installed on the agent runs the plugin: no virtualenv, its version said" {
+  options
+  installed=$BATS_TEST_TMPDIR/installed/bin
+  mkdir -p "$installed"
+  printf '#!/usr/bin/env bash\necho "installed $*" >>"$FAKE_LOG"\nPYTHONPATH=$REPO exec "$REAL_PYTHON" "$@"\n' >"$installed/python"
+  printf '#!%s\n# a console script as pip writes it\n' "$installed/python" >"$installed/dockercache"
+  chmod +x "$installed/python" "$installed/dockercache"
+  PATH=$installed:$PATH run "$HOOK"
+  [ "$status" -eq 0 ]
+  [ "$(calls venv)" -eq 0 ]
+  [ "$(calls pip)" -eq 0 ]
+  grep -q "^installed -m dockercache.plugin$" "$FAKE_LOG"
+  [[ $output == *"dockercache plugin: dockercache 0.1.0 installed on the agent ($installed/python)"* ]]
+  [[ $output == *"push:       registry.example/acme/ruby:v1"* ]]
+}
+
+@test "a dockercache on PATH whose interpreter cannot run the plugin is passed over" {
+  options
+  installed=$BATS_TEST_TMPDIR/installed/bin
+  mkdir -p "$installed"
+  printf '#!/nonexistent/python\n' >"$installed/dockercache"
+  chmod +x "$installed/dockercache"
+  PATH=$installed:$PATH run "$HOOK"
+  [ "$status" -eq 0 ]
+  [ "$(calls venv)" -eq 1 ]
+  [ "$(calls plugin)" -eq 1 ]
+}
+
+@test "the hook run locally as docs/buildkite.md says" {
+  # The documented command, as written between its markers, in a checkout that is a git repository.
+  git init -q . && git -c user.email=t@example.invalid -c user.name=t commit -q --allow-empty -m one
+  snippet=$(sed -n '/<!-- hook-locally -->/,/<!-- \/hook-locally -->/p' "$REPO/docs/buildkite.md" | sed '1,2d;$d' | sed '$d')
+  [ -n "$snippet" ]
+  unset BUILDKITE BUILDKITE_AGENT_STUB_DIR BUILDKITE_PIPELINE_SLUG BUILDKITE_BRANCH BUILDKITE_COMMIT
+  PLUGIN=$REPO run bash -euo pipefail -c "$snippet"
+  [ "$status" -eq 0 ]
+  [[ $output == *"ruby (cache store: s3)"* ]]
+  [[ $output == *"push:       registry.example/acme/ruby:$(git rev-parse HEAD)"* ]] # the full commit (item 6)
+}

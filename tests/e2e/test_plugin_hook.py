@@ -100,3 +100,52 @@ def test_the_old_plugins_options_alone(stack: Stack, tmp_path: Path, s3_client: 
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=name).get("Contents", [])]
     assert "dockercache/snapshots/example/feature-y-a2bcce4a/ruby/final.json" in keys, branch.stdout + branch.stderr
     assert f"dockercache/snapshots/example/{branch_commit}/ruby/final.json" not in keys
+
+
+def test_the_old_plugins_readme_pipeline_after_swapping_the_name(stack: Stack, tmp_path: Path, s3_client: Any) -> None:
+    """Issue 27: envato/docker-cache-buildkite-plugin v0.1.0's README pipeline, unchanged but for the plugin's
+    name: a build step with a per-commit s3_key, then on main the "update image cache" step without service
+    (its metadata_key differs from the build step's, as in the README). The next commit's build hits the cache.
+    The README's build step names no service, with which the old plugin built nothing: ``service`` is added."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    checkout = tmp_path / "checkout"
+    copy_example(checkout, name)
+    (checkout / "dockercache.toml").unlink()
+    (checkout / "docker-compose.yml").write_text(
+        f"services:\n  ruby:\n    build:\n      context: .\n      target: final\n"
+        f"      args:\n        BASE_IMAGE: {stack.base_image}\n"
+    )
+    s3_client.create_bucket(Bucket=name)
+
+    def build_step(commit: str) -> dict[str, str]:  # ${BUILDKITE_PIPELINE_SLUG}, ${BUILDKITE_COMMIT} expanded
+        return {
+            "s3_bucket": name,
+            "s3_key": f"example/{commit}",
+            "image_repository": f"{stack.host}/{name}/ruby",
+            "image_name": commit,
+            "metadata_key": "docker-compose-plugin-built-image-tag-ruby",
+            "service": "ruby",
+        }
+
+    update_step = {"s3_bucket": name, "s3_key": "example/latest", "metadata_key": "docker-cache-image-ruby"}
+
+    fresh_agent()
+    first = hook(checkout, build_step(COMMIT), tmp_path, stack.s3_endpoint)
+    assert first.returncode == 0, first.stderr
+    meta = json.loads((tmp_path / "bk" / "meta-data.json").read_text())
+    assert meta["docker-compose-plugin-built-image-tag-ruby"] == f"{stack.host}/{name}/ruby:{COMMIT}"
+    assert meta["docker-compose-plugin-built-image-tag-ruby-s3"] == f"example/{COMMIT}"  # the old plugin's record
+    update = hook(checkout, update_step, tmp_path, stack.s3_endpoint)
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert f"promoted example/{COMMIT} to example/latest" in update.stdout, update.stdout + update.stderr
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=name).get("Contents", [])]
+    assert "dockercache/snapshots/example/latest/ruby/final.json" in keys, keys
+
+    # The next commit, a new build on a fresh agent: its own key is empty; latest holds every step.
+    fresh_agent()
+    (tmp_path / "bk").rename(tmp_path / "bk-first")
+    following = "c" * 40
+    second = hook(checkout, build_step(following), tmp_path, stack.s3_endpoint, BUILDKITE_COMMIT=following)
+    assert second.returncode == 0, second.stderr
+    cached = re.search(r"ruby: .*?(\d+)/(\d+) steps cached", second.stdout)
+    assert cached and cached.group(1) == cached.group(2) != "0", second.stdout

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from dockercache.config.caches import S3Cache
+from dockercache.config.model import BUILDKIT_IMAGE
 from dockercache.stores.s3.client import S3Store
 from dockercache.stores.s3.endpoint import Endpoint, repository_name
 from dockercache.stores.s3.endpoint_access import Repository
@@ -253,7 +254,7 @@ def test_docker_container_builder_reaches_the_endpoint(s3_project: S3Project, tm
         calls = (shim / "calls").read_text().splitlines()
         assert f"buildx inspect --bootstrap {name}" in calls and f"buildx rm {name}" in calls
         create = next(c for c in calls if c.startswith("buildx create"))
-        assert create.split()[:9] == [
+        assert create.split()[:11] == [
             "buildx",
             "create",
             "--name",
@@ -262,6 +263,8 @@ def test_docker_container_builder_reaches_the_endpoint(s3_project: S3Project, tm
             "docker-container",
             "--driver-opt",
             "network=host",
+            "--driver-opt",
+            f"image={BUILDKIT_IMAGE}",  # pinned (issue 27)
             "--buildkitd-config",
         ]
         toml = (shim / "buildkitd.toml").read_text()

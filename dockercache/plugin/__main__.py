@@ -1,0 +1,5 @@
+"""``python -m dockercache.plugin``: what hooks/command runs."""
+
+from . import main
+
+main()
