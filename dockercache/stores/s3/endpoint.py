@@ -98,7 +98,7 @@ class Endpoint(Saves):
             raise error or OSError("no address to listen on")
         server = self._server  # stop() waits up to one poll interval for the loop to notice
         self._thread = threading.Thread(
-            target=lambda: server.serve_forever(poll_interval=0.05), name="dockercache-endpoint", daemon=True
+            target=lambda: server.serve_forever(poll_interval=0.01), name="dockercache-endpoint", daemon=True
         )
         self._thread.start()
         return self.address
