@@ -121,10 +121,11 @@ setup_venv() {
     python3 -m venv "$VENV"
   fi
   local stamp=$VENV/.installed
-  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/hooks/requirements.txt" -nt "$stamp" ]; then
     log "installing dockercache and test tools into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[test,bench]"
+    # The plugin's pinned dependencies as constraints: the suite runs what the plugin installs on agents.
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[test,bench]" -c "$ROOT/hooks/requirements.txt"
     touch "$stamp"
   fi
 }

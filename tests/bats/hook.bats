@@ -41,7 +41,11 @@ calls() { grep -c "^$1" "$FAKE_LOG" || true; }
   [ "$status" -eq 0 ]
   [ "$(calls venv)" -eq 1 ]
   [ "$(calls pip)" -eq 1 ]
-  grep -q "^pip install .*/src$" "$FAKE_LOG"
+  # the pinned dependencies alone, no resolve, nothing compiled, by the host's pip into a virtualenv without pip
+  grep -q "^venv --without-pip " "$FAKE_LOG"
+  grep -q "^pip --python .*/bin/python .*install --no-compile --no-deps -r $REPO/hooks/requirements.txt$" "$FAKE_LOG"
+  # dockercache itself runs from the plugin's checkout
+  grep -q "^pythonpath $REPO$" "$FAKE_LOG"
   venvs=("$DOCKERCACHE_PLUGIN_VENV_ROOT"/*/)
   [ "${#venvs[@]}" -eq 1 ]
   # pyproject.toml's version and the plugin checkout's tree
@@ -52,6 +56,29 @@ calls() { grep -c "^$1" "$FAKE_LOG" || true; }
   [ "$(calls pip)" -eq 1 ]
   [ "$(calls plugin)" -eq 2 ]
   grep -q "^plugin ${venvs[0]}bin/python$" "$FAKE_LOG"
+}
+
+@test "with uv on PATH, uv makes the virtualenv and installs the pins, handed pip's index" {
+  options
+  export PIP_INDEX_URL=https://mirror.example/simple
+  PATH=$BATS_TEST_DIRNAME/uv:$PATH run "$HOOK"
+  [ "$status" -eq 0 ]
+  [ "$(calls venv)" -eq 0 ]
+  [ "$(calls pip)" -eq 0 ]
+  grep -q "^uv venv " "$FAKE_LOG"
+  grep -q "^uv install --quiet --python .*/bin/python --no-deps -r $REPO/hooks/requirements.txt index=https://mirror.example/simple$" "$FAKE_LOG"
+  [[ $output == *"push:       registry.example/acme/ruby:v1"* ]]
+}
+
+@test "when uv cannot install, pip does; a pip without --python, the virtualenv's own" {
+  options
+  FAKE_UV_FAIL=1 FAKE_PIP_OLD=1 PATH=$BATS_TEST_DIRNAME/uv:$PATH run "$HOOK"
+  [ "$status" -eq 0 ]
+  [[ $output == *"uv could not install the dependencies; trying pip"* ]]
+  grep -q "^venv --without-pip " "$FAKE_LOG"
+  grep -q "^venv /" "$FAKE_LOG" # then one with pip
+  grep -q "^pip --disable-pip-version-check .*install --no-compile --no-deps -r $REPO/hooks/requirements.txt$" "$FAKE_LOG"
+  [ "$(calls plugin)" -eq 1 ]
 }
 
 @test "two jobs starting at once build the virtualenv once (a lock)" {
