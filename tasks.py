@@ -56,6 +56,12 @@ def bench(c: Context, quick: bool = False, repeats: int = 0) -> None:
     c.run(f"python {ROOT / 'benchmarks' / 'bench.py'} {' '.join(args)}", pty=False)
 
 
+@task(name="bench-cold-start", help={"quick": "Fewer repeats (what CI runs)"})
+def bench_cold_start(c: Context, quick: bool = False) -> None:
+    """Benchmark dockercache's cold starts (--version, plan) and the Buildkite plugin's first job on an empty agent."""
+    c.run(f"python {ROOT / 'benchmarks' / 'cold_start.py'} {'--quick' if quick else ''}", pty=False)
+
+
 @task()
 def lint(c: Context) -> None:
     """ruff and mypy --strict."""
@@ -92,4 +98,5 @@ ns.add_task(stack)
 ns.add_task(test)
 ns.add_task(lint)
 ns.add_task(bench)
+ns.add_task(bench_cold_start)
 ns.add_task(mutate)

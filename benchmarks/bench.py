@@ -57,9 +57,13 @@ WARM = "warm-local"  # the limit: the denominator of "x warm"
 # The cells the README's goals are about get more repeats (--headline-repeats) than the others.
 HEADLINE = ("hand-written-bake", "dockercache-registry", "dockercache-s3", "warm-local")
 HAND = "hand-written-bake"  # the best a user can do by hand: the denominator of "x hand-written bake"
+ANCHORS = (HAND, "compose-plugin-v5")  # what a user would use instead: "x best anchor" is against the faster
 TARGETS = ("test", "final")  # what every strategy's CI step builds
 REGISTRY_CACHE = "mode=max,image-manifest=true,oci-mediatypes=true"
 DOCKERCACHE = Path(sys.executable).parent / "dockercache"
+BYTECODE = Path(tempfile.gettempdir()) / "dockercache-bench-bytecode"
+"""Where dockercache's bytecode is kept between the benchmark's builds (the first, a seed, writes it), as a user's
+installed package has it (``pip install`` compiles it); these machines set PYTHONDONTWRITEBYTECODE=1."""
 # Failures that come from a race in BuildKit, not from the build: with several targets in one session, a target
 # that finishes early (its steps all from cache) takes down the shared vertexes another target still has to run
 # (moby/buildkit#3635; seen here with inline cache when nothing changed, and on the warm agent). The failed solve
@@ -139,8 +143,10 @@ def run_dockercache(
     """`dockercache build --json` as a CI job would run it; returns wall seconds, the first service and the
     whole JSON document (whose top-level ``buildx_seconds`` is the wall time of the bake subprocesses)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE", "DOCKERCACHE_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # a user's install has bytecode: these machines turn it off
     env.update(
         {
+            "PYTHONPYCACHEPREFIX": str(BYTECODE),
             "CI": "true",
             "BUILDKITE_BRANCH": branch,
             "BUILDKITE_PIPELINE_DEFAULT_BRANCH": "main",
@@ -180,6 +186,7 @@ class Measure:
     down_objects: int = 0
     down_bytes: int = 0
     buildx_seconds: float | None = None
+    timings: dict[str, Any] | None = None  # dockercache's --json timings: its own time, before and after the bake
     s3_up_objects: int | None = None  # the S3 store's own uploads (the cache), besides the image push
     s3_up_bytes: int | None = None
 
@@ -544,6 +551,8 @@ tags = ["${{BUILDKITE_COMMIT}}"]
             # time of the bake subprocesses, when the engine reports it.
             buildx_seconds = document.get("buildx_seconds")
             m.buildx_seconds = float(buildx_seconds) if isinstance(buildx_seconds, (int, float)) else None
+            timings = document.get("timings")
+            m.timings = dict(timings) if isinstance(timings, dict) else None
             if strategy == "dockercache-s3":
                 m.up_objects = m.s3_up_objects = sum(s["s3"]["up"]["objects"] for s in svc["stages"])
                 m.up_bytes = m.s3_up_bytes = sum(s["s3"]["up"]["bytes"] for s in svc["stages"])
@@ -681,6 +690,11 @@ def summarise(results: list[Measure]) -> list[dict[str, Any]]:
         }
 
     warm, hand = medians(WARM), medians(HAND)
+    anchors = [medians(a) for a in ANCHORS]
+    best: dict[str, float | None] = {}
+    for change in CHANGES:
+        found = [a[change] for a in anchors if a[change] is not None]
+        best[change] = min(v for v in found if v is not None) if found else None
     for strategy in STRATEGIES:
         for change in CHANGES:
             ms = [m for m in results if m.strategy == strategy and m.change == change]
@@ -696,6 +710,7 @@ def summarise(results: list[Measure]) -> list[dict[str, Any]]:
                 "max_s": max(m.seconds for m in ms),
                 "ratio_to_warm": ratio(median, warm[change]),
                 "ratio_to_hand_written_bake": ratio(median, hand[change]),
+                "ratio_to_best_anchor": ratio(median, best[change]),
                 "cached": statistics.median(m.cached for m in ms),
                 "total": statistics.median(m.total for m in ms),
                 "up_objects": statistics.median(m.up_objects for m in ms),
@@ -710,6 +725,19 @@ def summarise(results: list[Measure]) -> list[dict[str, Any]]:
             buildx = [m.seconds - m.buildx_seconds for m in ms if m.buildx_seconds is not None]
             if buildx:
                 row["overhead_s"] = statistics.median(buildx)
+            timed = [m.timings for m in ms if m.timings]
+            for key in ("own", "to_first_bake_byte", "before_bake", "after_bake"):
+                values = [float(t[key]) for t in timed if isinstance(t.get(key), (int, float))]
+                if values:
+                    row[f"{key}_s"] = statistics.median(values)
+            if timed:  # each step's median seconds, in the order of the first run's
+                names = [str(step["name"]) for step in timed[0].get("steps", [])]
+                row["steps_s"] = {
+                    n: statistics.median(
+                        sum(float(st["seconds"]) for st in t.get("steps", []) if st["name"] == n) for t in timed
+                    )
+                    for n in dict.fromkeys(names)
+                }
             rows.append(row)
     return rows
 
@@ -774,10 +802,25 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     if overheads:
         lines[-1] += (
             " build wall time minus the wall time of the buildx bake it drives (`buildx_seconds`; median per "
-            "change, includes S3 restore and save for the S3 store):"
+            "change, includes S3 restore and save for the S3 store; with bytecode, as an installed package has it), "
+            "then from dockercache's own timeline (`--json`'s `timings`, from the process's start): its own time, "
+            "before the bake, after it, and its longest steps; and the build against the best of the hand-written "
+            "bake and the compose plugin:"
         )
         lines.append("")
-        lines += [f"- {r['strategy']}, {r['change']}: {r['overhead_s']:.2f}s" for r in overheads]
+        for r in overheads:
+            line = f"- {r['strategy']}, {r['change']}: {r['overhead_s']:.2f}s"
+            if "own_s" in r:
+                steps = sorted((r.get("steps_s") or {}).items(), key=lambda item: -item[1])[:3]
+                line += (
+                    f"; timeline: own {r['own_s']:.2f}s = before the bake {r['before_bake_s']:.2f}s + after it "
+                    f"{r['after_bake_s']:.2f}s (longest steps: "
+                    + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in steps)
+                    + ")"
+                )
+            if r.get("ratio_to_best_anchor") is not None:
+                line += f"; {r['ratio_to_best_anchor']:.2f}x the best anchor"
+            lines.append(line)
     return "\n".join(lines) + "\n"
 
 
