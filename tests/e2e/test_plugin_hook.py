@@ -81,7 +81,7 @@ def test_the_old_plugins_options_alone(stack: Stack, tmp_path: Path, s3_client: 
     (tmp_path / "bk").rename(tmp_path / "bk-first")
     second = hook(checkout, options, tmp_path, stack.s3_endpoint)
     assert second.returncode == 0, second.stderr
-    assert "installing dockercache" in first.stderr and "installing dockercache" not in second.stderr
+    assert "dockercache plugin: installing" in first.stderr and "dockercache plugin: installing" not in second.stderr
     cached = re.search(r"ruby: .*?(\d+)/(\d+) steps cached", second.stdout)
     assert cached and cached.group(1) == cached.group(2) != "0", second.stdout
 
