@@ -146,7 +146,7 @@ class S3Runtime:
         try:
             address = endpoint.start()
             # One listing of the bucket's blobs per run, alongside the snapshot reads that need it.
-            with ThreadPoolExecutor(max_workers=8) as pool:
+            with ThreadPoolExecutor(max_workers=16) as pool:
                 listing = pool.submit(endpoint.known)
                 list(pool.map(endpoint.snapshot, dict.fromkeys(wanted)))
                 listing.result()
