@@ -191,7 +191,7 @@ def _files(now: StepRecord, then: StepRecord) -> Cause | None:
 
 
 def _args(now: Mapping[str, str], then: Mapping[str, str]) -> Cause | None:
-    names = sorted(n for n in {*now, *then} if now.get(n) != then.get(n))
+    names = sorted(n for n in now if n in then and now[n] != then[n])  # one declared or dropped: the text changed
     if not names:
         return None
     quoted = ", ".join(f"`{n}`" for n in names)
@@ -266,3 +266,23 @@ def from_another_branch(found: Cause, record_branch: str, branch: str) -> Cause:
     if not record_branch or record_branch == branch:
         return found
     return Cause(found.kind, f"{found.text} (against branch {record_branch}'s cache)", found.paths)
+
+
+def would_run(now: Record, then: Record) -> dict[str, list[tuple[int, str]]]:
+    """Without building: per stage, the first step the working tree would run against the cache's record (its own
+    inputs changed, or a stage it builds on runs), as (number, instruction); stages that would be cached have none."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for label, stage_now in now.stages.items():  # in Dockerfile order: a stage builds only on stages before it
+        steps = [s for s in stage_now.steps if not s.instruction.startswith("FROM ")]
+        stage_then = then.stages.get(label)
+        if not steps:
+            continue
+        if stage_then is None or (stage_now.parent is not None and stage_now.parent in out):
+            out[label] = [(steps[0].n, steps[0].instruction)]
+            continue
+        for step in steps:
+            changed = _own(stage_now, stage_then, step.n, step is steps[0]) is not None
+            if changed or any(u in out for u in step.uses):
+                out[label] = [(step.n, step.instruction)]
+                break
+    return out

@@ -109,8 +109,8 @@ def parse_steps(text: str, args: Mapping[str, str]) -> list[_Stage]:
                     stage.scope[name] = args[name]
                 elif equals:
                     stage.scope[name] = expand(default, {**values, **stage.scope})[0]
-                elif name in values:
-                    stage.scope[name] = values[name]
+                else:  # no default: the global one, else unset (as empty: it still counts as declared)
+                    stage.scope[name] = values.get(name, "")
             stages[-1].pending.append(line)
         elif keyword in _STEPS:
             stage = stages[-1]

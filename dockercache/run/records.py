@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..model import Target
-from ..model.record import Record, cause, from_another_branch
+from ..model.record import Record, cause, from_another_branch, would_run
 from ..output.console import Console
 from ..output.misses import Cause, Miss
 from ..output.results import StageResult
@@ -155,3 +155,42 @@ class Records:
 
         with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
             list(pool.map(write, jobs))
+
+
+def predict(records: Records, targets: Sequence[Target]) -> list[tuple[Target, Miss | None, Found]]:
+    """``explain``: per report row, the first step the working tree would not find in the cache it reads, and why
+    (None: every step would come from cache), from the records and the working tree, without building."""
+    records.before(targets)
+    by_name = {t.name: t for t in targets}
+    out: list[tuple[Target, Miss | None, Found]] = []
+    for target in targets:
+        reader = target if target.runs else by_name.get(target.built_by)
+        found = records.found.get(reader.name) if reader is not None else None
+        if reader is None or found is None:
+            continue
+        rows = {t.stage for t in targets if t.service == target.service}
+        covered = [s for s in target.graph if s == target.stage or s not in rows]
+        if found.record is None:
+            stage_now = records.now(reader, "").stages.get(target.stage)
+            steps = [s for s in stage_now.steps if not s.instruction.startswith("FROM ")] if stage_now else []
+            text = steps[0].instruction if steps else target.stage
+            out.append((target, Miss(target.service, target.stage, text, target.stage, found.why or _NONE), found))
+            continue
+        now = records.now(reader, found.record.salt)
+        runs = would_run(now, found.record)
+        first = next(((s, runs[s][0]) for s in covered if s in runs), None)
+        if first is None:
+            out.append((target, None, found))
+            continue
+        stage, (n, text) = first
+        why = cause(stage, n, now, found.record, _lookup(runs))
+        why = from_another_branch(why, found.record.branch, records.branch)
+        out.append((target, Miss(target.service, target.stage, text, stage, why), found))
+    return out
+
+
+def _lookup(runs: Mapping[str, Sequence[tuple[int, str]]]) -> Callable[[str], Sequence[tuple[int, str]]]:
+    return lambda label: runs.get(label, ())
+
+
+_NONE = Cause("unknown", "no record")
