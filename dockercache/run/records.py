@@ -103,12 +103,13 @@ class Records:
 
     def after(self, targets: Sequence[Target], tally: Tally, results: Mapping[str, StageResult]) -> None:
         """Name each row's first miss, then write the records of the caches written."""
-        misses = tally.misses()
         try:
-            self._explain(targets, misses, results)
+            self._explain(targets, tally.misses(), results)
             self._write(targets, tally.bases(), results)
         except OSError:  # no Dockerfile or context to read any more: nothing to explain or record
             return
+        except Exception as exc:  # a record is advice: it never costs the build
+            self.console.info(f"cache records: {exc.__class__.__name__}: {exc}")
 
     def _explain(
         self, targets: Sequence[Target], misses: Mapping[str, Sequence[Step]], results: Mapping[str, StageResult]
