@@ -17,6 +17,7 @@ TASK_NAMES = (
     "plan",
     "check",
     "init",
+    "explain",
     "builder.create",
     "builder.remove",
     "cache.promote",

@@ -160,6 +160,14 @@ def check(c: Context, config: str | None = None, lint: bool = False, json: bool 
     guarded(lambda: commands.cmd_check(env, config, lint, json, remote), json)
 
 
+@task(iterable=["service"], help=_help("service", "config", "json"))
+def explain(c: Context, service: list[str] | None = None, config: str | None = None, json: bool = False) -> None:
+    """Say what the next build would miss and why, from the records beside the caches (builds nothing)."""
+    env = commands.Environment()
+    config = configured(c, config)
+    guarded(lambda: commands.cmd_explain(env, config, service, json), json)
+
+
 @task
 def init(c: Context) -> None:
     """Write a commented dockercache.toml for the project here (from its Dockerfile or Compose file)."""
@@ -266,7 +274,7 @@ def cache_list(c: Context, store: str | None = None, config: str | None = None, 
 
 def collection() -> Collection:
     """A fresh collection of dockercache's tasks (add your own to it freely)."""
-    ns = Collection(build, plan, check, init)
+    ns = Collection(build, plan, check, init, explain)
     ns.add_collection(Collection("builder", builder_create, builder_remove))
     ns.add_collection(Collection("cache", cache_promote, cache_prune, cache_verify, cache_list))
     return ns

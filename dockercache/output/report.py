@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..secrets import shorten
+from .misses import miss_lines, miss_markdown
 from .results import RunResult, ServiceResult
 from .words import human_bytes
 
@@ -41,6 +42,9 @@ def render_table(result: RunResult) -> str:
             rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    misses = result.misses()
+    if misses:  # why each row that missed did (issue 29)
+        lines += ["why steps missed:", *miss_lines(misses)]
     return "\n".join(lines)
 
 
@@ -55,6 +59,9 @@ def render_markdown(svc: ServiceResult, log_url: str | None = None, redact: Call
     icon = {"ok": ":warning:" if warnings else ":white_check_mark:", "skipped": ":fast_forward:", "failed": ":x:"}
     lines = [f"{icon.get(svc.status, ':grey_question:')} **{svc.closing_line()}**", ""]
     lines += _markdown_table(svc)
+    misses = [s.miss for s in svc.stages if s.miss is not None]
+    if misses:
+        lines += ["", *miss_markdown(misses)]
     failed = next((s for s in svc.stages if s.status == "failed"), None)
     if failed is not None:
         link = f" ([the job's log]({log_url}) opens at the failing step)" if log_url else ""

@@ -13,6 +13,7 @@ from .words import plural
 if TYPE_CHECKING:
     from ..timeline import Timeline
     from .console import Console
+    from .misses import Miss
     from .tally import StepCount
 
 
@@ -56,6 +57,8 @@ class StageResult:
     up_bytes: int = 0
     exported: bool = False
     """BuildKit finished this target's cache export without error (stores then say what they wrote)."""
+    miss: Miss | None = None
+    """Its first step that did not come from cache, and why (:mod:`dockercache.run.records`)."""
     printed: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
     """The cache warnings :meth:`warn` printed for this stage (a store may add others to ``cache_warnings``
     that it printed once for all the stages they concern)."""
@@ -101,6 +104,7 @@ class StageResult:
             },
             "image": {"tags": list(self.tags), "digest": self.digest, "pushed": self.pushed} if self.tags else None,
             "error": self.error,
+            "miss": self.miss.to_json() if self.miss is not None else None,
         }
 
 
@@ -251,4 +255,9 @@ class RunResult:
             "timings": self.timeline.to_json(self.buildx_seconds) if self.timeline is not None else None,
             "cache_write": {"on": self.cache_write, "reason": self.cache_write_reason},
             "services": [s.to_json() for s in self.services],
+            "misses": [m.to_json() for m in self.misses()],
         }
+
+    def misses(self) -> list[Miss]:
+        """Every row's first miss and its cause, in report order."""
+        return [s.miss for svc in self.services for s in svc.stages if s.miss is not None]

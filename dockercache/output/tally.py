@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .progress import BuildEvents, Vertex, cancelled, first_line
@@ -122,6 +122,8 @@ class _Attribution:
     """Per target: the steps it owns that came from cache, each as the observations of it."""
     shared: dict[str, list[str]]
     """Per target: the targets that count steps it shares with them (in another service's Dockerfile)."""
+    misses: dict[str, list[Step]] = field(default_factory=dict)
+    """Per target: the steps it owns that did not come from cache (ran, failed or never finished), as named."""
 
 
 class _Groups:
@@ -263,6 +265,10 @@ class Tally:
             if _cached(observations):
                 count.cached += 1
                 result.hits[owner].append(observations)
+            else:
+                step = Step.parse(observations[0].name)
+                if step is not None:
+                    result.misses.setdefault(owner, []).append(Step(owners[owner], step.n, step.command))
             count.seconds += max(o.vertex.seconds for o in observations)
             for v in (o.vertex for o in observations if o.vertex.started and o.vertex.completed):
                 assert v.started and v.completed
@@ -349,6 +355,26 @@ class Tally:
                 readers.update((o.run, o.target) for o in own or observations)
             ordered = sorted(readers, key=lambda r: (r[0], self._order[r[1]]))
             out[name] = list(dict.fromkeys(ref for run, target in ordered for ref in imported[run][target]))
+        return out
+
+    def misses(self) -> dict[str, list[Step]]:
+        """Per target: the steps it counts that did not come from cache, in its graph's order then by number (the
+        stage of each is the one it is counted in)."""
+        order = {t.name: {s: i for i, s in enumerate(t.graph)} for t in self.targets}
+        return {
+            name: sorted(steps, key=lambda s: (order[name].get(s.stage or "", len(order[name])), s.n))
+            for name, steps in self._attribute().misses.items()
+        }
+
+    def bases(self) -> dict[str, dict[str, str]]:
+        """Per target: what each Dockerfile stage's ``FROM`` resolved to, as progress names it (``[base 1/3] FROM
+        host/image:tag@sha256:...``): stage label -> reference with digest."""
+        out: dict[str, dict[str, str]] = {t.name: {} for t in self.targets}
+        for obs in self._observations():
+            match = _STEP.match(obs.name)
+            if match and match.group("cmd").startswith("FROM ") and obs.vertex.completed and not obs.vertex.error:
+                label = match.group("stage") or self._label(self._by_name[obs.target], Step(None, 0, "")) or ""
+                out[obs.target].setdefault(label, match.group("cmd").removeprefix("FROM ").strip())
         return out
 
     def shared(self) -> dict[str, list[str]]:

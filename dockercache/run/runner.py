@@ -31,6 +31,7 @@ from .build import Build
 from .builder import builder_session, check_platforms
 from .mounts import CacheMounts
 from .port import DockerPort
+from .records import Records
 from .unchanged import skip_unchanged
 
 #: The user name and password to log in to a registry with (commands passes :func:`.adapters.ecr.credentials`).
@@ -67,12 +68,15 @@ class Runner:
         """Where the run's own time goes (``--json``'s ``timings``)."""
         self.docker_env: Mapping[str, str] = {}
         """What Docker commands of the build run with (:func:`dockercache.adapters.dockerconfig.run_config`)."""
+        self.records: Records | None = None
+        """The records beside this run's caches: why steps missed (:mod:`.records`)."""
 
     def run(self, plan: Plan) -> RunResult:
         """Carry ``plan`` out, step by step; the run's result (its exit code, error, warnings, per service)."""
         run = RunResult(cache_write=plan.cache_write, cache_write_reason=plan.cache_write_reason)
         stores = Stores(self._context(plan, run))
         stores.open(plan.targets)
+        records = self.records = Records(self.console, stores.records(), plan.branch, plan.commit)
         self._connect()
         started = time.monotonic()
         results = {
@@ -83,6 +87,7 @@ class Runner:
         built, skips, tally = self._build(plan, run, results, stores, mounts)
         with self.timeline.step("cache stores after the build"):
             stores.after(built.targets, results)
+            records.after(built.targets, tally, results)  # why steps missed; the records of what was written
         _credit_holders(built, results)
         _take_tally(tally, results)
         run.services.extend(_service_results(plan, results, skips, time.monotonic() - started))
@@ -137,6 +142,8 @@ class Runner:
                 plan, skips = skip_unchanged(self.docker, self.console, plan, results)
             with step("cache stores before the build"):
                 plan = plan.with_targets(stores.before(plan.targets, results))
+                if self.records is not None:  # the records beside the caches each target reads
+                    self.records.before(plan.targets)
             tally = Tally([TargetInfo(t.name, t.stage, t.identity, t.graph) for t in plan.targets])
             if plan.running:  # nothing to build when every service was skipped
                 self._on_the_builder(plan, tally, run, results, stores, mounts)

@@ -25,6 +25,7 @@ from .base import (
     StoreRuntime,
     may_write_shared,
 )
+from .records import RecordStore
 from .s3 import native as s3_native
 from .s3 import store as s3
 
@@ -131,6 +132,10 @@ class Stores:
         """The registry endpoint serving store ``store_name`` in this run (between before and after), if any."""
         found = (runtime.endpoint(store_name) for runtime in self._runtimes.values())
         return next((endpoint for endpoint in found if endpoint is not None), None)
+
+    def records(self) -> RecordStore:
+        """Where the records beside this run's caches are read and written (with the registry store's clients)."""
+        return RecordStore(getattr(self._runtimes.get("registry"), "client", None))
 
     def meta_data(self, service: str, targets: Sequence[Target], results: Mapping[str, StageResult]) -> dict[str, str]:
         values: dict[str, str] = {}

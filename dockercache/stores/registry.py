@@ -200,6 +200,10 @@ class RegistryRuntime(NoRuntime):
             for t in targets
         ]
 
+    def client(self, host: str) -> Any:
+        """The run's client of a registry (plain HTTP where the reachability check found it): records use it too."""
+        return self._client(host)
+
     def _client(self, host: str) -> Any:
         from ..adapters.oci import Registry, Scheme, is_loopback  # urllib: only a build needs it
 

@@ -43,7 +43,7 @@ def test_untrusted_branch_cannot_write_a_shared_registry_ref(project: Project, s
     assert project.build().returncode == 0
     repo = f"{project.name}/cache"
     before = digests(stack, repo)
-    assert sorted(before) == ["final-shared"]
+    assert sorted(before) == ["final-shared", "final-shared.why"]  # the cache and its record (issue 29)
     fresh_agent()
     project.touch_source("evil")
     result = project.build("--cache-write", BUILDKITE_BRANCH="attacker/pr")
@@ -94,7 +94,7 @@ def test_a_pull_request_from_a_branch_called_main_writes_only_its_own_refs(proje
     assert project.build().returncode == 0
     repo = f"{project.name}/cache"
     before = digests(stack, repo)
-    assert sorted(before) == ["final-main"]
+    assert sorted(before) == ["final-main", "final-main.why"]
     fresh_agent()
     project.touch_source("from a fork")
     pr = {"BUILDKITE_BRANCH": "main", "BUILDKITE_PULL_REQUEST": "17", "BUILDKITE_PULL_REQUEST_BASE_BRANCH": "main"}
@@ -102,6 +102,7 @@ def test_a_pull_request_from_a_branch_called_main_writes_only_its_own_refs(proje
     assert result.returncode == 0, result.stderr
     after = digests(stack, repo)
     assert after["final-main"] == before["final-main"] and "final-pr-17" in after
+    assert after["final-main.why"] == before["final-main.why"] and "final-pr-17.why" in after  # records: the same rules
     assert result.stage("ruby", "deps")["steps_cached"] == result.stage("ruby", "deps")["steps_total"]  # restored
     shown = run_dockercache("plan", cwd=project.path, env=base_env(**pr))
     assert "pull request #17: its own refs and keys only (pr-17)" in shown.stdout
