@@ -40,7 +40,7 @@ def test_up_twice_installs_nothing_the_second_time_and_says_what_it_found(tmp_pa
         assert proc.returncode == 0, proc.stderr
         return proc.stderr, calls.read_text().splitlines()[len(before) :]
 
-    first, installed = up()
+    _, installed = up()
     assert [c for c in installed if c.startswith("apt-get")] == []  # everything is there: no apt-get
     assert [c.split()[:4] for c in installed] == [["python", "-m", "pip", "install"]] * 2  # a new virtualenv
     second, again = up()
