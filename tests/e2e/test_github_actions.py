@@ -66,10 +66,12 @@ def run_job(event: str, env: dict[str, str], cwd: Path) -> str:
             assert 'pip install "git+https://' in command
             continue
         command = re.sub(r"\$\{\{ steps\.build\.outputs\.([\w-]+) \}\}", lambda m: outputs.get(m.group(1), ""), command)
-        proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, f"{command}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr, proc.stderr
-        printed += proc.stdout + proc.stderr
+        proc = subprocess.run(  # one stream, in the order written, as the runner's log has it
+            ["bash", "-c", command], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.returncode == 0, f"{command}: exit {proc.returncode}\n{proc.stdout}"
+        assert "Traceback" not in proc.stdout, proc.stdout
+        printed += proc.stdout
         if step.get("id") == "build":
             output = Path(env["GITHUB_OUTPUT"])
             lines = output.read_text().splitlines() if output.exists() else []
