@@ -33,6 +33,11 @@ QUICK_TASKS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "plan": (frozenset({"service", "stage", "config"}), _COMMON | {"bake"}),
 }
 REPEATABLE = frozenset({"service"})
+#: The short options of those tasks that take a value (Invoke's automatic ones; a test keeps them equal).
+SHORT_VALUES: dict[str, frozenset[str]] = {
+    "build": frozenset({"-s", "-t", "-c", "-r"}),
+    "plan": frozenset({"-s", "-t", "-c"}),
+}
 #: Invoke's own configuration files, which may set ``dockercache.config``: with one, Invoke reads the call.
 INVOKE_FILES = tuple(f"{prefix}invoke.{ext}" for prefix in ("/etc/", "~/.") for ext in ("yaml", "yml", "json", "py"))
 
@@ -54,13 +59,41 @@ def normalize_argv(argv: Sequence[str], tasks: Sequence[str] = TASK_NAMES) -> li
             del args[i]
             continue
         i += 1
-    if not config:
-        return args
+    if config:
+        out: list[str] = []
+        for token in args:
+            out.append(token)
+            if token in tasks:
+                out.extend(config)
+        args = out
+    return positional_services(args, tasks)
+
+
+def positional_services(args: Sequence[str], tasks: Sequence[str] = TASK_NAMES) -> list[str]:
+    """``build web`` (the Compose habit: ``docker compose build web``) as ``build --service web``: a bare word
+    after ``build`` or ``plan`` that is no task and no option's value names a service."""
     out: list[str] = []
-    for token in args:
-        out.append(token)
+    task: str | None = None
+    i = 0
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if token == "--":  # Invoke's remainder: not ours to read
+            out.extend(args[i - 1 :])
+            break
         if token in tasks:
-            out.extend(config)
+            task = token if token in QUICK_TASKS else None
+            out.append(token)
+        elif task is None:
+            out.append(token)
+        elif token.startswith("-"):
+            out.append(token)
+            takes_value = token.removeprefix("--") in QUICK_TASKS[task][0] if token.startswith("--") else False
+            if "=" not in token and (takes_value or token in SHORT_VALUES[task]) and i < len(args):
+                out.append(args[i])
+                i += 1
+        else:
+            out += ["--service", token]
     return out
 
 

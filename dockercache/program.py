@@ -8,6 +8,7 @@ before the task as ``docker compose -f`` does. :mod:`dockercache.cli` runs every
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from invoke.parser.context import ParserContext
 from invoke.program import Program
 
 from . import __version__
-from .argv import normalize_argv
+from .argv import QUICK_TASKS, normalize_argv
 from .commands.boundary import USAGE_ERROR, error_document
 from .tasks import collection
 
@@ -74,6 +75,16 @@ def usage_hint(message: str, argv: Sequence[str], contexts: dict[str, ParserCont
     return message.rstrip("!.")
 
 
+def option_rows(context: ParserContext) -> list[tuple[str, str]]:
+    """``(flag, help)`` for each option of a task: its long flag, with the name of its value if it takes one."""
+    rows = []
+    for flag, arg in sorted(context.flags.items()):
+        if flag.startswith("--"):
+            shown = f"{flag} {flag[2:].upper().replace('-', '_')}" if arg.takes_value else flag
+            rows.append((shown, str(arg.help or "")))
+    return rows
+
+
 class DockercacheProgram(Program):
     """Invoke's Program with dockercache's help and usage errors (exit 2, one line, a hint)."""
 
@@ -107,6 +118,23 @@ class DockercacheProgram(Program):
             super().parse_cleanup()
         except ParseError as exc:
             raise self._usage(str(exc)) from None
+
+    def print_task_help(self, name: str) -> None:
+        """A task's usage, what it does and every option with its help (not Invoke's ``[--core-opts]``,
+        ``Docstring:`` or its automatic short flags that ran out of letters: ``-_``)."""
+        context = self.parser.contexts[name]
+        services = " [SERVICE ...]" if name in QUICK_TASKS else ""
+        print(f"Usage: {self.binary} {name}{services} [--options]")
+        print("")
+        for line in (inspect.getdoc(self.collection[name]) or "").splitlines():
+            print(f"  {line}".rstrip())
+        print("")
+        print("Options:")
+        print("")
+        self.print_columns(option_rows(context))
+        if services:
+            print(f"A service may also be named without --service: {self.binary} {name} web")
+            print("")
 
     def print_help(self) -> None:
         print(f"Usage: {self.binary} [--config FILE] TASK [--task-options] ...")

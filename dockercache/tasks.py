@@ -13,7 +13,8 @@ from typing import Any
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task
+from invoke.tasks import task as _invoke_task
 
 from . import commands
 from .commands import boundary
@@ -33,6 +34,24 @@ HELP = {
     "bake": "Print the bake file that build runs (docker buildx bake -f FILE), and nothing else.",
     "progress": "auto (a live display on a terminal off CI), tty, plain (a line per step) or quiet.",
 }
+
+
+class _Task(Task[Any]):
+    """Invoke's Task, whose options keep their help: Invoke pops each from ``help`` when it first makes the
+    task's parser context, so every later context (``dockercache build --help`` after the usage checks) had none."""
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
+        kept = dict(self.help)
+        try:
+            return super().get_arguments(ignore_unknown_help)
+        finally:
+            self.help = kept
+
+
+def task(**kwargs: Any) -> Callable[[Callable[..., None]], Task[Any]]:
+    """Invoke's ``@task(...)`` making :class:`_Task` (the help of every option, every time)."""
+    made: Callable[[Callable[..., None]], Task[Any]] = _invoke_task(klass=_Task, **kwargs)
+    return made
 
 
 @contextmanager
@@ -168,7 +187,7 @@ def explain(c: Context, service: list[str] | None = None, config: str | None = N
     guarded(lambda: commands.cmd_explain(env, config, service, json), json)
 
 
-@task
+@task()
 def init(c: Context) -> None:
     """Write a commented dockercache.toml for the project here (from its Dockerfile or Compose file)."""
     env = commands.Environment()

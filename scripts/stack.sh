@@ -8,7 +8,9 @@
 #   - a busybox base image built from Debian's busybox-static and pushed to the registry
 #     (nothing is pulled from the internet);
 #   - graphviz (`dot`), which renders the pictures in docs/ (scripts/render_docs.py, tests/test_docs.py).
-# Idempotent: running it again only starts what is not running.
+# Idempotent: running it again installs nothing and only starts what is not running; it ends with a line
+# saying what it started and what it found running. `down` stops only what `up` started, by the process ids
+# it recorded in $STATE (never by name: a stack someone else started is left alone).
 #
 # Usage: scripts/stack.sh [up|down|status]
 set -euo pipefail
@@ -20,10 +22,28 @@ S3_PORT=${DOCKERCACHE_S3_PORT:-5002}
 REGISTRY=localhost:$REGISTRY_PORT
 S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 BASE_IMAGE=$REGISTRY/dockercache/busybox:stable
-VENV=$ROOT/.venv
+VENV=${DOCKERCACHE_VENV:-$ROOT/.venv}
+STARTED=()
+FOUND=()
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+found() { FOUND+=("$1"); log "$1: running"; }
+joined() { local out="" item; for item in "$@"; do out+="${out:+, }$item"; done; printf '%s' "${out:-nothing}"; }
+
+started() { # started NAME PID: remember a process this script started, to stop it (and only it) on `down`
+  STARTED+=("$1")
+  printf '%s %s\n' "$2" "$(start_time "$2")" >"$STATE/$1.pid"
+}
+
+start_time() { # the kernel's start time of a process: with its id, it names that process and no later one
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  printf '%s' "${20}"
+}
 
 wait_for() { # wait_for SECONDS DESCRIPTION CMD...
   local limit=$1 what=$2; shift 2
@@ -43,12 +63,17 @@ need_apt() {
   command -v htpasswd >/dev/null 2>&1 || return 0
   command -v bats >/dev/null 2>&1 || return 0 # the plugin hook's tests
   command -v dot >/dev/null 2>&1 || return 0 # graphviz: the docs' pictures (tests/test_docs.py)
-  [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" || return 0
+  [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || return 0
+  # ldd exits 1 on a static binary: read its words, not its status (under pipefail a pipe took the status)
+  case "$(ldd /bin/busybox 2>&1 || true)" in
+    *"not a dynamic"* | *"statically linked"*) ;;
+    *) return 0 ;;
+  esac
   return 1
 }
 
 install_packages() {
-  need_apt || { log "Docker engine, buildx, compose, registry, graphviz: present"; return 0; }
+  need_apt || { FOUND+=("packages"); log "Docker engine, buildx, compose, registry, graphviz: present"; return 0; }
   [ "$(id -u)" = 0 ] || die "installing Docker needs root (or install docker.io>=26, docker-buildx, docker-compose, docker-registry yourself)"
   log "installing Docker engine, buildx, compose and registry from Debian packages"
   . /etc/os-release
@@ -76,10 +101,11 @@ EOF
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${extra[@]}" docker-registry busybox-static apache2-utils iproute2 bats graphviz >/dev/null
+  STARTED+=("Debian packages (installed)")
 }
 
 start_docker() {
-  if docker info >/dev/null 2>&1; then log "Docker engine: running"; return 0; fi
+  if docker info >/dev/null 2>&1; then found "Docker engine"; return 0; fi
   mkdir -p /etc/docker "$STATE"
   if [ ! -f /etc/docker/daemon.json ] || ! grep -q containerd-snapshotter /etc/docker/daemon.json; then
     echo '{"features": {"containerd-snapshotter": true}}' >/etc/docker/daemon.json
@@ -87,6 +113,7 @@ start_docker() {
   log "starting dockerd"
   # setsid: the daemon must outlive this script and not share its process group.
   setsid dockerd >"$STATE/dockerd.log" 2>&1 </dev/null &
+  started dockerd $!
   wait_for 60 "dockerd" docker info
   docker buildx version >/dev/null || die "docker buildx is missing"
 }
@@ -108,10 +135,11 @@ EOF
 }
 
 start_registry() {
-  if curl -fsS "http://$REGISTRY/v2/" >/dev/null 2>&1; then log "registry $REGISTRY: running"; return 0; fi
+  if curl -fsS "http://$REGISTRY/v2/" >/dev/null 2>&1; then found "registry $REGISTRY"; return 0; fi
   registry_config "$STATE/registry" "$REGISTRY_PORT"
   log "starting registry on $REGISTRY"
   setsid docker-registry serve "$STATE/registry/config.yml" >"$STATE/registry.log" 2>&1 </dev/null &
+  started registry $!
   wait_for 30 "registry" curl -fsS "http://$REGISTRY/v2/"
 }
 
@@ -120,21 +148,31 @@ setup_venv() {
     log "creating $VENV"
     python3 -m venv "$VENV"
   fi
-  local stamp=$VENV/.installed
-  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/hooks/requirements.txt" -nt "$stamp" ]; then
-    log "installing dockercache and test tools into $VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    # The plugin's pinned dependencies as constraints: the suite runs what the plugin installs on agents.
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[test,bench]" -c "$ROOT/hooks/requirements.txt"
-    touch "$stamp"
+  # The stamp holds the sha256 of the pyproject.toml and hooks/requirements.txt installed: a fresh checkout
+  # (newer files, same content) installs nothing. An empty stamp is from before it held one: it stands when
+  # pyproject.toml is not newer.
+  local stamp=$VENV/.installed sum had=""
+  sum=$(cat "$ROOT/pyproject.toml" "$ROOT/hooks/requirements.txt" | sha256sum | cut -d' ' -f1)
+  [ -f "$stamp" ] && had=$(cat "$stamp")
+  if [ "$had" = "$sum" ] || { [ -f "$stamp" ] && [ -z "$had" ] && ! [ "$ROOT/pyproject.toml" -nt "$stamp" ]; }; then
+    FOUND+=("$VENV")
+    [ "$had" = "$sum" ] || printf '%s\n' "$sum" >"$stamp"
+    return 0
   fi
+  log "installing dockercache and test tools into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  # The plugin's pinned dependencies as constraints: the suite runs what the plugin installs on agents.
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test,bench]" -c "$ROOT/hooks/requirements.txt"
+  printf '%s\n' "$sum" >"$stamp"
+  STARTED+=("$VENV (installed)")
 }
 
 start_s3() {
-  if curl -fsS "$S3_ENDPOINT/moto-api/" >/dev/null 2>&1; then log "S3 (moto) $S3_ENDPOINT: running"; return 0; fi
+  if curl -fsS "$S3_ENDPOINT/moto-api/" >/dev/null 2>&1; then found "S3 (moto) $S3_ENDPOINT"; return 0; fi
   log "starting S3 server (moto) on $S3_ENDPOINT"
   mkdir -p "$STATE"
   setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$STATE/moto.log" 2>&1 </dev/null &
+  started s3 $!
   wait_for 30 "moto S3 server" curl -fsS "$S3_ENDPOINT/moto-api/"
 }
 
@@ -142,6 +180,7 @@ build_base_image() {
   if curl -fsS "http://$REGISTRY/v2/dockercache/busybox/manifests/stable" \
     -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
     >/dev/null 2>&1; then
+    FOUND+=("base image")
     log "base image $BASE_IMAGE: present"
     return 0
   fi
@@ -159,6 +198,7 @@ EOF
   docker buildx build --builder default --progress=quiet --provenance=false \
     --tag "$BASE_IMAGE" --push "$ctx" >/dev/null
   rm -rf "$ctx"
+  STARTED+=("base image (built)")
 }
 
 write_env() {
@@ -179,13 +219,26 @@ up() {
   build_base_image
   write_env
   log "ready: registry $REGISTRY, S3 $S3_ENDPOINT, base image $BASE_IMAGE"
+  log "started: $(joined "${STARTED[@]}"); found: $(joined "${FOUND[@]}")"
 }
 
 down() {
-  pkill -f "moto_server -H 127.0.0.1 -p $S3_PORT" 2>/dev/null || true
-  pkill -f "docker-registry serve $STATE/registry/config.yml" 2>/dev/null || true
-  if [ -f /var/run/docker.pid ]; then kill "$(cat /var/run/docker.pid)" 2>/dev/null || true; fi
-  log "stopped"
+  # Only what `up` started, by the id it recorded, and only while that id is still the same process.
+  local name file pid when stopped=()
+  for name in s3 registry dockerd; do
+    file=$STATE/$name.pid
+    [ -f "$file" ] || continue
+    read -r pid when <"$file" || true
+    if [ -n "${pid:-}" ] && [ -n "${when:-}" ] && [ "$(start_time "$pid")" = "$when" ]; then
+      kill "$pid" 2>/dev/null && stopped+=("$name (pid $pid)")
+    fi
+    rm -f "$file"
+  done
+  if [ ${#stopped[@]} -eq 0 ]; then
+    log "stopped: nothing (up started nothing that still runs; what others started is left alone)"
+  else
+    log "stopped: $(joined "${stopped[@]}")"
+  fi
 }
 
 status() {

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from invoke.parser import Parser
 
-from dockercache.argv import QUICK_TASKS, REPEATABLE, TASK_NAMES, normalize_argv, quick_parse
+from dockercache.argv import QUICK_TASKS, REPEATABLE, SHORT_VALUES, TASK_NAMES, normalize_argv, quick_parse
 from dockercache.tasks import collection
 
 from .conftest import ROOT
@@ -36,6 +36,8 @@ def test_the_task_names_and_options_are_the_collections() -> None:
             assert {f for f, arg in flags.items() if arg.takes_value} == takes_value
             assert {f for f, arg in flags.items() if not arg.takes_value} == switches
             assert {f for f, arg in flags.items() if arg.kind is list} == REPEATABLE & set(flags)
+            shorts = {f"-{a}" for arg in context.args.values() if arg.takes_value for a in arg.nicknames}
+            assert shorts == SHORT_VALUES[str(context.name)]
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,10 @@ def test_the_task_names_and_options_are_the_collections() -> None:
         ["-f", "x.toml", "plan", "--bake"],
         ["--config=x.toml", "plan", "--json", "--push", "--cache-write"],
         ["build", "--no-cache-write", "--push", "--no-push"],  # a contradiction the task itself reports
+        ["build", "web"],  # the Compose habit: docker compose build web
+        ["build", "web", "--json", "api", "--progress", "plain"],
+        ["plan", "--stage", "deps", "web"],
+        ["--config", "x.toml", "build", "web"],
     ],
 )
 def test_an_everyday_call_is_read_as_invoke_reads_it(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,7 +75,8 @@ def test_an_everyday_call_is_read_as_invoke_reads_it(argv: list[str], monkeypatc
         ["check"],
         ["cache.list"],
         ["build", "-s", "ruby"],  # short options: Invoke's
-        ["build", "ruby"],  # a word that is no option: Invoke's hint
+        ["check", "ruby"],  # a word that is no option: Invoke's hint
+        ["build", "-t", "deps", "ruby"],  # a short option's value is no service
         ["build", "--service"],  # a value missing: Invoke's usage error
         ["build", "--service", "--json"],
         ["build", "--service", ""],
@@ -116,3 +123,26 @@ def test_build_and_plan_do_not_import_invoke_and_other_tasks_do() -> None:
     assert " invoke" not in imports("build", "--dry-run", "--json")
     assert " invoke" not in imports("--version")
     assert " invoke" in imports("check")
+
+
+@pytest.mark.parametrize(
+    ("argv", "services"),
+    [
+        (["build", "web"], ["web"]),
+        (["build", "web", "api", "--json"], ["web", "api"]),
+        (["build", "--progress", "plain", "web"], ["web"]),
+        (["build", "-t", "deps", "web"], ["web"]),
+        (["build", "-r", "plain", "--service", "api", "web"], ["api", "web"]),
+        (["plan", "web", "check"], ["web"]),
+    ],
+)
+def test_a_bare_word_after_build_or_plan_is_a_service_for_both_readings(
+    argv: list[str], services: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dockercache build web`` builds service web, whichever parser reads the call."""
+    monkeypatch.delenv("INVOKE_RUNTIME_CONFIG", raising=False)
+    parsed = Parser(contexts=CONTEXTS).parse_argv(normalize_argv(argv))
+    assert parsed[0].args["service"].value == services
+    quick = quick_parse(argv)
+    if quick is not None:
+        assert quick[1]["service"] == services

@@ -321,10 +321,8 @@ def test_an_error_in_a_collapsed_group_opens_it_in_buildkite(tmp_path: Path) -> 
 
 USAGE_ERRORS = [
     (["bulid"], "dockercache: error: no task 'bulid' (did you mean 'build'?); dockercache --list lists the tasks"),
-    (
-        ["build", "ruby"],
-        "dockercache: error: 'ruby' is not a task; to build one service: dockercache build --service ruby",
-    ),
+    (["build", "nope"], "dockercache: error: dockercache.toml: no service 'nope' (services: ruby)"),
+    (["check", "ruby"], "dockercache: error: no task 'ruby'; dockercache --list lists the tasks"),
     (
         ["build", "--servise", "ruby"],
         "dockercache: error: unknown option --servise for build (did you mean --service?); "
@@ -376,6 +374,25 @@ def test_help_shows_dockercaches_tasks_and_options_not_invokes_runner_options(do
         assert shown in proc.stdout
     for hidden in ("--prompt-for-sudo-password", "--pty", "--echo", "--hide", "--warn-only", "--write-pyc"):
         assert hidden not in proc.stdout
+
+
+def test_a_tasks_help_lists_every_option_with_its_help_and_no_invoke_runner_text(
+    docker_shim: tuple[Path, Path],
+) -> None:
+    """`dockercache build --help`: every option and its help; no `[--core-opts]`, `Docstring:`, `--, --x`."""
+    from dockercache.tasks import HELP
+
+    proc, _ = run([str(BIN / "dockercache"), "build", "--help"], ROOT / "examples" / "ruby", *docker_shim)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: dockercache build [SERVICE ...] [--options]\n")
+    for hidden in ("[--core-opts]", "Docstring:", "--, ", "STRING"):
+        assert hidden not in proc.stdout
+    text = " ".join(proc.stdout.split())
+    for option in ("service", "stage", "config", "dry-run", "no-cache", "push", "no-push", "json", "progress"):
+        assert f"--{option}" in text and " ".join(HELP[option].split()) in text, option
+    assert "--no-cache-write Read caches only" in text
+    again, _ = run([str(BIN / "dockercache"), "--help", "plan"], ROOT / "examples" / "ruby", *docker_shim)
+    assert "Print the bake file that build runs" in " ".join(again.stdout.split())
 
 
 def test_a_reader_that_stops_early_ends_the_output_quietly(docker_shim: tuple[Path, Path]) -> None:

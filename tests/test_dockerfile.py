@@ -200,3 +200,22 @@ def test_expand_as_the_dockerfile_frontend_does(word: str, expected: tuple[str, 
 def test_a_from_whose_variable_has_no_value(text: str, args: dict[str, str], expected: tuple[str, str] | None) -> None:
     found = unset_base(text, parse_stages(text), args)
     assert ((found[0].label, found[1]) if found else None) == expected
+
+
+def test_syntax_problems_are_what_the_frontend_would_refuse_with_their_line() -> None:
+    """`check` parses every Dockerfile: an unknown instruction, a bare FROM, an instruction before FROM."""
+    from dockercache.planning.dockerfile import syntax_problems
+
+    text = (
+        "FROM busybox AS base\nRUNN echo hi\nRUN <<EOF\nnot an instruction\nEOF\nFROM\nCOPY --from=base \\\n  /a /b\n"
+    )
+    assert syntax_problems(text) == [
+        (2, "unknown instruction 'RUNN' (did you mean RUN?)"),
+        (6, "FROM without an image (FROM <image> [AS <name>])"),
+    ]
+    assert syntax_problems("ARG V=1\nWORKDIR /x\nFROM busybox:$V\n") == [
+        (2, "WORKDIR before the first FROM (only ARG may come before it)")
+    ]
+    assert syntax_problems("# escape=`\nFROM busybox\nRUN echo a `\n  b\nCMD x\n") == []
+    assert syntax_problems("# syntax=example.com/other-frontend\nFROM a\nBAKE it\n") == []
+    assert syntax_problems("# syntax=docker/dockerfile:1\nFROM a\nBAKE it\n") == [(3, "unknown instruction 'BAKE'")]

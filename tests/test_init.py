@@ -91,3 +91,44 @@ def test_init_then_check_on_the_command_line(tmp_path: Path, docker_shim: tuple[
     assert made.stdout == "wrote dockercache.toml from compose.yaml (services: web, worker); next: dockercache check\n"
     checked, _ = run([str(BIN / "dockercache"), "check"], compose, *docker_shim)
     assert (checked.returncode, checked.stdout) == (0, "dockercache.toml: ok (2 services)\n"), checked.stderr
+
+
+def test_a_compose_service_keeps_its_image_and_lists_the_stages_its_target_builds_on(tmp_path: Path) -> None:
+    """Not `registry.example.com/...`: the Compose `image:` is where build pushes; the stages are the Dockerfile's."""
+    (tmp_path / "Dockerfile.web").write_text(DOCKERFILE)
+    build = {"context": str(tmp_path), "dockerfile": "Dockerfile.web", "target": "test"}
+    document = {"services": {"web": {"build": build, "image": "ghcr.io/acme/web:1.2"}, "api": {"build": "."}}}
+    found = from_compose(document)
+    assert found[0] == Found(
+        "web", compose_service="web", stages=("Base", "deps"), side=("assets", "final"), image="ghcr.io/acme/web:1.2"
+    )
+    text = render(found, "compose.yaml")
+    assert "registry.example.com/myteam/web" not in text
+    assert 'image = "ghcr.io/acme/web"' in text and 'tags = ["1.2"]' in text
+    config = parse_config(tomllib.loads(text), {}, Path("dockercache.toml"))
+    web = config.service("web")
+    assert (web.compose_service, web.stages, web.image, web.tags) == (
+        "web",
+        ("Base", "deps"),
+        "ghcr.io/acme/web",
+        ("1.2",),
+    )
+    assert config.service("api").image is None  # no image: the commented example stays
+
+
+def test_init_ignores_the_local_store_in_git_when_it_is_inside_the_project(
+    tmp_path: Path, docker_shim: tuple[Path, Path]
+) -> None:
+    """A CI that points $XDG_CACHE_HOME into the checkout: the store must not end up committed."""
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS final\n")
+    (tmp_path / ".gitignore").write_text("*.pyc")
+    env = {"XDG_CACHE_HOME": str(tmp_path / ".cache"), "DOCKERCACHE_CACHE_DIR": ""}
+    init, _ = run([str(BIN / "dockercache"), "init"], tmp_path, *docker_shim, env=env)
+    assert init.returncode == 0, init.stderr
+    assert "added /.cache/dockercache/ to .gitignore" in init.stdout
+    assert (tmp_path / ".gitignore").read_text() == "*.pyc\n/.cache/dockercache/\n"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "Dockerfile").write_text("FROM busybox AS final\n")
+    again, _ = run([str(BIN / "dockercache"), "init"], outside, *docker_shim, env={"XDG_CACHE_HOME": str(tmp_path)})
+    assert again.returncode == 0 and "gitignore" not in again.stdout and not (outside / ".gitignore").exists()

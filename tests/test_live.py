@@ -237,3 +237,30 @@ def test_the_live_lines_add_up_to_the_reports_table(world: World, tmp_path: Path
         assert result.exit_code == 0, result.error
         assert {s.stage: (s.cached, s.total) for s in result.services[0].stages} == table
         assert [" ".join(line.split()[:3]) for line in last_frame(err.getvalue(), 2)] == [f"+ {f}" for f in frame]
+
+
+def test_a_target_whose_export_was_cancelled_by_the_interrupt_is_cancelled_not_a_success() -> None:
+    """Its image exported, then the interrupt cancelled its cache export: nothing of it runs, but it did not
+    finish: ``-``, cancelled, in the last frame (issue 28)."""
+    display = LiveDisplay(["app-final", "app-test"], io.StringIO(), str, clock=Clock())
+    events = BuildEvents()
+    stopped = {"digest": "c", "name": "[app-test] exporting cache to registry", "error": "context canceled"}
+    stopped |= {"started": "2026-11-26T00:00:01Z", "completed": "2026-11-26T00:00:02Z"}
+    for item in (
+        vertex("b", "[app-test test 1/1] RUN rspec", completed=True),
+        vertex("e", "[app-test] exporting to image", completed=True),
+    ):
+        events.apply(json.loads(item))
+    events.apply({"vertexes": [stopped]})
+    display.update(events)
+    assert display.render()[1] == " | app-test  0.0s"
+    display.finish(None)
+    assert display.render()[1] == " - app-test  0/1 steps cached, cancelled  0.0s"
+
+
+def test_an_export_seen_before_any_step_of_its_target_is_no_finished_flash() -> None:
+    display = LiveDisplay(["app-final", "app-test"], io.StringIO(), str, clock=Clock())
+    events = BuildEvents()
+    events.apply(json.loads(vertex("e", "[app-test] exporting to image", completed=True)))
+    display.update(events)
+    assert display.render()[1] == " | app-test  0.0s"  # not " + app-test  0/0 steps cached"

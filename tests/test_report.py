@@ -186,6 +186,10 @@ def test_buildx_seconds_is_the_bakes_wall_time_and_is_in_the_json(tmp_path: Path
     report(Console(out=out, err=io.StringIO()), result, as_json=True)
     document = json.loads(out.getvalue())
     assert document["buildx_seconds"] == round(result.buildx_seconds, 3)
+    # The run's wall time and dockercache's own (issue 28), at the top; no S3 block where no S3 store was used.
+    assert document["wall_seconds"] >= SlowDocker.BAKE + SlowDocker.PING
+    assert document["own_seconds"] == document["timings"]["own"] >= SlowDocker.PING
+    assert [stage["s3"] for stage in document["services"][0]["stages"]] == [None]
 
 
 def test_buildx_seconds_in_json_are_rounded_to_milliseconds() -> None:

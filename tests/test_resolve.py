@@ -441,3 +441,40 @@ def test_secret_values_are_added_to_the_runs_redactor(tmp_path: Path) -> None:
     plan_for(environment, config, ci, BuildOptions())
     text = "npm-value-1 / machine example.com password netrc-value"
     assert environment.redact(text) == "[redacted] / [redacted]"
+
+
+def test_a_compose_services_missing_dockerfile_is_blamed_on_the_compose_file_and_service(compose_root: Path) -> None:
+    """Not on dockercache.toml's ``compose_service``: the Compose file and the service whose build names it."""
+    config = config_in(compose_root, {"services": {"app": {"compose_service": "web"}}})
+    with pytest.raises(ConfigError) as info:
+        resolve_service(config, "app", {}, compose_secrets({"dockerfile": "Dockerfile.web"}, {}))
+    assert str(info.value) == (
+        f"{compose_root / 'compose.yaml'}: services.web.build.dockerfile: {compose_root / 'Dockerfile.web'} does "
+        f"not exist (services.app of {compose_root / CONFIG_NAME})"
+    )
+
+
+def test_compose_additional_contexts_are_refused_in_one_line_not_dropped(compose_root: Path) -> None:
+    """Dropped, the build would pull ``docker.io/library/base`` for ``FROM base``; refused, ``check`` says so."""
+    (compose_root / "Dockerfile").write_text("FROM base\n")
+    config = config_in(compose_root, {"services": {"app": {"compose_service": "web"}}})
+    read = compose_secrets({"additional_contexts": {"base": "docker-image://busybox"}}, {})
+    with pytest.raises(ConfigError) as info:
+        resolve_service(config, "app", {}, read)
+    assert str(info.value).startswith(
+        f"{compose_root / 'compose.yaml'}: services.web.build.additional_contexts: named build contexts (base) are "
+        "not supported"
+    )
+
+
+def test_every_dockerfile_named_is_parsed_and_each_problem_is_a_line_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS base\nRUNN echo hi\nFROM\n")
+    config = config_in(tmp_path, {"services": {"app": {}}})
+    with pytest.raises(ConfigError) as info:
+        resolve_service(config, "app", VARS)
+    assert info.value.lines() == [
+        f"{tmp_path / 'Dockerfile'}:2: unknown instruction 'RUNN' (did you mean RUN?) "
+        f"({tmp_path / CONFIG_NAME}: services.app)",
+        f"{tmp_path / 'Dockerfile'}:3: FROM without an image (FROM <image> [AS <name>]) "
+        f"({tmp_path / CONFIG_NAME}: services.app)",
+    ]

@@ -11,6 +11,7 @@ from ..adapters.ecr import credentials
 from ..config.model import Config
 from ..errors import ConfigError, DockercacheError
 from ..model import BuildOptions
+from ..output import github
 from ..output.console import Console
 from ..output.report import render_table
 from ..output.results import RunResult
@@ -88,10 +89,14 @@ def build_config(
                 raise
             result = RunResult(exit_code=exc.exit_code, error=str(exc))
         report(console, result, as_json)
+        if console.github:
+            for problem in github.publish(environment.env, result, console.redact):
+                console.warn(problem)
     return result.exit_code
 
 
 def report(console: Console, result: RunResult, as_json: bool) -> None:
+    console.end_group()  # GitHub Actions: the report is not folded into the last build's log
     if as_json:
         console.document(result.to_json())
         if result.error:

@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from ..adapters.netcheck import registry_host, unreachable
+from ..config.caches import user_cache_dir
 from ..config.model import Config
 from ..errors import EnvironmentProblem
-from ..init import discover, render, write
+from ..init import discover, ignore_store, render, write
 from ..planning.resolve import ResolvedService, resolve_services
 from ..stores import kind_for
 from .environment import Environment, load
@@ -79,6 +80,9 @@ def cmd_init(environment: Environment) -> int:
     path = write(environment.cwd, render(found, source))
     names = ", ".join(f.name for f in found)
     environment.out.result(f"wrote {path.name} from {source} (services: {names}); next: dockercache check")
+    ignored = ignore_store(environment.cwd, user_cache_dir(environment.env))  # the built-in store's directory
+    if ignored:
+        environment.out.result(f"added {ignored} to .gitignore: the local cache store is inside this project")
     return 0
 
 

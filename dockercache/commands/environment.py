@@ -40,7 +40,11 @@ class Environment:
     def __post_init__(self) -> None:
         self.redact = Redactor(secret_values(self.env))
         if self.console is None:
-            self.console = Console(buildkite=self.env.get("BUILDKITE") == "true", redact=self.redact)
+            self.console = Console(
+                buildkite=self.env.get("BUILDKITE") == "true",
+                redact=self.redact,
+                github=self.env.get("GITHUB_ACTIONS") == "true",
+            )
 
     @property
     def out(self) -> Console:

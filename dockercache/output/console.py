@@ -32,6 +32,10 @@ STEP_WIDTH = 110
 GroupKind = Literal["collapsed", "quiet", "expanded"]
 
 
+_EMOJI = re.compile(r"^(?::[a-z0-9_+-]+: )+")
+"""Buildkite's emoji codes at the start of a section's title (``:docker: ``), which only Buildkite draws."""
+
+
 # Buildkite's log group headers (https://buildkite.com/docs/pipelines/managing-log-output).
 GROUP_MARKS: dict[str, str] = {"collapsed": "---", "quiet": "~~~", "expanded": "+++"}
 
@@ -45,10 +49,14 @@ class Console:
         err: TextIO | None = None,
         buildkite: bool = False,
         redact: Callable[[str], str] = str,
+        github: bool = False,
     ) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.buildkite = buildkite
+        self.github = github and not buildkite
+        """GitHub Actions: sections are ``::group::`` ... ``::endgroup::`` (they do not nest)."""
+        self.group_open = False
         self.redact = redact
         self.failure_opened = False
         self.warnings: list[str] = []
@@ -106,11 +114,24 @@ class Console:
 
     def section(self, title: str, kind: GroupKind = "collapsed") -> None:
         """A log group. Buildkite folds ``--- `` (collapsed), ``~~~ `` (collapsed, de-emphasised) and opens
-        ``+++ `` (expanded); elsewhere a plain ``==>`` header."""
+        ``+++ `` (expanded); GitHub Actions folds ``::group::`` up to ``::endgroup::``; elsewhere a plain ``==>``
+        header. Buildkite's emoji codes (``:docker:``) only on Buildkite."""
         if self.buildkite:
             self._print(f"{GROUP_MARKS[kind]} {title}", self.err)
+            return
+        title = _EMOJI.sub("", title)
+        if self.github:
+            self.end_group()
+            self._print(f"::group::{title}", self.err)
+            self.group_open = True
         else:
             self._print(f"==> {title}", self.err)
+
+    def end_group(self) -> None:
+        """Close GitHub's open log group (before the report, which stays in sight)."""
+        if self.group_open:
+            self.group_open = False
+            self._print("::endgroup::", self.err)
 
     def open_failed_group(self) -> None:
         """Expand the group printed last, which holds a failure (Buildkite's ``^^^ +++``), once per run."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from ..secrets import shorten
-from .progress import BuildEvents, Vertex
+from .progress import BuildEvents, Vertex, cancelled
 from .tally import TARGET_PREFIX, Failure, Tally, TargetInfo
 
 UP_AND_CLEAR = "\x1b[{n}F"
@@ -38,6 +38,8 @@ class TargetLine:
     """Stopped before it finished: bake cancelled it (another target failed), or the run was interrupted."""
     exported: bool = False
     """An export of its (image, cache) finished: with nothing else running, the target is done."""
+    stopped: bool = False
+    """A step or export of it was cancelled (an interrupt, bake stopping it): never shown as a success."""
 
 
 def owner(vertex_name: str, targets: Sequence[str]) -> str | None:
@@ -135,9 +137,12 @@ class LiveDisplay:
                 line.cached, line.total = counts[target]
                 line.failed = any(target in f.targets for f in self._failures)
                 line.exported = any(v.completed and not v.error and n.startswith(_EXPORTS) for v, n in vertexes)
+                line.stopped = any(cancelled(v.error) for v, _ in vertexes)
                 running = [n for v, n in vertexes if v.started and not v.completed]
                 line.current = running[-1] if running else None
-                done = not running and (line.exported or line.failed)
+                # Done: it failed, or it exported with no step left running, none cancelled, and a step counted
+                # (an export seen before its steps are is no "+ 0/0 steps cached" flash).
+                done = not running and (line.failed or (line.exported and not line.stopped and line.total > 0))
                 if done and line.finished is None:
                     line.finished = now
                 elif not done:
@@ -158,7 +163,7 @@ class LiveDisplay:
                     hit = line.failed or bool(stages & set(graphs.get(line.name, ())))
                     line.failed = hit or not self._failures
                     line.cancelled = not line.failed
-                elif succeeded is None and line.finished is None:
+                elif succeeded is None and (line.finished is None or line.stopped):
                     line.cancelled = True
                 elif succeeded is not None:
                     line.failed = False

@@ -101,7 +101,9 @@ class StageResult:
                 "saved": self.s3_saved,
                 "down": {"objects": self.down_objects, "bytes": self.down_bytes, "lookups": self.s3_lookups},
                 "up": {"objects": self.up_objects, "bytes": self.up_bytes},
-            },
+            }
+            if self.restored_from or self.s3_saved or self.s3_lookups or self.down_objects or self.up_objects
+            else None,  # a registry or local store: no S3 traffic to tell
             "image": {"tags": list(self.tags), "digest": self.digest, "pushed": self.pushed} if self.tags else None,
             "error": self.error,
             "miss": self.miss.to_json() if self.miss is not None else None,
@@ -247,12 +249,15 @@ class RunResult:
         return f"cache writes: {'on' if self.cache_write else 'off'} ({self.cache_write_reason})"
 
     def to_json(self) -> dict[str, Any]:
+        timings = self.timeline.to_json(self.buildx_seconds) if self.timeline is not None else None
         return {
             "exit_code": self.exit_code,
             "error": self.error,
             "warnings": self.warnings,
+            "wall_seconds": timings["total"] if timings else None,
+            "own_seconds": timings["own"] if timings else None,
             "buildx_seconds": round(self.buildx_seconds, 3),
-            "timings": self.timeline.to_json(self.buildx_seconds) if self.timeline is not None else None,
+            "timings": timings,
             "cache_write": {"on": self.cache_write, "reason": self.cache_write_reason},
             "services": [s.to_json() for s in self.services],
             "misses": [m.to_json() for m in self.misses()],

@@ -11,6 +11,7 @@ builds such a file without a word, from whichever stage it picks).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import shlex
 from collections.abc import Mapping
@@ -55,6 +56,95 @@ def logical_lines(text: str) -> list[str]:
     if current.strip():
         lines.append(current)
     return lines
+
+
+#: The Dockerfile frontend's instructions (docs.docker.com/reference/dockerfile).
+INSTRUCTIONS = [
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+]
+_DIRECTIVE = re.compile(r"^#\s*(?P<key>[A-Za-z]+)\s*=\s*(?P<value>.*?)\s*$")
+_HEREDOC = re.compile(r"<<-?(?P<quote>[\"']?)(?P<word>[A-Za-z_][A-Za-z0-9_]*)(?P=quote)")
+_OWN_FRONTEND = re.compile(r"^(docker\.io/)?docker/dockerfile(-upstream)?([:@]|$)")
+
+
+def syntax_problems(text: str) -> list[tuple[int, str]]:
+    """What the Dockerfile frontend would refuse to parse, as ``(line number, problem)``: an unknown
+    instruction (``RUNN``), a ``FROM`` without an image, an instruction before the first ``FROM`` other than
+    ``ARG``. Heredocs and the ``escape`` directive are honoured; a file for another frontend (``# syntax=``
+    naming something other than docker/dockerfile) is not read."""
+    lines = text.splitlines()
+    escape = "\\"
+    for raw in lines:  # parser directives: only at the very top
+        directive = _DIRECTIVE.match(raw.strip())
+        if directive is None:
+            break
+        key, value = directive.group("key").lower(), directive.group("value")
+        if key == "escape" and value in ("`", "\\"):
+            escape = value
+        if key == "syntax" and not _OWN_FRONTEND.match(value):
+            return []
+    problems: list[tuple[int, str]] = []
+    current, start, seen_from = "", 0, False
+    heredocs: list[str] = []
+    for number, raw in enumerate(lines, 1):
+        stripped = raw.strip()
+        if heredocs:
+            if stripped == heredocs[0]:
+                heredocs.pop(0)
+            continue
+        if not stripped or stripped.startswith("#"):
+            continue
+        start = start or number
+        if stripped.endswith(escape):
+            current += stripped[: -len(escape)] + " "
+            continue
+        current += stripped
+        problem = _instruction_problem(current, seen_from)
+        if problem:
+            problems.append((start, problem))
+        seen_from = seen_from or current.split()[0].upper() == "FROM"
+        heredocs = [m.group("word") for m in _HEREDOC.finditer(current)]
+        current, start = "", 0
+    if current.strip():
+        problem = _instruction_problem(current, seen_from)
+        if problem:
+            problems.append((start, problem))
+    if not seen_from:  # no FROM at all: said once, by the caller
+        problems = [(n, p) for n, p in problems if not p.endswith(_BEFORE_FROM)]
+    return problems
+
+
+_BEFORE_FROM = " before the first FROM (only ARG may come before it)"
+
+
+def _instruction_problem(line: str, seen_from: bool) -> str | None:
+    keyword, *rest = line.split(None, 1)
+    upper = keyword.upper()
+    if upper not in INSTRUCTIONS:
+        close = difflib.get_close_matches(upper, INSTRUCTIONS, n=1, cutoff=0.6)
+        return f"unknown instruction '{keyword}'" + (f" (did you mean {close[0]}?)" if close else "")
+    if upper == "FROM" and not [w for w in (rest[0].split() if rest else []) if not w.startswith("--")]:
+        return "FROM without an image (FROM <image> [AS <name>])"
+    if not seen_from and upper not in ("FROM", "ARG"):
+        return f"{upper}{_BEFORE_FROM}"
+    return None
 
 
 def _mount_sources(rest: str) -> list[str]:

@@ -19,7 +19,7 @@ from ..config.model import Config, default_cache_name
 from ..config.services import ServiceConfig, matrix_variants, split_variant, variant_name
 from ..errors import ConfigError
 from .compose import compose_files, compose_image, compose_plugin_names
-from .dockerfile import Stage, global_args, parse_stages, same_name, stage_graph, unset_base
+from .dockerfile import Stage, global_args, parse_stages, same_name, stage_graph, syntax_problems, unset_base
 
 ComposeReader = Callable[[Sequence[Path], Path], Mapping[str, Any]]
 
@@ -123,8 +123,17 @@ def _from_compose(
     if not context.is_absolute():
         context = config.compose_dir / context
     dockerfile = context / build.get("dockerfile", "Dockerfile")
+    built = f"{files[0] if len(files) == 1 else shown}: services.{svc.compose_service}.build"
+    if build.get("additional_contexts"):
+        named = ", ".join(build["additional_contexts"])
+        raise ConfigError(
+            f"{built}.additional_contexts: named build contexts ({named}) are not supported by dockercache yet "
+            f"(its bake would drop them and pull an image of that name); services.{name} of {config.path}"
+        )
     args = {str(k): "" if v is None else str(v) for k, v in (build.get("args") or {}).items()}
     inputs = _compose_inputs(config, document, build, f"{where}: {shown}", svc, env)
+    if not dockerfile.is_file():
+        raise ConfigError(f"{built}.dockerfile: {dockerfile} does not exist (services.{name} of {config.path})")
     if config.compose_images and entry.get("image"):
         at = f"{where}: {shown}: services.{svc.compose_service}.image"
         image, tags = compose_image(str(entry["image"]), at)
@@ -292,6 +301,9 @@ def _read_stages(
         text = dockerfile.read_text(encoding="utf-8")
     except OSError:
         raise ConfigError(f"{where}.{file_key}: Dockerfile {dockerfile} does not exist or cannot be read") from None
+    problems = [ConfigError(f"{dockerfile}:{n}: {what} ({where})") for n, what in syntax_problems(text)]
+    if problems:
+        raise ConfigError(str(problems[0]), more=tuple(problems[1:]))
     dockerfile_stages = parse_stages(text)
     if not dockerfile_stages:
         raise ConfigError(f"{where}.dockerfile: {dockerfile} has no FROM instruction")

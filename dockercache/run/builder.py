@@ -62,6 +62,21 @@ def check_platforms(docker: DockerPort, plan: Plan) -> None:
         )
 
 
+BOOT_HINT = (
+    "to go on: on an engine with the containerd image store, build with the engine's own builder "
+    '([builder] name = "default", driver = "docker" in dockercache.toml), or make BuildKit\'s image pullable '
+    'through an image mirror (builder.image = "<mirror>/moby/buildkit:<version>")'
+)
+"""How to go on when a docker-container builder cannot boot (most often: ``moby/buildkit`` cannot be pulled)."""
+
+
+def _boot(docker: DockerPort, name: str) -> None:
+    try:
+        docker.bootstrap_builder(name)
+    except EnvironmentProblem as exc:
+        raise EnvironmentProblem(f"{exc}; {BOOT_HINT}") from None
+
+
 def ensure_builder(docker: DockerPort, plan: BuilderPlan, console: Console) -> bool:
     """Create the builder if missing, reuse it if present with the right driver. True when created."""
     if plan.name == "default" and plan.driver == "docker":
@@ -74,7 +89,7 @@ def ensure_builder(docker: DockerPort, plan: BuilderPlan, console: Console) -> b
                 f"(remove it with `docker buildx rm {plan.name}` or choose another builder.name)"
             )
         if driver != "docker":
-            docker.bootstrap_builder(plan.name)  # a stopped one starts here (or says why it cannot)
+            _boot(docker, plan.name)  # a stopped one starts here (or says why it cannot)
         return False
     if not plan.creatable:
         raise EnvironmentProblem(
@@ -85,7 +100,7 @@ def ensure_builder(docker: DockerPort, plan: BuilderPlan, console: Console) -> b
     docker.create_builder(plan)
     console.info(f"created builder '{plan.name}' (driver {plan.driver})")
     try:
-        docker.bootstrap_builder(plan.name)
+        _boot(docker, plan.name)
     except EnvironmentProblem:
         # One this run made and that cannot boot (its BuildKit image cannot be pulled, no privileges): leave
         # nothing behind, and stop here with exit 3 rather than fail the build with a stage showing 0/0.
