@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import re
 import shlex
 from collections.abc import Mapping
@@ -38,6 +39,27 @@ class Stage:
     def label(self) -> str:
         """How BuildKit names the stage in progress output: its name, or ``stage-N``."""
         return self.name or f"stage-{self.index}"
+
+
+def split_instruction(rest: str) -> tuple[list[str], list[str]]:
+    """An instruction's arguments (after its keyword): its leading ``--flags`` and its other words (the JSON form
+    of ADD, COPY and RUN too; words that do not parse are split at spaces)."""
+    rest = rest.strip()
+    words: list[str]
+    if rest.startswith("["):
+        try:
+            words = [str(w) for w in json.loads(rest)]
+        except ValueError:
+            words = rest.split()
+    else:
+        try:
+            words = shlex.split(rest)
+        except ValueError:
+            words = rest.split()
+    flags = []
+    while words and words[0].startswith("--"):
+        flags.append(words.pop(0))
+    return flags, words
 
 
 def logical_lines(text: str) -> list[str]:

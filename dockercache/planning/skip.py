@@ -22,13 +22,12 @@ import hashlib
 import json
 import platform as host_platform
 import re
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..model.skip import TAG_PREFIX, Unavailable
-from .dockerfile import PLATFORM_ARGS, expand, global_args, logical_lines, parse_stages
+from .dockerfile import PLATFORM_ARGS, expand, global_args, logical_lines, parse_stages, split_instruction
 
 KEY_VERSION = 1
 TAG_KEY_LENGTH = 32
@@ -83,20 +82,7 @@ def _instructions(text: str) -> list[tuple[str, list[str], list[str]]]:
     out = []
     for line in logical_lines(text):
         keyword, _, rest = line.partition(" ")
-        rest = rest.strip()
-        if rest.startswith("["):  # the JSON form of ADD, COPY, RUN
-            try:
-                words = [str(w) for w in json.loads(rest)]
-            except ValueError:
-                words = rest.split()
-        else:
-            try:
-                words = shlex.split(rest)
-            except ValueError:
-                words = rest.split()
-        flags = []
-        while words and words[0].startswith("--"):
-            flags.append(words.pop(0))
+        flags, words = split_instruction(rest)
         out.append((keyword.upper(), flags, words))
     return out
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import secrets
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 from ..model.record import Record, StageRecord, StepRecord, arg_hash
 from ..model.skip import ContextScan, Entry, Unavailable
 from .context import file_digest, scan_context
-from .dockerfile import PLATFORM_ARGS, expand, global_args, logical_lines
+from .dockerfile import PLATFORM_ARGS, expand, global_args, logical_lines, split_instruction
 
 _STEPS = frozenset({"ADD", "COPY", "RUN", "WORKDIR"})
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
@@ -54,26 +53,6 @@ class _Stage:
     scope: dict[str, str] = field(default_factory=dict)
 
 
-def _split(rest: str) -> tuple[list[str], list[str]]:
-    """An instruction's leading ``--flags`` and its other words (the JSON form of ADD, COPY, RUN too)."""
-    rest = rest.strip()
-    words: list[str]
-    if rest.startswith("["):
-        try:
-            words = [str(w) for w in json.loads(rest)]
-        except ValueError:
-            words = rest.split()
-    else:
-        try:
-            words = shlex.split(rest)
-        except ValueError:
-            words = rest.split()
-    flags = []
-    while words and words[0].startswith("--"):
-        flags.append(words.pop(0))
-    return flags, words
-
-
 def parse_steps(text: str, args: Mapping[str, str]) -> list[_Stage]:
     """Every stage with its numbered steps, the arguments each sees, and what its ``FROM`` is."""
     declared = global_args(text)
@@ -88,7 +67,7 @@ def parse_steps(text: str, args: Mapping[str, str]) -> list[_Stage]:
         keyword, _, rest = line.partition(" ")
         keyword = keyword.upper()
         if keyword == "FROM":
-            _, words = _split(rest)
+            _, words = split_instruction(rest)
             image = words[0] if words else ""
             called = words[2].lower() if len(words) > 2 and words[1].upper() == "AS" else None
             base = expand(image, values)[0]
@@ -103,7 +82,7 @@ def parse_steps(text: str, args: Mapping[str, str]) -> list[_Stage]:
             continue
         elif keyword == "ARG":
             stage = stages[-1]
-            for word in _split(rest)[1]:
+            for word in split_instruction(rest)[1]:
                 name, equals, default = word.partition("=")
                 if name in args:
                     stage.scope[name] = args[name]
@@ -114,7 +93,7 @@ def parse_steps(text: str, args: Mapping[str, str]) -> list[_Stage]:
             stages[-1].pending.append(line)
         elif keyword in _STEPS:
             stage = stages[-1]
-            flags, words = _split(rest)
+            flags, words = split_instruction(rest)
             n = len(stage.steps) + 1
             stage.steps.append(_Step(n, keyword, line, stage.pending, flags, words, dict(stage.scope)))
             stage.pending = []
