@@ -473,6 +473,9 @@ def test_s3_run_order_restore_bake_save_then_meta_data(world: World, tmp_path: P
         "dockercache-s3-key-app": "pipe/main",
         "app-image-s3": "pipe/main",  # the old docker-cache plugin's <metadata_key>-s3, for its later steps
     }
+    # --json tells every stage's S3 traffic, none (nothing fetched: the fake bake fetches no blob) too.
+    stages = [stage for svc in result.to_json()["services"] for stage in svc["stages"]]
+    assert stages and all(stage["s3"] is not None and stage["s3"]["down"]["objects"] == 0 for stage in stages)
     # The leaves' snapshots hold the stages they build on (mode=max).
     assert sorted(world.store.snapshots) == ["pipe/main/app/final", "pipe/main/app/test"]
     stages = {s.stage: s for s in result.services[0].stages}

@@ -47,6 +47,8 @@ class StageResult:
     shared_with: list[str] = field(default_factory=list)
     """The bake targets that count steps this stage shares with them (the same steps in another service's
     Dockerfile, solved once): counted there, not here."""
+    s3_store: bool = False
+    """Its cache store is an S3 store (set by that store): only then does ``--json`` carry an ``s3`` block."""
     s3_saved: str | None = None
     down_objects: int = 0
     """Blobs BuildKit fetched from S3 (redirects to presigned URLs) and their bytes."""
@@ -102,7 +104,7 @@ class StageResult:
                 "down": {"objects": self.down_objects, "bytes": self.down_bytes, "lookups": self.s3_lookups},
                 "up": {"objects": self.up_objects, "bytes": self.up_bytes},
             }
-            if self.restored_from or self.s3_saved or self.s3_lookups or self.down_objects or self.up_objects
+            if self.s3_store
             else None,  # a registry or local store: no S3 traffic to tell
             "image": {"tags": list(self.tags), "digest": self.digest, "pushed": self.pushed} if self.tags else None,
             "error": self.error,

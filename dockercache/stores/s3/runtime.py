@@ -112,6 +112,7 @@ class S3Runtime:
         by_store: dict[str, list[Target]] = {}
         for target in targets:
             by_store.setdefault(target.caches.store, []).append(target)
+            results[target.name].s3_store = True  # --json tells its S3 traffic, none too
         prepared: dict[str, Target] = {}
         for name, group in by_store.items():
             for target in self._prepare(name, group, results):
@@ -352,6 +353,8 @@ def report_traffic(endpoint: Endpoint, targets: Sequence[Target], results: Mappi
     Dockerfile order) whose snapshot holds it; uploads in the row of the snapshot that first named them."""
     traffic = endpoint.traffic
     rows = {(t.service, t.stage): results[t.name] for t in targets}
+    for result in rows.values():
+        result.s3_store = True  # its S3 traffic is told, none too
     order = {(t.service, t.stage): i for i, t in enumerate(targets)}
     repos = {name: repo.service for name, repo in endpoint.repositories.items()}
     holders: dict[tuple[str, str], list[tuple[str, str]]] = {}
