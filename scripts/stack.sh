@@ -152,7 +152,9 @@ setup_venv() {
   # (newer files, same content) installs nothing. An empty stamp is from before it held one: it stands when
   # pyproject.toml is not newer.
   local stamp=$VENV/.installed sum had=""
-  sum=$(cat "$ROOT/pyproject.toml" "$ROOT/hooks/requirements.txt" | sha256sum | cut -d' ' -f1)
+  local pins=()
+  [ -f "$ROOT/hooks/requirements.txt" ] && pins=(-c "$ROOT/hooks/requirements.txt")
+  sum=$(cat "$ROOT/pyproject.toml" "${pins[@]:1}" | sha256sum | cut -d' ' -f1)
   [ -f "$stamp" ] && had=$(cat "$stamp")
   if [ "$had" = "$sum" ] || { [ -f "$stamp" ] && [ -z "$had" ] && ! [ "$ROOT/pyproject.toml" -nt "$stamp" ]; }; then
     FOUND+=("$VENV")
@@ -162,7 +164,7 @@ setup_venv() {
   log "installing dockercache and test tools into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
   # The plugin's pinned dependencies as constraints: the suite runs what the plugin installs on agents.
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test,bench]" -c "$ROOT/hooks/requirements.txt"
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test,bench]" "${pins[@]}"
   printf '%s\n' "$sum" >"$stamp"
   STARTED+=("$VENV (installed)")
 }

@@ -67,6 +67,7 @@ class FakeDocker:
     cached: bool = False
     race_once: bool = False
     image_race_once: bool = False
+    rescue_race_once: bool = False
     image_race_error: str = 'image "docker.io/library/app:abc123": already exists'
     stall: int = 0
     """The first ``stall`` bakes fetch a blob that stops moving half-way and wait until stopped."""
@@ -174,6 +175,13 @@ class FakeDocker:
         if first and self.image_race_once:
             error = self.image_race_error
             yield json.dumps({"vertexes": [{"digest": "sha256:export", "name": "exporting to image", "error": error}]})
+            raise BuildFailed(1, f"ERROR: failed to solve: {error}")
+        if len(self.bakes) == 2 and self.rescue_race_once:  # the rescue's cache export, on BuildKit 0.13's race
+            error = (
+                "failed to commit c44c8zzdp2 to 6bhu8i9yz6 during finalize: failed to stat active key during commit: "
+                "snapshot c44c8zzdp2 does not exist: not found"
+            )
+            yield json.dumps({"vertexes": [{"digest": "sha256:cache", "name": "exporting cache", "error": error}]})
             raise BuildFailed(1, f"ERROR: failed to solve: {error}")
         sources = [s for t in targets.values() for s in t.get("cache-from", [])]
         if first and self.blob_error_once and sources:
@@ -525,6 +533,23 @@ def test_a_failing_target_keeps_the_caches_of_what_succeeded(world: World, tmp_p
 
     rows = {line.split()[1]: line.split() for line in render_table(result).splitlines()[1:]}
     assert rows["test"][3] == "failed" and all(rows[s][3] == "cancelled" for s in kept), rows
+
+
+def test_a_rescue_that_meets_buildkits_snapshot_race_saves_again(world: World, tmp_path: Path) -> None:
+    """BuildKit 0.13 sometimes loses a snapshot it is committing while the failed run's export is cancelled
+    (``failed to stat active key during commit: snapshot ... does not exist``): the rescue runs once more."""
+    world.docker.fail_stage = "test"
+    world.docker.rescue_race_once = True
+    result = world.runner.run(plan_for(LocalCache(type="local", path="cache"), tmp_path))
+    assert result.exit_code == 1 and result.error is not None and result.error.startswith("app/test: build failed")
+    assert [b["group"]["default"]["targets"] for b in world.docker.bakes] == [
+        ["app-test", "app-final"],
+        ["app-final"],
+        ["app-final"],
+    ]
+    stages = {s.stage: s for s in result.services[0].stages}
+    assert stages["final"].cache_written == str(tmp_path / "cache" / "app" / "final")
+    assert any("lost a snapshot" in w and "saving the caches again" in w for w in result.warnings), result.warnings
 
 
 def test_a_failing_shared_stage_rescues_only_what_does_not_build_on_it(world: World, tmp_path: Path) -> None:

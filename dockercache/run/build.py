@@ -224,6 +224,12 @@ class Build:
         )
         self.stores.fresh_sinks(rescue)
         again = self._bake(plan.only(rescue), "save the caches of", "collapsed")
+        met = race(again) if not again.succeeded else None
+        if met:  # not the caches' fault: once more
+            self._warn(f"{met}: saving the caches again")
+            self.tally.drop_last()
+            self.stores.fresh_sinks(rescue)
+            again = self._bake(plan.only(rescue), "save the caches of", "collapsed")
         self._record(rescue, dataclasses.replace(again, succeeded=False))
         if not again.succeeded:
             self.console.warn("saving the caches of the targets that did not fail failed too")

@@ -46,6 +46,9 @@ _IMAGE_RACE = re.compile(
 #: Docker 26's image store (the docker driver, which pushes a named image through the daemon) losing the name the
 #: export gave an instant before, while another export or a cache export of the same run was still writing.
 _NAME_LOST = re.compile(r"pushing \S+ with docker: tag does not exist")
+#: BuildKit 0.13 losing a snapshot it was committing (seen in the rescue's cache export right after the failed run's
+#: image export was cancelled).
+_SNAPSHOT_LOST = re.compile(r"failed to stat active key during commit: snapshot \S+ does not exist")
 
 
 def race(bake: BakeRun) -> str | None:
@@ -57,7 +60,9 @@ def race(bake: BakeRun) -> str | None:
       snapshot while both unpack it (``failed to prepare extraction snapshot ...: parent snapshot ... does not
       exist``);
     - the docker driver's push finds no image under the name its export just gave (``pushing ... with docker: tag
-      does not exist``; seen when a cache export of the same run failed at that moment).
+      does not exist``; seen when a cache export of the same run failed at that moment);
+    - BuildKit loses a snapshot it was committing (``failed to stat active key during commit: snapshot ... does not
+      exist``).
     """
     texts = [*(v.error or "" for v in bake.events.vertexes.values()), *bake.events.text, bake.stderr]
     for text in texts:
@@ -69,6 +74,9 @@ def race(bake: BakeRun) -> str | None:
         match = _NAME_LOST.search(text)
         if match:
             return f"the image store lost the image's name before its push ({match.group()})"
+        match = _SNAPSHOT_LOST.search(text)
+        if match:
+            return f"BuildKit lost a snapshot it was committing ({match.group()})"
     return None
 
 
